@@ -1,0 +1,5 @@
+"""Metrics: streaming feature statistics, FID/KID/IS, and their extractors."""
+
+from ganstack.metrics.evaluate import METRICS, evaluate
+
+__all__ = ["METRICS", "evaluate"]

@@ -1,0 +1,212 @@
+"""The ``ganstack`` command line: train, sample, eval, configs, datasets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from ganstack.errors import GanstackError
+
+log = logging.getLogger("ganstack")
+
+EPILOG_TRAIN = """\
+examples:
+  ganstack train sgan-mnist                      # bundled config, run dir runs/sgan-mnist
+  ganstack train my.yaml --out runs/exp1 train.batch_size=64 model.ent_weight=0
+  ganstack train sgan-mnist --out runs/x --resume  # continue after Ctrl-C or a crash
+
+Ctrl-C saves a checkpoint at the end of the current step and exits; --resume continues
+exactly where it stopped. Overrides use dotted keys; an unknown key is an error listing the
+valid ones.
+"""
+
+EPILOG_SAMPLE = """\
+examples:
+  ganstack sample runs/sgan-mnist --n 100 --out grid.png
+  ganstack sample runs/sgan-mnist --n 5000 --out s.npz          # class-balanced labels
+  ganstack sample runs/sgan-mnist --n 10 --label 7 --fix z1 --out z0.png   # vary z0 only
+
+The .npz holds `images` (uint8, N x H x W x C) and `labels` (int64, N).
+"""
+
+EPILOG_EVAL = """\
+examples:
+  ganstack eval runs/sgan-mnist
+  ganstack eval runs/sgan-mnist --n 5000 --metrics acc is fid kid
+  ganstack eval runs/sgan-mnist --samples s.npz
+  ganstack eval runs/sgan-mnist --metrics fid_inception --inception inception-2015-12-05.pt
+
+The Inception metrics need NVIDIA's TorchScript file inception-2015-12-05.pt, given by
+--inception or GANSTACK_INCEPTION. It is never downloaded, and it is loaded as trusted code
+(TorchScript can execute code): only use a file from a source you trust.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ganstack", description="Stacked GANs: train, sample and evaluate."
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    t = sub.add_parser("train", help="train a model from a config", epilog=EPILOG_TRAIN,
+                       formatter_class=fmt)
+    t.add_argument("config", help="a YAML file or the name of a bundled config "
+                   "(`ganstack configs` lists them)")
+    t.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. train.batch_size=64")
+    t.add_argument("--out", help="run directory (default: runs/CONFIG_NAME)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint (or start it)")
+    t.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
+
+    s = sub.add_parser("sample", help="write samples as a PNG grid or an .npz",
+                       epilog=EPILOG_SAMPLE, formatter_class=fmt)
+    s.add_argument("run", help="run directory")
+    s.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    s.add_argument("--out", required=True, help="output file, .png or .npz")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--label", type=int, nargs="+", metavar="K",
+                   help="class(es) to sample, cycled over the samples (default: balanced)")
+    s.add_argument("--fix", nargs="+", default=[], metavar="INPUT",
+                   help="inputs held fixed across all samples, e.g. y z1 (others vary)")
+    s.add_argument("--checkpoint", help="checkpoint name in RUN/checkpoints (default: latest)")
+    s.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+
+    e = sub.add_parser("eval", help="compute metrics of a run's samples", epilog=EPILOG_EVAL,
+                       formatter_class=fmt)
+    e.add_argument("run", help="run directory")
+    e.add_argument("--n", type=int, help="number of samples (default: the config's eval.n)")
+    e.add_argument("--metrics", nargs="+", metavar="M",
+                   help="metrics to compute (default: the config's eval.metrics)")
+    e.add_argument("--samples", help="evaluate this sample .npz instead of sampling")
+    e.add_argument("--inception", help="NVIDIA TorchScript inception-2015-12-05.pt (trusted)")
+    e.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    e.add_argument("--checkpoint", help="checkpoint name (default: latest)")
+    e.add_argument("--out", help="write the JSON here (default: RUN/eval.json)")
+
+    sub.add_parser("configs", help="list the bundled configs")
+    sub.add_parser("datasets", help="list the registered datasets")
+    m = sub.add_parser("metrics", help="list the registered metrics")
+    m.set_defaults(command="metrics")
+    return p
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ganstack.config import load_config, resolve_config_path
+    from ganstack.run import write_eval
+    from ganstack.train.trainer import Trainer, load_run_config
+
+    out = Path(args.out) if args.out else Path("runs") / resolve_config_path(args.config).stem
+    if args.resume and (out / "config.yaml").is_file():
+        log.info("resuming %s with its saved config", out)
+        cfg = load_run_config(out, args.overrides)
+    else:
+        cfg = load_config(args.config, args.overrides)
+    trainer = Trainer(cfg, out, resume=args.resume)
+    log.info("run directory: %s (%s, %d training images, device %s)", out, cfg.model.name,
+             len(trainer.train_ds), trainer.device)
+    try:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+    except ImportError:  # pragma: no cover
+        import contextlib
+
+        logging_redirect_tqdm = contextlib.nullcontext  # type: ignore[assignment]
+    with logging_redirect_tqdm():
+        status = trainer.fit()
+    if status == "interrupted":
+        print(f"interrupted: checkpoint saved in {out}/checkpoints; continue with "
+              f"`ganstack train {args.config} --out {out} --resume`")
+        return 130
+    figs = trainer.write_figures()
+    print(f"figures: {', '.join(str(p) for p in figs)}")
+    if cfg.eval.at_end and not args.no_eval:
+        from ganstack.run import load
+
+        res = load(out).evaluate()
+        path = write_eval(out, res)
+        print(json.dumps(res["metrics"], indent=1))
+        print(f"metrics written to {path}")
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from ganstack.run import load
+
+    if args.n <= 0:
+        raise GanstackError("--n must be a positive number of samples")
+    run = load(args.run, args.checkpoint, args.device)
+    path = run.save_samples(args.out, args.n, args.label, args.fix, args.seed)
+    print(f"wrote {args.n} samples to {path}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from ganstack.run import load, write_eval
+
+    if args.n is not None and args.n < 2:
+        raise GanstackError("--n must be at least 2")
+    run = load(args.run, args.checkpoint)
+    res = run.evaluate(args.n, args.metrics, args.inception, args.samples, args.seed)
+    if args.out:
+        from ganstack.train.checkpoint import atomic_write_text
+
+        atomic_write_text(Path(args.out), json.dumps(res, indent=1))
+        path = Path(args.out)
+    else:
+        path = write_eval(run.run_dir, res)
+    print(json.dumps(res["metrics"], indent=1))
+    print(f"written to {path}")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    if args.command == "configs":
+        from ganstack.config import bundled_configs
+
+        items = bundled_configs()
+    elif args.command == "datasets":
+        from ganstack.data import DATASETS
+
+        items = {n: "" for n in DATASETS}
+    else:
+        from ganstack.metrics import METRICS
+
+        items = {n: (METRICS.get(n).__doc__ or "").strip().splitlines()[0] for n in METRICS}
+    width = max(len(n) for n in items)
+    for name, desc in items.items():
+        print(f"{name:<{width}}  {desc}".rstrip())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "train":  # overrides may come after options such as --out
+        args.overrides += [e for e in extra if "=" in e and not e.startswith("-")]
+        extra = [e for e in extra if not ("=" in e and not e.startswith("-"))]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if not args.command:
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s"
+    )
+    handlers = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval}
+    try:
+        return handlers.get(args.command, _cmd_list)(args)
+    except GanstackError as e:
+        print(f"ganstack: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ganstack: aborted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,345 @@
+"""Typed experiment configuration.
+
+A configuration is a tree of dataclasses. Defaults live in code; a YAML file holds only what
+differs from them; ``a.b=c`` overrides on the command line come last. Every key is checked:
+an unknown key is an error that lists the valid keys at that place and the nearest match, and
+every value is checked against its annotated type.
+
+The ``model`` section is typed by the model it names (``model.name``): each registered model
+declares its own config dataclass, so ``sgan`` and ``stackgan_v2`` accept different keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from ganstack.errors import ConfigError
+
+BUNDLED_DIR = Path(__file__).parent / "configs"
+
+
+# --------------------------------------------------------------------------------------------
+# Sections shared by every experiment
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataConfig:
+    """Which dataset to train on and how to split it."""
+
+    name: str = "mnist5k"  # a registered dataset (`ganstack datasets` lists them)
+    path: str | None = None  # file or folder, for datasets read from disk
+    eval_size: int = 500  # images held out for evaluation (class-balanced when labelled)
+    split_seed: int = 0  # seed of the fixed train/eval split
+
+    def validate(self, where: str) -> None:
+        _require(self.eval_size >= 0, f"{where}.eval_size must be >= 0, got {self.eval_size}")
+
+
+@dataclass
+class TrainConfig:
+    """The generic training loop: phases, batch, device, logging and checkpoints."""
+
+    # Steps per phase, in the order they run. The model defines which phase names exist;
+    # a phase set to 0 steps is skipped.
+    phases: dict[str, int] = field(default_factory=dict)
+    batch_size: int = 100
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    num_threads: int = 0  # CPU threads for torch (0: leave torch's default)
+    log_every: int = 50  # steps between metrics.jsonl / TensorBoard scalars
+    sample_every: int = 500  # steps between sample grids (0: only at phase ends)
+    checkpoint_every: int = 1000  # steps between checkpoints (0: only at phase ends)
+    keep_checkpoints: int = 2  # rolling checkpoints kept besides the phase-end ones
+    ema: float = 0.0  # EMA decay of the generators (0: off); sampling then uses the EMA copy
+    tensorboard: bool = True  # write TensorBoard events when the package is installed
+    progress: bool = True  # show a progress bar
+
+    def validate(self, where: str) -> None:
+        _require(self.batch_size > 0, f"{where}.batch_size must be > 0, got {self.batch_size}")
+        for name, steps in self.phases.items():
+            _require(steps >= 0, f"{where}.phases.{name} must be >= 0 steps, got {steps}")
+        _require(0.0 <= self.ema < 1.0, f"{where}.ema must be in [0, 1), got {self.ema}")
+        for k in ("log_every", "sample_every", "checkpoint_every", "num_threads"):
+            _require(getattr(self, k) >= 0, f"{where}.{k} must be >= 0, got {getattr(self, k)}")
+        _require(self.keep_checkpoints >= 1, f"{where}.keep_checkpoints must be >= 1")
+        dev = self.device
+        _require(
+            dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"),
+            f"{where}.device must be auto, cpu, cuda or cuda:N, got {dev!r}",
+        )
+
+
+@dataclass
+class EvalConfig:
+    """What `ganstack eval` computes by default and at the end of `ganstack train`."""
+
+    n: int = 5000  # generated samples (class-balanced when the model is class-conditional)
+    metrics: list[str] = field(default_factory=lambda: ["acc", "is", "fid", "kid"])
+    at_end: bool = True  # evaluate when training finishes
+    batch_size: int = 500
+    inception: str | None = None  # TorchScript Inception file for the `*_inception` metrics
+
+    def validate(self, where: str) -> None:
+        _require(self.n >= 2, f"{where}.n must be >= 2, got {self.n}")
+        _require(self.batch_size > 0, f"{where}.batch_size must be > 0")
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole experiment. ``model`` is the config dataclass of the model it names."""
+
+    model: Any
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def hash(self) -> str:
+        """A short content hash of the resolved config (recorded in checkpoints)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Building typed configs from plain dicts
+# --------------------------------------------------------------------------------------------
+
+
+def _require(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert where lossless."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(value, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
+        return value
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_convert(v, args[0], f"{where}.{i}") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported config type {_type_name(tp)}")  # pragma: no cover
+
+
+def unknown_key_message(key: str, valid: list[str], where: str) -> str:
+    full = f"{where}.{key}" if where else key
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return f"unknown config key '{full}'.{hint} Valid keys here: {', '.join(sorted(valid))}"
+
+
+def build(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, checking keys and types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            raise ConfigError(unknown_key_message(str(key), names, where))
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            sub = f"{where}.{f.name}" if where else f.name
+            kwargs[f.name] = _convert(data[f.name], hints[f.name], sub)
+    try:
+        obj = cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{where or 'config'}: {e}") from None
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate(where or cls.__name__)
+    return obj
+
+
+# --------------------------------------------------------------------------------------------
+# Loading: bundled names, YAML files, overrides
+# --------------------------------------------------------------------------------------------
+
+
+def bundled_configs() -> dict[str, str]:
+    """Bundled config names and their one-line descriptions."""
+    out = {}
+    for p in sorted(BUNDLED_DIR.glob("*.yaml")):
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError:
+            raw = {}
+        out[p.stem] = str(raw.get("description", "")).strip().splitlines()[0:1]
+        out[p.stem] = out[p.stem][0] if out[p.stem] else ""
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys at the top level")
+    return raw
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A YAML path, or the name of a bundled config."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        return p
+    bundled = BUNDLED_DIR / f"{name_or_path}.yaml"
+    if bundled.is_file():
+        return bundled
+    names = list(bundled_configs())
+    close = difflib.get_close_matches(name_or_path, names, n=1, cutoff=0.5)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(
+        f"'{name_or_path}' is neither a YAML file nor a bundled config.{hint} "
+        f"Run `ganstack configs` to list the bundled ones."
+    )
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (['a','b','c'], parsed value). Values are read as YAML scalars."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.subkey=value")
+    key, _, value = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = raw
+        for k in keys[:-1]:
+            nxt = node.get(k)
+            if nxt is None:
+                nxt = node[k] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {item!r}: '{k}' is not a section")
+            node = nxt
+        node[keys[-1]] = value
+    return raw
+
+
+def from_dict(raw: dict[str, Any]) -> ExperimentConfig:
+    """Build an :class:`ExperimentConfig` from a plain mapping."""
+    from ganstack.models import MODELS  # local import: models import this module
+
+    raw = dict(raw)
+    model_raw = dict(raw.pop("model", None) or {})
+    model_name = model_raw.get("name", "sgan")
+    model_cls = MODELS.get(model_name, what="model (model.name)")
+    model_cfg = build(model_cls.Config, model_raw, "model")
+    names = [f.name for f in dataclasses.fields(ExperimentConfig)]
+    for key in raw:
+        if key not in names:
+            raise ConfigError(unknown_key_message(str(key), names, ""))
+    cfg = ExperimentConfig(
+        model=model_cfg,
+        data=build(DataConfig, raw.get("data"), "data"),
+        train=build(TrainConfig, raw.get("train"), "train"),
+        eval=build(EvalConfig, raw.get("eval"), "eval"),
+        description=_convert(raw.get("description", ""), str, "description"),
+    )
+    # Fill in and check the phases against the model's phase list.
+    phases = model_cls.default_phases(model_cfg)
+    for name in cfg.train.phases:
+        if name not in phases:
+            raise ConfigError(unknown_key_message(name, list(phases), "train.phases"))
+    cfg.train.phases = {name: cfg.train.phases.get(name, steps) for name, steps in phases.items()}
+    return cfg
+
+
+def load_config(name_or_path: str, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a bundled config or YAML file and apply ``key=value`` overrides."""
+    raw = _read_yaml(resolve_config_path(name_or_path))
+    return from_dict(apply_overrides(raw, list(overrides or [])))

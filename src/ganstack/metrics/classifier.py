@@ -1,0 +1,190 @@
+"""Domain classifiers that ganstack trains itself, so FID/IS-style metrics exist on any CPU.
+
+A :class:`DomainClassifier` is a small CNN trained on a dataset's *training split* (never on
+generated images, and with a different architecture and seed from any model's encoder, so it is
+an independent judge). Its penultimate 128-d activations are the features for FID/KID, its
+softmax the class posterior for IS and conditional accuracy. Trained weights are cached under
+``$GANSTACK_CACHE`` (default ``~/.cache/ganstack``) keyed by the dataset's content hash and the
+training recipe, with the held-out accuracy stored beside them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ganstack.data.base import ImageDataset
+from ganstack.errors import GanstackError
+from ganstack.train.checkpoint import atomic_write_text
+
+log = logging.getLogger("ganstack")
+
+
+@dataclass(frozen=True)
+class ClassifierRecipe:
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 3e-3
+    max_shift: int = 2  # random translation (pixels) as augmentation
+    seed: int = 1234
+    version: int = 1  # bump when the architecture or training changes
+
+    def key(self) -> str:
+        blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+class DomainClassifier(nn.Module):
+    """conv(32)-pool-conv(64)-pool-conv(128)-global-average -> 128-d features -> K logits."""
+
+    feature_dim = 128
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+
+        def block(ci: int, co: int) -> list[nn.Module]:
+            return [nn.Conv2d(ci, co, 3, padding=1, bias=False), nn.BatchNorm2d(co), nn.ReLU()]
+
+        self.trunk = nn.Sequential(
+            *block(channels, 32), nn.MaxPool2d(2),
+            *block(32, 64), nn.MaxPool2d(2),
+            *block(64, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.head = nn.Linear(128, num_classes)
+
+    @staticmethod
+    def preprocess(images: torch.Tensor) -> torch.Tensor:
+        return images.float() / 127.5 - 1.0
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 or [0,255] float images -> (features, logits)."""
+        f = self.trunk(self.preprocess(images))
+        return f, self.head(f)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, bs: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, probabilities) for uint8 images, in batches, on CPU."""
+        self.eval()
+        dev = next(self.parameters()).device
+        feats, probs = [], []
+        for s in range(0, len(images), bs):
+            f, logits = self(images[s : s + bs].to(dev))
+            feats.append(f.float().cpu())
+            probs.append(logits.float().softmax(1).cpu())
+        return torch.cat(feats), torch.cat(probs)
+
+
+def _shift(x: torch.Tensor, max_shift: int, g: torch.Generator) -> torch.Tensor:
+    """Random integer translation of each image by up to ``max_shift`` pixels (zero fill)."""
+    if max_shift <= 0:
+        return x
+    n, _, h, w = x.shape
+    p = max_shift
+    padded = F.pad(x, (p, p, p, p))
+    dy = torch.randint(0, 2 * p + 1, (n,), generator=g)
+    dx = torch.randint(0, 2 * p + 1, (n,), generator=g)
+    rows = (dy[:, None] + torch.arange(h)[None]).to(x.device)  # (n, h)
+    cols = (dx[:, None] + torch.arange(w)[None]).to(x.device)  # (n, w)
+    idx_n = torch.arange(n, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2)
+
+
+def train_classifier(
+    train: ImageDataset,
+    held_out: ImageDataset | None,
+    recipe: ClassifierRecipe,
+    log_fn=log.info,  # type: ignore[no-untyped-def]
+) -> tuple[DomainClassifier, float | None]:
+    """Train a classifier on ``train``; returns it and its accuracy on ``held_out``."""
+    if train.labels is None:
+        raise GanstackError(f"dataset '{train.name}' has no labels: cannot train a classifier")
+    g = torch.Generator().manual_seed(recipe.seed)
+    torch_state = torch.get_rng_state()
+    torch.manual_seed(recipe.seed)  # parameter init; the global state is restored below
+    model = DomainClassifier(train.shape[0], train.num_classes)
+    torch.set_rng_state(torch_state)
+    steps_per_epoch = max(1, len(train) // recipe.batch_size)
+    opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, recipe.lr, total_steps=recipe.epochs * steps_per_epoch
+    )
+    model.train()
+    for epoch in range(recipe.epochs):
+        perm = torch.randperm(len(train), generator=g)
+        total = 0.0
+        for s in range(steps_per_epoch):
+            idx = perm[s * recipe.batch_size : (s + 1) * recipe.batch_size]
+            x = _shift(train.images[idx].float(), recipe.max_shift, g)
+            _, logits = model(x)
+            loss = F.cross_entropy(logits, train.labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item()
+        log_fn(f"classifier: epoch {epoch + 1}/{recipe.epochs} loss {total / steps_per_epoch:.4f}")
+    acc = None
+    if held_out is not None and held_out.labels is not None:
+        _, probs = model.predict(held_out.images)
+        acc = float((probs.argmax(1) == held_out.labels).float().mean())
+    model.eval()
+    return model, acc
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GANSTACK_CACHE", Path.home() / ".cache" / "ganstack"))
+
+
+def get_classifier(
+    train: ImageDataset,
+    held_out: ImageDataset | None,
+    recipe: ClassifierRecipe | None = None,
+) -> tuple[DomainClassifier, dict]:
+    """A trained classifier for ``train``'s domain, from the cache or trained now.
+
+    Returns the classifier and its record (name, held-out accuracy, dataset hash, recipe).
+    """
+    recipe = recipe or ClassifierRecipe()
+    base = train.name.removesuffix("-train")
+    held = held_out.fingerprint() if held_out is not None else "none"
+    key = f"{base}-{train.fingerprint()}-{held[:8]}-{recipe.key()}"
+    folder = cache_dir() / "classifiers"
+    weights, meta_path = folder / f"{key}.safetensors", folder / f"{key}.json"
+    model = DomainClassifier(train.shape[0], train.num_classes)
+    if weights.is_file() and meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+            model.load_state_dict(load_file(str(weights)))
+            model.eval()
+            return model, meta
+        except (OSError, ValueError, SafetensorError, RuntimeError) as e:
+            log.warning("cached classifier %s is unusable (%s); retraining", weights, e)
+    log.info("training the %s domain classifier (cached afterwards in %s)", base, folder)
+    model, acc = train_classifier(train, held_out, recipe)
+    meta = {
+        "name": f"{base}cnn",
+        "dataset": base,
+        "dataset_hash": train.fingerprint(),
+        "train_size": len(train),
+        "held_out_size": 0 if held_out is None else len(held_out),
+        "held_out_accuracy": acc,
+        "recipe": dataclasses.asdict(recipe),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = weights.with_suffix(f".{os.getpid()}.tmp")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, weights)
+    atomic_write_text(meta_path, json.dumps(meta, indent=1))
+    return model, meta

@@ -1,0 +1,230 @@
+"""Evaluation: a registry of metrics computed on generated samples.
+
+Every metric's name carries its protocol: sample count, feature extractor and reference split,
+e.g. ``fid5k_mnist5kcnn_train4500`` is the FID of 5,000 samples against the 4,500 training
+images in the feature space of ganstack's own MNIST-5k classifier.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ganstack.data.base import ImageDataset
+from ganstack.errors import GanstackError
+from ganstack.metrics.classifier import DomainClassifier, get_classifier
+from ganstack.metrics.fid import frechet_distance, inception_score, kernel_inception_distance
+from ganstack.metrics.stats import FeatureStats
+from ganstack.registry import Registry
+
+log = logging.getLogger("ganstack")
+
+
+def count_tag(n: int) -> str:
+    """5000 -> '5k', 50000 -> '50k', 1234 -> '1234'."""
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+@dataclass
+class EvalContext:
+    """Generated images plus what metrics compare them with, with lazily computed features."""
+
+    images: torch.Tensor  # uint8 (N, C, H, W)
+    labels: torch.Tensor | None  # the class each sample was conditioned on
+    reference: ImageDataset  # real images the generated ones are compared with (train split)
+    held_out: ImageDataset | None = None
+    inception_path: str | None = None
+    _classifier: tuple[DomainClassifier, dict] | None = None
+    _inception: object | None = None
+    _cache: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.images)
+
+    @property
+    def ref_tag(self) -> str:
+        return f"train{len(self.reference)}"
+
+    def classifier(self) -> tuple[DomainClassifier, dict]:
+        if self._classifier is None:
+            self._classifier = get_classifier(self.reference, self.held_out)
+        return self._classifier
+
+    def inception(self):  # type: ignore[no-untyped-def]
+        if self._inception is None:
+            from ganstack.metrics.inception import InceptionExtractor
+
+            self._inception = InceptionExtractor(self.inception_path)
+        return self._inception
+
+    def outputs(self, extractor: str, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, probabilities) of the generated (``fake``) or reference (``real``) images."""
+        key = (extractor, which)
+        if key not in self._cache:
+            images = self.images if which == "fake" else self.reference.images
+            if extractor == "classifier":
+                self._cache[key] = self.classifier()[0].predict(images)
+            else:
+                net = self.inception()
+                feats, probs = [], []
+                for s in range(0, len(images), 200):
+                    f, p = net(images[s : s + 200])
+                    feats.append(f.float().cpu())
+                    probs.append(p.float().cpu())
+                self._cache[key] = (torch.cat(feats), torch.cat(probs))
+        return self._cache[key]
+
+    def extractor_tag(self, extractor: str) -> str:
+        return self.classifier()[1]["name"] if extractor == "classifier" else "inception"
+
+
+MetricFn = Callable[[EvalContext], dict[str, float]]
+METRICS: Registry[MetricFn] = Registry("metric")
+
+
+def _fid(ctx: EvalContext, extractor: str) -> dict[str, float]:
+    stats = []
+    for which in ("fake", "real"):
+        s = FeatureStats()
+        s.append(ctx.outputs(extractor, which)[0])
+        stats.append(s.mean_cov())
+    (m1, s1), (m2, s2) = stats
+    name = f"fid{count_tag(ctx.n)}_{ctx.extractor_tag(extractor)}_{ctx.ref_tag}"
+    return {name: frechet_distance(m1, s1, m2, s2)}
+
+
+def _kid(ctx: EvalContext, extractor: str) -> dict[str, float]:
+    f1 = ctx.outputs(extractor, "fake")[0].double().numpy()
+    f2 = ctx.outputs(extractor, "real")[0].double().numpy()
+    mean, std = kernel_inception_distance(f1, f2)
+    name = f"kid{count_tag(ctx.n)}_{ctx.extractor_tag(extractor)}_{ctx.ref_tag}"
+    return {name: mean, f"{name}_std": std}
+
+
+def _shuffled_is(probs: torch.Tensor) -> tuple[float, float]:
+    """IS over 10 splits of a fixed random order (sample files may be sorted by class)."""
+    order = torch.randperm(len(probs), generator=torch.Generator().manual_seed(0))
+    return inception_score(probs[order].double().numpy(), splits=10)
+
+
+def _is(ctx: EvalContext, extractor: str) -> dict[str, float]:
+    mean, std = _shuffled_is(ctx.outputs(extractor, "fake")[1])
+    name = f"is{count_tag(ctx.n)}_{ctx.extractor_tag(extractor)}"
+    return {name: mean, f"{name}_std": std}
+
+
+@METRICS.register("fid")
+def fid_classifier(ctx: EvalContext) -> dict[str, float]:
+    """FID in the domain classifier's feature space against the training split."""
+    return _fid(ctx, "classifier")
+
+
+@METRICS.register("kid")
+def kid_classifier(ctx: EvalContext) -> dict[str, float]:
+    """KID (cubic kernel, 100 subsets) in the domain classifier's feature space."""
+    return _kid(ctx, "classifier")
+
+
+@METRICS.register("is")
+def is_classifier(ctx: EvalContext) -> dict[str, float]:
+    """Inception-style score with the domain classifier's posterior, 10 splits."""
+    return _is(ctx, "classifier")
+
+
+@METRICS.register("acc")
+def conditional_accuracy(ctx: EvalContext) -> dict[str, float]:
+    """Share of samples the domain classifier assigns to the class they were conditioned on,
+    and the smallest share of samples predicted as any one class (mode-dropping check)."""
+    if ctx.labels is None:
+        return {}
+    probs = ctx.outputs("classifier", "fake")[1]
+    pred = probs.argmax(1)
+    tag = f"{count_tag(ctx.n)}_{ctx.extractor_tag('classifier')}"
+    k = probs.shape[1]
+    share = torch.bincount(pred, minlength=k).double() / len(pred)
+    return {
+        f"acc{tag}": float((pred == ctx.labels).double().mean()),
+        f"class_share_min{tag}": float(share.min()),
+    }
+
+
+@METRICS.register("fid_inception")
+def fid_inception(ctx: EvalContext) -> dict[str, float]:
+    """FID with NVIDIA's TorchScript Inception (file supplied by the user)."""
+    return _fid(ctx, "inception")
+
+
+@METRICS.register("kid_inception")
+def kid_inception(ctx: EvalContext) -> dict[str, float]:
+    return _kid(ctx, "inception")
+
+
+@METRICS.register("is_inception")
+def is_inception(ctx: EvalContext) -> dict[str, float]:
+    """Inception Score (1008-way softmax of the TorchScript Inception), 10 splits."""
+    return _is(ctx, "inception")
+
+
+def evaluate(
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    reference: ImageDataset,
+    held_out: ImageDataset | None,
+    metrics: list[str],
+    inception_path: str | None = None,
+) -> dict:
+    """Compute ``metrics`` for uint8 ``images``; returns {"metrics": ..., "protocol": ...}."""
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise GanstackError("evaluate() takes uint8 images of shape (N, C, H, W)")
+    if tuple(images.shape[1:]) != reference.shape:
+        raise GanstackError(
+            f"generated images have shape {tuple(images.shape[1:])}, the reference data "
+            f"{reference.shape}"
+        )
+    ctx = EvalContext(images, labels, reference, held_out, inception_path)
+    results: dict[str, float] = {}
+    for name in metrics:
+        results.update(METRICS.get(name, what="metric")(ctx))
+    protocol: dict = {"num_samples": ctx.n, "reference": f"{reference.name} ({len(reference)})"}
+    if ctx._classifier is not None:
+        meta = ctx._classifier[1]
+        protocol["classifier"] = meta
+        # What real held-out images score under the same classifier: the ceiling to compare with.
+        if held_out is not None and held_out.labels is not None:
+            clf = ctx._classifier[0]
+            f, p = clf.predict(held_out.images)
+            real = {f"real_{held_out.name}_acc": float((p.argmax(1) == held_out.labels).double().mean())}
+            if len(held_out) >= 10:
+                real[f"real_{held_out.name}_is"] = _shuffled_is(p)[0]
+            fake_stats = FeatureStats()
+            fake_stats.append(f)
+            ref_stats = FeatureStats()
+            ref_stats.append(ctx.outputs("classifier", "real")[0])
+            real[f"real_{held_out.name}_fid_vs_{ctx.ref_tag}"] = frechet_distance(
+                *fake_stats.mean_cov(), *ref_stats.mean_cov()
+            )
+            protocol["real_data"] = real
+    if ctx._inception is not None:
+        protocol["inception_sha256"] = getattr(ctx._inception, "sha256", None)
+    return {"metrics": results, "protocol": protocol}
+
+
+def images_from_npz(path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Read a sample file in ganstack's npz format: ``images`` uint8 (N, H, W, C), ``labels``."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            images = f["images"]
+            labels = f["labels"] if "labels" in f.files else None
+    except (OSError, ValueError, KeyError) as e:
+        raise GanstackError(f"{path} is not a sample file with an 'images' array: {e}") from None
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise GanstackError(f"{path}: 'images' must be uint8 (N, H, W, C), got {images.dtype} "
+                            f"{images.shape}")
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    y = None if labels is None else torch.from_numpy(labels.astype(np.int64))
+    return x, y

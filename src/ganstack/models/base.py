@@ -1,0 +1,271 @@
+"""The contract between a stacked model and the generic trainer.
+
+A :class:`StackModel` owns its networks, its optimizers and its training step; the trainer owns
+the loop, devices, logging and checkpoints and never branches on the model's name.
+
+Sampling is split in two: :meth:`StackModel.draw_inputs` draws every level's input (the label
+``y`` and one noise vector per level, named ``z0``, ``z1``, ...), and :meth:`generate` runs the
+levels top to bottom on given inputs. Any input can be held fixed across a batch while the
+others vary, which is how the papers' "fix y and z1, vary z0" figures are made.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ganstack.data.base import ImageDataset
+from ganstack.errors import GanstackError
+
+LogFn = Callable[[str], None]
+
+
+@dataclass
+class DataInfo:
+    """What a model needs to know about its data to build itself."""
+
+    shape: tuple[int, int, int]  # (C, H, W)
+    num_classes: int  # 0 when unlabelled
+    name: str = ""
+
+    @classmethod
+    def of(cls, ds: ImageDataset) -> DataInfo:
+        return cls(ds.shape, ds.num_classes if ds.conditional else 0, ds.name)
+
+
+class StackModel(nn.Module):
+    """Base class of every model: a stack of levels trained in named phases."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type]
+    #: Names of the modules an EMA copy is kept of when ``train.ema > 0``.
+    generator_names: ClassVar[tuple[str, ...]] = ()
+    #: Distribution of the noise inputs: "uniform" (U[0,1)) or "normal".
+    noise_distribution: ClassVar[str] = "normal"
+
+    def __init__(self, cfg: Any, info: DataInfo) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.info = info
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.ema: nn.ModuleDict | None = None
+        self.ema_decay = 0.0
+
+    # ---- phases ---------------------------------------------------------------------------
+
+    @classmethod
+    def default_phases(cls, cfg: Any) -> dict[str, int]:
+        """Phase names in the order they run, with their default number of steps."""
+        raise NotImplementedError
+
+    def setup(self, train: ImageDataset, evaluation: ImageDataset | None, log: LogFn) -> dict:
+        """One-off work before the first phase of a fresh run (e.g. pretraining an encoder).
+
+        Returns figures worth recording (they go to ``setup.json`` in the run directory).
+        """
+        return {}
+
+    def enter_phase(self, phase: str, fresh: bool) -> None:
+        """Called when ``phase`` starts (``fresh``) or is resumed mid-way (not ``fresh``)."""
+
+    def train_step(self, batch: dict[str, torch.Tensor], phase: str) -> dict[str, torch.Tensor]:
+        """One optimisation step on ``batch``; returns detached scalar losses."""
+        raise NotImplementedError
+
+    # ---- sampling -------------------------------------------------------------------------
+
+    @property
+    def conditional(self) -> bool:
+        return self.info.num_classes > 0
+
+    def noise_dims(self) -> dict[str, int]:
+        """The noise inputs, named by level (``z0`` is the bottom level's)."""
+        raise NotImplementedError
+
+    def input_names(self) -> list[str]:
+        return (["y"] if self.conditional else []) + list(self.noise_dims())
+
+    def _noise(self, n: int, dim: int, generator: torch.Generator | None) -> torch.Tensor:
+        dev = self.device
+        if self.noise_distribution == "uniform":
+            return torch.rand(n, dim, generator=generator, device="cpu").to(dev)
+        return torch.randn(n, dim, generator=generator, device="cpu").to(dev)
+
+    def draw_inputs(
+        self,
+        n: int,
+        labels: torch.Tensor | Iterable[int] | None = None,
+        fixed: Iterable[str] = (),
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Draw every level's input for ``n`` samples.
+
+        ``labels``: the class of each sample (cycled when shorter than ``n``); by default
+        class-balanced (sample ``i`` has class ``i mod K``). Inputs named in ``fixed`` are drawn
+        once and shared by all samples.
+        """
+        fixed = set(fixed)
+        unknown = fixed - set(self.input_names())
+        if unknown:
+            raise GanstackError(
+                f"cannot fix {sorted(unknown)}: this model's inputs are {self.input_names()}"
+            )
+        out: dict[str, torch.Tensor] = {}
+        if self.conditional:
+            k = self.info.num_classes
+            if labels is None:
+                if "y" in fixed:
+                    y = torch.randint(k, (1,), generator=generator).repeat(n)
+                else:
+                    y = torch.arange(n) % k
+            else:
+                y = torch.as_tensor(list(labels) if not torch.is_tensor(labels) else labels)
+                y = y.long().flatten()
+                if len(y) == 0 or int(y.min()) < 0 or int(y.max()) >= k:
+                    raise GanstackError(f"labels must lie in [0, {k - 1}], got {y.tolist()}")
+                y = y.repeat((n + len(y) - 1) // len(y))[:n]
+            out["y"] = y.to(self.device)
+        elif labels is not None:
+            raise GanstackError("this model is unconditional: it takes no labels")
+        for name, dim in self.noise_dims().items():
+            z = self._noise(1 if name in fixed else n, dim, generator)
+            out[name] = z.expand(n, dim).contiguous() if name in fixed else z
+        return out
+
+    def generate(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Run the levels top to bottom. Returns at least ``image`` in [0, 1], (N, C, H, W)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        labels: torch.Tensor | Iterable[int] | None = None,
+        fixed: Iterable[str] = (),
+        generator: torch.Generator | None = None,
+        batch_size: int = 500,
+    ) -> dict[str, torch.Tensor]:
+        """Draw inputs and generate, in batches; returns CPU tensors (``image``, ``y``, ...)."""
+        inputs = self.draw_inputs(n, labels, fixed, generator)
+        parts: list[dict[str, torch.Tensor]] = []
+        with self.sampling_mode():
+            for s in range(0, n, batch_size):
+                chunk = {k: v[s : s + batch_size] for k, v in inputs.items()}
+                out = self.generate(chunk)
+                out.update(chunk)
+                parts.append({k: v.detach().float().cpu() for k, v in out.items()})
+        res = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        if "y" in res:
+            res["y"] = res["y"].long()
+        return res
+
+    def sampling_mode(self) -> _SamplingMode:
+        return _SamplingMode(self)
+
+    def figures(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Named image grids (each (rows, cols, C, H, W) in [0, 1]) shown after training."""
+        rows = self.info.num_classes if self.conditional else 8
+        figs = {"samples": self.grid(rows, 10, vary=self.input_names(), generator=generator)}
+        return figs
+
+    @torch.no_grad()
+    def grid(
+        self,
+        rows: int,
+        cols: int,
+        vary: Iterable[str],
+        generator: torch.Generator | None = None,
+        key: str = "image",
+    ) -> torch.Tensor:
+        """A (rows, cols, C, H, W) grid: each row holds every input fixed except ``vary``.
+
+        For a conditional model, row ``r`` has class ``r mod K`` unless ``y`` is varied.
+        """
+        vary = set(vary)
+        names = self.input_names()
+        per_row: list[dict[str, torch.Tensor]] = []
+        for r in range(rows):
+            base = self.draw_inputs(1, [r % self.info.num_classes] if self.conditional else None,
+                                    generator=generator)
+            varied = self.draw_inputs(cols, None, generator=generator)
+            per_row.append(
+                {k: (varied[k] if k in vary else base[k].expand_as(varied[k])) for k in names}
+            )
+        inputs = {k: torch.cat([row[k] for row in per_row]) for k in names}
+        with self.sampling_mode():
+            img = self.generate(inputs)[key].float().cpu()
+        return img.reshape(rows, cols, *img.shape[1:])
+
+    # ---- EMA of the generators --------------------------------------------------------------
+
+    def enable_ema(self, decay: float) -> None:
+        if not self.generator_names:
+            raise GanstackError(f"model '{self.name}' declares no generators to keep an EMA of")
+        self.ema_decay = decay
+        self.ema = nn.ModuleDict(
+            {n: copy.deepcopy(getattr(self, n)).requires_grad_(False) for n in self.generator_names}
+        )
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        if self.ema is None:
+            return
+        for name in self.generator_names:
+            live, avg = getattr(self, name), self.ema[name]
+            torch._foreach_lerp_(
+                list(avg.parameters()), list(live.parameters()), 1.0 - self.ema_decay
+            )
+            for b_avg, b_live in zip(avg.buffers(), live.buffers(), strict=True):
+                b_avg.copy_(b_live)
+
+    def net(self, name: str) -> nn.Module:
+        """The module used for sampling: the EMA copy while sampling when EMA is on."""
+        if self.ema is not None and getattr(self, "_sampling", False) and name in self.ema:
+            return self.ema[name]
+        return getattr(self, name)
+
+    # ---- helpers --------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    @staticmethod
+    def set_requires_grad(modules: Iterable[nn.Module], flag: bool) -> None:
+        for m in modules:
+            m.requires_grad_(flag)
+
+
+class _SamplingMode:
+    """Context: generators in the model's sampling BN mode, EMA copies selected."""
+
+    def __init__(self, model: StackModel) -> None:
+        self.model = model
+
+    def __enter__(self) -> StackModel:
+        self.was_training = self.model.training
+        self.model.eval()
+        self.model._sampling = True  # type: ignore[attr-defined]
+        self.saved_momenta: list[tuple[nn.Module, float | None]] = []
+        if getattr(self.model.cfg, "sample_bn", "eval") == "batch":
+            # Batch statistics, as during training; momentum 0 keeps the running averages intact.
+            for name in self.model.generator_names:
+                for m in self.model.net(name).modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        self.saved_momenta.append((m, m.momentum))
+                        m.momentum = 0.0
+                        m.train()
+        return self.model
+
+    def __exit__(self, *exc: object) -> None:
+        for m, momentum in self.saved_momenta:
+            m.momentum = momentum
+        self.model._sampling = False  # type: ignore[attr-defined]
+        self.model.train(self.was_training)

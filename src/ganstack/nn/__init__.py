@@ -1,0 +1,12 @@
+"""Building blocks shared by the models."""
+
+from ganstack.nn.layers import (
+    GaussianNoise,
+    conv_act,
+    deconv5,
+    init_normal_,
+    linear_act,
+    lrelu,
+)
+
+__all__ = ["GaussianNoise", "conv_act", "deconv5", "init_normal_", "linear_act", "lrelu"]

@@ -1,0 +1,87 @@
+"""Layers and initialisers in the conventions of the papers' official code.
+
+Batch norm follows the Lasagne code of SGAN: the preceding layer has no bias, eps = 1e-6,
+running averages with momentum 0.1, and the nonlinearity comes after the normalisation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+BN_EPS = 1e-6
+
+
+def lrelu() -> nn.Module:
+    return nn.LeakyReLU(0.2)
+
+
+def init_normal_(module: nn.Module, std: float = 0.02) -> nn.Module:
+    """Weights ~ N(0, std), biases 0, batch-norm scale 1 and shift 0 (every submodule)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return module
+
+
+def linear_act(n_in: int, n_out: int, act: nn.Module | None, bn: bool = True) -> nn.Sequential:
+    """Linear (no bias when followed by BN) -> optional BN -> activation."""
+    layers: list[nn.Module] = [nn.Linear(n_in, n_out, bias=not bn)]
+    if bn:
+        layers.append(nn.BatchNorm1d(n_out, eps=BN_EPS, momentum=0.1))
+    if act is not None:
+        layers.append(act)
+    return nn.Sequential(*layers)
+
+
+def conv_act(
+    c_in: int, c_out: int, k: int, stride: int, pad: int, act: nn.Module | None, bn: bool = False
+) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, k, stride, pad, bias=not bn)]
+    if bn:
+        layers.append(nn.BatchNorm2d(c_out, eps=BN_EPS, momentum=0.1))
+    if act is not None:
+        layers.append(act)
+    return nn.Sequential(*layers)
+
+
+def deconv5(
+    c_in: int, c_out: int, mode: str, act: nn.Module | None, bn: bool = True
+) -> nn.Sequential:
+    """The official code's 5x5 'Deconv' layer.
+
+    ``mode='half'``: stride 2, doubles H and W. ``mode='valid'``: stride 1, adds 4 to H and W.
+    """
+    if mode == "half":
+        conv = nn.ConvTranspose2d(c_in, c_out, 5, 2, 2, output_padding=1, bias=not bn)
+    elif mode == "valid":
+        conv = nn.ConvTranspose2d(c_in, c_out, 5, 1, 0, bias=not bn)
+    else:  # pragma: no cover - internal misuse
+        raise ValueError(f"unknown deconv mode {mode!r}")
+    layers: list[nn.Module] = [conv]
+    if bn:
+        layers.append(nn.BatchNorm2d(c_out, eps=BN_EPS, momentum=0.1))
+    if act is not None:
+        layers.append(act)
+    return nn.Sequential(*layers)
+
+
+class GaussianNoise(nn.Module):
+    """Adds N(0, sigma^2) noise in training mode only."""
+
+    def __init__(self, sigma: float) -> None:
+        super().__init__()
+        self.sigma = sigma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.sigma > 0:
+            return x + self.sigma * torch.randn_like(x)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}"

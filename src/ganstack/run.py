@@ -1,0 +1,109 @@
+"""Loading a finished (or running) run directory: sample from it, evaluate it."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ganstack.config import ExperimentConfig
+from ganstack.errors import GanstackError
+from ganstack.models import DataInfo, StackModel, build_model
+from ganstack.train import checkpoint as ckpt
+from ganstack.train.trainer import load_run_config, resolve_device
+from ganstack.viz import save_grid, to_uint8
+
+
+class Run:
+    """A trained model with its config, loaded from a run directory."""
+
+    def __init__(self, run_dir: str | Path, checkpoint: str | None = None,
+                 device: str = "cpu") -> None:
+        self.run_dir = Path(run_dir)
+        self.config: ExperimentConfig = load_run_config(self.run_dir)
+        folder = self.run_dir / "checkpoints"
+        if checkpoint:
+            path = folder / f"{Path(checkpoint).stem}.json"
+        else:
+            found = ckpt.list_checkpoints(folder)
+            if not found:
+                raise GanstackError(f"{self.run_dir} has no checkpoint yet; train it first")
+            path = found[-1]
+        self.record, tensors = ckpt.read_checkpoint(path)
+        di = self.record["data_info"]
+        self.info = DataInfo(tuple(di["shape"]), di["num_classes"], di.get("name", ""))
+        self.model: StackModel = build_model(self.config.model, self.info)
+        if any(k.startswith("model/ema.") for k in tensors):
+            self.model.enable_ema(self.config.train.ema)
+        ckpt.restore(self.record, tensors, self.model, None, rng=False)
+        self.model.to(resolve_device(device)).eval()
+        self.checkpoint = path.stem
+
+    @property
+    def step(self) -> int:
+        return int(self.record["global_step"])
+
+    def sample(self, n: int, labels: Iterable[int] | None = None, fixed: Iterable[str] = (),
+               seed: int | None = 0) -> dict[str, torch.Tensor]:
+        """``n`` samples: ``image`` in [0, 1] (N, C, H, W), ``y`` and every level's input."""
+        gen = None if seed is None else torch.Generator().manual_seed(seed)
+        return self.model.sample(n, labels, fixed, gen)
+
+    def save_samples(self, path: str | Path, n: int, labels: Iterable[int] | None = None,
+                     fixed: Iterable[str] = (), seed: int | None = 0) -> Path:
+        """Write samples as a PNG grid or an ``.npz`` (images uint8 (N, H, W, C), labels)."""
+        path = Path(path)
+        if path.suffix not in (".png", ".npz"):
+            raise GanstackError(f"--out must end in .png or .npz, got {path.name}")
+        out = self.sample(n, labels, fixed, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".png":
+            save_grid(out["image"], path)
+        else:
+            images = to_uint8(out["image"]).permute(0, 2, 3, 1).contiguous().numpy()
+            arrays = {"images": images}
+            if "y" in out:
+                arrays["labels"] = out["y"].numpy().astype(np.int64)
+            tmp = path.with_name(f".{path.name}.tmp.npz")
+            np.savez_compressed(tmp, **arrays)
+            tmp.replace(path)
+        return path
+
+    def evaluate(self, n: int | None = None, metrics: list[str] | None = None,
+                 inception: str | None = None, samples: str | None = None,
+                 seed: int = 0) -> dict:
+        """Metrics of ``n`` class-balanced samples (or of a sample file); see ``ganstack.metrics``."""
+        from ganstack.data import load_dataset
+        from ganstack.metrics.evaluate import evaluate, images_from_npz
+
+        ec = self.config.eval
+        train_ds, eval_ds = load_dataset(self.config.data)
+        t0 = time.perf_counter()
+        if samples:
+            images, labels = images_from_npz(samples)
+            source = str(samples)
+        else:
+            out = self.sample(n or ec.n, seed=seed)
+            images, labels = to_uint8(out["image"]), out.get("y")
+            source = f"{self.checkpoint} (step {self.step}), seed {seed}"
+        res = evaluate(images, labels, train_ds, eval_ds, metrics or ec.metrics,
+                       inception or ec.inception)
+        res["protocol"]["samples"] = source
+        res["protocol"]["seconds"] = round(time.perf_counter() - t0, 1)
+        res["step"] = self.step
+        return res
+
+
+def load(run_dir: str | Path, checkpoint: str | None = None, device: str = "cpu") -> Run:
+    """Load a run directory: ``ganstack.load("runs/sgan-mnist").sample(16)``."""
+    return Run(run_dir, checkpoint, device)
+
+
+def write_eval(run_dir: Path, result: dict) -> Path:
+    path = run_dir / "eval.json"
+    ckpt.atomic_write_text(path, json.dumps(result, indent=1))
+    return path

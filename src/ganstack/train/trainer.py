@@ -1,0 +1,364 @@
+"""The generic training loop.
+
+The trainer runs the phases a model declares, one ``model.train_step`` per step, and owns
+everything around it: device and precision, seeding, the batcher, logging (``metrics.jsonl``,
+TensorBoard, a progress bar), sample grids, checkpoints, exact resume and Ctrl-C handling.
+It never branches on the model's name.
+
+Run directory layout::
+
+    config.yaml        the fully resolved config
+    run.json           data shape/classes and the setup results (e.g. encoder accuracy)
+    metrics.jsonl      one JSON line per logging interval
+    tb/                TensorBoard events
+    samples/           sample grids during training
+    figures/           the model's figures and training curves after training
+    checkpoints/       step-NNNNNNN.{safetensors,json} (rolling) and phase-NAME.{...} (kept)
+    eval.json          metrics written by evaluation
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ganstack.config import ExperimentConfig, from_dict
+from ganstack.data import Batcher, ImageDataset, load_dataset
+from ganstack.errors import CheckpointError, GanstackError
+from ganstack.models import DataInfo, StackModel, build_model
+from ganstack.train import checkpoint as ckpt
+from ganstack.viz import plot_curves, save_grid
+
+log = logging.getLogger("ganstack")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GanstackError(f"train.device={name} but CUDA is not available; use device=cpu")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Train ``cfg`` into ``run_dir``; with ``resume`` continue from its last checkpoint."""
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        run_dir: str | Path,
+        resume: bool = False,
+        datasets: tuple[ImageDataset, ImageDataset | None] | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        existing = ckpt.list_checkpoints(self.ckpt_dir)
+        if existing and not resume:
+            raise GanstackError(
+                f"{self.run_dir} already holds a run (checkpoints/); pass --resume to continue "
+                f"it, or choose another --out"
+            )
+        self.resuming = bool(existing) and resume
+        if resume and not existing:
+            log.info("no checkpoint in %s: starting a new run", self.run_dir)
+        self.cfg = cfg
+        tc = cfg.train
+        if tc.num_threads:
+            torch.set_num_threads(tc.num_threads)
+        self.device = resolve_device(tc.device)
+        self.amp_dtype = None
+        if tc.precision == "bf16" or (tc.precision == "auto" and self.device.type == "cuda"):
+            self.amp_dtype = torch.bfloat16
+        seed_everything(tc.seed)
+        self.train_ds, self.eval_ds = datasets if datasets is not None else load_dataset(cfg.data)
+        self.info = DataInfo.of(self.train_ds)
+        self.model: StackModel = build_model(cfg.model, self.info).to(self.device)
+        if tc.ema > 0:
+            self.model.enable_ema(tc.ema)
+        self.batcher = Batcher(self.train_ds, tc.batch_size, tc.seed, self.device)
+        self.global_step = 0
+        self.phase_index = 0
+        self.phase_step = 0
+        self.elapsed = 0.0
+        self._stop_requested = False
+        self.max_steps: int | None = None
+        self._tb: Any = None
+
+    # ---- state -------------------------------------------------------------------------------
+
+    @property
+    def phases(self) -> list[tuple[str, int]]:
+        return list(self.cfg.train.phases.items())
+
+    def _meta(self) -> dict[str, Any]:
+        phases = self.phases
+        return {
+            "global_step": self.global_step,
+            "phase_index": self.phase_index,
+            "phase": phases[self.phase_index][0] if self.phase_index < len(phases) else None,
+            "phase_step": self.phase_step,
+            "elapsed_s": round(self.elapsed, 3),
+            "config_hash": self.cfg.hash(),
+            "data_info": {"shape": list(self.info.shape), "num_classes": self.info.num_classes,
+                          "name": self.info.name},
+            "model": self.cfg.model.name,
+        }
+
+    def save(self, name: str | None = None) -> Path:
+        name = name or f"step-{self.global_step:07d}"
+        path = ckpt.save_checkpoint(
+            self.ckpt_dir, name, self.model, self.model.optimizers, self._meta()
+        )
+        self._prune()
+        return path
+
+    def _prune(self) -> None:
+        rolling = [p for p in ckpt.list_checkpoints(self.ckpt_dir) if p.stem.startswith("step-")]
+        for p in rolling[: -self.cfg.train.keep_checkpoints]:
+            (p.parent / f"{p.stem}.safetensors").unlink(missing_ok=True)
+            p.unlink(missing_ok=True)
+
+    def _restore_latest(self) -> None:
+        ckpt.remove_stale_temporaries(self.ckpt_dir)
+        latest = ckpt.list_checkpoints(self.ckpt_dir)[-1]
+        record, tensors = ckpt.read_checkpoint(latest)
+        if record.get("model") != self.cfg.model.name:
+            raise CheckpointError(
+                f"{latest} holds a '{record.get('model')}' model, the config a "
+                f"'{self.cfg.model.name}'"
+            )
+        ckpt.restore(record, tensors, self.model, self.model.optimizers)
+        self.global_step = record["global_step"]
+        self.phase_index = record["phase_index"]
+        self.phase_step = record["phase_step"]
+        self.elapsed = record.get("elapsed_s", 0.0)
+        self._truncate_metrics(self.global_step)
+        log.info("resumed from %s (step %d)", latest.name, self.global_step)
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metric lines logged after the checkpoint we resume from."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    keep.append(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+        ckpt.atomic_write_text(path, "".join(k + "\n" for k in keep))
+
+    # ---- logging -----------------------------------------------------------------------------
+
+    def _open_tensorboard(self) -> None:
+        if not self.cfg.train.tensorboard:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            log.warning(
+                "TensorBoard is not installed; scalars go to metrics.jsonl only "
+                "(pip install 'ganstack[tensorboard]' to get event files)"
+            )
+            return
+        self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.global_step or None)
+
+    def _write_metrics(self, row: dict[str, Any]) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        if self._tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k not in ("step", "phase_step"):
+                    self._tb.add_scalar(k, v, row["step"])
+
+    def write_samples(self, tag: str) -> None:
+        """A fixed-noise sample grid (same inputs every time, so grids are comparable)."""
+        gen = torch.Generator().manual_seed(self.cfg.train.seed + 12345)
+        rows = self.info.num_classes if self.info.num_classes else 8
+        grid = self.model.grid(rows, 10, vary=self.model.input_names(), generator=gen)
+        save_grid(grid, self.run_dir / "samples" / f"{tag}.png")
+        if self._tb is not None:
+            from ganstack.viz import grid_array
+
+            self._tb.add_image("samples", grid_array(grid), self.global_step, dataformats="HWC")
+
+    # ---- the loop ----------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._stop_requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        log.warning("stopping: saving a checkpoint after this step (Ctrl-C again to abort)")
+
+    def _should_stop(self) -> bool:
+        return self._stop_requested or (
+            self.max_steps is not None and self.global_step >= self.max_steps
+        )
+
+    def fit(self, max_steps: int | None = None) -> str:
+        """Run all remaining phases. Returns ``"done"`` or ``"interrupted"``.
+
+        ``max_steps`` stops (with a checkpoint) once that many steps in all have run.
+        """
+        self.max_steps = max_steps
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.resuming:
+            self._restore_latest()
+        else:
+            ckpt.atomic_write_text(self.run_dir / "config.yaml", self.cfg.to_yaml())
+            setup = self.model.setup(self.train_ds, self.eval_ds, log.info)
+            run_info = {"data": self._meta()["data_info"], "setup": setup,
+                        "train_size": len(self.train_ds),
+                        "eval_size": 0 if self.eval_ds is None else len(self.eval_ds)}
+            ckpt.atomic_write_text(self.run_dir / "run.json", json.dumps(run_info, indent=1))
+            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        self._open_tensorboard()
+        handlers = {}
+        with contextlib.suppress(ValueError):  # not in the main thread: no signal handling
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                handlers[sig] = signal.signal(sig, self._on_signal)
+        try:
+            status = self._run_phases()
+        finally:
+            for sig, h in handlers.items():
+                signal.signal(sig, h)
+            if self._tb is not None:
+                self._tb.close()
+        return status
+
+    def _run_phases(self) -> str:
+        tc = self.cfg.train
+        total = sum(s for _, s in self.phases)
+        bar = None
+        if tc.progress:
+            from tqdm.auto import tqdm
+
+            tty = sys.stderr.isatty()  # in logs (CI, nohup) redraw rarely
+            bar = tqdm(total=total, initial=self.global_step, unit="step", dynamic_ncols=True,
+                       mininterval=0.2 if tty else 30.0)
+        try:
+            for pi, (phase, steps) in enumerate(self.phases):
+                if pi < self.phase_index:
+                    continue
+                if pi > self.phase_index:
+                    self.phase_index, self.phase_step = pi, 0
+                if self.phase_step >= steps:
+                    continue
+                if self._should_stop() or not self._run_phase(phase, steps, bar):
+                    self.save()
+                    log.warning("interrupted at step %d; resume with --resume", self.global_step)
+                    return "interrupted"
+                self.save(f"phase-{phase}")
+                self.write_samples(f"{phase}-final")
+            self.phase_index = len(self.phases)
+        finally:
+            if bar is not None:
+                bar.close()
+        return "done"
+
+    def _run_phase(self, phase: str, steps: int, bar: Any) -> bool:
+        tc = self.cfg.train
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        t0 = time.perf_counter()
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.amp_dtype)
+            if self.amp_dtype is not None
+            else contextlib.nullcontext()
+        )
+        self.model.enter_phase(phase, fresh=self.phase_step == 0)
+        self.model.train()
+        while self.phase_step < steps:
+            batch = self.batcher.batch(self.global_step)
+            with autocast:
+                losses = self.model.train_step(batch, phase)
+            self.model.update_ema()
+            self.global_step += 1
+            self.phase_step += 1
+            for k, v in losses.items():
+                sums[k] = sums[k] + v.float() if k in sums else v.float()
+            count += 1
+            if bar is not None:
+                bar.update(1)
+            end = self.phase_step == steps
+            if (tc.log_every and self.global_step % tc.log_every == 0) or end:
+                dt = time.perf_counter() - t0
+                self.elapsed += dt
+                names = list(sums)
+                values = torch.stack([sums[k] for k in names]).div(count).tolist()
+                row = {"step": self.global_step, "phase": phase, "phase_step": self.phase_step,
+                       "images_per_s": round(count * tc.batch_size / max(dt, 1e-9), 1),
+                       "elapsed_s": round(self.elapsed, 2)}
+                row.update({f"loss/{k}": round(v, 6) for k, v in zip(names, values, strict=True)})
+                self._check_finite(dict(zip(names, values, strict=True)), phase)
+                self._write_metrics(row)
+                if bar is not None:
+                    short = {k: f"{v:.3g}" for k, v in zip(names, values, strict=True)
+                             if k.endswith(("adv", "cond")) or "_" not in k}
+                    bar.set_description(f"{phase} {self.phase_step}/{steps}", refresh=False)
+                    bar.set_postfix(short | {"img/s": row["images_per_s"]}, refresh=False)
+                sums, count, t0 = {}, 0, time.perf_counter()
+            if tc.sample_every and self.global_step % tc.sample_every == 0 and not end:
+                self.write_samples(f"step-{self.global_step:07d}")
+            if tc.checkpoint_every and self.global_step % tc.checkpoint_every == 0 and not end:
+                if sums:  # never write a checkpoint after a non-finite loss
+                    self._check_finite({k: float(v) / count for k, v in sums.items()}, phase)
+                self.save()
+            if self._should_stop() and not end:
+                return False
+        return True
+
+    def _check_finite(self, values: dict[str, float], phase: str) -> None:
+        bad = [k for k, v in values.items() if not np.isfinite(v)]
+        if bad:
+            raise GanstackError(
+                f"loss {', '.join(bad)} became NaN/Inf by step {self.global_step} (phase "
+                f"{phase}); stopped without writing a checkpoint. Lower the learning rate, or "
+                f"resume from the last good checkpoint with --resume."
+            )
+
+    # ---- after training ----------------------------------------------------------------------
+
+    def write_figures(self) -> list[Path]:
+        """The model's figures and the training curves, into ``figures/``."""
+        out = []
+        gen = torch.Generator().manual_seed(self.cfg.train.seed + 777)
+        for name, grid in self.model.figures(gen).items():
+            path = self.run_dir / "figures" / f"{name}.png"
+            save_grid(grid, path)
+            out.append(path)
+        curves = self.run_dir / "figures" / "curves.png"
+        if plot_curves(self.run_dir / "metrics.jsonl", curves):
+            out.append(curves)
+        return out
+
+
+def load_run_config(run_dir: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """The resolved config saved in a run directory, with optional overrides applied."""
+    import yaml
+
+    from ganstack.config import apply_overrides
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise GanstackError(f"{run_dir} is not a ganstack run directory (no config.yaml)")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return from_dict(apply_overrides(raw, list(overrides or [])))
