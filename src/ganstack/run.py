@@ -76,7 +76,7 @@ class Run:
     def evaluate(self, n: int | None = None, metrics: list[str] | None = None,
                  inception: str | None = None, samples: str | None = None,
                  seed: int = 0) -> dict:
-        """Metrics of ``n`` class-balanced samples (or of a sample file); see ``ganstack.metrics``."""
+        """Metrics of ``n`` class-balanced samples, or of a sample file (``samples``)."""
         from ganstack.data import load_dataset
         from ganstack.metrics.evaluate import evaluate, images_from_npz
 

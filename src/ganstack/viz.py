@@ -86,7 +86,7 @@ def plot_curves(metrics_jsonl: Path, out: Path) -> bool:
     for r in rows:
         phase_starts.setdefault(r.get("phase"), r["step"])
     for ax in axes[0]:
-        for phase, s in list(phase_starts.items())[1:]:
+        for s in list(phase_starts.values())[1:]:
             ax.axvline(s, color="grey", ls=":", lw=1)
     fig.tight_layout()
     buf = io.BytesIO()

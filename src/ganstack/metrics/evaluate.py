@@ -198,7 +198,8 @@ def evaluate(
         if held_out is not None and held_out.labels is not None:
             clf = ctx._classifier[0]
             f, p = clf.predict(held_out.images)
-            real = {f"real_{held_out.name}_acc": float((p.argmax(1) == held_out.labels).double().mean())}
+            acc = float((p.argmax(1) == held_out.labels).double().mean())
+            real = {f"real_{held_out.name}_acc": acc}
             if len(held_out) >= 10:
                 real[f"real_{held_out.name}_is"] = _shuffled_is(p)[0]
             fake_stats = FeatureStats()

@@ -170,8 +170,7 @@ class StackModel(nn.Module):
     def figures(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Named image grids (each (rows, cols, C, H, W) in [0, 1]) shown after training."""
         rows = self.info.num_classes if self.conditional else 8
-        figs = {"samples": self.grid(rows, 10, vary=self.input_names(), generator=generator)}
-        return figs
+        return {"samples": self.grid(rows, 10, vary=self.noise_dims(), generator=generator)}
 
     @torch.no_grad()
     def grid(

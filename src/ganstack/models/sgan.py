@@ -37,7 +37,7 @@ from ganstack.config import ConfigError
 from ganstack.data.base import ImageDataset
 from ganstack.errors import CheckpointError
 from ganstack.models.base import DataInfo, LogFn, StackModel
-from ganstack.nn import conv_act, deconv5, init_normal_, linear_act, lrelu
+from ganstack.nn import conv_act, deconv5, init_glorot_, init_normal_, linear_act, lrelu
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -74,6 +74,9 @@ class SGANConfig:
     # "saturating" = log(1 - D(G(z))) (the CIFAR code).
     g_loss: Literal["ns", "saturating"] = "ns"
     joint_coupling: float = 0.0  # weight of L_G(i) in G(i+1)'s update in the joint phase
+    # Discriminator/Q initialisation: "normal" = N(0, 0.02) (train_independent.py);
+    # "glorot" = Glorot-uniform weights (the D/Q definitions left in the MNIST train_joint.py).
+    disc_init: Literal["normal", "glorot"] = "normal"
     lr: float = 1e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -335,7 +338,10 @@ class SGAN(StackModel):
                 discs.append(FeatureDiscriminator(dims[i], z, cfg.feature_disc_hidden))
         for g_net, d_net in zip(gens, discs, strict=True):
             init_normal_(g_net)
-            init_normal_(d_net)
+            if cfg.disc_init == "glorot":
+                init_glorot_(d_net)
+            else:
+                init_normal_(d_net)
         self.G = nn.ModuleList(gens)
         self.D = nn.ModuleList(discs)
         self.optimizers = {}
@@ -387,7 +393,8 @@ class SGAN(StackModel):
                 loss.backward()
                 opt.step()
                 total += loss.item()
-            log(f"encoder: epoch {epoch + 1}/{ecfg.pretrain_epochs} loss {total / (len(train) // bs):.4f}")
+            mean = total / (len(train) // bs)
+            log(f"encoder: epoch {epoch + 1}/{ecfg.pretrain_epochs} loss {mean:.4f}")
         enc.requires_grad_(False)
         return {"encoder_source": "pretrained", "encoder_epochs": ecfg.pretrain_epochs}
 

@@ -4,9 +4,10 @@ from ganstack.nn.layers import (
     GaussianNoise,
     conv_act,
     deconv5,
+    init_glorot_,
     init_normal_,
     linear_act,
     lrelu,
 )
 
-__all__ = ["GaussianNoise", "conv_act", "deconv5", "init_normal_", "linear_act", "lrelu"]
+__all__ = ["GaussianNoise", "conv_act", "deconv5", "init_glorot_", "init_normal_", "linear_act", "lrelu"]

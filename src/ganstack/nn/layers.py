@@ -29,6 +29,16 @@ def init_normal_(module: nn.Module, std: float = 0.02) -> nn.Module:
     return module
 
 
+def init_glorot_(module: nn.Module) -> nn.Module:
+    """Glorot-uniform weights (Lasagne's default), biases 0 (every submodule)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module
+
+
 def linear_act(n_in: int, n_out: int, act: nn.Module | None, bn: bool = True) -> nn.Sequential:
     """Linear (no bias when followed by BN) -> optional BN -> activation."""
     layers: list[nn.Module] = [nn.Linear(n_in, n_out, bias=not bn)]

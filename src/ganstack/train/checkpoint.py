@@ -113,10 +113,10 @@ def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng/cuda{i}"] = s
     py = random.getstate()
-    np_state = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     meta = {
         "python": [py[0], list(py[1]), py[2]],
-        "numpy": [np_state[0], np_state[1].tolist(), *[int(v) if isinstance(v, (int, np.integer)) else float(v) for v in np_state[2:]]],
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
     }
     return tensors, meta
 

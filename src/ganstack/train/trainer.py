@@ -193,7 +193,7 @@ class Trainer:
         """A fixed-noise sample grid (same inputs every time, so grids are comparable)."""
         gen = torch.Generator().manual_seed(self.cfg.train.seed + 12345)
         rows = self.info.num_classes if self.info.num_classes else 8
-        grid = self.model.grid(rows, 10, vary=self.model.input_names(), generator=gen)
+        grid = self.model.grid(rows, 10, vary=self.model.noise_dims(), generator=gen)
         save_grid(grid, self.run_dir / "samples" / f"{tag}.png")
         if self._tb is not None:
             from ganstack.viz import grid_array

