@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ganstack.train.checkpoint import atomic_write_bytes
+from ganstack.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

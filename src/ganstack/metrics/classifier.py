@@ -26,7 +26,7 @@ from torch import nn
 
 from ganstack.data.base import ImageDataset
 from ganstack.errors import GanstackError
-from ganstack.train.checkpoint import atomic_write_text
+from ganstack.fileio import atomic_write_text
 
 log = logging.getLogger("ganstack")
 

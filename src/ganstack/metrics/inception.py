@@ -9,7 +9,6 @@ path comes from the ``path`` argument (the CLI's ``--inception PATH``) or the
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ganstack.errors import GanstackError
+from ganstack.fileio import sha256_file
 
 __all__ = ["ENV_VAR", "InceptionExtractor", "resolve_inception_path", "sha256_file"]
 
@@ -30,15 +30,6 @@ _HOW_TO_GET = (
     f"The file is loaded as trusted code (TorchScript can run code): only use a file from a "
     f"source you trust."
 )
-
-
-def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
-    """Return the hex SHA-256 of a file, read in chunks of ``chunk_size`` bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def resolve_inception_path(path: str | os.PathLike[str] | None = None) -> Path:

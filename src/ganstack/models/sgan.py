@@ -78,6 +78,7 @@ class SGANConfig:
     # "glorot" = Glorot-uniform weights (the D/Q definitions left in the MNIST train_joint.py).
     disc_init: Literal["normal", "glorot"] = "normal"
     lr: float = 1e-4
+    joint_lr: float | None = None  # learning rate of the joint phase (unset: lr)
     beta1: float = 0.5
     beta2: float = 0.999
     # The official stages are separate scripts, so Adam's state starts afresh in each phase.
@@ -408,9 +409,14 @@ class SGAN(StackModel):
     # ---- training --------------------------------------------------------------------------
 
     def enter_phase(self, phase: str, fresh: bool) -> None:
-        if fresh and self.cfg.reset_optimizers:
-            for opt in self.optimizers.values():
+        if not fresh:
+            return  # resumed mid-phase: optimizer state and lr come from the checkpoint
+        lr = self.cfg.joint_lr if phase == "joint" and self.cfg.joint_lr else self.cfg.lr
+        for opt in self.optimizers.values():
+            if self.cfg.reset_optimizers:
                 opt.state.clear()
+            for group in opt.param_groups:
+                group["lr"] = lr
 
     def _draw_z(self, b: int) -> list[torch.Tensor]:
         return [torch.rand(b, d, device=self.device) for d in self.cfg.z_dims]

@@ -10,4 +10,6 @@ from ganstack.nn.layers import (
     lrelu,
 )
 
-__all__ = ["GaussianNoise", "conv_act", "deconv5", "init_glorot_", "init_normal_", "linear_act", "lrelu"]
+__all__ = [
+    "GaussianNoise", "conv_act", "deconv5", "init_glorot_", "init_normal_", "linear_act", "lrelu",
+]

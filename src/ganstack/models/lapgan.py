@@ -1,0 +1,499 @@
+"""LAPGAN: a Laplacian pyramid of adversarial networks (Denton et al., NIPS 2015).
+
+The image I_0 is turned into a Gaussian pyramid I_{k+1} = d(I_k), k = 0 .. L-2, and a Laplacian
+pyramid h_k = I_k - u(I_{k+1}) with I_{L-1} (the coarsest image) as its last entry. Level k has
+its own GAN (spec s2gan_lapgan.md B0):
+
+- the coarsest level L-1 is an ordinary (class-conditional) GAN on the small image I_{L-1};
+- every finer level k has G_k(z_k, u(I_{k+1})) -> a residual h~_k and a discriminator D_k that
+  gets the low-pass image l_k = u(I_{k+1}) with the real h_k or the generated h~_k.
+
+Sampling chains the levels coarse to fine: I~_{L-1} = G_{L-1}(z_{L-1}), then
+I~_k = u(I~_{k+1}) + G_k(z_k, u(I~_{k+1})).
+
+Pyramid operators (the spec leaves the paper's filters open, B0):
+
+- d = 2x2 average pooling. This is exactly a bilinear, half-pixel-centred downscale by 2 (what
+  the official code's ``image.scale`` does), and it is a box blur followed by subsampling (the
+  paper's "blur, then downsample").
+- u = bilinear upsampling by 2 (``align_corners=False``), as the official code's ``image.scale``.
+
+With any d and u the pyramid is invertible: I_k = u(I_{k+1}) + h_k.
+
+Phase ``independent`` (the paper's and the code's only training mode): every level is trained on
+real coarse images; one D step then one G step for every level in each training step, each
+network with its own optimizer.
+
+Defaults follow the official code (eyescream, spec B2-B4) where the spec gives them:
+
+- coarsest level: MLPs, G: [z (100), one-hot] -> 1200 ReLU -> 1200 sigmoid -> linear pixels;
+  D: [pixels, one-hot] -> 600 ReLU dropout -> 600 ReLU dropout -> 1 (``train_cifar.lua``,
+  ``train_cifar_classcond.lua``; the 1200/600 sizes are the paper's per secondary sources);
+- finer levels: G = conv 7 -> ReLU -> conv 7 -> ReLU -> conv 5 (linear), 64 maps, "same"
+  padding, input [noise plane, class plane, u(I_{k+1})]; D = conv 5 -> ReLU -> conv 5 stride 2
+  -> ReLU -> dropout 0.5 -> linear, valid padding, input [l_k + h_k, class plane]
+  (``train_cifar_coarse_to_fine[_classcond].lua``);
+- the class enters a conv level as one plane, Linear(K -> H*W) -> ReLU (code); ``class_planes:
+  onehot`` broadcasts the one-hot vector as K constant planes instead;
+- z ~ U(-1, 1): the trainer's inputs are U[0, 1) and are mapped by 2z - 1 inside the model;
+- BCE with half-real/half-fake D batches and the non-saturating G loss.
+
+Deviations (all options or documented): Adam by default instead of the code's SGD (lr 0.02,
+momentum 0.5; the per-epoch momentum/lr schedule is not implemented with ``optimizer: sgd``);
+images scaled to [-1, 1] instead of per-pixel standardisation; the fakes of the D step and the
+G step are conditioned on the current batch's coarse images (the code draws other examples);
+the D of a conv level pads its convolutions ("same") when the level is too small for valid
+ones (fewer than 9 pixels a side), so any pyramid depth works.
+
+``generate`` returns ``image`` (= ``level0``) and ``level{k}`` for every level, each at its
+native size (H / 2^k), in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganstack import losses
+from ganstack.config import ConfigError
+from ganstack.models.base import DataInfo, StackModel
+from ganstack.nn import init_normal_
+
+# --------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LAPGANConfig:
+    name: str = "lapgan"
+    # Pyramid levels, the dataset's image size being the finest (MNIST 28 -> 14 -> 7: 3). The
+    # paper picks the depth so that the coarsest level is at most 8x8 pixels.
+    levels: int = 3
+    # Class-conditional (the paper's CC-LAPGAN) when the data has labels; false: unconditional.
+    conditional: bool = True
+    # How the class enters a conv level: "plane" = Linear(K -> H*W) -> ReLU as one extra plane
+    # (official classcond code); "onehot" = the one-hot vector broadcast as K constant planes.
+    class_planes: Literal["plane", "onehot"] = "plane"
+    z_dim: int = 100  # noise size of the coarsest level (code and paper: 100)
+    coarse_g_hidden: int = 1200  # hidden units of the coarsest G's two layers (paper: 1200)
+    coarse_d_hidden: int = 600  # hidden units of the coarsest D's two layers (paper: 600)
+    # Coarsest G's output: "linear" (code; its data was standardised) or "tanh" (fits [-1, 1]).
+    coarse_output: Literal["linear", "tanh"] = "linear"
+    g_hidden: int = 64  # feature maps of a conv level's G (CIFAR code: 64)
+    d_hidden: int = 64  # feature maps of a conv level's D (CIFAR code: 64)
+    g_kernels: list[int] = field(default_factory=lambda: [7, 7, 5])  # G's 3 convs (code 7,7,5)
+    d_kernels: list[int] = field(default_factory=lambda: [5, 5])  # D's 2 convs (code 5, 5)
+    d_dropout: float = 0.5  # dropout in every D (code: 0.5)
+    # What a conv level's D sees: "sum" = l_k + h_k (code and paper: D adds them first);
+    # "concat" = l_k and h_k as separate channels.
+    d_input: Literal["sum", "concat"] = "sum"
+    # Generator adversarial loss: "ns" = -log D(G(z)) (code); "saturating" = log(1 - D(G(z))).
+    g_loss: Literal["ns", "saturating"] = "ns"
+    # "adam" (ganstack default); "sgd" = the code's plain SGD with momentum (lr 0.02, momentum
+    # 0.5 on CIFAR; the code's per-epoch momentum increase and lr decay are not implemented).
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 2e-4
+    beta1: float = 0.5  # Adam
+    beta2: float = 0.999  # Adam
+    momentum: float = 0.5  # SGD
+    # Initial weights of the coarsest level's MLPs: N(0, std) (code: G 0.05, D 0.005). Conv
+    # levels keep PyTorch's default init, which matches Torch's U(+-1/sqrt(fan_in)).
+    coarse_g_init_std: float = 0.05
+    coarse_d_init_std: float = 0.005
+
+    def validate(self, where: str) -> None:
+        if self.levels < 1:
+            raise ConfigError(f"{where}.levels must be >= 1, got {self.levels}")
+        for k in ("z_dim", "coarse_g_hidden", "coarse_d_hidden", "g_hidden", "d_hidden"):
+            if getattr(self, k) <= 0:
+                raise ConfigError(f"{where}.{k} must be > 0, got {getattr(self, k)}")
+        if len(self.g_kernels) != 3 or any(k <= 0 or k % 2 == 0 for k in self.g_kernels):
+            raise ConfigError(
+                f"{where}.g_kernels must be 3 odd positive sizes (the G's 3 'same' convs), got "
+                f"{self.g_kernels}"
+            )
+        if len(self.d_kernels) != 2 or any(k <= 0 or k % 2 == 0 for k in self.d_kernels):
+            raise ConfigError(
+                f"{where}.d_kernels must be 2 odd positive sizes, got {self.d_kernels}"
+            )
+        if not 0.0 <= self.d_dropout < 1.0:
+            raise ConfigError(f"{where}.d_dropout must be in [0, 1), got {self.d_dropout}")
+        if self.lr <= 0:
+            raise ConfigError(f"{where}.lr must be > 0, got {self.lr}")
+        for k in ("beta1", "beta2", "momentum"):
+            if not 0.0 <= getattr(self, k) < 1.0:
+                raise ConfigError(f"{where}.{k} must be in [0, 1), got {getattr(self, k)}")
+        for k in ("coarse_g_init_std", "coarse_d_init_std"):
+            if getattr(self, k) <= 0:
+                raise ConfigError(f"{where}.{k} must be > 0, got {getattr(self, k)}")
+
+
+# --------------------------------------------------------------------------------------------
+# The pyramid
+# --------------------------------------------------------------------------------------------
+
+
+def downsample(x: torch.Tensor) -> torch.Tensor:
+    """d: halve H and W by 2x2 averaging (= bilinear, half-pixel-centred downscaling by 2)."""
+    return F.avg_pool2d(x, 2)
+
+
+def upsample(x: torch.Tensor) -> torch.Tensor:
+    """u: double H and W by bilinear interpolation."""
+    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def gaussian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    """[I_0 = x, I_1 = d(I_0), ..., I_{L-1}]."""
+    out = [x]
+    for _ in range(levels - 1):
+        out.append(downsample(out[-1]))
+    return out
+
+
+def laplacian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    """[h_0, ..., h_{L-2}, I_{L-1}] with h_k = I_k - u(I_{k+1})."""
+    g = gaussian_pyramid(x, levels)
+    return [g[k] - upsample(g[k + 1]) for k in range(levels - 1)] + [g[-1]]
+
+
+def reconstruct(coeffs: list[torch.Tensor]) -> torch.Tensor:
+    """Invert :func:`laplacian_pyramid`: I_k = u(I_{k+1}) + h_k, coarse to fine."""
+    img = coeffs[-1]
+    for h in reversed(coeffs[:-1]):
+        img = upsample(img) + h
+    return img
+
+
+# --------------------------------------------------------------------------------------------
+# Networks
+# --------------------------------------------------------------------------------------------
+
+
+class ClassPlanes(nn.Module):
+    """The class as planes of a conv level: one learned plane, or K one-hot planes."""
+
+    def __init__(self, num_classes: int, size: tuple[int, int], mode: str) -> None:
+        super().__init__()
+        self.num_classes, self.size, self.mode = num_classes, size, mode
+        if num_classes == 0:
+            self.channels = 0
+        elif mode == "plane":
+            self.channels = 1
+            self.embed = nn.Sequential(nn.Linear(num_classes, size[0] * size[1]), nn.ReLU())
+        else:
+            self.channels = num_classes
+
+    def forward(self, onehot: torch.Tensor) -> torch.Tensor:
+        h, w = self.size
+        if self.mode == "plane":
+            return self.embed(onehot).view(-1, 1, h, w)
+        return onehot[:, :, None, None].expand(-1, -1, h, w)
+
+
+class CoarseGenerator(nn.Module):
+    """G_{L-1}: [z, one-hot] -> h ReLU -> h sigmoid -> pixels (linear or tanh)."""
+
+    def __init__(self, z_dim: int, num_classes: int, hidden: int, shape: tuple[int, int, int],
+                 output: str) -> None:
+        super().__init__()
+        self.shape = shape
+        c, h, w = shape
+        self.net = nn.Sequential(
+            nn.Linear(z_dim + num_classes, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.Sigmoid(),
+            nn.Linear(hidden, c * h * w),
+            *([nn.Tanh()] if output == "tanh" else []),
+        )
+
+    def forward(self, z: torch.Tensor, onehot: torch.Tensor | None) -> torch.Tensor:
+        inp = z if onehot is None else torch.cat([z, onehot], 1)
+        return self.net(inp).view(-1, *self.shape)
+
+
+class CoarseDiscriminator(nn.Module):
+    """D_{L-1}: [pixels, one-hot] -> h ReLU dropout -> h ReLU dropout -> 1 logit."""
+
+    def __init__(self, num_classes: int, hidden: int, shape: tuple[int, int, int],
+                 dropout: float) -> None:
+        super().__init__()
+        c, h, w = shape
+        self.net = nn.Sequential(
+            nn.Linear(c * h * w + num_classes, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, 1),
+        )
+
+    def forward(self, x: torch.Tensor, onehot: torch.Tensor | None) -> torch.Tensor:
+        inp = x.flatten(1) if onehot is None else torch.cat([x.flatten(1), onehot], 1)
+        return self.net(inp)
+
+
+class ResidualGenerator(nn.Module):
+    """G_k: [noise plane, class planes, u(I_{k+1})] -> 3 'same' convs -> residual (linear)."""
+
+    def __init__(self, channels: int, num_classes: int, size: tuple[int, int], hidden: int,
+                 kernels: list[int], class_mode: str) -> None:
+        super().__init__()
+        self.classes = ClassPlanes(num_classes, size, class_mode)
+        k1, k2, k3 = kernels
+        self.net = nn.Sequential(
+            nn.Conv2d(1 + self.classes.channels + channels, hidden, k1, padding=k1 // 2),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, k2, padding=k2 // 2),
+            nn.ReLU(),
+            nn.Conv2d(hidden, channels, k3, padding=k3 // 2),
+        )
+
+    def forward(self, low: torch.Tensor, z: torch.Tensor, onehot: torch.Tensor | None
+                ) -> torch.Tensor:
+        parts = [z]
+        if onehot is not None:
+            parts.append(self.classes(onehot))
+        parts.append(low)
+        return self.net(torch.cat(parts, 1))
+
+
+class ResidualDiscriminator(nn.Module):
+    """D_k: [l_k + h_k (or both), class planes] -> conv -> ReLU -> conv s2 -> ReLU -> linear."""
+
+    def __init__(self, channels: int, num_classes: int, size: tuple[int, int], hidden: int,
+                 kernels: list[int], class_mode: str, dropout: float, d_input: str) -> None:
+        super().__init__()
+        self.d_input = d_input
+        self.classes = ClassPlanes(num_classes, size, class_mode)
+        k1, k2 = kernels
+        in_ch = (2 if d_input == "concat" else 1) * channels + self.classes.channels
+
+        def out_size(n: int, pad: int) -> int:
+            return (n + 2 * pad - k1 + 1 + 2 * pad - k2) // 2 + 1
+
+        # Valid convolutions as in the code; 'same' padding when the level is too small.
+        pad = 0 if min(out_size(s, 0) for s in size) >= 1 else 1
+        p1, p2 = (k1 // 2, k2 // 2) if pad else (0, 0)
+        h = (size[0] + 2 * p1 - k1 + 1 + 2 * p2 - k2) // 2 + 1
+        w = (size[1] + 2 * p1 - k1 + 1 + 2 * p2 - k2) // 2 + 1
+        self.net = nn.Sequential(
+            nn.Conv2d(in_ch, hidden, k1, padding=p1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, k2, stride=2, padding=p2),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Flatten(),
+            nn.Linear(hidden * h * w, 1),
+        )
+
+    def forward(self, low: torch.Tensor, resid: torch.Tensor, onehot: torch.Tensor | None
+                ) -> torch.Tensor:
+        parts = [low + resid] if self.d_input == "sum" else [low, resid]
+        if onehot is not None:
+            parts.append(self.classes(onehot))
+        return self.net(torch.cat(parts, 1))
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------
+
+
+class LAPGAN(StackModel):
+    """LAPGAN with ``cfg.levels`` levels; level 0 is the dataset's image size."""
+
+    name = "lapgan"
+    Config = LAPGANConfig
+    noise_distribution = "uniform"  # U[0, 1), mapped to the code's U(-1, 1) by 2z - 1
+    generator_names = ("G",)
+
+    def __init__(self, cfg: LAPGANConfig, info: DataInfo) -> None:
+        super().__init__(cfg, info)
+        c, h, w = info.shape
+        n = cfg.levels
+        f = 2 ** (n - 1)
+        if h % f or w % f:
+            raise ConfigError(
+                f"model.levels={n} halves the image {n - 1} times, so its size must be divisible "
+                f"by {f}; the dataset '{info.name}' has {h}x{w}. Choose fewer levels."
+            )
+        self.levels = n
+        self.sizes = [(h >> k, w >> k) for k in range(n)]
+        k_cls = info.num_classes if self.conditional else 0
+        gens: list[nn.Module] = []
+        discs: list[nn.Module] = []
+        for k in range(n - 1):
+            gens.append(ResidualGenerator(c, k_cls, self.sizes[k], cfg.g_hidden, cfg.g_kernels,
+                                          cfg.class_planes))
+            discs.append(ResidualDiscriminator(c, k_cls, self.sizes[k], cfg.d_hidden,
+                                               cfg.d_kernels, cfg.class_planes, cfg.d_dropout,
+                                               cfg.d_input))
+        top_shape = (c, *self.sizes[-1])
+        gens.append(init_normal_(
+            CoarseGenerator(cfg.z_dim, k_cls, cfg.coarse_g_hidden, top_shape, cfg.coarse_output),
+            cfg.coarse_g_init_std))
+        discs.append(init_normal_(
+            CoarseDiscriminator(k_cls, cfg.coarse_d_hidden, top_shape, cfg.d_dropout),
+            cfg.coarse_d_init_std))
+        self.G = nn.ModuleList(gens)
+        self.D = nn.ModuleList(discs)
+        self.optimizers = {}
+        for k in range(n):
+            self.optimizers[f"G{k}"] = self._optimizer(self.G[k].parameters())
+            self.optimizers[f"D{k}"] = self._optimizer(self.D[k].parameters())
+
+    def _optimizer(self, params) -> torch.optim.Optimizer:  # type: ignore[no-untyped-def]
+        cfg = self.cfg
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.cfg.conditional) and self.info.num_classes > 0
+
+    @classmethod
+    def default_phases(cls, cfg: LAPGANConfig) -> dict[str, int]:
+        return {"independent": 10000}
+
+    # ---- data conventions ------------------------------------------------------------------
+
+    @staticmethod
+    def preprocess(images: torch.Tensor) -> torch.Tensor:
+        """uint8 -> [-1, 1]."""
+        return images.float() / 127.5 - 1.0
+
+    @staticmethod
+    def to_unit(x: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] -> [0, 1], clamped."""
+        return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    def _onehot(self, y: torch.Tensor | None) -> torch.Tensor | None:
+        if not self.conditional:
+            return None
+        if y is None:
+            raise ValueError("a class-conditional LAPGAN needs labels")
+        return F.one_hot(y.long(), self.info.num_classes).float()
+
+    def _noise_plane(self, z: torch.Tensor, k: int) -> torch.Tensor:
+        return z.view(-1, 1, *self.sizes[k])
+
+    def _draw_z(self, b: int) -> list[torch.Tensor]:
+        """Training noise U(-1, 1), one entry per level (planes for the conv levels)."""
+        out = []
+        for k in range(self.levels):
+            shape = (b, self.cfg.z_dim) if k == self.levels - 1 else (b, 1, *self.sizes[k])
+            out.append(torch.rand(shape, device=self.device) * 2 - 1)
+        return out
+
+    # ---- training --------------------------------------------------------------------------
+
+    def _fake(self, k: int, low: torch.Tensor | None, z: torch.Tensor,
+              onehot: torch.Tensor | None) -> torch.Tensor:
+        """Level k's fake: the coarsest image, or a residual on top of ``low``."""
+        if k == self.levels - 1:
+            return self.G[k](z, onehot)
+        return self.G[k](low, z, onehot)
+
+    def _disc(self, k: int, low: torch.Tensor | None, x: torch.Tensor,
+              onehot: torch.Tensor | None) -> torch.Tensor:
+        if k == self.levels - 1:
+            return self.D[k](x, onehot)
+        return self.D[k](low, x, onehot)
+
+    def train_step(self, batch: dict[str, torch.Tensor], phase: str) -> dict[str, torch.Tensor]:
+        cfg, n = self.cfg, self.levels
+        x = self.preprocess(batch["images"])
+        onehot = self._onehot(batch.get("labels"))
+        b = len(x)
+        g = gaussian_pyramid(x, n)
+        # Real inputs of each level: the low-pass image l_k and the target (h_k, or I_{L-1}).
+        lows: list[torch.Tensor | None] = [upsample(g[k + 1]) for k in range(n - 1)] + [None]
+        targets = [g[k] - lows[k] for k in range(n - 1)] + [g[-1]]  # type: ignore[operator]
+        logs: dict[str, torch.Tensor] = {}
+
+        # ---- discriminator step, every level
+        zs = self._draw_z(b)
+        d_total = x.new_zeros(())
+        for k in range(n):
+            with torch.no_grad():
+                fake = self._fake(k, lows[k], zs[k], onehot)
+            loss = losses.d_adversarial(self._disc(k, lows[k], targets[k], onehot),
+                                        self._disc(k, lows[k], fake, onehot))
+            d_total = d_total + loss
+            logs[f"d{k}_adv"] = loss.detach()
+        for k in range(n):
+            self.optimizers[f"D{k}"].zero_grad(set_to_none=True)
+        d_total.backward()
+        for k in range(n):
+            self.optimizers[f"D{k}"].step()
+
+        # ---- generator step, every level (fresh noise; D gets no gradient)
+        self.set_requires_grad(self.D, False)
+        zs = self._draw_z(b)
+        g_total = x.new_zeros(())
+        for k in range(n):
+            fake = self._fake(k, lows[k], zs[k], onehot)
+            loss = losses.g_adversarial(self._disc(k, lows[k], fake, onehot), cfg.g_loss)
+            g_total = g_total + loss
+            logs[f"g{k}_adv"] = loss.detach()
+        for k in range(n):
+            self.optimizers[f"G{k}"].zero_grad(set_to_none=True)
+        g_total.backward()
+        for k in range(n):
+            self.optimizers[f"G{k}"].step()
+        self.set_requires_grad(self.D, True)
+        return logs
+
+    # ---- sampling --------------------------------------------------------------------------
+
+    def noise_dims(self) -> dict[str, int]:
+        """``z{L-1}`` (coarsest, ``z_dim``) first; ``z{k}`` of a conv level is one H_k x W_k
+        plane."""
+        dims = {f"z{self.levels - 1}": self.cfg.z_dim}
+        for k in reversed(range(self.levels - 1)):
+            h, w = self.sizes[k]
+            dims[f"z{k}"] = h * w
+        return dims
+
+    def generate(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        gens = self.net("G")
+        n = self.levels
+        onehot = self._onehot(inputs.get("y"))
+        out: dict[str, torch.Tensor] = {}
+        z = inputs[f"z{n - 1}"] * 2 - 1
+        # Intermediate images are clamped to [-1, 1], the range the finer levels trained on.
+        img = gens[n - 1](z, onehot).clamp(-1, 1)
+        out[f"level{n - 1}"] = self.to_unit(img)
+        for k in reversed(range(n - 1)):
+            low = upsample(img)
+            z = self._noise_plane(inputs[f"z{k}"] * 2 - 1, k)
+            img = (low + gens[k](low, z, onehot)).clamp(-1, 1)
+            out[f"level{k}"] = self.to_unit(img)
+        out["image"] = out["level0"]
+        return out
+
+    def figures(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """``level{k}``: the same samples at every level (native size); ``pyramid``: ten
+        samples, coarsest level on top, upsampled (nearest) to full size; ``vary_z{k}``: rows
+        that vary only that level's noise."""
+        rows = self.info.num_classes if self.conditional else 8
+        if generator is None:
+            generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
+        state = generator.get_state()
+        figs: dict[str, torch.Tensor] = {}
+        for k in reversed(range(self.levels)):
+            gen = torch.Generator().set_state(state)  # the same inputs for every level
+            figs[f"level{k}"] = self.grid(rows, 10, vary=self.noise_dims(), generator=gen,
+                                          key=f"level{k}")
+        size = self.sizes[0]
+        figs["pyramid"] = torch.stack([
+            F.interpolate(figs[f"level{k}"][0], size=size, mode="nearest")
+            for k in reversed(range(self.levels))
+        ])
+        generator.set_state(state)
+        for name in self.noise_dims():
+            figs[f"vary_{name}"] = self.grid(rows, 10, vary=[name], generator=generator)
+        return figs

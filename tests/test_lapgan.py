@@ -1,0 +1,289 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ganstack.config import ConfigError, load_config
+from ganstack.models import DataInfo, build_model
+from ganstack.models.lapgan import (
+    LAPGAN,
+    LAPGANConfig,
+    downsample,
+    gaussian_pyramid,
+    laplacian_pyramid,
+    reconstruct,
+    upsample,
+)
+from ganstack.train import checkpoint as ckpt
+from ganstack.train.trainer import Trainer
+
+from .conftest import bar_digits
+
+INFO = DataInfo((1, 28, 28), 10, "toy")
+
+
+def _small(**kw) -> LAPGANConfig:
+    cfg = LAPGANConfig(z_dim=8, coarse_g_hidden=32, coarse_d_hidden=32, g_hidden=8, d_hidden=8,
+                       g_kernels=[3, 3, 3], d_kernels=[3, 3])
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def _batch(n=16, shape=(1, 28, 28), labels=True, seed=0):
+    if shape == (1, 28, 28):  # the easy 'bar digits' of conftest
+        images, _ = bar_digits(n, seed)
+        out = {"images": torch.from_numpy(images)[:, None]}
+    else:
+        g = torch.Generator().manual_seed(seed)
+        out = {"images": torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=g)}
+    if labels:
+        out["labels"] = torch.arange(n) % 10
+    return out
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny networks: one thread is faster and does not fight other processes for cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def lap_overrides(mnist_dir: Path) -> list[str]:
+    return [
+        "data.name=mnist", f"data.path={mnist_dir}", "data.eval_size=50",
+        "model.z_dim=8", "model.coarse_g_hidden=32", "model.coarse_d_hidden=32",
+        "model.g_hidden=8", "model.d_hidden=8", "model.g_kernels=[3,3,3]",
+        "model.d_kernels=[3,3]",
+        "train.batch_size=20", "train.phases.independent=5", "train.log_every=1",
+        "train.sample_every=0", "train.checkpoint_every=0", "train.tensorboard=false",
+        "train.progress=false", "eval.n=100",
+    ]
+
+
+# ---- the pyramid ----------------------------------------------------------------------------
+
+
+def test_pyramid_round_trip_is_exact():
+    g = torch.Generator().manual_seed(0)
+    u8 = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=g)
+    x = LAPGAN.preprocess(u8)
+    for levels in (1, 2, 4, 6):
+        coeffs = laplacian_pyramid(x, levels)
+        assert len(coeffs) == levels
+        back = reconstruct(coeffs)
+        assert float((back - x).abs().max()) < 1e-5
+        # Back to bytes it is bit-for-bit the input.
+        assert torch.equal(((back + 1) * 127.5).round().to(torch.uint8), u8)
+
+
+def test_pyramid_shapes_and_operators():
+    x = torch.randn(2, 1, 28, 28)
+    pyr = gaussian_pyramid(x, 3)
+    assert [tuple(p.shape[-2:]) for p in pyr] == [(28, 28), (14, 14), (7, 7)]
+    lap = laplacian_pyramid(x, 3)
+    assert [tuple(p.shape[-2:]) for p in lap] == [(28, 28), (14, 14), (7, 7)]
+    assert torch.equal(lap[-1], pyr[-1])
+    # d is 2x2 averaging, which equals a bilinear downscale by 2.
+    assert torch.allclose(downsample(x), F.interpolate(x, scale_factor=0.5, mode="bilinear"),
+                          atol=1e-6)
+    assert float(downsample(x)[0, 0, 0, 0]) == pytest.approx(float(x[0, 0, :2, :2].mean()))
+    # u keeps constants constant, and a residual of a constant image is zero.
+    c = torch.full((1, 1, 8, 8), 0.3)
+    assert torch.allclose(upsample(c), torch.full((1, 1, 16, 16), 0.3))
+    assert float(laplacian_pyramid(torch.full((1, 1, 16, 16), 0.3), 3)[0].abs().max()) < 1e-6
+
+
+# ---- the model --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("shape", "levels", "classes", "kw"),
+    [
+        ((1, 28, 28), 3, 10, {}),
+        ((1, 28, 28), 3, 10, {"class_planes": "onehot", "d_input": "concat"}),
+        ((3, 32, 32), 4, 0, {}),  # the 8x8 level's D needs padded convs
+        ((3, 16, 24), 2, 10, {"conditional": False, "optimizer": "sgd", "lr": 0.02}),
+        ((1, 28, 28), 1, 10, {"coarse_output": "tanh"}),
+    ],
+)
+def test_every_level_has_the_right_shapes(shape, levels, classes, kw):
+    torch.manual_seed(0)
+    m = LAPGAN(_small(levels=levels, **kw), DataInfo(shape, classes, "toy"))
+    c, h, w = shape
+    dims = m.noise_dims()
+    assert list(dims) == [f"z{k}" for k in reversed(range(levels))]
+    assert dims[f"z{levels - 1}"] == 8
+    for k in range(levels - 1):
+        assert dims[f"z{k}"] == (h >> k) * (w >> k)
+    assert m.conditional == (classes > 0 and kw.get("conditional", True))
+    logs = m.train_step(_batch(12, shape, labels=classes > 0), "independent")
+    assert set(logs) == {f"{n}{k}_adv" for n in "dg" for k in range(levels)}
+    assert all(torch.isfinite(v) for v in logs.values())
+    out = m.sample(5, generator=torch.Generator().manual_seed(0))
+    assert out["image"].shape == (5, c, h, w)
+    for k in range(levels):
+        lv = out[f"level{k}"]
+        assert lv.shape == (5, c, h >> k, w >> k)
+        assert float(lv.min()) >= 0 and float(lv.max()) <= 1
+    assert torch.equal(out["image"], out["level0"])
+
+
+def test_generate_chains_coarse_to_fine():
+    """With the residual generators switched off, each level is the upsampled coarser one."""
+    torch.manual_seed(0)
+    m = LAPGAN(_small(), INFO)
+    inputs = m.draw_inputs(4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for k in range(2):
+            last = m.G[k].net[-1]
+            last.weight.zero_()
+            last.bias.zero_()
+        out = m.generate(inputs)
+    coarse = out["level2"] * 2 - 1
+    assert torch.allclose(out["level1"], LAPGAN.to_unit(upsample(coarse)), atol=1e-6)
+    assert torch.allclose(out["level0"], LAPGAN.to_unit(upsample(upsample(coarse))), atol=1e-6)
+    # A nonzero residual bias shifts the finest level by exactly that much.
+    with torch.no_grad():
+        m.G[0].net[-1].bias.fill_(0.1)
+        shifted = m.generate(inputs)["level0"]
+    assert torch.allclose(shifted, (out["level0"] + 0.05).clamp(0, 1), atol=1e-6)
+
+
+def test_fixed_and_varied_noise():
+    torch.manual_seed(0)
+    m = LAPGAN(_small(), INFO)
+    for _ in range(3):  # make G0 depend on its noise
+        m.train_step(_batch(), "independent")
+    gen = torch.Generator().manual_seed(1)
+    out = m.sample(6, labels=[3], fixed=["z2", "z1"], generator=gen)
+    assert out["y"].tolist() == [3] * 6
+    assert torch.equal(out["z2"], out["z2"][:1].expand(6, -1))
+    assert float(out["z0"].min()) >= 0 and float(out["z0"].max()) < 1
+    # Coarse levels shared, the finest one varies with z0.
+    # (allclose: a BLAS may round identical rows of a batch differently)
+    for k in (2, 1):
+        assert torch.allclose(out[f"level{k}"], out[f"level{k}"][:1].expand_as(out[f"level{k}"]),
+                              atol=1e-5)
+    assert float((out["level0"][0] - out["level0"][1]).abs().max()) > 1e-3
+    # Varying z2 changes the coarsest image.
+    out = m.sample(6, labels=[3], fixed=["z1", "z0"], generator=gen)
+    assert float((out["level2"][0] - out["level2"][1]).abs().max()) > 1e-3
+    figs = m.figures(torch.Generator().manual_seed(2))
+    assert set(figs) == {"level0", "level1", "level2", "pyramid", "vary_z0", "vary_z1",
+                         "vary_z2"}
+    assert figs["level2"].shape == (10, 10, 1, 7, 7)
+    assert figs["vary_z0"].shape == figs["level0"].shape == (10, 10, 1, 28, 28)
+    assert figs["pyramid"].shape == (3, 10, 1, 28, 28)
+    # The level grids show the same samples: the finest grid's coarse version is level 1's.
+    assert torch.allclose(downsample(figs["pyramid"][2]), downsample(figs["level0"][0]))
+    with pytest.raises(Exception, match="cannot fix"):
+        m.draw_inputs(2, fixed=["z3"])
+
+
+def test_unconditional_model_takes_no_labels():
+    m = LAPGAN(_small(conditional=False), INFO)
+    assert m.input_names() == ["z2", "z1", "z0"]
+    m.train_step(_batch(labels=False), "independent")
+    with pytest.raises(Exception, match="unconditional"):
+        m.draw_inputs(2, labels=[1])
+
+
+def _loss_swing(lr: float) -> dict[str, float]:
+    """Largest distance of each loss from its first value over 40 steps on one batch (no
+    dropout, so only the noise and the updates move the losses)."""
+    torch.manual_seed(0)
+    m = LAPGAN(_small(lr=lr, coarse_d_init_std=0.05, d_dropout=0.0), INFO)
+    batch = _batch()
+    rows = [m.train_step(batch, "independent") for _ in range(40)]
+    return {k: max(abs(float(r[k]) - float(rows[0][k])) for r in rows) for k in rows[0]}
+
+
+def test_training_moves_the_losses_and_updates_every_network():
+    swing = _loss_swing(2e-3)
+    assert all(swing[f"{n}{k}_adv"] > 0.02 for n in "dg" for k in range(3)), swing
+    # Control: with a vanishing learning rate nothing moves, so the check above can fail.
+    still = _loss_swing(1e-9)
+    assert all(v < 0.005 for v in still.values()), still
+    torch.manual_seed(0)
+    m = LAPGAN(_small(), INFO)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    m.train_step(_batch(), "independent")
+    after = m.state_dict()
+    for name in ("G.0", "G.1", "G.2", "D.0", "D.1", "D.2"):
+        ks = [k for k in before if k.startswith(name + ".")]
+        assert ks and any(not torch.equal(before[k], after[k]) for k in ks), name
+
+
+# ---- through the trainer ----------------------------------------------------------------------
+
+
+def _losses(run: Path) -> list[dict]:
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k.startswith("loss/") or k == "step"} for r in rows]
+
+
+def _final_weights(run: Path) -> dict[str, torch.Tensor]:
+    _, tensors = ckpt.read_checkpoint(ckpt.list_checkpoints(run / "checkpoints")[-1])
+    return {k: v for k, v in tensors.items() if k.startswith(("model/", "optim/"))}
+
+
+def test_bundled_config_builds_the_mnist_pyramid():
+    cfg = load_config("lapgan-mnist")
+    assert cfg.model.name == "lapgan" and cfg.train.phases == {"independent": 1200}
+    m = build_model(cfg.model, INFO)
+    assert isinstance(m, LAPGAN) and m.sizes == [(28, 28), (14, 14), (7, 7)]
+
+
+def test_resume_is_exact(tmp_path, lap_overrides):
+    cfg = load_config("lapgan-mnist", lap_overrides)
+    straight = tmp_path / "straight"
+    assert Trainer(cfg, straight).fit() == "done"
+    split = tmp_path / "split"
+    assert Trainer(cfg, split).fit(max_steps=2) == "interrupted"
+    assert len(_losses(split)) == 2
+    assert Trainer(cfg, split, resume=True).fit() == "done"
+    assert _losses(split) == _losses(straight)
+    assert len(_losses(straight)) == 5
+    a, b = _final_weights(straight), _final_weights(split)
+    assert a.keys() == b.keys() and any(k.startswith("optim/D2") for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    for name in ("samples/independent-final.png", "checkpoints/phase-independent.json"):
+        assert (straight / name).exists(), name
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("model.levels=0", "levels must be >= 1"),
+        ("model.z_dim=0", "z_dim must be > 0"),
+        ("model.g_hidden=-1", "g_hidden must be > 0"),
+        ("model.g_kernels=[4,3,3]", "g_kernels"),
+        ("model.g_kernels=[3,3]", "g_kernels"),
+        ("model.d_kernels=[3,3,3]", "d_kernels"),
+        ("model.d_dropout=1.0", "d_dropout"),
+        ("model.lr=0", "lr must be > 0"),
+        ("model.beta1=1.5", "beta1"),
+        ("model.class_planes=bogus", "expected one of"),
+        ("model.levels_=3", "Did you mean 'levels'"),
+    ],
+)
+def test_bad_config_values_are_config_errors(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config("lapgan-mnist", [override])
+
+
+def test_image_size_must_suit_the_pyramid(tmp_path, lap_overrides):
+    with pytest.raises(ConfigError, match="divisible by 8"):
+        LAPGAN(_small(levels=4), DataInfo((1, 28, 28), 10, "toy"))
+    cfg = load_config("lapgan-mnist", lap_overrides + ["model.levels=4"])
+    with pytest.raises(ConfigError, match="divisible by 8"):
+        Trainer(cfg, tmp_path / "run")
