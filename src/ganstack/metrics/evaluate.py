@@ -106,14 +106,14 @@ def _kid(ctx: EvalContext, extractor: str) -> dict[str, float]:
     return {name: mean, f"{name}_std": std}
 
 
-def _shuffled_is(probs: torch.Tensor) -> tuple[float, float]:
+def shuffled_inception_score(probs: torch.Tensor) -> tuple[float, float]:
     """IS over 10 splits of a fixed random order (sample files may be sorted by class)."""
     order = torch.randperm(len(probs), generator=torch.Generator().manual_seed(0))
     return inception_score(probs[order].double().numpy(), splits=10)
 
 
 def _is(ctx: EvalContext, extractor: str) -> dict[str, float]:
-    mean, std = _shuffled_is(ctx.outputs(extractor, "fake")[1])
+    mean, std = shuffled_inception_score(ctx.outputs(extractor, "fake")[1])
     name = f"is{count_tag(ctx.n)}_{ctx.extractor_tag(extractor)}"
     return {name: mean, f"{name}_std": std}
 
@@ -201,7 +201,7 @@ def evaluate(
             acc = float((p.argmax(1) == held_out.labels).double().mean())
             real = {f"real_{held_out.name}_acc": acc}
             if len(held_out) >= 10:
-                real[f"real_{held_out.name}_is"] = _shuffled_is(p)[0]
+                real[f"real_{held_out.name}_is"] = shuffled_inception_score(p)[0]
             fake_stats = FeatureStats()
             fake_stats.append(f)
             ref_stats = FeatureStats()
