@@ -85,3 +85,11 @@ def test_config_hash_changes_with_content():
     a = load_config("sgan-mnist")
     b = load_config("sgan-mnist", ["train.seed=1"])
     assert a.hash() != b.hash() and a.hash() == load_config("sgan-mnist").hash()
+
+
+def test_every_bundled_config_loads():
+    names = list(bundled_configs())
+    assert len(names) >= 2
+    for name in names:
+        cfg = load_config(name)
+        assert cfg.train.phases and all(v >= 0 for v in cfg.train.phases.values()), name
