@@ -146,3 +146,28 @@ def test_lasagne_loader_rejects_wrong_files(tmp_path):
         enc.load_lasagne_npz(bad)
     with pytest.raises(Exception, match="cannot read"):
         enc.load_lasagne_npz(tmp_path / "missing.npz")
+
+
+def test_ema_generators_get_their_own_batchnorm_statistics():
+    torch.manual_seed(0)
+    m = SGAN(_small(), INFO)
+    m.enable_ema(0.5)
+    for _ in range(4):
+        m.train_step(_batch(), "independent")
+        m.update_ema()
+    inputs = m.draw_inputs(500, generator=torch.Generator().manual_seed(0))
+
+    def eval_vs_batch_gap() -> float:
+        m.cfg.sample_bn = "eval"
+        with m.sampling_mode():
+            a = m.generate(inputs)["image"]
+        m.cfg.sample_bn = "batch"
+        with m.sampling_mode():
+            b = m.generate(inputs)["image"]
+        m.cfg.sample_bn = "eval"
+        return float((a - b).abs().mean())
+
+    before = eval_vs_batch_gap()  # EMA weights with the live generator's statistics
+    m.recalibrate_ema_bn(batches=4, batch_size=500)
+    after = eval_vs_batch_gap()
+    assert after < 0.5 * before, (before, after)

@@ -222,6 +222,38 @@ class StackModel(nn.Module):
             for b_avg, b_live in zip(avg.buffers(), live.buffers(), strict=True):
                 b_avg.copy_(b_live)
 
+    @torch.no_grad()
+    def recalibrate_ema_bn(self, batches: int = 20, batch_size: int = 250, seed: int = 0) -> None:
+        """Give the EMA generators batch-norm statistics of their own.
+
+        Averaged weights do not match the live generators' running statistics, so sampling in
+        eval mode would be off. This recomputes them (a cumulative average) by running the EMA
+        generators on freshly drawn inputs. It uses its own random generator: training is
+        unaffected, and each EMA update copies the live statistics back anyway.
+        """
+        if self.ema is None:
+            return
+        bns = [m for m in self.ema.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not bns:
+            return
+        momenta = [m.momentum for m in bns]
+        was_training = self.training
+        self.eval()
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches below
+            m.train()
+        self._sampling = True  # type: ignore[attr-defined]
+        try:
+            gen = torch.Generator().manual_seed(seed)
+            for _ in range(batches):
+                self.generate(self.draw_inputs(batch_size, generator=gen))
+        finally:
+            self._sampling = False  # type: ignore[attr-defined]
+            for m, momentum in zip(bns, momenta, strict=True):
+                m.momentum = momentum
+            self.train(was_training)
+
     def net(self, name: str) -> nn.Module:
         """The module used for sampling: the EMA copy while sampling when EMA is on."""
         if self.ema is not None and getattr(self, "_sampling", False) and name in self.ema:

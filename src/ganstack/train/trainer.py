@@ -123,6 +123,7 @@ class Trainer:
 
     def save(self, name: str | None = None) -> Path:
         name = name or f"step-{self.global_step:07d}"
+        self.model.recalibrate_ema_bn()
         path = ckpt.save_checkpoint(
             self.ckpt_dir, name, self.model, self.model.optimizers, self._meta()
         )
