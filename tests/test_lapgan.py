@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -18,10 +17,10 @@ from ganstack.models.lapgan import (
     reconstruct,
     upsample,
 )
-from ganstack.train import checkpoint as ckpt
 from ganstack.train.trainer import Trainer
 
 from .conftest import bar_digits
+from .helpers import final_state, logged_losses
 
 INFO = DataInfo((1, 28, 28), 10, "toy")
 
@@ -225,16 +224,6 @@ def test_training_moves_the_losses_and_updates_every_network():
 # ---- through the trainer ----------------------------------------------------------------------
 
 
-def _losses(run: Path) -> list[dict]:
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k.startswith("loss/") or k == "step"} for r in rows]
-
-
-def _final_weights(run: Path) -> dict[str, torch.Tensor]:
-    _, tensors = ckpt.read_checkpoint(ckpt.list_checkpoints(run / "checkpoints")[-1])
-    return {k: v for k, v in tensors.items() if k.startswith(("model/", "optim/"))}
-
-
 def test_bundled_config_builds_the_mnist_pyramid():
     cfg = load_config("lapgan-mnist")
     assert cfg.model.name == "lapgan" and cfg.train.phases == {"independent": 1200}
@@ -248,11 +237,11 @@ def test_resume_is_exact(tmp_path, lap_overrides):
     assert Trainer(cfg, straight).fit() == "done"
     split = tmp_path / "split"
     assert Trainer(cfg, split).fit(max_steps=2) == "interrupted"
-    assert len(_losses(split)) == 2
+    assert len(logged_losses(split)) == 2
     assert Trainer(cfg, split, resume=True).fit() == "done"
-    assert _losses(split) == _losses(straight)
-    assert len(_losses(straight)) == 5
-    a, b = _final_weights(straight), _final_weights(split)
+    assert logged_losses(split) == logged_losses(straight)
+    assert len(logged_losses(straight)) == 5
+    a, b = final_state(straight), final_state(split)
     assert a.keys() == b.keys() and any(k.startswith("optim/D2") for k in a)
     for k in a:
         assert torch.equal(a[k], b[k]), k

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,15 +15,7 @@ from ganstack.errors import GanstackError
 from ganstack.train import checkpoint as ckpt
 from ganstack.train.trainer import Trainer
 
-
-def _losses(run: Path) -> list[dict]:
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k.startswith("loss/") or k == "step"} for r in rows]
-
-
-def _final_weights(run: Path) -> dict[str, torch.Tensor]:
-    _, tensors = ckpt.read_checkpoint(ckpt.list_checkpoints(run / "checkpoints")[-1])
-    return {k: v for k, v in tensors.items() if k.startswith(("model/", "optim/"))}
+from .helpers import final_state, logged_losses
 
 
 @pytest.mark.parametrize("stop_at", [3, 4, 6])  # mid-phase, at the phase boundary, in joint
@@ -35,11 +26,11 @@ def test_resume_is_exact(tmp_path, tiny_overrides, stop_at):
 
     split = tmp_path / "split"
     assert Trainer(cfg, split).fit(max_steps=stop_at) == "interrupted"
-    assert len(_losses(split)) == stop_at
+    assert len(logged_losses(split)) == stop_at
     assert Trainer(cfg, split, resume=True).fit() == "done"
 
-    assert _losses(split) == _losses(straight)
-    a, b = _final_weights(straight), _final_weights(split)
+    assert logged_losses(split) == logged_losses(straight)
+    a, b = final_state(straight), final_state(split)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -51,7 +42,7 @@ def test_training_moves_the_losses_and_writes_a_run_dir(tmp_path, tiny_overrides
         "model.encoder.pretrain_epochs=5", "model.encoder.pretrain_batch_size=25"])
     run = tmp_path / "run"
     Trainer(cfg, run).fit()
-    rows = _losses(run)
+    rows = logged_losses(run)
     # The label loss of the top level falls from chance (ln 10 = 2.3) as G1 learns.
     first = sum(r["loss/g1_cond"] for r in rows[:3]) / 3
     last = sum(r["loss/g1_cond"] for r in rows[-3:]) / 3

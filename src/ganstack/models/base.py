@@ -268,6 +268,15 @@ class StackModel(nn.Module):
             return p.device
         return torch.device("cpu")
 
+    def optimize(self, loss: torch.Tensor, names: Iterable[str]) -> None:
+        """Zero the named optimizers' gradients, back-propagate ``loss``, step them."""
+        opts = [self.optimizers[n] for n in names]
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in opts:
+            opt.step()
+
     @staticmethod
     def set_requires_grad(modules: Iterable[nn.Module], flag: bool) -> None:
         for m in modules:

@@ -424,11 +424,7 @@ class LAPGAN(StackModel):
                                         self._disc(k, lows[k], fake, onehot))
             d_total = d_total + loss
             logs[f"d{k}_adv"] = loss.detach()
-        for k in range(n):
-            self.optimizers[f"D{k}"].zero_grad(set_to_none=True)
-        d_total.backward()
-        for k in range(n):
-            self.optimizers[f"D{k}"].step()
+        self.optimize(d_total, [f"D{k}" for k in range(n)])
 
         # ---- generator step, every level (fresh noise; D gets no gradient)
         self.set_requires_grad(self.D, False)
@@ -439,11 +435,7 @@ class LAPGAN(StackModel):
             loss = losses.g_adversarial(self._disc(k, lows[k], fake, onehot), cfg.g_loss)
             g_total = g_total + loss
             logs[f"g{k}_adv"] = loss.detach()
-        for k in range(n):
-            self.optimizers[f"G{k}"].zero_grad(set_to_none=True)
-        g_total.backward()
-        for k in range(n):
-            self.optimizers[f"G{k}"].step()
+        self.optimize(g_total, [f"G{k}" for k in range(n)])
         self.set_requires_grad(self.D, True)
         return logs
 

@@ -471,11 +471,7 @@ class SGAN(StackModel):
             d_total = d_total + adv + cfg.ent_weight * ent
             logs[f"d{i}_adv"] = adv.detach()
             logs[f"d{i}_ent"] = ent.detach()
-        for i in range(n):
-            self.optimizers[f"D{i}"].zero_grad(set_to_none=True)
-        d_total.backward()
-        for i in range(n):
-            self.optimizers[f"D{i}"].step()
+        self.optimize(d_total, [f"D{i}" for i in range(n)])
 
         # ---- generator step (fresh noise; D's weights get no gradient)
         self.set_requires_grad(self.D, False)
@@ -496,11 +492,7 @@ class SGAN(StackModel):
             logs[f"g{i}_adv"] = adv.detach()
             logs[f"g{i}_cond"] = cond.detach()
             logs[f"g{i}_ent"] = ent.detach()
-        for i in range(n):
-            self.optimizers[f"G{i}"].zero_grad(set_to_none=True)
-        g_total.backward()
-        for i in range(n):
-            self.optimizers[f"G{i}"].step()
+        self.optimize(g_total, [f"G{i}" for i in range(n)])
         self.set_requires_grad(self.D, True)
         return logs
 
