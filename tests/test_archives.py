@@ -80,3 +80,14 @@ def test_svhn_mat(tmp_path):
         load_svhn(tmp_path / "bad.mat")
     with pytest.raises(DataError, match="does not exist"):
         load_svhn(tmp_path / "nope.mat")
+
+
+def test_registered_as_datasets(tmp_path):
+    from ganstack.config import DataConfig
+    from ganstack.data import load_dataset
+
+    root, _ = _cifar_folder(tmp_path)
+    tr, ev = load_dataset(DataConfig(name="cifar10", path=str(root), eval_size=0))
+    assert len(tr) == 30 and ev is None
+    with pytest.raises(DataError, match="set data.path"):
+        load_dataset(DataConfig(name="svhn"))

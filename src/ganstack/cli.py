@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import typing
 from pathlib import Path
 
 from ganstack.errors import GanstackError
@@ -21,6 +23,9 @@ examples:
 Ctrl-C saves a checkpoint at the end of the current step and exits; --resume continues
 exactly where it stopped. Overrides use dotted keys; an unknown key is an error listing the
 valid ones.
+
+data-parallel (train.batch_size is per process; see the README for several machines):
+  torchrun --standalone --nproc_per_node 2 -m ganstack train sgan-mnist --out runs/ddp
 """
 
 EPILOG_SAMPLE = """\
@@ -45,8 +50,15 @@ The Inception metrics need NVIDIA's TorchScript file inception-2015-12-05.pt, gi
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line (no usage block), like every other user error."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"ganstack: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="ganstack", description="Stacked GANs: train, sample and evaluate."
     )
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
@@ -116,13 +128,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         import contextlib
 
         logging_redirect_tqdm = contextlib.nullcontext  # type: ignore[assignment]
-    with logging_redirect_tqdm():
-        status = trainer.fit()
+    main_rank = trainer.dist.is_main
+    with trainer:  # under torchrun: leaves the process group at the end
+        with logging_redirect_tqdm():
+            status = trainer.fit()
+        figs = trainer.write_figures() if status == "done" else []
+    if not main_rank:  # rank 0 reports and evaluates
+        return 130 if status == "interrupted" else 0
     if status == "interrupted":
+        launcher = "torchrun ... -m ganstack" if trainer.dist.enabled else "ganstack"
         print(f"interrupted: checkpoint saved in {out}/checkpoints; continue with "
-              f"`ganstack train {args.config} --out {out} --resume`")
+              f"`{launcher} train {args.config} --out {out} --resume`")
         return 130
-    figs = trainer.write_figures()
     print(f"figures: {', '.join(str(p) for p in figs)}")
     if cfg.eval.at_end and not args.no_eval:
         from ganstack.run import load
@@ -194,9 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s"
-    )
+    quiet = args.quiet or os.environ.get("RANK", "0") not in ("", "0")  # torchrun: rank 0 logs
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
     handlers = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval}
     try:
         return handlers.get(args.command, _cmd_list)(args)
@@ -206,6 +222,31 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ganstack: aborted", file=sys.stderr)
         return 130
+    except Exception as e:
+        message = _system_error(e)
+        if message is None:
+            raise  # a bug: keep the traceback
+        if args.command == "train":
+            message += (" Checkpoints written before the failure are complete: fix the cause "
+                        "and continue with --resume.")
+        print(f"ganstack: error: {message}", file=sys.stderr)
+        return 1
+
+
+def _system_error(e: Exception) -> str | None:
+    """A one-line message for a failure of the system (disk full, permissions), else None."""
+    if isinstance(e, OSError):
+        reason = e.strerror or str(e) or type(e).__name__
+        where = f" ({e.filename})" if e.filename else ""
+        return f"{reason}{where} [errno {e.errno}]." if e.errno else f"{reason}{where}."
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # pragma: no cover
+        return None
+    if isinstance(e, SafetensorError) and ("I/O error" in str(e) or "os error" in str(e)):
+        # safetensors reports a failed write (e.g. a full disk) as its own error type.
+        return f"cannot write a safetensors file: {e}."
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

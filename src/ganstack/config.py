@@ -41,9 +41,16 @@ class DataConfig:
     path: str | None = None  # file or folder, for datasets read from disk
     eval_size: int = 500  # images held out for evaluation (class-balanced when labelled)
     split_seed: int = 0  # seed of the fixed train/eval split
+    # Image datasets read from files (`folder`):
+    resolution: int = 0  # centre-crop and resize every image to N x N (0: keep the size)
+    channels: int = 3  # 1 (grayscale) or 3 (RGB): images are converted to this
+    skip_bad: bool = False  # leave out (and log) unreadable image files instead of stopping
 
     def validate(self, where: str) -> None:
         _require(self.eval_size >= 0, f"{where}.eval_size must be >= 0, got {self.eval_size}")
+        _require(self.resolution >= 0, f"{where}.resolution must be >= 0 (0: keep the size), "
+                 f"got {self.resolution}")
+        _require(self.channels in (1, 3), f"{where}.channels must be 1 or 3, got {self.channels}")
 
 
 @dataclass
@@ -65,6 +72,9 @@ class TrainConfig:
     ema: float = 0.0  # EMA decay of the generators (0: off); sampling then uses the EMA copy
     tensorboard: bool = True  # write TensorBoard events when the package is installed
     progress: bool = True  # show a progress bar
+    # Under torchrun (several processes): synchronise batch-norm statistics across processes
+    # (torch.nn.SyncBatchNorm; CUDA only). Off: each process normalises over its own batch.
+    sync_bn: bool = False
 
     def validate(self, where: str) -> None:
         _require(self.batch_size > 0, f"{where}.batch_size must be > 0, got {self.batch_size}")
@@ -186,7 +196,10 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond the float range
+            raise ConfigError(f"{where}: {value} is too large for a number") from None
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -250,9 +263,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
     try:
         raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
+    except Exception as e:  # PyYAML also raises ValueError, KeyError, ... (see parse_override)
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
     if raw is None:
         raw = {}
@@ -261,15 +276,22 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return raw
 
 
+def _exists(p: Path) -> bool:
+    try:
+        return p.exists()
+    except OSError:  # e.g. a name too long for the file system
+        return False
+
+
 def resolve_config_path(name_or_path: str) -> Path:
     """A YAML path, or the name of a bundled config."""
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        if not p.is_file():
+    if p.suffix in (".yaml", ".yml") or _exists(p):
+        if not _exists(p) or not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
         return p
     bundled = BUNDLED_DIR / f"{name_or_path}.yaml"
-    if bundled.is_file():
+    if _exists(bundled) and bundled.is_file():
         return bundled
     names = list(bundled_configs())
     close = difflib.get_close_matches(name_or_path, names, n=1, cutoff=0.5)
@@ -290,7 +312,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {text!r} has an empty key")
     try:
         parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
+    except Exception:  # not only YAMLError: "2020-13-45" gives ValueError, "!!bool x" KeyError
         parsed = value
     return key.split("."), parsed
 
@@ -315,8 +337,13 @@ def from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     from ganstack.models import MODELS  # local import: models import this module
 
     raw = dict(raw)
-    model_raw = dict(raw.pop("model", None) or {})
+    model_raw = raw.pop("model", None) or {}
+    if not isinstance(model_raw, dict):
+        raise ConfigError(f"model: expected a mapping of keys, got {model_raw!r}")
+    model_raw = dict(model_raw)
     model_name = model_raw.get("name", "sgan")
+    if not isinstance(model_name, str):
+        raise ConfigError(f"model.name: expected a string, got {model_name!r}")
     model_cls = MODELS.get(model_name, what="model (model.name)")
     model_cfg = build(model_cls.Config, model_raw, "model")
     names = [f.name for f in dataclasses.fields(ExperimentConfig)]

@@ -19,13 +19,39 @@ def _mnist5k(cfg: DataConfig) -> ImageDataset:
     return load_mnist5k()
 
 
+def _path(cfg: DataConfig, reads: str) -> str:
+    if not cfg.path:
+        raise DataError(f"dataset '{cfg.name}' reads {reads}: set data.path")
+    return cfg.path
+
+
 @DATASETS.register("mnist")
 def _mnist(cfg: DataConfig) -> ImageDataset:
     from ganstack.data.formats import load_mnist_idx
 
-    if not cfg.path:
-        raise DataError("dataset 'mnist' reads the standard IDX files: set data.path=FOLDER")
-    return load_mnist_idx(cfg.path, "train")
+    return load_mnist_idx(_path(cfg, "the standard MNIST IDX files in a folder"), "train")
+
+
+@DATASETS.register("folder")
+def _folder(cfg: DataConfig) -> ImageDataset:
+    from ganstack.data.formats import IMAGE_EXTENSIONS, load_image_folder
+
+    path = _path(cfg, f"a folder of images ({', '.join(IMAGE_EXTENSIONS)})")
+    return load_image_folder(path, cfg.resolution, cfg.channels, cfg.skip_bad)
+
+
+@DATASETS.register("cifar10")
+def _cifar10(cfg: DataConfig) -> ImageDataset:
+    from ganstack.data.archives import load_cifar10
+
+    return load_cifar10(_path(cfg, "the python-version CIFAR-10 batches (cifar-10-batches-py)"))
+
+
+@DATASETS.register("svhn")
+def _svhn(cfg: DataConfig) -> ImageDataset:
+    from ganstack.data.archives import load_svhn
+
+    return load_svhn(_path(cfg, "SVHN's train_32x32.mat"))
 
 
 def load_dataset(cfg: DataConfig) -> tuple[ImageDataset, ImageDataset | None]:

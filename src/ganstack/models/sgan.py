@@ -23,6 +23,7 @@ z ~ U(0, 1), Adam(1e-4, 0.5, 0.999), weights adv 1 / cond 1 / ent 10.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -99,8 +100,9 @@ class SGANConfig:
             )
         SGANEncoder(self.encoder.arch, self.encoder.split)  # checks the split names
         for k in ("adv_weight", "cond_weight", "ent_weight", "joint_coupling", "lr"):
-            if getattr(self, k) < 0:
-                raise ConfigError(f"{where}.{k} must be >= 0, got {getattr(self, k)}")
+            v = getattr(self, k)
+            if not (v >= 0 and math.isfinite(v)):
+                raise ConfigError(f"{where}.{k} must be a finite number >= 0, got {v}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 A checkpoint named ``NAME`` is two files in the run's ``checkpoints/`` folder:
 
 - ``NAME.safetensors``: model weights (``model/...``), optimizer tensors (``optim/...``) and the
-  torch RNG states (``rng/...``);
+  torch RNG states (``rng/...``; under distributed training also every rank's, ``rng/rankR/...``);
 - ``NAME.json``: step, phase, optimizer hyper-parameters, Python/NumPy RNG states, the config hash
   and the SHA-256 of the safetensors file.
 
@@ -29,8 +29,8 @@ from safetensors.torch import load_file, save_file
 from ganstack.errors import CheckpointError
 from ganstack.fileio import atomic_write_text, sha256_file
 
-__all__ = ["atomic_write_text", "list_checkpoints", "read_checkpoint", "restore",
-           "save_checkpoint", "sha256_file"]
+__all__ = ["atomic_write_text", "has_rank_rng", "list_checkpoints", "read_checkpoint", "restore",
+           "restore_rank_rng", "rng_state", "save_checkpoint", "sha256_file"]
 
 FORMAT_VERSION = 1
 
@@ -69,9 +69,17 @@ def _join_optimizer(name: str, meta: dict, tensors: dict[str, torch.Tensor]) -> 
     return {"state": state, "param_groups": groups}
 
 
-def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+def rng_state(device: torch.device | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """This process's RNG states: (tensors, JSON-able Python/NumPy states).
+
+    Without ``device``: the CPU generator and every initialised CUDA device's (``rng/cudaN``).
+    With a CUDA ``device`` (one process per GPU): only that device's, as ``rng/cuda``.
+    """
     tensors = {"rng/torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if device is not None:
+        if device.type == "cuda":
+            tensors["rng/cuda"] = torch.cuda.get_rng_state(device)
+    elif torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng/cuda{i}"] = s
     py = random.getstate()
@@ -83,16 +91,35 @@ def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, meta
 
 
-def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    torch.set_rng_state(tensors["rng/torch"])
-    cuda = sorted(k for k in tensors if k.startswith("rng/cuda"))
-    if cuda and torch.cuda.is_available():
-        states = [tensors[k] for k in cuda][: torch.cuda.device_count()]
-        torch.cuda.set_rng_state_all(states)
+def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict, prefix: str = "rng/",
+                   device: torch.device | None = None) -> None:
+    torch.set_rng_state(tensors[f"{prefix}torch"])
+    if f"{prefix}cuda" in tensors:  # one process per GPU: its own device's state
+        if device is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(tensors[f"{prefix}cuda"], device)
+    else:
+        cuda = sorted((k for k in tensors if k.startswith(f"{prefix}cuda")),
+                      key=lambda k: int(k[len(prefix) + 4 :]))
+        if cuda and torch.cuda.is_available():
+            states = [tensors[k] for k in cuda][: torch.cuda.device_count()]
+            torch.cuda.set_rng_state_all(states)
     py = meta["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     npm = meta["numpy"]
     np.random.set_state((npm[0], np.array(npm[1], dtype=np.uint32), *npm[2:]))
+
+
+def has_rank_rng(record: dict, rank: int) -> bool:
+    """Whether a checkpoint written by distributed training holds ``rank``'s RNG states."""
+    return rank < len(record.get("rng_ranks") or [])
+
+
+def restore_rank_rng(record: dict, tensors: dict[str, torch.Tensor], rank: int,
+                     device: torch.device | None = None) -> None:
+    """Set this process's RNGs to those rank ``rank`` saved (see ``save_checkpoint``)."""
+    if not has_rank_rng(record, rank) or f"rng/rank{rank}/torch" not in tensors:
+        raise CheckpointError(f"checkpoint holds no RNG state for rank {rank}")
+    _set_rng_state(tensors, record["rng_ranks"][rank], f"rng/rank{rank}/", device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,8 +133,13 @@ def save_checkpoint(
     model: torch.nn.Module,
     optimizers: dict[str, torch.optim.Optimizer],
     meta: dict[str, Any],
+    rank_rng: list[tuple[dict[str, torch.Tensor], dict]] | None = None,
 ) -> Path:
-    """Write checkpoint ``name`` atomically; returns the JSON path."""
+    """Write checkpoint ``name`` atomically; returns the JSON path.
+
+    ``rank_rng``: under distributed training, every rank's RNG states (as ``rng_state`` gives
+    them, indexed by rank), stored as ``rng/rankR/...`` tensors and the record's ``rng_ranks``.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {
         f"model/{k}": v.detach() for k, v in model.state_dict().items()
@@ -117,8 +149,10 @@ def save_checkpoint(
         t, m = _split_optimizer(oname, opt.state_dict())
         tensors.update(t)
         opt_meta[oname] = m
-    rng_t, rng_meta = _rng_state()
+    rng_t, rng_meta = rng_state()
     tensors.update(rng_t)
+    for r, (t, _) in enumerate(rank_rng or []):
+        tensors.update({f"rng/rank{r}/{k.removeprefix('rng/')}": v for k, v in t.items()})
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
 
     st_path = folder / f"{name}.safetensors"
@@ -143,6 +177,8 @@ def save_checkpoint(
             "rng": rng_meta,
         }
     )
+    if rank_rng is not None:
+        record["rng_ranks"] = [m for _, m in rank_rng]
     json_path = folder / f"{name}.json"
     atomic_write_text(json_path, json.dumps(record, indent=1))
     return json_path

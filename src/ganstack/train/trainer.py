@@ -15,6 +15,11 @@ Run directory layout::
     figures/           the model's figures and training curves after training
     checkpoints/       step-NNNNNNN.{safetensors,json} (rolling) and phase-NAME.{...} (kept)
     eval.json          metrics written by evaluation
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) the same loop runs data-parallel (see
+:mod:`ganstack.train.distributed`): each rank trains on its shard of every global batch with its
+own noise (seed + rank), optimizers average gradients over the ranks before they step, and only
+rank 0 writes the run directory. Every rank loads the checkpoint on resume.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from ganstack.data import Batcher, ImageDataset, load_dataset
 from ganstack.errors import CheckpointError, GanstackError
 from ganstack.models import DataInfo, StackModel, build_model
 from ganstack.train import checkpoint as ckpt
+from ganstack.train import distributed
 from ganstack.viz import plot_curves, save_grid
 
 log = logging.getLogger("ganstack")
@@ -83,6 +89,8 @@ class Trainer:
         if tc.num_threads:
             torch.set_num_threads(tc.num_threads)
         self.device = resolve_device(tc.device)
+        # After the check above: no rank writes anything before every rank has joined here.
+        self.dist, self.device = distributed.init_distributed(self.device)
         self.amp_dtype = None
         if tc.precision == "bf16" or (tc.precision == "auto" and self.device.type == "cuda"):
             self.amp_dtype = torch.bfloat16
@@ -92,12 +100,25 @@ class Trainer:
         self.model: StackModel = build_model(cfg.model, self.info).to(self.device)
         if tc.ema > 0:
             self.model.enable_ema(tc.ema)
-        self.batcher = Batcher(self.train_ds, tc.batch_size, tc.seed, self.device)
+        self._hooks: list[Any] = []
+        if self.dist.enabled:
+            if tc.sync_bn:
+                distributed.convert_sync_batchnorm(self.model, self.device)
+            self._hooks = distributed.register_gradient_hooks(
+                self.model.optimizers.values(), self.dist
+            )
+        elif tc.sync_bn:
+            log.info("train.sync_bn has no effect in a single process")
+        # The permutation seed is the same on every rank; each rank takes its part of a batch.
+        self.batcher = Batcher(self.train_ds, tc.batch_size, tc.seed, self.device,
+                               self.dist.rank, self.dist.world)
         self.global_step = 0
         self.phase_index = 0
         self.phase_step = 0
         self.elapsed = 0.0
-        self._stop_requested = False
+        self._stop_requested = False  # set by the signal handler
+        self._stop_agreed = False  # under distributed training: any rank asked to stop
+        self._stop_time = 0.0
         self.max_steps: int | None = None
         self._tb: Any = None
 
@@ -122,10 +143,18 @@ class Trainer:
         }
 
     def save(self, name: str | None = None) -> Path:
+        """Write a checkpoint (rank 0 writes it; under distributed training every rank calls)."""
         name = name or f"step-{self.global_step:07d}"
+        # On every rank (same inputs, so the ranks stay identical; SyncBatchNorm needs them all).
         self.model.recalibrate_ema_bn()
+        rank_rng = None
+        if self.dist.enabled:
+            local = ckpt.rng_state(self.device if self.device.type == "cuda" else None)
+            rank_rng = distributed.gather_rng_states(local, self.dist)
+        if not self.dist.is_main:
+            return self.ckpt_dir / f"{name}.json"
         path = ckpt.save_checkpoint(
-            self.ckpt_dir, name, self.model, self.model.optimizers, self._meta()
+            self.ckpt_dir, name, self.model, self.model.optimizers, self._meta(), rank_rng
         )
         self._prune()
         return path
@@ -133,11 +162,12 @@ class Trainer:
     def _prune(self) -> None:
         rolling = [p for p in ckpt.list_checkpoints(self.ckpt_dir) if p.stem.startswith("step-")]
         for p in rolling[: -self.cfg.train.keep_checkpoints]:
+            p.unlink(missing_ok=True)  # the record first: weights without one are invisible
             (p.parent / f"{p.stem}.safetensors").unlink(missing_ok=True)
-            p.unlink(missing_ok=True)
 
     def _restore_latest(self) -> None:
-        ckpt.remove_stale_temporaries(self.ckpt_dir)
+        if self.dist.is_main:
+            ckpt.remove_stale_temporaries(self.ckpt_dir)
         latest = ckpt.list_checkpoints(self.ckpt_dir)[-1]
         record, tensors = ckpt.read_checkpoint(latest)
         if record.get("model") != self.cfg.model.name:
@@ -145,13 +175,25 @@ class Trainer:
                 f"{latest} holds a '{record.get('model')}' model, the config a "
                 f"'{self.cfg.model.name}'"
             )
-        ckpt.restore(record, tensors, self.model, self.model.optimizers)
+        rank, world = self.dist.rank, self.dist.world
+        per_rank = self.dist.enabled and ckpt.has_rank_rng(record, rank)
+        ckpt.restore(record, tensors, self.model, self.model.optimizers, rng=not per_rank)
         self.global_step = record["global_step"]
         self.phase_index = record["phase_index"]
         self.phase_step = record["phase_step"]
         self.elapsed = record.get("elapsed_s", 0.0)
-        self._truncate_metrics(self.global_step)
-        log.info("resumed from %s (step %d)", latest.name, self.global_step)
+        if per_rank:  # each rank continues its own noise stream
+            ckpt.restore_rank_rng(record, tensors, rank,
+                                  self.device if self.device.type == "cuda" else None)
+        elif rank > 0:  # saved by fewer processes: a fresh stream per rank
+            seed_everything(self.cfg.train.seed + rank + 1_000_003 * self.global_step)
+        saved_world = len(record.get("rng_ranks") or []) or 1
+        if saved_world != world and self.dist.is_main:
+            log.warning("%s was written by %d process(es), resumed with %d: training goes on, "
+                        "but not as the original run would have", latest.name, saved_world, world)
+        if self.dist.is_main:
+            self._truncate_metrics(self.global_step)
+            log.info("resumed from %s (step %d)", latest.name, self.global_step)
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop metric lines logged after the checkpoint we resume from."""
@@ -191,10 +233,16 @@ class Trainer:
                     self._tb.add_scalar(k, v, row["step"])
 
     def write_samples(self, tag: str) -> None:
-        """A fixed-noise sample grid (same inputs every time, so grids are comparable)."""
+        """A fixed-noise sample grid (same inputs every time, so grids are comparable).
+
+        Under distributed training every rank computes it (so batch-norm layers that synchronise
+        see every rank) and rank 0 writes it.
+        """
         gen = torch.Generator().manual_seed(self.cfg.train.seed + 12345)
         rows = self.info.num_classes if self.info.num_classes else 8
         grid = self.model.grid(rows, 10, vary=self.model.noise_dims(), generator=gen)
+        if not self.dist.is_main:
+            return
         save_grid(grid, self.run_dir / "samples" / f"{tag}.png")
         if self._tb is not None:
             from ganstack.viz import grid_array
@@ -204,15 +252,23 @@ class Trainer:
     # ---- the loop ----------------------------------------------------------------------------
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        now = time.monotonic()
         if self._stop_requested:  # a second Ctrl-C stops at once
+            # torchrun passes the signal it receives on to every worker, so a Ctrl-C in a
+            # terminal reaches each rank twice within moments: only a later one aborts.
+            if self.dist.enabled and now - self._stop_time < 5.0:
+                return
             raise KeyboardInterrupt
         self._stop_requested = True
-        log.warning("stopping: saving a checkpoint after this step (Ctrl-C again to abort)")
+        self._stop_time = now
+        if self.dist.is_main:
+            log.warning("stopping: saving a checkpoint after this step (Ctrl-C again to abort)")
 
     def _should_stop(self) -> bool:
-        return self._stop_requested or (
-            self.max_steps is not None and self.global_step >= self.max_steps
-        )
+        # Under distributed training only the flag the ranks agreed on counts (a signal may
+        # reach the ranks at different steps; they must all stop after the same one).
+        stop = self._stop_agreed if self.dist.enabled else self._stop_requested
+        return stop or (self.max_steps is not None and self.global_step >= self.max_steps)
 
     def fit(self, max_steps: int | None = None) -> str:
         """Run all remaining phases. Returns ``"done"`` or ``"interrupted"``.
@@ -220,18 +276,37 @@ class Trainer:
         ``max_steps`` stops (with a checkpoint) once that many steps in all have run.
         """
         self.max_steps = max_steps
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        main = self.dist.is_main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.resuming:
-            self._restore_latest()
+            self._restore_latest()  # on every rank
         else:
-            ckpt.atomic_write_text(self.run_dir / "config.yaml", self.cfg.to_yaml())
-            setup = self.model.setup(self.train_ds, self.eval_ds, log.info)
-            run_info = {"data": self._meta()["data_info"], "setup": setup,
-                        "train_size": len(self.train_ds),
-                        "eval_size": 0 if self.eval_ds is None else len(self.eval_ds)}
-            ckpt.atomic_write_text(self.run_dir / "run.json", json.dumps(run_info, indent=1))
-            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        self._open_tensorboard()
+            if main:
+                ckpt.atomic_write_text(self.run_dir / "config.yaml", self.cfg.to_yaml())
+            # Every rank runs the setup from the same seed (cheap next to training, and any
+            # state the model keeps outside tensors is set everywhere); the broadcast below
+            # then makes the tensors bit-identical even where kernels are not deterministic.
+            setup = self.model.setup(self.train_ds, self.eval_ds,
+                                     log.info if main else lambda _msg: None)
+            if main:
+                run_info = {"data": self._meta()["data_info"], "setup": setup,
+                            "train_size": len(self.train_ds),
+                            "eval_size": 0 if self.eval_ds is None else len(self.eval_ds)}
+                ckpt.atomic_write_text(self.run_dir / "run.json",
+                                       json.dumps(run_info, indent=1))
+                (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        if self.dist.enabled:
+            # Rank 0's weights and buffers everywhere (this also waits for every rank's setup).
+            distributed.broadcast_tensors(self._state_tensors())
+            if not self.resuming:  # per-rank noise and dropout; resume restored each rank's
+                seed_everything(self.cfg.train.seed + self.dist.rank)
+            if main:
+                log.info("distributed: %d processes (%s), %d images per step in all",
+                         self.dist.world, self.dist.backend,
+                         self.cfg.train.batch_size * self.dist.world)
+        if main:
+            self._open_tensorboard()
         handlers = {}
         with contextlib.suppress(ValueError):  # not in the main thread: no signal handling
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -245,11 +320,34 @@ class Trainer:
                 self._tb.close()
         return status
 
+    def _state_tensors(self) -> list[torch.Tensor]:
+        return [*self.model.parameters(), *self.model.buffers()]
+
+    def close(self, barrier: bool = True) -> None:
+        """Remove the gradient hooks and leave the process group (if this trainer joined it).
+
+        ``barrier``: wait for every rank first (pass False on an error path: a rank that failed
+        alone would otherwise wait for the others forever).
+        """
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+        if self.dist.owned:
+            if barrier:
+                self.dist.barrier()
+            self.dist.close()
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: object) -> None:
+        self.close(barrier=exc_type is None)
+
     def _run_phases(self) -> str:
         tc = self.cfg.train
         total = sum(s for _, s in self.phases)
         bar = None
-        if tc.progress:
+        if tc.progress and self.dist.is_main:
             from tqdm.auto import tqdm
 
             tty = sys.stderr.isatty()  # in logs (CI, nohup) redraw rarely
@@ -265,7 +363,9 @@ class Trainer:
                     continue
                 if self._should_stop() or not self._run_phase(phase, steps, bar):
                     self.save()
-                    log.warning("interrupted at step %d; resume with --resume", self.global_step)
+                    if self.dist.is_main:
+                        log.warning("interrupted at step %d; resume with --resume",
+                                    self.global_step)
                     return "interrupted"
                 self.save(f"phase-{phase}")
                 self.write_samples(f"{phase}-final")
@@ -291,6 +391,10 @@ class Trainer:
             batch = self.batcher.batch(self.global_step)
             with autocast:
                 losses = self.model.train_step(batch, phase)
+            if self.dist.enabled:
+                # Batch-norm running statistics follow rank 0 (as DDP's broadcast_buffers).
+                distributed.broadcast_tensors(list(self.model.buffers()))
+                self._stop_agreed = distributed.any_rank(self._stop_requested, self.dist)
             self.model.update_ema()
             self.global_step += 1
             self.phase_step += 1
@@ -304,13 +408,16 @@ class Trainer:
                 dt = time.perf_counter() - t0
                 self.elapsed += dt
                 names = list(sums)
-                values = torch.stack([sums[k] for k in names]).div(count).tolist()
+                values = self._mean_losses(sums, count)
+                # images/s counts every rank's images.
+                images = count * tc.batch_size * self.dist.world
                 row = {"step": self.global_step, "phase": phase, "phase_step": self.phase_step,
-                       "images_per_s": round(count * tc.batch_size / max(dt, 1e-9), 1),
+                       "images_per_s": round(images / max(dt, 1e-9), 1),
                        "elapsed_s": round(self.elapsed, 2)}
                 row.update({f"loss/{k}": round(v, 6) for k, v in zip(names, values, strict=True)})
                 self._check_finite(dict(zip(names, values, strict=True)), phase)
-                self._write_metrics(row)
+                if self.dist.is_main:
+                    self._write_metrics(row)
                 if bar is not None:
                     short = {k: f"{v:.3g}" for k, v in zip(names, values, strict=True)
                              if k.endswith(("adv", "cond")) or "_" not in k}
@@ -321,11 +428,20 @@ class Trainer:
                 self.write_samples(f"step-{self.global_step:07d}")
             if tc.checkpoint_every and self.global_step % tc.checkpoint_every == 0 and not end:
                 if sums:  # never write a checkpoint after a non-finite loss
-                    self._check_finite({k: float(v) / count for k, v in sums.items()}, phase)
+                    values = self._mean_losses(sums, count)
+                    self._check_finite(dict(zip(sums, values, strict=True)), phase)
                 self.save()
             if self._should_stop() and not end:
                 return False
         return True
+
+    def _mean_losses(self, sums: dict[str, torch.Tensor], count: int) -> list[float]:
+        """Mean of each loss over the steps summed (and over the ranks: logs show the whole
+        batch, and a non-finite loss on any rank stops every rank)."""
+        means = torch.stack(list(sums.values())).div(count)
+        if self.dist.enabled:
+            means = distributed.mean_over_ranks(means)
+        return means.tolist()
 
     def _check_finite(self, values: dict[str, float], phase: str) -> None:
         bad = [k for k, v in values.items() if not np.isfinite(v)]
@@ -339,10 +455,17 @@ class Trainer:
     # ---- after training ----------------------------------------------------------------------
 
     def write_figures(self) -> list[Path]:
-        """The model's figures and the training curves, into ``figures/``."""
-        out = []
+        """The model's figures and the training curves, into ``figures/``.
+
+        Under distributed training every rank computes the figures and rank 0 writes them
+        (the other ranks return an empty list).
+        """
+        out: list[Path] = []
         gen = torch.Generator().manual_seed(self.cfg.train.seed + 777)
-        for name, grid in self.model.figures(gen).items():
+        figures = self.model.figures(gen)
+        if not self.dist.is_main:
+            return out
+        for name, grid in figures.items():
             path = self.run_dir / "figures" / f"{name}.png"
             save_grid(grid, path)
             out.append(path)
@@ -354,12 +477,9 @@ class Trainer:
 
 def load_run_config(run_dir: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """The resolved config saved in a run directory, with optional overrides applied."""
-    import yaml
-
-    from ganstack.config import apply_overrides
+    from ganstack.config import _read_yaml, apply_overrides
 
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise GanstackError(f"{run_dir} is not a ganstack run directory (no config.yaml)")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return from_dict(apply_overrides(raw, list(overrides or [])))
+    return from_dict(apply_overrides(_read_yaml(path), list(overrides or [])))

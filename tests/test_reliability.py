@@ -1,0 +1,525 @@
+"""Reliability: SIGKILL at random moments, a full disk, fuzzed inputs, and CLI errors.
+
+Counts quoted in docs/reliability.md come from the constants below (KILLS, *_EXAMPLES).
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from ganstack.cli import main
+from ganstack.config import apply_overrides, from_dict, load_config
+from ganstack.data.formats import load_image_folder, read_idx
+from ganstack.errors import DataError, GanstackError
+from ganstack.train import checkpoint as ckpt
+from ganstack.train.trainer import Trainer
+
+KILLS = 6  # SIGKILLs injected into one training run
+CONFIG_EXAMPLES = 400  # each of the two override / config-tree fuzz tests
+YAML_EXAMPLES = 200  # YAML files and config names
+IDX_EXAMPLES = 1000
+IMAGE_EXAMPLES = 1000  # folders of 1-3 random or mutated image files
+
+FUZZ = settings(deadline=None, database=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                       HealthCheck.too_slow])
+
+
+def _run_overrides(tiny_overrides: list[str], independent: int, joint: int,
+                   checkpoint_every: int) -> list[str]:
+    drop = ("train.phases", "train.checkpoint_every")
+    return [o for o in tiny_overrides if not o.startswith(drop)] + [
+        f"train.phases.independent={independent}", f"train.phases.joint={joint}",
+        f"train.checkpoint_every={checkpoint_every}", "train.num_threads=1",
+        # The EMA's batch-norm recalibration costs ~1 s per checkpoint on CPU; without it a
+        # checkpoint every step is affordable.
+        "train.ema=0", "eval.at_end=false",
+    ]
+
+
+def _step(json_path: Path) -> int:
+    return int(json.loads(json_path.read_text())["global_step"])
+
+
+def _metric_steps(run: Path) -> list[int]:
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return []
+    steps = []
+    for line in path.read_text().splitlines():
+        try:
+            steps.append(json.loads(line)["step"])
+        except (json.JSONDecodeError, KeyError):
+            pass  # a line cut short by the kill
+    return steps
+
+
+def _leftovers(ckdir: Path) -> list[str]:
+    """Evidence of a write cut short: temporaries, or weights without their JSON record."""
+    names = set(os.listdir(ckdir)) if ckdir.is_dir() else set()
+    tmp = [n for n in names if n.startswith(".") and n.endswith(".tmp")]
+    orphans = [n for n in names if n.endswith(".safetensors")
+               and n.replace(".safetensors", ".json") not in names]
+    return sorted(tmp + orphans)
+
+
+# ---- SIGKILL at random moments ------------------------------------------------------------------
+
+
+def test_sigkill_at_random_moments_then_resume_completes_exactly(tmp_path, tiny_overrides):
+    independent, joint = 12, 36  # the phase boundary falls among the kills
+    total = independent + joint
+    overrides = _run_overrides(tiny_overrides, independent, joint, checkpoint_every=1)
+    run, ckdir = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    rng = random.Random(20240611)
+
+    def start(i: int) -> tuple[subprocess.Popen, Path]:
+        log = tmp_path / f"log{i}.txt"
+        cmd = [sys.executable, "-m", "ganstack", "train", "sgan-mnist", "--out", str(run),
+               "--no-eval", *(["--resume"] if i else []), *overrides]
+        with open(log, "w") as f:
+            return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env), log
+
+    def wait_for(cond, proc, timeout=60.0, poll=0.02) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cond():
+                return True
+            if proc.poll() is not None:
+                return False
+            time.sleep(poll)
+        raise AssertionError("the training process made no progress")
+
+    def newest() -> int:
+        found = ckpt.list_checkpoints(ckdir)
+        return _step(found[-1]) if found else 0
+
+    newest_step, kills, in_write, half_pruned = 0, 0, 0, 0
+    for i in range(KILLS):
+        proc, log = start(i)
+        # Kill only once this process has resumed and written a checkpoint of its own.
+        assert wait_for(lambda last=newest_step: newest() > last, proc), log.read_text()
+        if i % 2:  # while a checkpoint is being written: as soon as a temporary file shows
+            skip = rng.randrange(3)  # let 0-2 checkpoint writes pass first
+            for j in range(skip + 1):
+                seen = wait_for(lambda: any(n.endswith(".tmp") for n in os.listdir(ckdir)),
+                                proc, poll=0.0005)
+                if j < skip:
+                    time.sleep(0.03)
+        else:  # at a random moment
+            time.sleep(rng.uniform(0.0, 0.25))
+            seen = True
+        assert seen and proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+        kills += 1
+        in_write += bool(_leftovers(ckdir))
+        if i:
+            text = log.read_text()
+            assert f"(step {newest_step})" in text, text  # --resume continued from it
+
+        # The newest visible checkpoint is complete and verifies, and so is every other one
+        # except an old rolling checkpoint caught half-way through its deletion (see
+        # test_a_kill_while_pruning_leaves_only_complete_checkpoints).
+        found = ckpt.list_checkpoints(ckdir)
+        assert found
+        _, tensors = ckpt.read_checkpoint(found[-1])  # checks the SHA-256
+        assert any(k.startswith("model/") for k in tensors)
+        for path in found[:-1]:
+            if not (ckdir / f"{path.stem}.safetensors").exists() and path.stem.startswith("step-"):
+                half_pruned += 1
+                continue
+            ckpt.read_checkpoint(path)
+        step = _step(found[-1])
+        assert step >= newest_step
+        newest_step = step
+
+    proc, log = start(KILLS)
+    assert proc.wait(timeout=120) == 0, log.read_text()
+    assert f"(step {newest_step})" in log.read_text()
+    assert kills == KILLS and in_write >= KILLS // 4, (kills, in_write)
+
+    # The run completed with the right step count, every step logged once, nothing left over.
+    found = ckpt.list_checkpoints(ckdir)
+    assert _step(found[-1]) == total and (ckdir / "phase-joint.json").is_file()
+    assert _metric_steps(run) == list(range(1, total + 1))
+    assert _leftovers(ckdir) == []
+
+    # ... and it is the run that was never killed: same losses, same weights.
+    cfg = load_config("sgan-mnist", _run_overrides(tiny_overrides, independent, joint, 0))
+    straight = tmp_path / "straight"
+    assert Trainer(cfg, straight).fit() == "done"
+
+    def losses(r: Path) -> list[dict]:
+        rows = [json.loads(x) for x in (r / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in row.items() if k.startswith("loss/")} for row in rows]
+
+    assert losses(run) == losses(straight)
+    _, a = ckpt.read_checkpoint(ckdir / "phase-joint.json")
+    _, b = ckpt.read_checkpoint(straight / "checkpoints" / "phase-joint.json")
+    keys = [k for k in a if k.startswith(("model/", "optim/"))]
+    assert keys and all(torch.equal(a[k], b[k]) for k in keys)
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL at an exact point: nothing after it runs."""
+
+
+@pytest.mark.parametrize("kill_at", [1, 2])  # after the first / second unlink of a prune
+def test_a_kill_while_pruning_leaves_only_complete_checkpoints(tmp_path, tiny_overrides,
+                                                              monkeypatch, kill_at):
+    cfg = load_config("sgan-mnist", _run_overrides(tiny_overrides, 3, 0, checkpoint_every=1)
+                      + ["train.keep_checkpoints=1"])
+    trainer = Trainer(cfg, tmp_path)
+    ckdir = trainer.ckpt_dir
+    real_unlink = Path.unlink
+    calls = []
+
+    def unlink(self, missing_ok=False):
+        if self.parent == ckdir:
+            calls.append(self.name)
+            if len(calls) == kill_at:  # the process dies instead of this unlink
+                raise _Killed
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(_Killed):
+        trainer.fit()  # step 2's checkpoint prunes step 1's
+    monkeypatch.undo()
+    assert {c.split(".")[0] for c in calls} == {"step-0000001"}
+    found = ckpt.list_checkpoints(ckdir)
+    assert found
+    for path in found:
+        ckpt.read_checkpoint(path)
+
+
+# ---- a full disk during a checkpoint write ------------------------------------------------------
+
+
+def _enospc() -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("where", ["fsync", "safetensors", "json-record"])
+def test_full_disk_during_a_checkpoint_fails_loudly_and_keeps_the_last_one(
+    tmp_path, tiny_overrides, monkeypatch, capsys, where
+):
+    run = tmp_path / "run"
+    ckdir = run / "checkpoints"
+    argv = ["train", "sgan-mnist", "--out", str(run), "--no-eval",
+            *_run_overrides(tiny_overrides, 4, 4, checkpoint_every=2)]
+    first = ckdir / "step-0000002.json"
+    # The disk fills up after the checkpoint of step 2: the one of step 4 fails.
+    if where == "fsync":  # the kernel reports ENOSPC when the data reaches the disk
+        real_fsync = os.fsync
+
+        def fsync(fd):
+            if first.exists():
+                raise _enospc()
+            return real_fsync(fd)
+
+        monkeypatch.setattr(ckpt.os, "fsync", fsync)
+    elif where == "safetensors":  # a write error inside safetensors, as it really reports it
+        from safetensors import SafetensorError
+
+        real_save = ckpt.save_file
+
+        def save_file(tensors, filename, metadata=None):
+            if first.exists():
+                Path(filename).write_bytes(b"\0" * 1000)  # partly written, then the disk is full
+                raise SafetensorError("Error while serializing: I/O error: No space left on "
+                                      "device (os error 28)")
+            return real_save(tensors, filename, metadata=metadata)
+
+        monkeypatch.setattr(ckpt, "save_file", save_file)
+    else:  # the weights are written, the JSON record that makes them a checkpoint is not
+        real_write = ckpt.atomic_write_text
+
+        def atomic_write_text(path, text):
+            if first.exists() and path.parent == ckdir:
+                raise _enospc()
+            return real_write(path, text)
+
+        monkeypatch.setattr(ckpt, "atomic_write_text", atomic_write_text)
+
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("ganstack: error: ") and "No space left on device" in err
+    assert "--resume" in err
+    # The previous checkpoint is the newest visible one and it loads; nothing half-written.
+    found = ckpt.list_checkpoints(ckdir)
+    assert [p.name for p in found] == ["step-0000002.json"]
+    record, _ = ckpt.read_checkpoint(found[0])
+    assert record["global_step"] == 2
+    assert not [n for n in os.listdir(ckdir) if n.endswith(".tmp")]
+
+    monkeypatch.undo()  # space was freed: the run resumes from step 2 and completes
+    assert main([*argv, "--resume"]) == 0
+    assert _step(ckpt.list_checkpoints(ckdir)[-1]) == 8
+    assert _metric_steps(run) == list(range(1, 9))
+
+
+def test_a_real_write_error_from_the_kernel_is_one_line(tmp_path, tiny_overrides):
+    """No simulation: a file-size limit makes the kernel refuse the checkpoint write (EFBIG).
+
+    safetensors reports that as its own SafetensorError, not an OSError; the CLI still prints
+    one line and exits 1, and no partial file is left.
+    """
+    import resource
+
+    def limit_file_size():  # config.yaml and metrics fit, a checkpoint (~6 MB) does not
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    run = tmp_path / "run"
+    res = subprocess.run(
+        [sys.executable, "-m", "ganstack", "-q", "train", "sgan-mnist", "--out", str(run),
+         "--no-eval", *_run_overrides(tiny_overrides, 4, 0, checkpoint_every=2)],
+        capture_output=True, text=True, timeout=120, preexec_fn=limit_file_size,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 1 and len(lines) == 1, res.stderr
+    assert "File too large" in lines[0] and "--resume" in lines[0], lines
+    assert ckpt.list_checkpoints(run / "checkpoints") == []
+    assert _leftovers(run / "checkpoints") == []
+
+
+# ---- fuzzing: the config loader -----------------------------------------------------------------
+
+KNOWN_KEYS = [
+    "model", "model.name", "model.width", "model.z_dims", "model.encoder", "model.encoder.split",
+    "model.encoder.weights", "model.lr", "model.joint_lr", "model.g_loss", "model.levels",
+    "data", "data.name", "data.path", "data.eval_size", "data.resolution", "data.channels",
+    "data.skip_bad", "train", "train.phases", "train.phases.independent", "train.phases.joint",
+    "train.batch_size", "train.seed", "train.device", "train.precision", "train.ema",
+    "train.num_threads", "eval", "eval.n", "eval.metrics", "eval.inception", "description",
+]
+YAML_SCALARS = [
+    "", "~", "null", "true", "no", "on", "0", "-1", "3", "1e-3", "1.0e400", ".nan", "-.inf",
+    "0x1F", "0o17", "1_000", "2020-01-01", "2020-13-45", "2001-12-14t21:59:43.10-05:00",
+    "9" * 5000, "1" + "0" * 400, "[1, 2", "[1, 2]", "[]", "{}", "{a: 1}", "{1: 2}",
+    "[[[[[[1]]]]]]", "[" * 3000, "&a [*a]", "*x", "!!binary AAA", "!!set {a}", "!!bool x",
+    "!!int ", "!!float x", "!!python/object/apply:os.system ['echo hi']", "sgan", "lapgan",
+    "fc3", "[pool2, fc3]", "'quoted'", "\"x\\u0000y\"", "a: b: c", "- 1", "|\n  text",
+    "\x00", "é", "10000000000000000000000",
+]
+keys = st.one_of(
+    st.sampled_from(KNOWN_KEYS),
+    st.text(alphabet="abcz._-=09 ", max_size=12),
+    st.builds(lambda a, b: f"{a}.{b}", st.sampled_from(KNOWN_KEYS), st.text(max_size=6)),
+)
+values = st.one_of(st.sampled_from(YAML_SCALARS), st.text(max_size=20))
+overrides = st.lists(st.builds(lambda k, v: f"{k}={v}", keys, values), max_size=5)
+
+plain = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
+                  st.sampled_from(["sgan", "lapgan", "mnist", "folder", "cpu", "fc3"]))
+name_keys = st.one_of(st.sampled_from([k.rsplit(".", 1)[-1] for k in KNOWN_KEYS]),
+                      st.text(max_size=6), st.integers())
+trees = st.recursive(plain, lambda c: st.lists(c, max_size=3)
+                     | st.dictionaries(name_keys, c, max_size=4), max_leaves=12)
+top = st.dictionaries(st.sampled_from(["model", "data", "train", "eval", "description", "x"]),
+                      trees, max_size=5)
+
+
+def _only_user_errors(fn, *args):
+    try:
+        return fn(*args)
+    except GanstackError:
+        return None
+
+
+@settings(FUZZ, max_examples=CONFIG_EXAMPLES)
+@given(overrides)
+@example(["train.seed=2020-13-45"])  # PyYAML's ValueError (was uncaught)
+@example(["model=[1, 2]"])  # a model section that is not a mapping (was a TypeError)
+@example(["model.name=5"])  # a model name that is not a string (was a TypeError)
+@example(["model.lr=1" + "0" * 400])  # an int beyond the float range (was an OverflowError)
+@example(["train.seed=" + "9" * 5000])  # an int too long for Python to parse (was a ValueError)
+@example(["description=!!bool x"])  # PyYAML's KeyError (was uncaught)
+def test_fuzz_overrides_raise_only_config_errors(items):
+    cfg = _only_user_errors(load_config, "sgan-mnist", items)
+    if cfg is not None:  # a config that loads can be saved and loaded again, unchanged
+        again = from_dict(yaml.safe_load(cfg.to_yaml()))
+        assert again.hash() == cfg.hash()
+
+
+@settings(FUZZ, max_examples=CONFIG_EXAMPLES)
+@given(top, overrides)
+@example({"model": "abc"}, [])
+@example({"model": {"name": ["sgan"]}}, [])
+def test_fuzz_config_trees_raise_only_config_errors(raw, items):
+    def go():
+        return from_dict(apply_overrides(raw, items))
+
+    _only_user_errors(go)
+
+
+@settings(FUZZ, max_examples=YAML_EXAMPLES)
+@given(st.one_of(st.text(max_size=200), st.binary(max_size=200),
+                 trees.map(lambda t: yaml.safe_dump({"train": t, "model": {"name": "sgan"}}))),
+       st.text(max_size=300))
+@example(b"\xff\xfe", "")  # not UTF-8 (was a UnicodeDecodeError)
+@example("train: {seed: 2020-13-45}", "")
+@example("", "a" * 300)  # a config name too long for the file system (was an OSError)
+def test_fuzz_yaml_files_and_config_names(tmp_path_factory, content, name):
+    path = tmp_path_factory.mktemp("yaml") / "c.yaml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    _only_user_errors(load_config, str(path))
+    _only_user_errors(load_config, name)
+
+
+# ---- fuzzing: the IDX reader --------------------------------------------------------------------
+
+
+def _idx_bytes(dtype_code: int, dims: list[int], payload: bytes) -> bytes:
+    return bytes([0, 0, dtype_code, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims) \
+        + payload
+
+
+idx_files = st.one_of(
+    st.binary(max_size=300),
+    st.builds(_idx_bytes, st.sampled_from([0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E, 0x0A]),
+              st.lists(st.integers(0, 2**32 - 1) | st.integers(0, 6), max_size=5),
+              st.binary(max_size=200)),
+    st.builds(lambda b, cut: gzip.compress(b)[:cut], st.binary(max_size=200),
+              st.integers(0, 300)),
+    st.builds(lambda b: b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + b, st.binary(max_size=60)),
+)
+
+
+@settings(FUZZ, max_examples=IDX_EXAMPLES)
+@given(idx_files)
+@example(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + b"\xff" * 30)  # was a zlib.error
+@example(_idx_bytes(0x08, [65536] * 4, b""))  # np.prod overflowed to 0 (was a ValueError)
+@example(_idx_bytes(0x0C, [0, 3, 2**31, 2**31], b""))  # no data, too big a shape (ValueError)
+def test_fuzz_idx_reader_raises_only_data_errors(tmp_path_factory, raw):
+    path = tmp_path_factory.mktemp("idx") / "x-idx3-ubyte"
+    path.write_bytes(raw)
+    try:
+        arr = read_idx(path)
+    except DataError:
+        event("DataError")
+        return
+    event("read")
+    assert isinstance(arr, np.ndarray)
+
+
+# ---- fuzzing: the image-folder loader -----------------------------------------------------------
+
+
+def _encoded(fmt: str, mode: str, **kw) -> bytes:
+    arr = np.random.default_rng(0).integers(0, 256, (6, 5, 4), dtype=np.uint8)
+    im = Image.fromarray(arr, "RGBA").convert(mode)
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+SEEDS = [_encoded("PNG", "RGB"), _encoded("PNG", "RGBA"), _encoded("PNG", "P"),
+         _encoded("PNG", "L"), _encoded("JPEG", "RGB"), _encoded("BMP", "RGB"),
+         _encoded("WEBP", "RGB", lossless=True), _encoded("PNG", "I;16")]
+
+
+def _mutate(seed: bytes, cut: int, flips: list[tuple[int, int]]) -> bytes:
+    data = bytearray(seed[: max(cut, 0)] if cut < len(seed) else seed)
+    for pos, val in flips:
+        if data:
+            data[pos % len(data)] = val
+    return bytes(data)
+
+
+image_files = st.one_of(
+    st.binary(max_size=400),
+    st.builds(_mutate, st.sampled_from(SEEDS), st.integers(0, 1000),
+              st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4)),
+)
+
+
+@settings(FUZZ, max_examples=IMAGE_EXAMPLES)
+@given(st.lists(image_files, min_size=1, max_size=3), st.sampled_from([0, 4]),
+       st.sampled_from([1, 3]))
+def test_fuzz_image_folder_raises_only_data_errors(tmp_path_factory, files, resolution,
+                                                   channels):
+    folder = tmp_path_factory.mktemp("img")
+    for i, raw in enumerate(files):
+        (folder / f"{i}.png").write_bytes(raw)
+    try:
+        ds = load_image_folder(folder, resolution=resolution, channels=channels)
+    except DataError as e:
+        event("DataError: " + ("unreadable" if "cannot be read" in str(e) else "other"))
+        return
+    event("loaded")
+    assert ds.images.dtype == torch.uint8 and ds.images.shape[:2] == (len(files), channels)
+
+
+# ---- the command line ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["datasets", "metrics"])  # the others are in test_cli.py
+def test_help_of_the_listing_commands(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0 and "usage: ganstack" in capsys.readouterr().out
+
+
+def _user_error_argvs(tmp: Path) -> dict[str, list[str]]:
+    return {
+        "train": ["train", "sgan-mnist", "--out", str(tmp / "r"), "data.name=folder",
+                  f"data.path={tmp / 'no-such-folder'}"],
+        "train-args": ["train", "sgan-mnist", "--out"],
+        "sample": ["sample", str(tmp), "--n", "0", "--out", "x.png"],
+        "sample-args": ["sample", str(tmp), "--n", "many", "--out", "x.png"],
+        "eval": ["eval", str(tmp), "--n", "1"],
+        "configs": ["configs", "--verbose"],
+        "datasets": ["datasets", "extra"],
+        "metrics": ["metrics", "--all"],
+        "unknown": ["fit", "sgan-mnist"],
+    }
+
+
+@pytest.mark.parametrize("case", list(_user_error_argvs(Path("."))))
+def test_a_user_error_in_each_command_is_one_line_and_exit_2(case, tmp_path, capsys):
+    argv = _user_error_argvs(tmp_path)[case]
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse exits by itself
+        code = e.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("ganstack: error: ") and len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+
+
+def test_user_errors_through_a_real_process(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-m", "ganstack", "train", "sgan-mnist", "--out",
+                          str(tmp_path / "r"), "data.name=folder", f"data.path={tmp_path}"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        f"ganstack: error: image folder {tmp_path} is empty; put images (.bmp, .jpeg, .jpg, "
+        f".png, .webp) in it or in sub-folders (one per class), or point data.path at the "
+        f"right folder"]
