@@ -1,0 +1,173 @@
+"""Training and sampling speed of every bundled config, against this machine's own matmul peak.
+
+    python benchmarks/speed.py                 # all bundled configs
+    python benchmarks/speed.py sgan-mnist      # some of them
+
+For each config, in a fresh subprocess (so peak memory is its own): training images/s (median
+of several timed runs of a few steps, after warm-up), sampling images/s, peak resident memory,
+FLOPs of one training step (``torch.utils.flop_counter.FlopCounterMode``) and the achieved
+FLOP/s as a fraction of the fp32 matmul peak measured in the same run. Models are freshly
+initialised (speed does not depend on the weights) and trained on the config's real dataset.
+Writes ``benchmarks/results/speed.json``, ``speed.md`` and a profile of the top operators of a
+training step of each config (``profile-CONFIG.txt``). Run it on an otherwise idle machine:
+another process on the same cores changes every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def matmul_peak(n: int = 2048, repeats: int = 7) -> float:
+    """Median fp32 GFLOP/s of an n x n matrix product."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def measure(name: str, steps: int, repeats: int) -> dict:
+    """Runs inside the subprocess: one config's figures."""
+    import resource
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ganstack.config import load_config
+    from ganstack.data import Batcher, load_dataset
+    from ganstack.models import DataInfo, build_model
+
+    torch.manual_seed(0)
+    cfg = load_config(name)
+    train, _ = load_dataset(cfg.data)
+    model = build_model(cfg.model, DataInfo.of(train))
+    batcher = Batcher(train, cfg.train.batch_size, 0)
+    phases = [p for p, s in cfg.train.phases.items() if s > 0]
+    phase = phases[-1]  # the last phase (SGAN: joint) exercises every level
+    model.enter_phase(phase, fresh=True)
+    model.train()
+    step = 0
+
+    def run(k: int) -> None:
+        nonlocal step
+        for _ in range(k):
+            model.train_step(batcher.batch(step), phase)
+            step += 1
+
+    run(3)  # warm-up
+    with FlopCounterMode(display=False) as fc:
+        run(1)
+    flops = fc.get_total_flops()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        run(steps)
+        times.append(time.perf_counter() - t)
+    step_s = statistics.median(times) / steps
+    with torch.profiler.profile() as prof:
+        run(2)
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
+    (RESULTS / f"profile-{name}.txt").write_text(table)
+    n_sample = 1000
+    model.sample(100)
+    t = time.perf_counter()
+    model.sample(n_sample, batch_size=500)
+    sample_s = time.perf_counter() - t
+    peak = matmul_peak()
+    achieved = flops / step_s / 1e9
+    return {
+        "config": name,
+        "model": cfg.model.name,
+        "phase_timed": phase,
+        "batch_size": cfg.train.batch_size,
+        "train_images_per_s": round(cfg.train.batch_size / step_s, 1),
+        "train_step_ms": round(step_s * 1000, 2),
+        "sample_images_per_s": round(n_sample / sample_s, 1),
+        "gflop_per_step": round(flops / 1e9, 3),
+        "achieved_gflop_s": round(achieved, 1),
+        "matmul_peak_gflop_s": round(peak, 1),
+        "fraction_of_peak": round(achieved / peak, 3),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "timed_runs": repeats,
+        "steps_per_run": steps,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "python": platform.python_version()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Speed of the bundled configs (see module doc).")
+    ap.add_argument("configs", nargs="*", help="bundled config names (default: all)")
+    ap.add_argument("--steps", type=int, default=5, help="training steps per timed run")
+    ap.add_argument("--repeats", type=int, default=5, help="timed runs (the median is kept)")
+    ap.add_argument("--_one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args._one:
+        print(json.dumps(measure(args._one, args.steps, args.repeats)))
+        return
+    from ganstack.config import bundled_configs
+
+    names = args.configs or [n for n in bundled_configs() if not n.endswith("-paper")]
+    names += [n for n in (args.configs or bundled_configs()) if n.endswith("-paper")
+              and n not in names]
+    rows = []
+    for name in names:
+        out = subprocess.run([sys.executable, __file__, "--_one", name, "--steps",
+                              str(args.steps), "--repeats", str(args.repeats)],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"{name}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
+            continue
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(f"{name}: {row['train_images_per_s']} img/s training, "
+              f"{row['fraction_of_peak']:.0%} of peak", flush=True)
+    result = {"machine": machine(), "rows": rows}
+    (RESULTS / "speed.json").write_text(json.dumps(result, indent=1))
+    head = ("| config | train img/s | step ms | sample img/s | GFLOP/step | GFLOP/s | "
+            "matmul peak | of peak | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|\n")
+    lines = [f"| {r['config']} | {r['train_images_per_s']} | {r['train_step_ms']} | "
+             f"{r['sample_images_per_s']} | {r['gflop_per_step']} | {r['achieved_gflop_s']} | "
+             f"{r['matmul_peak_gflop_s']} | {r['fraction_of_peak']:.0%} | {r['peak_rss_mib']} |"
+             for r in rows]
+    m = result["machine"]
+    md = (f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['threads']} threads)."
+          f"\n\n{head}" + "\n".join(lines) + "\n")
+    (RESULTS / "speed.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
