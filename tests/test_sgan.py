@@ -171,3 +171,32 @@ def test_ema_generators_get_their_own_batchnorm_statistics():
     m.recalibrate_ema_bn(batches=4, batch_size=500)
     after = eval_vs_batch_gap()
     assert after < 0.5 * before, (before, after)
+
+
+def test_unconditional_variant_takes_no_label():
+    torch.manual_seed(0)
+    cfg = _small(use_labels=False)
+    cfg.encoder.split, cfg.z_dims = [], [8]
+    m = SGAN(cfg, INFO)
+    assert m.input_names() == ["z0"] and not m.conditional
+    logs = m.train_step(_batch(), "independent")
+    assert float(logs["g0_cond"]) == 0.0
+    out = m.sample(4, generator=torch.Generator().manual_seed(0))
+    assert out["image"].shape == (4, 1, 28, 28) and "y" not in out
+
+
+def test_noise_sensitivity_is_zero_when_a_level_ignores_its_noise():
+    from ganstack.data.base import ImageDataset
+
+    torch.manual_seed(0)
+    m = SGAN(_small(), INFO)
+    b = _batch(40)
+    ds = ImageDataset(b["images"], b["labels"], 10)
+    m.train_step(_batch(), "independent")
+    before = m.noise_sensitivity(ds, conditions=3, samples=4)
+    assert before["noise_sensitivity_z0"] > 0 and before["noise_sensitivity_z1"] > 0
+    with torch.no_grad():
+        m.G[0].z_embed[0].weight.zero_()  # G0 can no longer see z0
+    after = m.noise_sensitivity(ds, conditions=3, samples=4)
+    assert after["noise_sensitivity_z0"] < 1e-6
+    assert after["noise_sensitivity_z1"] > 0

@@ -90,8 +90,16 @@ class Run:
             out = self.sample(n or ec.n, seed=seed)
             images, labels = to_uint8(out["image"]), out.get("y")
             source = f"{self.checkpoint} (step {self.step}), seed {seed}"
-        res = evaluate(images, labels, train_ds, eval_ds, metrics or ec.metrics,
-                       inception or ec.inception)
+        names = list(metrics or ec.metrics)
+        model_measures = {}
+        if "noise" in names:  # a property of the model, not of a set of images
+            names.remove("noise")
+            measure = getattr(self.model, "noise_sensitivity", None)
+            if measure is None:
+                raise GanstackError(f"model '{self.model.name}' has no noise-sensitivity measure")
+            model_measures = measure(train_ds)
+        res = evaluate(images, labels, train_ds, eval_ds, names, inception or ec.inception)
+        res["metrics"].update(model_measures)
         res["protocol"]["samples"] = source
         res["protocol"]["seconds"] = round(time.perf_counter() - t0, 1)
         res["step"] = self.step

@@ -65,6 +65,9 @@ class SGANConfig:
     encoder: SGANEncoderConfig = field(default_factory=SGANEncoderConfig)
     # Noise size per level, bottom level first: [z0, z1, ...]. MNIST code: 50 and 50.
     z_dims: list[int] = field(default_factory=lambda: [50, 50])
+    # False: the top generator gets no label and has no conditional loss (the paper's
+    # unconditional one-level baselines, "DCGAN (L_adv)" and "DCGAN (L_adv + L_ent)").
+    use_labels: bool = True
     width: float = 1.0  # channel multiplier of the image generator/discriminator (1 = official)
     feature_hidden: int = 512  # hidden width of feature-level generators (official: 512)
     feature_disc_hidden: int = 256  # hidden width of feature-level discriminators (official: 256)
@@ -331,7 +334,8 @@ class SGAN(StackModel):
         self.levels = n
         gens, discs = [], []
         for i in range(n):
-            cond_dim = info.num_classes if i == n - 1 else dims[i + 1]
+            top_dim = info.num_classes if cfg.use_labels else 0
+            cond_dim = top_dim if i == n - 1 else dims[i + 1]
             z = cfg.z_dims[i]
             if i == 0:
                 gens.append(g_cls(cond_dim, z, cfg.width))
@@ -353,6 +357,15 @@ class SGAN(StackModel):
             self.optimizers[f"D{i}"] = self._adam(self.D[i].parameters())
 
     generator_names = ("G",)
+
+    @property
+    def conditional(self) -> bool:
+        return self.cfg.use_labels and self.info.num_classes > 0
+
+    def _top_condition(self, y: torch.Tensor | None, n: int) -> torch.Tensor:
+        if not self.conditional or y is None:
+            return torch.zeros(n, 0, device=self.device)
+        return F.one_hot(y.long(), self.info.num_classes).float()
 
     def _adam(self, params) -> torch.optim.Optimizer:  # type: ignore[no-untyped-def]
         # The official Adam puts eps inside the square root; the difference is negligible.
@@ -456,7 +469,7 @@ class SGAN(StackModel):
         with torch.no_grad():
             feats = self.encoder.features(x)
         real = [x] + [f.flatten(1) for f in feats[:-1]]
-        top = F.one_hot(y, self.info.num_classes).float()
+        top = self._top_condition(y, b)
         joint = phase == "joint"
         logs: dict[str, torch.Tensor] = {}
 
@@ -486,7 +499,7 @@ class SGAN(StackModel):
             ent = losses.entropy(q, zs[i])
             pred = self.encoder.segment(i, fakes[i].view(b, *self.rep_shapes[i]))
             if i == n - 1:
-                cond = losses.conditional_label(pred, y)
+                cond = losses.conditional_label(pred, y) if self.conditional else pred.new_zeros(())
             else:
                 cond = losses.conditional_feature(pred.flatten(1), conds[i])
             g_total = g_total + cfg.adv_weight * adv + cfg.cond_weight * cond
@@ -505,7 +518,8 @@ class SGAN(StackModel):
 
     def generate(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         gens = self.net("G")
-        h = F.one_hot(inputs["y"].long(), self.info.num_classes).float()
+        n = len(inputs[f"z{self.levels - 1}"])
+        h = self._top_condition(inputs.get("y"), n)
         out: dict[str, torch.Tensor] = {}
         for i in reversed(range(self.levels)):
             h = gens[i](h, inputs[f"z{i}"])
@@ -514,8 +528,39 @@ class SGAN(StackModel):
         out["image"] = h
         return out
 
+    @torch.no_grad()
+    def noise_sensitivity(
+        self, train: ImageDataset, conditions: int = 20, samples: int = 16, seed: int = 0
+    ) -> dict[str, float]:
+        """How much each level's output moves with that level's own noise (paper, Fig. 2).
+
+        For level i: the mean pairwise L2 distance between outputs h_i when only z_i varies (the
+        label and every other noise fixed), averaged over ``conditions`` draws, divided by the
+        mean pairwise distance between the real h_i of random training images. 0 means the
+        level ignores its noise.
+        """
+        gen = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(train), generator=gen)[:512]
+        x = self.preprocess(train.images[idx].to(self.device))
+        reals = [x.flatten(1)] + [f.flatten(1) for f in self.encoder.features(x)[:-1]]
+        k = max(self.info.num_classes, 1)
+        out = {}
+        for i in range(self.levels):
+            others = [n for n in self.input_names() if n != f"z{i}"]
+            dists = []
+            for c in range(conditions):
+                inputs = self.draw_inputs(samples, [c % k] if self.conditional else None,
+                                          fixed=others, generator=gen)
+                with self.sampling_mode():
+                    o = self.generate(inputs)
+                h = o["image"] if i == 0 else o[f"h{i}"]
+                dists.append(float(torch.pdist(h.flatten(1).float()).mean()))
+            spread = float(torch.pdist(reals[i]).mean())
+            out[f"noise_sensitivity_z{i}"] = sum(dists) / len(dists) / spread
+        return out
+
     def figures(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        k = self.info.num_classes
+        k = self.info.num_classes if self.conditional else 8
         figs = {"classes": self.grid(k, 10, vary=self.noise_dims(), generator=generator)}
         # One figure per level: every input fixed within a row except that level's noise.
         for name in self.noise_dims():
