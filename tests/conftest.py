@@ -43,8 +43,7 @@ def mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture()
-def tiny_overrides(mnist_dir: Path) -> list[str]:
+def tiny_config_overrides(mnist_dir: Path, batch_size: int = 20) -> list[str]:
     """Overrides that make the SGAN MNIST config train in about a second."""
     return [
         "data.name=mnist",
@@ -54,7 +53,7 @@ def tiny_overrides(mnist_dir: Path) -> list[str]:
         "model.feature_hidden=32",
         "model.feature_disc_hidden=32",
         "model.encoder.pretrain_epochs=1",
-        "train.batch_size=20",
+        f"train.batch_size={batch_size}",
         "train.phases.independent=4",
         "train.phases.joint=4",
         "train.log_every=1",
@@ -64,6 +63,11 @@ def tiny_overrides(mnist_dir: Path) -> list[str]:
         "train.progress=false",
         "eval.n=100",
     ]
+
+
+@pytest.fixture()
+def tiny_overrides(mnist_dir: Path) -> list[str]:
+    return tiny_config_overrides(mnist_dir)
 
 
 @pytest.fixture(autouse=True)

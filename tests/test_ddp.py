@@ -33,27 +33,12 @@ BATCH = 25  # per process: 2 x 25 = 50 divides the 250 training images, 5 steps 
 
 
 def _overrides(mnist_dir: Path) -> list[str]:
-    # tests/conftest.py::tiny_overrides, with a batch that splits the data evenly over 2 ranks.
-    return [
-        "data.name=mnist",
-        f"data.path={mnist_dir}",
-        "data.eval_size=50",
-        "model.width=0.25",
-        "model.feature_hidden=32",
-        "model.feature_disc_hidden=32",
-        "model.encoder.pretrain_epochs=1",
-        f"train.batch_size={BATCH}",
-        "train.phases.independent=4",
-        "train.phases.joint=4",
-        "train.log_every=1",
-        "train.sample_every=0",
-        "train.checkpoint_every=0",
-        "train.tensorboard=false",
-        "train.progress=false",
-        "train.num_threads=1",
-        "eval.n=100",
-        "model.reset_optimizers=false",  # Adam state carries into the joint phase
-    ]
+    # Imported here: this file also runs as a script under torchrun, outside the package.
+    from .conftest import tiny_config_overrides
+
+    # A batch that splits the data evenly over 2 ranks; Adam state carries into the joint phase.
+    return tiny_config_overrides(mnist_dir, BATCH) + [
+        "train.num_threads=1", "model.reset_optimizers=false"]
 
 
 def _digest(t: torch.Tensor) -> str:
