@@ -42,6 +42,7 @@ examples:
   ganstack eval runs/sgan-mnist
   ganstack eval runs/sgan-mnist --n 5000 --metrics acc is fid kid
   ganstack eval runs/sgan-mnist --samples s.npz
+  ganstack eval runs/sgan-mnist --metrics noise       # SGAN: each level's noise sensitivity
   ganstack eval runs/sgan-mnist --metrics fid_inception --inception inception-2015-12-05.pt
 
 The Inception metrics need NVIDIA's TorchScript file inception-2015-12-05.pt, given by
