@@ -51,7 +51,3 @@ def conditional_label(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     """Conditional loss on labels: cross-entropy."""
     return F.cross_entropy(logits, labels)
 
-
-def kl_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, sigma^2) || N(0, I)), summed over dims, averaged over the batch."""
-    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(1).mean()

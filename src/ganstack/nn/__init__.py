@@ -1,7 +1,6 @@
 """Building blocks shared by the models."""
 
 from ganstack.nn.layers import (
-    GaussianNoise,
     conv_act,
     deconv5,
     init_glorot_,
@@ -11,5 +10,5 @@ from ganstack.nn.layers import (
 )
 
 __all__ = [
-    "GaussianNoise", "conv_act", "deconv5", "init_glorot_", "init_normal_", "linear_act", "lrelu",
+    "conv_act", "deconv5", "init_glorot_", "init_normal_", "linear_act", "lrelu",
 ]

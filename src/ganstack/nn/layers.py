@@ -6,7 +6,6 @@ running averages with momentum 0.1, and the nonlinearity comes after the normali
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 BN_EPS = 1e-6
@@ -80,18 +79,3 @@ def deconv5(
         layers.append(act)
     return nn.Sequential(*layers)
 
-
-class GaussianNoise(nn.Module):
-    """Adds N(0, sigma^2) noise in training mode only."""
-
-    def __init__(self, sigma: float) -> None:
-        super().__init__()
-        self.sigma = sigma
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.sigma > 0:
-            return x + self.sigma * torch.randn_like(x)
-        return x
-
-    def extra_repr(self) -> str:
-        return f"sigma={self.sigma}"
