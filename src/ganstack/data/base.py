@@ -7,7 +7,7 @@ depends only on (seed, t), so a resumed run sees exactly the batches it would ha
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -16,13 +16,22 @@ from ganstack.errors import DataError
 
 @dataclass
 class ImageDataset:
-    """Images as uint8 (N, C, H, W) and optional int64 labels (N,)."""
+    """Images as uint8 (N, C, H, W), optional int64 labels (N,) and per-image extras.
+
+    ``extras`` holds further per-image tensors whose first dimension is N, e.g. ``normals``
+    (uint8 (N, 3, H, W)), ``embeddings`` (float (N, captions, D)) or ``attributes`` (int64
+    (N, A)). The batcher indexes them with the images, so a batch carries them under the same
+    names. ``captions`` (one list of strings per image) and ``meta`` are not batched.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor | None = None
     num_classes: int = 0
     name: str = "dataset"
     class_names: list[str] | None = None
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    captions: list[list[str]] | None = None
+    meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         x = self.images
@@ -51,6 +60,18 @@ class ImageDataset:
                     f"dataset '{self.name}': labels must lie in [0, {self.num_classes - 1}], "
                     f"found [{int(y.min())}, {int(y.max())}]"
                 )
+        for key, t in self.extras.items():
+            if key in ("images", "labels"):
+                raise DataError(f"dataset '{self.name}': extra '{key}' shadows a batch field")
+            if not isinstance(t, torch.Tensor) or t.dim() == 0 or len(t) != len(x):
+                raise DataError(
+                    f"dataset '{self.name}': extra '{key}' must be a tensor with one entry per "
+                    f"image ({len(x)}), got shape {tuple(getattr(t, 'shape', ()))}"
+                )
+        if self.captions is not None and len(self.captions) != len(x):
+            raise DataError(
+                f"dataset '{self.name}': {len(x)} images but {len(self.captions)} caption lists"
+            )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -72,6 +93,9 @@ class ImageDataset:
             self.num_classes,
             name or self.name,
             self.class_names,
+            {k: v[index] for k, v in self.extras.items()},
+            None if self.captions is None else [self.captions[int(i)] for i in index],
+            dict(self.meta),
         )
 
     def fingerprint(self) -> str:
@@ -83,6 +107,9 @@ class ImageDataset:
         h.update(self.images.contiguous().numpy().tobytes())
         if self.labels is not None:
             h.update(self.labels.contiguous().numpy().tobytes())
+        for key in sorted(self.extras):
+            h.update(key.encode())
+            h.update(self.extras[key].contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
 
 
@@ -159,6 +186,7 @@ class Batcher:
         on_device = self.device.type == "cpu" or ds.images.numel() < 2**31
         self.images = ds.images.to(self.device) if on_device else ds.images
         self.labels = None if ds.labels is None else ds.labels.to(self.device)
+        self.extras = {k: v.to(self.device) if on_device else v for k, v in ds.extras.items()}
         self._epoch = -1
         self._perm: torch.Tensor | None = None
 
@@ -183,4 +211,7 @@ class Batcher:
         out = {"images": images}
         if self.labels is not None:
             out["labels"] = self.labels[idx]
+        for key, t in self.extras.items():
+            v = t[idx.to(t.device)]
+            out[key] = v.to(self.device, non_blocking=True) if v.device != self.device else v
         return out
