@@ -45,12 +45,25 @@ class DataConfig:
     resolution: int = 0  # centre-crop and resize every image to N x N (0: keep the size)
     channels: int = 3  # 1 (grayscale) or 3 (RGB): images are converted to this
     skip_bad: bool = False  # leave out (and log) unreadable image files instead of stopping
+    # Procedural datasets (`shapes`, ...): how many images to make (0: the dataset's default)
+    # and the seed they are made from (the same seed always makes the same images).
+    num_images: int = 0
+    gen_seed: int = 0
+    # Captioned datasets: how captions become vectors. "hash": ganstack's built-in encoder
+    # (hashed words and bigrams, each a fixed random vector; no training, no download, works
+    # for any new caption); "pickle": the precomputed char-CNN-RNN embeddings of the StackGAN
+    # layouts (1024-d); "sentence-transformers": that package's model named by text_model.
+    text_encoder: Literal["hash", "pickle", "sentence-transformers"] = "hash"
+    text_dim: int = 256  # size of the "hash" encoder's vectors
+    text_model: str = "all-MiniLM-L6-v2"  # the sentence-transformers model (local files only)
 
     def validate(self, where: str) -> None:
         _require(self.eval_size >= 0, f"{where}.eval_size must be >= 0, got {self.eval_size}")
         _require(self.resolution >= 0, f"{where}.resolution must be >= 0 (0: keep the size), "
                  f"got {self.resolution}")
         _require(self.channels in (1, 3), f"{where}.channels must be 1 or 3, got {self.channels}")
+        _require(self.num_images >= 0, f"{where}.num_images must be >= 0, got {self.num_images}")
+        _require(self.text_dim > 0, f"{where}.text_dim must be > 0, got {self.text_dim}")
 
 
 @dataclass
