@@ -54,6 +54,22 @@ def _svhn(cfg: DataConfig) -> ImageDataset:
     return load_svhn(_path(cfg, "SVHN's train_32x32.mat"))
 
 
+@DATASETS.register("rooms")
+def _rooms(cfg: DataConfig) -> ImageDataset:
+    from ganstack.data.rooms import load_rooms
+
+    # data.resolution (default 64) is both the image and the normal-map size.
+    return load_rooms(cfg.num_images or 4000, cfg.resolution or 64, cfg.seed)
+
+
+@DATASETS.register("nyu_normals")
+def _nyu_normals(cfg: DataConfig) -> ImageDataset:
+    from ganstack.data.nyu import load_nyu_normals
+
+    path = _path(cfg, "S²-GAN's (normal jpg, rgb jpg) pairs: a list file or a folder")
+    return load_nyu_normals(path, cfg.resolution, cfg.num_images, cfg.skip_bad)
+
+
 def load_dataset(cfg: DataConfig) -> tuple[ImageDataset, ImageDataset | None]:
     """Load the configured dataset and split off its evaluation images."""
     full = DATASETS.get(cfg.name, what="dataset (data.name)")(cfg)
