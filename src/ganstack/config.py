@@ -45,13 +45,9 @@ class DataConfig:
     resolution: int = 0  # centre-crop and resize every image to N x N (0: keep the size)
     channels: int = 3  # 1 (grayscale) or 3 (RGB): images are converted to this
     skip_bad: bool = False  # leave out (and log) unreadable image files instead of stopping
-    # Procedural datasets (rooms): how many scenes to generate (0: the dataset's default) and
-    # the seed they are generated from. Datasets read from a list (nyu_normals): N > 0 reads
-    # only the first N entries.
-    num_images: int = 0
-    seed: int = 0
-    # Procedural datasets (`shapes`, ...): how many images to make (0: the dataset's default)
-    # and the seed they are made from (the same seed always makes the same images).
+    # Procedural datasets (`shapes`, `rooms`, ...): how many images to make (0: the dataset's
+    # default) and the seed they are made from (the same seed always makes the same images).
+    # Datasets read from a pair list (`nyu_normals`): N > 0 reads only the first N pairs.
     num_images: int = 0
     gen_seed: int = 0
     # Captioned datasets: how captions become vectors. "hash": ganstack's built-in encoder
@@ -67,8 +63,6 @@ class DataConfig:
         _require(self.resolution >= 0, f"{where}.resolution must be >= 0 (0: keep the size), "
                  f"got {self.resolution}")
         _require(self.channels in (1, 3), f"{where}.channels must be 1 or 3, got {self.channels}")
-        _require(self.num_images >= 0, f"{where}.num_images must be >= 0 (0: the dataset's "
-                 f"default), got {self.num_images}")
         _require(self.num_images >= 0, f"{where}.num_images must be >= 0, got {self.num_images}")
         _require(self.text_dim > 0, f"{where}.text_dim must be > 0, got {self.text_dim}")
 

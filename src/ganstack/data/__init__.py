@@ -59,7 +59,7 @@ def _rooms(cfg: DataConfig) -> ImageDataset:
     from ganstack.data.rooms import load_rooms
 
     # data.resolution (default 64) is both the image and the normal-map size.
-    return load_rooms(cfg.num_images or 4000, cfg.resolution or 64, cfg.seed)
+    return load_rooms(cfg.num_images or 4000, cfg.resolution or 64, cfg.gen_seed)
 
 
 @DATASETS.register("nyu_normals")
