@@ -51,3 +51,33 @@ def conditional_label(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     """Conditional loss on labels: cross-entropy."""
     return F.cross_entropy(logits, labels)
 
+
+
+def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    """Binary cross-entropy of logits against a constant target (1 real, 0 fake)."""
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, I)), averaged over batch *and* dimensions (StackGAN code)."""
+    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).mean()
+
+
+def colour_mean_cov(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image pixel mean (B, C) and covariance (B, C, C) over the H x W pixels."""
+    b, c, h, w = images.shape
+    x = images.reshape(b, c, h * w)
+    mu = x.mean(2)
+    xc = x - mu[:, :, None]
+    return mu, torch.bmm(xc, xc.transpose(1, 2)) / (h * w)
+
+
+def colour_consistency(
+    finer: torch.Tensor, coarser: torch.Tensor, mean_weight: float = 1.0, cov_weight: float = 5.0
+) -> torch.Tensor:
+    """StackGAN-v2's colour-consistency term between two scales of the same samples:
+    lambda1 * MSE(mu_fine, mu_coarse) + lambda2 * MSE(cov_fine, cov_coarse), the coarser
+    scale detached (code: lambda1 = 1, lambda2 = 5)."""
+    mu1, cov1 = colour_mean_cov(finer)
+    mu0, cov0 = colour_mean_cov(coarser.detach())
+    return mean_weight * F.mse_loss(mu1, mu0) + cov_weight * F.mse_loss(cov1, cov0)

@@ -35,7 +35,8 @@ class Run:
             path = found[-1]
         self.record, tensors = ckpt.read_checkpoint(path)
         di = self.record["data_info"]
-        self.info = DataInfo(tuple(di["shape"]), di["num_classes"], di.get("name", ""))
+        self.info = DataInfo(tuple(di["shape"]), di["num_classes"], di.get("name", ""),
+                             di.get("text_dim", 0))
         self.model: StackModel = build_model(self.config.model, self.info)
         if any(k.startswith("model/ema.") for k in tensors):
             self.model.enable_ema(self.config.train.ema)

@@ -94,3 +94,20 @@ def plot_curves(metrics_jsonl: Path, out: Path) -> bool:
     plt.close(fig)
     atomic_write_bytes(out, buf.getvalue())
     return True
+
+
+@torch.no_grad()
+def scales_grid(model, rows: int, generator: torch.Generator | None = None) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """(rows, scales, C, H, W): each row one sample, every scale of it side by side (coarser
+    scales enlarged to the finest size with nearest-neighbour, so their pixels show)."""
+    inputs = model.draw_inputs(rows, generator=generator)
+    with model.sampling_mode():
+        out = model.generate(inputs)
+    final = out["image"].float().cpu()
+    cols = []
+    for key in model.image_outputs():
+        x = out[key].float().cpu()
+        if x.shape[-1] != final.shape[-1]:
+            x = torch.nn.functional.interpolate(x, size=final.shape[-2:], mode="nearest")
+        cols.append(x)
+    return torch.stack(cols, 1)

@@ -70,6 +70,31 @@ def _nyu_normals(cfg: DataConfig) -> ImageDataset:
     return load_nyu_normals(path, cfg.resolution, cfg.num_images, cfg.skip_bad)
 
 
+@DATASETS.register("shapes")
+def _shapes(cfg: DataConfig) -> ImageDataset:
+    from ganstack.data.shapes import make_shapes
+
+    ds = make_shapes(cfg.num_images or 6000, cfg.resolution or 64, cfg.gen_seed)
+    return attach_embeddings(ds, cfg)
+
+
+def attach_embeddings(ds: ImageDataset, cfg: DataConfig) -> ImageDataset:
+    """Encode a captioned dataset's captions with the configured encoder (``data.text_*``)
+    into ``extras["embeddings"]`` (N, captions, D)."""
+    from ganstack.data.text import build_encoder, encode_caption_lists
+
+    if ds.captions is None:
+        raise DataError(f"dataset '{ds.name}' has no captions to encode")
+    if cfg.text_encoder == "pickle":
+        raise DataError(
+            f"data.text_encoder=pickle reads precomputed char-CNN-RNN embeddings, which "
+            f"dataset '{ds.name}' does not have; use data.text_encoder=hash"
+        )
+    encoder = build_encoder(cfg.text_encoder, cfg.text_dim, cfg.text_model)
+    ds.extras["embeddings"] = encode_caption_lists(encoder, ds.captions)
+    return ds
+
+
 def load_dataset(cfg: DataConfig) -> tuple[ImageDataset, ImageDataset | None]:
     """Load the configured dataset and split off its evaluation images."""
     full = DATASETS.get(cfg.name, what="dataset (data.name)")(cfg)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from ganstack.models.base import DataInfo, StackModel
 from ganstack.models.lapgan import LAPGAN
 from ganstack.models.sgan import SGAN
+from ganstack.models.stackgan_v2 import StackGANv2
 from ganstack.registry import Registry
 
 MODELS: Registry[type[StackModel]] = Registry("model")
 MODELS.register(SGAN.name)(SGAN)
 MODELS.register(LAPGAN.name)(LAPGAN)
+MODELS.register(StackGANv2.name)(StackGANv2)
 
 
 def build_model(cfg, info: DataInfo) -> StackModel:  # type: ignore[no-untyped-def]

@@ -32,10 +32,13 @@ class DataInfo:
     shape: tuple[int, int, int]  # (C, H, W)
     num_classes: int  # 0 when unlabelled
     name: str = ""
+    text_dim: int = 0  # size of the caption embeddings (0: no captions)
 
     @classmethod
     def of(cls, ds: ImageDataset) -> DataInfo:
-        return cls(ds.shape, ds.num_classes if ds.conditional else 0, ds.name)
+        emb = ds.extras.get("embeddings")
+        text_dim = int(emb.shape[-1]) if emb is not None else 0
+        return cls(ds.shape, ds.num_classes if ds.conditional else 0, ds.name, text_dim)
 
 
 class StackModel(nn.Module):
@@ -87,8 +90,18 @@ class StackModel(nn.Module):
         """The noise inputs, named by level (``z0`` is the bottom level's)."""
         raise NotImplementedError
 
+    def condition_dims(self) -> dict[str, int]:
+        """Conditions other than the class, e.g. ``text`` (a caption embedding): inputs that
+        are not noise. :meth:`draw_condition` draws them when they are not given."""
+        return {}
+
+    def draw_condition(self, name: str, n: int, generator: torch.Generator | None
+                       ) -> torch.Tensor:
+        raise NotImplementedError
+
     def input_names(self) -> list[str]:
-        return (["y"] if self.conditional else []) + list(self.noise_dims())
+        return (["y"] if self.conditional else []) + list(self.condition_dims()) + \
+            list(self.noise_dims())
 
     def _noise(self, n: int, dim: int, generator: torch.Generator | None) -> torch.Tensor:
         dev = self.device
@@ -102,12 +115,15 @@ class StackModel(nn.Module):
         labels: torch.Tensor | Iterable[int] | None = None,
         fixed: Iterable[str] = (),
         generator: torch.Generator | None = None,
+        conditions: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Draw every level's input for ``n`` samples.
 
         ``labels``: the class of each sample (cycled when shorter than ``n``); by default
-        class-balanced (sample ``i`` has class ``i mod K``). Inputs named in ``fixed`` are drawn
-        once and shared by all samples.
+        class-balanced (sample ``i`` has class ``i mod K``). ``conditions``: given values of
+        the :meth:`condition_dims` inputs (e.g. ``text``: caption embeddings), cycled when
+        shorter than ``n``; the others are drawn. Inputs named in ``fixed`` are drawn once and
+        shared by all samples.
         """
         fixed = set(fixed)
         unknown = fixed - set(self.input_names())
@@ -132,6 +148,23 @@ class StackModel(nn.Module):
             out["y"] = y.to(self.device)
         elif labels is not None:
             raise GanstackError("this model is unconditional: it takes no labels")
+        conditions = dict(conditions or {})
+        unknown = set(conditions) - set(self.condition_dims())
+        if unknown:
+            raise GanstackError(f"this model takes no {sorted(unknown)} condition; its "
+                                f"conditions are {sorted(self.condition_dims()) or 'none'}")
+        for name, dim in self.condition_dims().items():
+            if name in conditions:
+                c = torch.as_tensor(conditions[name]).float()
+                if c.dim() != 2 or c.shape[1] != dim or len(c) == 0:
+                    raise GanstackError(
+                        f"condition '{name}' must have shape (N, {dim}), got {tuple(c.shape)}"
+                    )
+                c = c[:1] if name in fixed else c
+                c = c.repeat((n + len(c) - 1) // len(c), 1)[:n]
+            else:
+                c = self.draw_condition(name, 1 if name in fixed else n, generator)
+            out[name] = c.expand(n, dim).contiguous().to(self.device)
         for name, dim in self.noise_dims().items():
             z = self._noise(1 if name in fixed else n, dim, generator)
             out[name] = z.expand(n, dim).contiguous() if name in fixed else z
@@ -149,9 +182,10 @@ class StackModel(nn.Module):
         fixed: Iterable[str] = (),
         generator: torch.Generator | None = None,
         batch_size: int = 500,
+        conditions: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Draw inputs and generate, in batches; returns CPU tensors (``image``, ``y``, ...)."""
-        inputs = self.draw_inputs(n, labels, fixed, generator)
+        inputs = self.draw_inputs(n, labels, fixed, generator, conditions)
         parts: list[dict[str, torch.Tensor]] = []
         with self.sampling_mode():
             for s in range(0, n, batch_size):
@@ -166,6 +200,11 @@ class StackModel(nn.Module):
 
     def sampling_mode(self) -> _SamplingMode:
         return _SamplingMode(self)
+
+    def image_outputs(self) -> list[str]:
+        """The image outputs of :meth:`generate`, coarsest first, ``image`` (the finest) last.
+        Multi-scale models list every scale; their figures and grids show them side by side."""
+        return ["image"]
 
     def figures(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Named image grids (each (rows, cols, C, H, W) in [0, 1]) shown after training."""

@@ -138,7 +138,7 @@ class Trainer:
             "elapsed_s": round(self.elapsed, 3),
             "config_hash": self.cfg.hash(),
             "data_info": {"shape": list(self.info.shape), "num_classes": self.info.num_classes,
-                          "name": self.info.name},
+                          "name": self.info.name, "text_dim": self.info.text_dim},
             "model": self.cfg.model.name,
         }
 

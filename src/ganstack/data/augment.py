@@ -1,0 +1,57 @@
+"""Batch-level augmentation in torch: no per-sample Python, no DataLoader workers."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def to_signed(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1]."""
+    return images.float().div(127.5).sub(1.0)
+
+
+def random_crop_flip(x: torch.Tensor, size: int, flip: bool = True,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random ``size`` x ``size`` crop of each image (own offset each), flipped left-right
+    with probability 1/2 when ``flip``. Offsets come from ``generator`` (default: torch's
+    global RNG, so a resumed run draws the same crops)."""
+    b, _, h, w = x.shape
+    dy = torch.randint(0, h - size + 1, (b,), generator=generator)
+    dx = torch.randint(0, w - size + 1, (b,), generator=generator)
+    cols = dx[:, None] + torch.arange(size)[None]  # (b, size)
+    if flip:
+        mirror = torch.rand(b, generator=generator) < 0.5
+        cols = torch.where(mirror[:, None], cols.flip(1), cols)
+    rows = dy[:, None] + torch.arange(size)[None]
+    dev = x.device
+    bi = torch.arange(b, device=dev)[:, None, None]
+    out = x.permute(0, 2, 3, 1)[bi, rows.to(dev)[:, :, None], cols.to(dev)[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize to ``size`` x ``size``, anti-aliased when shrinking (as PIL's)."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    shrink = size < x.shape[-1]
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=shrink)
+
+
+def multiscale_batch(images: torch.Tensor, sizes: list[int], crop_ratio: float = 76 / 64,
+                     flip: bool = True, augment: bool = True) -> list[torch.Tensor]:
+    """StackGAN-v2's real images at every scale from *one* crop (spec stackgan.md 3.8):
+    resize the largest scale by ``crop_ratio``, random crop, random flip, then bilinear
+    down-scales of that crop for the smaller ``sizes``. ``augment=False``: no crop or flip.
+    Returns float images in [-1, 1], one per size, in the order of ``sizes``."""
+    x = to_signed(images)
+    top = max(sizes)
+    if augment and crop_ratio > 1:
+        x = random_crop_flip(resize(x, int(round(top * crop_ratio))), top, flip)
+    else:
+        x = resize(x, top)
+        if augment and flip:
+            mirror = torch.rand(len(x)) < 0.5
+            x = torch.where(mirror.to(x.device)[:, None, None, None], x.flip(3), x)
+    return [resize(x, s) for s in sizes]

@@ -1,0 +1,131 @@
+"""Caption encoders: captions -> fixed-size vectors for text-conditional models.
+
+- :class:`HashedTextEncoder` (``data.text_encoder: hash``, the default): no training and no
+  download. A caption is lower-cased and split into words; every word and every pair of
+  neighbouring words (bigram) is a feature, and every feature is a fixed random unit vector
+  drawn from a seed derived from its CRC-32 (so the same feature always gets the same vector,
+  on every machine). A caption's vector is the sum of its features' vectors, scaled to unit
+  length. Random vectors in a few hundred dimensions are nearly orthogonal, so captions that
+  share words and bigrams ("red star") are close and others are not; bigrams keep which colour
+  goes with which shape. Any new caption can be encoded at sampling time.
+- :class:`SentenceTransformerEncoder` (``sentence-transformers``): that package's model, loaded
+  from local files only (nothing is downloaded).
+- The StackGAN layouts' precomputed char-CNN-RNN embeddings (``pickle``) are read by the
+  dataset loaders in :mod:`ganstack.data.stackgan_formats`; they cannot encode new captions.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ganstack.errors import DataError, GanstackError, MissingDependencyError
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def tokenize(caption: str) -> list[str]:
+    return _WORD.findall(caption.lower())
+
+
+def caption_features(caption: str) -> list[str]:
+    """The words and bigrams of a caption (bigrams joined by '_')."""
+    words = tokenize(caption)
+    return words + [f"{a}_{b}" for a, b in zip(words, words[1:])]
+
+
+class HashedTextEncoder:
+    """Words and bigrams, each a fixed random unit vector; captions their normalised sum."""
+
+    name = "hash"
+
+    def __init__(self, dim: int = 256, seed: int = 0) -> None:
+        if dim <= 0:
+            raise GanstackError(f"text encoder dimension must be > 0, got {dim}")
+        self.dim = dim
+        self.seed = seed
+        self._vectors: dict[str, np.ndarray] = {}
+
+    def feature_vector(self, feature: str) -> np.ndarray:
+        v = self._vectors.get(feature)
+        if v is None:
+            key = zlib.crc32(f"{self.seed}:{feature}".encode())
+            v = np.random.default_rng(key).standard_normal(self.dim).astype(np.float32)
+            v /= np.linalg.norm(v)
+            self._vectors[feature] = v
+        return v
+
+    def encode(self, captions: Sequence[str]) -> torch.Tensor:
+        """(len(captions), dim) float32 unit vectors. An empty caption is an error."""
+        out = np.zeros((len(captions), self.dim), np.float32)
+        for i, caption in enumerate(captions):
+            if not isinstance(caption, str):
+                raise DataError(f"caption {i} is not text: {caption!r}")
+            feats = caption_features(caption)
+            if not feats:
+                raise DataError(
+                    f"caption {i} ({caption!r}) has no words; every caption needs at least one"
+                )
+            for f in feats:
+                out[i] += self.feature_vector(f)
+            out[i] /= max(float(np.linalg.norm(out[i])), 1e-8)
+        return torch.from_numpy(out)
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model from local files (``pip install sentence-transformers``)."""
+
+    name = "sentence-transformers"
+
+    def __init__(self, model: str) -> None:
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise MissingDependencyError(
+                "sentence-transformers", "text", "The sentence-transformers caption encoder"
+            ) from None
+        try:
+            self.model = SentenceTransformer(model, local_files_only=True, device="cpu")
+        except Exception as e:  # the package raises many kinds for a missing model
+            raise DataError(
+                f"cannot load the sentence-transformers model {model!r} from local files "
+                f"({type(e).__name__}: {e}); ganstack never downloads models. Give "
+                f"data.text_model a local folder, or use data.text_encoder=hash"
+            ) from None
+        self.dim = int(self.model.get_sentence_embedding_dimension())
+
+    def encode(self, captions: Sequence[str]) -> torch.Tensor:
+        vecs = self.model.encode(list(captions), convert_to_numpy=True, show_progress_bar=False)
+        return torch.from_numpy(np.asarray(vecs, np.float32))
+
+
+def build_encoder(kind: str, dim: int = 256, model: str = "", seed: int = 0):  # type: ignore[no-untyped-def]
+    """The caption encoder a config names (``data.text_encoder``)."""
+    if kind == "hash":
+        return HashedTextEncoder(dim, seed)
+    if kind == "sentence-transformers":
+        return SentenceTransformerEncoder(model)
+    if kind == "pickle":
+        raise GanstackError(
+            "this run was trained on precomputed char-CNN-RNN embeddings, which cannot encode "
+            "new captions; sample with captions from the dataset instead"
+        )
+    raise GanstackError(f"unknown text encoder {kind!r}; use hash, pickle or "
+                        f"sentence-transformers")
+
+
+def encode_caption_lists(encoder, captions: list[list[str]]) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """Captions of every image (the same number each) -> (N, captions, dim) float32."""
+    counts = {len(c) for c in captions}
+    if len(counts) != 1 or 0 in counts:
+        raise DataError(
+            f"every image needs the same, non-zero number of captions; found counts "
+            f"{sorted(counts)[:5]}"
+        )
+    k = counts.pop()
+    flat = [c for caps in captions for c in caps]
+    return encoder.encode(flat).reshape(len(captions), k, -1)
