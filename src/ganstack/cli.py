@@ -33,8 +33,14 @@ examples:
   ganstack sample runs/sgan-mnist --n 100 --out grid.png
   ganstack sample runs/sgan-mnist --n 5000 --out s.npz          # class-balanced labels
   ganstack sample runs/sgan-mnist --n 10 --label 7 --fix z1 --out z0.png   # vary z0 only
+  ganstack sample runs/stackgan-v2-shapes --n 16 --out s.png \
+      --caption "a large green circle on a dotted background"     # text-conditional models
+  ganstack sample runs/stackgan-v2-shapes --captions captions.txt --n 64 --out s.npz
 
-The .npz holds `images` (uint8, N x H x W x C) and `labels` (int64, N).
+The .npz holds `images` (uint8, N x H x W x C) and `labels` (int64, N); a multi-scale model
+adds its coarser scales (`scale0`, ...), and a text model the `captions` used. A PNG of a
+multi-scale model shows every scale of each sample side by side. Sample i gets caption
+i mod (number of captions); a captions file has one caption per line (UTF-8).
 """
 
 EPILOG_EVAL = """\
@@ -87,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="class(es) to sample, cycled over the samples (default: balanced)")
     s.add_argument("--fix", nargs="+", default=[], metavar="INPUT",
                    help="inputs held fixed across all samples, e.g. y z1 (others vary)")
+    s.add_argument("--caption", nargs="+", metavar="TEXT",
+                   help="caption(s) to condition a text model on (cycled over the samples)")
+    s.add_argument("--captions", metavar="FILE", help="a text file of captions, one per line")
     s.add_argument("--checkpoint", help="checkpoint name in RUN/checkpoints (default: latest)")
     s.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
 
@@ -157,10 +166,27 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     if args.n <= 0:
         raise GanstackError("--n must be a positive number of samples")
+    captions = list(args.caption or [])
+    if args.captions:
+        captions += read_captions_file(args.captions)
     run = load(args.run, args.checkpoint, args.device)
-    path = run.save_samples(args.out, args.n, args.label, args.fix, args.seed)
+    path = run.save_samples(args.out, args.n, args.label, args.fix, args.seed, captions or None)
     print(f"wrote {args.n} samples to {path}")
     return 0
+
+
+def read_captions_file(path: str) -> list[str]:
+    """Captions from a UTF-8 text file, one per line (blank lines skipped)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise GanstackError(f"cannot read captions file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise GanstackError(f"captions file {path} is not UTF-8 text") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise GanstackError(f"captions file {path} has no captions (one per line expected)")
+    return lines
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from ganstack.errors import GanstackError
 from ganstack.models import DataInfo, StackModel, build_model
 from ganstack.train import checkpoint as ckpt
 from ganstack.train.trainer import load_run_config, resolve_device
-from ganstack.viz import save_grid, to_uint8
+from ganstack.viz import save_grid, side_by_side, to_uint8
 
 
 class Run:
@@ -48,25 +48,57 @@ class Run:
     def step(self) -> int:
         return int(self.record["global_step"])
 
+    def encode_captions(self, captions: list[str]) -> torch.Tensor:
+        """Caption embeddings with the encoder the run was trained with."""
+        from ganstack.data.text import build_encoder
+
+        if "text" not in self.model.condition_dims():
+            raise GanstackError(f"this {self.model.name} run is not text-conditional: it takes "
+                                f"no captions")
+        if not captions:
+            raise GanstackError("no captions given")
+        dc = self.config.data
+        emb = build_encoder(dc.text_encoder, dc.text_dim, dc.text_model).encode(captions)
+        if emb.shape[1] != self.info.text_dim:
+            raise GanstackError(f"the caption encoder gives {emb.shape[1]}-d vectors, the model "
+                                f"was trained on {self.info.text_dim}-d ones")
+        return emb
+
     def sample(self, n: int, labels: Iterable[int] | None = None, fixed: Iterable[str] = (),
-               seed: int | None = 0) -> dict[str, torch.Tensor]:
-        """``n`` samples: ``image`` in [0, 1] (N, C, H, W), ``y`` and every level's input."""
+               seed: int | None = 0, captions: list[str] | None = None,
+               conditions: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """``n`` samples: ``image`` in [0, 1] (N, C, H, W), ``y`` and every level's input.
+
+        ``captions`` (text-conditional models): sample ``i`` gets caption ``i mod len``."""
         gen = None if seed is None else torch.Generator().manual_seed(seed)
-        return self.model.sample(n, labels, fixed, gen)
+        conditions = dict(conditions or {})
+        if captions:
+            conditions["text"] = self.encode_captions(captions)
+        return self.model.sample(n, labels, fixed, gen, conditions=conditions or None)
 
     def save_samples(self, path: str | Path, n: int, labels: Iterable[int] | None = None,
-                     fixed: Iterable[str] = (), seed: int | None = 0) -> Path:
-        """Write samples as a PNG grid or an ``.npz`` (images uint8 (N, H, W, C), labels)."""
+                     fixed: Iterable[str] = (), seed: int | None = 0,
+                     captions: list[str] | None = None) -> Path:
+        """Write samples as a PNG grid or an ``.npz`` (images uint8 (N, H, W, C), labels).
+
+        For a multi-scale model the PNG shows every scale of each sample side by side."""
         path = Path(path)
         if path.suffix not in (".png", ".npz"):
             raise GanstackError(f"--out must end in .png or .npz, got {path.name}")
-        out = self.sample(n, labels, fixed, seed)
+        out = self.sample(n, labels, fixed, seed, captions)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix == ".png":
+        names = self.model.image_outputs()
+        if path.suffix == ".png" and len(names) > 1:
+            save_grid(side_by_side([out[k] for k in names]), path)
+        elif path.suffix == ".png":
             save_grid(out["image"], path)
         else:
             images = to_uint8(out["image"]).permute(0, 2, 3, 1).contiguous().numpy()
             arrays = {"images": images}
+            for k in names[:-1]:  # coarser scales of a multi-scale model
+                arrays[k] = to_uint8(out[k]).permute(0, 2, 3, 1).contiguous().numpy()
+            if captions:
+                arrays["captions"] = np.array([captions[i % len(captions)] for i in range(n)])
             if "y" in out:
                 arrays["labels"] = out["y"].numpy().astype(np.int64)
             tmp = path.with_name(f".{path.name}.tmp.npz")
@@ -79,17 +111,25 @@ class Run:
                  seed: int = 0) -> dict:
         """Metrics of ``n`` class-balanced samples, or of a sample file (``samples``)."""
         from ganstack.data import load_dataset
-        from ganstack.metrics.evaluate import evaluate, images_from_npz
+        from ganstack.metrics.evaluate import caption_targets, evaluate, images_from_npz
 
         ec = self.config.eval
         train_ds, eval_ds = load_dataset(self.config.data)
         t0 = time.perf_counter()
+        extra: dict[str, torch.Tensor] = {}
+        targets: dict[str, torch.Tensor] = {}
         if samples:
             images, labels = images_from_npz(samples)
             source = str(samples)
         else:
-            out = self.sample(n or ec.n, seed=seed)
+            n = n or ec.n
+            conditions = None
+            if "text" in self.model.condition_dims():
+                # Captions of the held-out images (the training ones when none are held out).
+                conditions, targets = caption_targets(eval_ds or train_ds, n, seed)
+            out = self.sample(n, seed=seed, conditions=conditions)
             images, labels = to_uint8(out["image"]), out.get("y")
+            extra = {k: to_uint8(out[k]) for k in self.model.image_outputs()[:-1]}
             source = f"{self.checkpoint} (step {self.step}), seed {seed}"
         names = list(metrics or ec.metrics)
         model_measures = {}
@@ -99,7 +139,8 @@ class Run:
             if measure is None:
                 raise GanstackError(f"model '{self.model.name}' has no noise-sensitivity measure")
             model_measures = measure(train_ds)
-        res = evaluate(images, labels, train_ds, eval_ds, names, inception or ec.inception)
+        res = evaluate(images, labels, train_ds, eval_ds, names, inception or ec.inception,
+                       extra, targets)
         res["metrics"].update(model_measures)
         res["protocol"]["samples"] = source
         res["protocol"]["seconds"] = round(time.perf_counter() - t0, 1)

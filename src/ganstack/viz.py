@@ -96,6 +96,21 @@ def plot_curves(metrics_jsonl: Path, out: Path) -> bool:
     return True
 
 
+def side_by_side(scales: list[torch.Tensor], per_row: int = 4) -> torch.Tensor:
+    """Every scale of each sample side by side: (rows, per_row * scales, C, H, W), coarser
+    scales enlarged (nearest-neighbour) to the finest size; ``per_row`` samples a row."""
+    final = scales[-1].float().cpu()
+    up = [torch.nn.functional.interpolate(x.float().cpu(), size=final.shape[-2:],
+                                          mode="nearest") for x in scales]
+    cells = torch.stack(up, 1)  # (N, S, C, H, W)
+    n, s = cells.shape[:2]
+    rows = (n + per_row - 1) // per_row
+    pad = rows * per_row - n
+    if pad:
+        cells = torch.cat([cells, cells.new_ones((pad, *cells.shape[1:]))])
+    return cells.reshape(rows, per_row * s, *cells.shape[2:])
+
+
 @torch.no_grad()
 def scales_grid(model, rows: int, generator: torch.Generator | None = None) -> torch.Tensor:  # type: ignore[no-untyped-def]
     """(rows, scales, C, H, W): each row one sample, every scale of it side by side (coarser

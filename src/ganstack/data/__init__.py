@@ -78,6 +78,37 @@ def _shapes(cfg: DataConfig) -> ImageDataset:
     return attach_embeddings(ds, cfg)
 
 
+def _stackgan_layout(cfg: DataConfig, kind: str) -> ImageDataset:
+    from ganstack.data.stackgan_formats import load_stackgan_layout
+    from ganstack.data.text import build_encoder, encode_caption_lists
+
+    path = _path(cfg, f"the StackGAN '{kind}' layout (train/filenames.pickle, images, text)")
+    encode = None
+    if cfg.text_encoder != "pickle":
+        encoder = build_encoder(cfg.text_encoder, cfg.text_dim, cfg.text_model)
+        encode = lambda caps: encode_caption_lists(encoder, caps)  # noqa: E731
+    return load_stackgan_layout(path, kind, "train", cfg.resolution or 256, cfg.text_encoder,
+                                encode)
+
+
+@DATASETS.register("cub")
+def _cub(cfg: DataConfig) -> ImageDataset:
+    return _stackgan_layout(cfg, "cub")
+
+
+@DATASETS.register("oxford")
+def _oxford(cfg: DataConfig) -> ImageDataset:
+    return _stackgan_layout(cfg, "oxford")
+
+
+@DATASETS.register("lsun")
+def _lsun(cfg: DataConfig) -> ImageDataset:
+    from ganstack.data.stackgan_formats import load_lsun
+
+    path = _path(cfg, "an LSUN scene LMDB (e.g. bedroom_train_lmdb)")
+    return load_lsun(path, cfg.resolution or 256, cfg.num_images)
+
+
 def attach_embeddings(ds: ImageDataset, cfg: DataConfig) -> ImageDataset:
     """Encode a captioned dataset's captions with the configured encoder (``data.text_*``)
     into ``extras["embeddings"]`` (N, captions, D)."""

@@ -39,9 +39,20 @@ class ClassifierRecipe:
     max_shift: int = 2  # random translation (pixels) as augmentation
     seed: int = 1234
     version: int = 1  # bump when the architecture or training changes
+    # Spatial pooling before the features: 1 = global average (position-blind); P > 1 keeps a
+    # P x P grid, for domains where position matters (the shapes' captions name it).
+    pool: int = 1
+    # Extra heads, one per attribute (sizes), trained beside the label head: caption
+    # consistency reads them. Empty for single-label domains.
+    attribute_sizes: tuple[int, ...] = ()
+    flip: bool = False  # random left-right flips as augmentation (off where left/right matter)
 
     def key(self) -> str:
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+        d = dataclasses.asdict(self)
+        for k, default in (("pool", 1), ("attribute_sizes", ()), ("flip", False)):
+            if d[k] == default:
+                d.pop(k)  # recipes from before these options keep their cache keys
+        blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -50,18 +61,25 @@ class DomainClassifier(nn.Module):
 
     feature_dim = 128
 
-    def __init__(self, channels: int, num_classes: int) -> None:
+    def __init__(self, channels: int, num_classes: int, pool: int = 1,
+                 attribute_sizes: tuple[int, ...] = ()) -> None:
         super().__init__()
 
         def block(ci: int, co: int) -> list[nn.Module]:
             return [nn.Conv2d(ci, co, 3, padding=1, bias=False), nn.BatchNorm2d(co), nn.ReLU()]
 
+        if pool == 1:
+            tail: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        else:
+            tail = [nn.AdaptiveAvgPool2d(pool), nn.Flatten(),
+                    nn.Linear(128 * pool * pool, 128), nn.ReLU()]
         self.trunk = nn.Sequential(
             *block(channels, 32), nn.MaxPool2d(2),
             *block(32, 64), nn.MaxPool2d(2),
-            *block(64, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            *block(64, 128), *tail,
         )
         self.head = nn.Linear(128, num_classes)
+        self.attribute_heads = nn.ModuleList([nn.Linear(128, k) for k in attribute_sizes])
 
     @staticmethod
     def preprocess(images: torch.Tensor) -> torch.Tensor:
@@ -71,6 +89,17 @@ class DomainClassifier(nn.Module):
         """uint8 or [0,255] float images -> (features, logits)."""
         f = self.trunk(self.preprocess(images))
         return f, self.head(f)
+
+    @torch.no_grad()
+    def predict_attributes(self, images: torch.Tensor, bs: int = 1000) -> torch.Tensor:
+        """(N, A) int64: the most likely value of every attribute head."""
+        self.eval()
+        dev = next(self.parameters()).device
+        out = []
+        for s in range(0, len(images), bs):
+            f = self.trunk(self.preprocess(images[s : s + bs].to(dev)))
+            out.append(torch.stack([h(f).argmax(1) for h in self.attribute_heads], 1).cpu())
+        return torch.cat(out)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, bs: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,8 +142,10 @@ def train_classifier(
     g = torch.Generator().manual_seed(recipe.seed)
     torch_state = torch.get_rng_state()
     torch.manual_seed(recipe.seed)  # parameter init; the global state is restored below
-    model = DomainClassifier(train.shape[0], train.num_classes)
+    model = DomainClassifier(train.shape[0], train.num_classes, recipe.pool,
+                             recipe.attribute_sizes)
     torch.set_rng_state(torch_state)
+    attrs = train.extras.get("attributes") if recipe.attribute_sizes else None
     steps_per_epoch = max(1, len(train) // recipe.batch_size)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -127,8 +158,14 @@ def train_classifier(
         for s in range(steps_per_epoch):
             idx = perm[s * recipe.batch_size : (s + 1) * recipe.batch_size]
             x = _shift(train.images[idx].float(), recipe.max_shift, g)
-            _, logits = model(x)
+            if recipe.flip:
+                mirror = torch.rand(len(x), generator=g) < 0.5
+                x = torch.where(mirror[:, None, None, None], x.flip(3), x)
+            f, logits = model(x)
             loss = F.cross_entropy(logits, train.labels[idx])
+            if attrs is not None:
+                for a, head in enumerate(model.attribute_heads):
+                    loss = loss + F.cross_entropy(head(f), attrs[idx, a])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -141,6 +178,15 @@ def train_classifier(
         acc = float((probs.argmax(1) == held_out.labels).float().mean())
     model.eval()
     return model, acc
+
+
+def recipe_for(ds: ImageDataset) -> ClassifierRecipe:
+    """The classifier recipe for a dataset: attribute heads (and a spatial grid, since the
+    attributes include positions) when it carries attributes, the plain recipe otherwise."""
+    sizes = ds.meta.get("attribute_sizes")
+    if sizes and "attributes" in ds.extras:
+        return ClassifierRecipe(epochs=10, pool=4, attribute_sizes=tuple(sizes))
+    return ClassifierRecipe()
 
 
 def cache_dir() -> Path:
@@ -156,13 +202,14 @@ def get_classifier(
 
     Returns the classifier and its record (name, held-out accuracy, dataset hash, recipe).
     """
-    recipe = recipe or ClassifierRecipe()
+    recipe = recipe or recipe_for(train)
     base = train.name.removesuffix("-train")
     held = held_out.fingerprint() if held_out is not None else "none"
     key = f"{base}-{train.fingerprint()}-{held[:8]}-{recipe.key()}"
     folder = cache_dir() / "classifiers"
     weights, meta_path = folder / f"{key}.safetensors", folder / f"{key}.json"
-    model = DomainClassifier(train.shape[0], train.num_classes)
+    model = DomainClassifier(train.shape[0], train.num_classes, recipe.pool,
+                             recipe.attribute_sizes)
     if weights.is_file() and meta_path.is_file():
         try:
             meta = json.loads(meta_path.read_text())
@@ -173,6 +220,10 @@ def get_classifier(
             log.warning("cached classifier %s is unusable (%s); retraining", weights, e)
     log.info("training the %s domain classifier (cached afterwards in %s)", base, folder)
     model, acc = train_classifier(train, held_out, recipe)
+    attr_acc = None
+    if recipe.attribute_sizes and held_out is not None and "attributes" in held_out.extras:
+        pred = model.predict_attributes(held_out.images)
+        attr_acc = (pred == held_out.extras["attributes"]).double().mean(0).tolist()
     meta = {
         "name": f"{base}cnn",
         "dataset": base,
@@ -182,6 +233,9 @@ def get_classifier(
         "held_out_accuracy": acc,
         "recipe": dataclasses.asdict(recipe),
     }
+    if attr_acc is not None:
+        names = train.meta.get("attributes") or [str(i) for i in range(len(attr_acc))]
+        meta["held_out_attribute_accuracy"] = dict(zip(names, attr_acc, strict=True))
     folder.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_suffix(f".{os.getpid()}.tmp")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))

@@ -38,6 +38,11 @@ class EvalContext:
     reference: ImageDataset  # real images the generated ones are compared with (train split)
     held_out: ImageDataset | None = None
     inception_path: str | None = None
+    # Coarser image outputs of a multi-scale model (uint8, their own sizes), by name.
+    extra_images: dict[str, torch.Tensor] = field(default_factory=dict)
+    # What each sample was conditioned on beyond the class: for captions, ``attributes``
+    # (N, A) and ``mentions`` (N, A) (which attributes its caption names).
+    targets: dict[str, torch.Tensor] = field(default_factory=dict)
     _classifier: tuple[DomainClassifier, dict] | None = None
     _inception: object | None = None
     _cache: dict = field(default_factory=dict)
@@ -62,11 +67,26 @@ class EvalContext:
             self._inception = InceptionExtractor(self.inception_path)
         return self._inception
 
+    def scaled(self, name: str) -> torch.Tensor:
+        """A coarser output enlarged (bilinear) to the reference size, as uint8."""
+        key = ("scaled", name)
+        if key not in self._cache:
+            x = self.extra_images[name].float()
+            size = self.reference.shape[1:]
+            x = torch.nn.functional.interpolate(x, size=size, mode="bilinear",
+                                                align_corners=False)
+            self._cache[key] = x.round().clamp(0, 255).to(torch.uint8)
+        return self._cache[key]
+
     def outputs(self, extractor: str, which: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features, probabilities) of the generated (``fake``) or reference (``real``) images."""
+        """(features, probabilities) of the generated (``fake``), reference (``real``) images
+        or a coarser output enlarged to the final size (``scale:NAME``)."""
         key = (extractor, which)
         if key not in self._cache:
-            images = self.images if which == "fake" else self.reference.images
+            if which.startswith("scale:"):
+                images = self.scaled(which.split(":", 1)[1])
+            else:
+                images = self.images if which == "fake" else self.reference.images
             if extractor == "classifier":
                 self._cache[key] = self.classifier()[0].predict(images)
             else:
@@ -87,14 +107,15 @@ MetricFn = Callable[[EvalContext], dict[str, float]]
 METRICS: Registry[MetricFn] = Registry("metric")
 
 
-def _fid(ctx: EvalContext, extractor: str) -> dict[str, float]:
+def _fid(ctx: EvalContext, extractor: str, fake: str = "fake", suffix: str = ""
+         ) -> dict[str, float]:
     stats = []
-    for which in ("fake", "real"):
+    for which in (fake, "real"):
         s = FeatureStats()
         s.append(ctx.outputs(extractor, which)[0])
         stats.append(s.mean_cov())
     (m1, s1), (m2, s2) = stats
-    name = f"fid{count_tag(ctx.n)}_{ctx.extractor_tag(extractor)}_{ctx.ref_tag}"
+    name = f"fid{count_tag(ctx.n)}_{ctx.extractor_tag(extractor)}_{ctx.ref_tag}{suffix}"
     return {name: frechet_distance(m1, s1, m2, s2)}
 
 
@@ -134,6 +155,79 @@ def kid_classifier(ctx: EvalContext) -> dict[str, float]:
 def is_classifier(ctx: EvalContext) -> dict[str, float]:
     """Inception-style score with the domain classifier's posterior, 10 splits."""
     return _is(ctx, "classifier")
+
+
+@METRICS.register("fid_scales")
+def fid_scales(ctx: EvalContext) -> dict[str, float]:
+    """FID of every coarser output of a multi-scale model, enlarged (bilinear) to the final
+    size, against the training split (suffix: the output's name); the final size is `fid`."""
+    out: dict[str, float] = {}
+    for name in ctx.extra_images:
+        out.update(_fid(ctx, "classifier", f"scale:{name}", f"_{name}"))
+    return out
+
+
+def caption_consistency(pred: torch.Tensor, target: torch.Tensor, mentioned: torch.Tensor,
+                        names: list[str]) -> dict[str, float]:
+    """How well predicted attributes match those a caption names: ``attr``, the share of
+    (sample, named attribute) pairs predicted right; ``all``, the share of samples with every
+    named attribute right; and the share right per attribute."""
+    right = (pred == target) & mentioned
+    out = {"attr": float(right.sum() / mentioned.sum().clamp(min=1)),
+           "all": float((right == mentioned).all(1).double().mean())}
+    for a, name in enumerate(names):
+        m = mentioned[:, a]
+        if m.any():
+            out[name] = float(right[m, a].double().mean())
+    return out
+
+
+@METRICS.register("caption")
+def caption_metric(ctx: EvalContext) -> dict[str, float]:
+    """Caption consistency: predicted attributes (the domain classifier's attribute heads) of
+    each sample against those its caption names, for every output scale; `_shuffled`: the same
+    against other samples' captions (what an image that ignores its caption scores)."""
+    if "attributes" not in ctx.targets:
+        return {}
+    clf, meta = ctx.classifier()
+    if not len(clf.attribute_heads):
+        raise GanstackError("the domain classifier has no attribute heads: caption consistency "
+                            "needs a dataset with attributes (e.g. shapes)")
+    target, mentioned = ctx.targets["attributes"], ctx.targets["mentions"].bool()
+    names = ctx.reference.meta.get("attributes") or [str(i) for i in range(target.shape[1])]
+    perm = torch.randperm(len(target), generator=torch.Generator().manual_seed(0))
+    out: dict[str, float] = {}
+    tag = f"{count_tag(ctx.n)}_{meta['name']}"
+    sources = {"": ctx.images} | {f"_{k}": ctx.scaled(k) for k in ctx.extra_images}
+    for suffix, images in sources.items():
+        pred = clf.predict_attributes(images)
+        for kind, (t, m) in {"": (target, mentioned),
+                             "_shuffled": (target[perm], mentioned[perm])}.items():
+            res = caption_consistency(pred, t, m, names)
+            out[f"caption_attr{tag}{suffix}{kind}"] = res["attr"]
+            out[f"caption_all{tag}{suffix}{kind}"] = res["all"]
+            if not suffix and not kind:
+                out.update({f"caption_{n}{tag}": v for n, v in res.items()
+                            if n not in ("attr", "all")})
+    return out
+
+
+def caption_targets(ds: ImageDataset, n: int, seed: int = 0
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``n`` captions of ``ds`` (every image in turn, in a seeded order, one random caption
+    each): the ``text`` conditions to sample with, and the attributes they name."""
+    emb = ds.extras.get("embeddings")
+    if emb is None:
+        raise GanstackError(f"dataset '{ds.name}' has no caption embeddings to condition on")
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(ds), generator=g)
+    idx = order.repeat((n + len(ds) - 1) // len(ds))[:n]
+    cap = torch.randint(emb.shape[1], (n,), generator=g)
+    targets = {}
+    if "attributes" in ds.extras and "mentions" in ds.extras:
+        targets = {"attributes": ds.extras["attributes"][idx],
+                   "mentions": ds.extras["mentions"][idx, cap]}
+    return {"text": emb[idx, cap]}, targets
 
 
 @METRICS.register("acc")
@@ -177,8 +271,14 @@ def evaluate(
     held_out: ImageDataset | None,
     metrics: list[str],
     inception_path: str | None = None,
+    extra_images: dict[str, torch.Tensor] | None = None,
+    targets: dict[str, torch.Tensor] | None = None,
 ) -> dict:
-    """Compute ``metrics`` for uint8 ``images``; returns {"metrics": ..., "protocol": ...}."""
+    """Compute ``metrics`` for uint8 ``images``; returns {"metrics": ..., "protocol": ...}.
+
+    ``extra_images``: a multi-scale model's coarser outputs (uint8), for ``fid_scales`` and
+    the per-scale caption consistency. ``targets``: what each sample was conditioned on (see
+    :func:`caption_targets`)."""
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise GanstackError("evaluate() takes uint8 images of shape (N, C, H, W)")
     if tuple(images.shape[1:]) != reference.shape:
@@ -186,7 +286,8 @@ def evaluate(
             f"generated images have shape {tuple(images.shape[1:])}, the reference data "
             f"{reference.shape}"
         )
-    ctx = EvalContext(images, labels, reference, held_out, inception_path)
+    ctx = EvalContext(images, labels, reference, held_out, inception_path,
+                      dict(extra_images or {}), dict(targets or {}))
     results: dict[str, float] = {}
     for name in metrics:
         results.update(METRICS.get(name, what="metric")(ctx))
@@ -209,6 +310,17 @@ def evaluate(
             real[f"real_{held_out.name}_fid_vs_{ctx.ref_tag}"] = frechet_distance(
                 *fake_stats.mean_cov(), *ref_stats.mean_cov()
             )
+            if "attributes" in held_out.extras and len(clf.attribute_heads):
+                # Each real held-out image against one of its own captions: the ceiling.
+                mentions = held_out.extras["mentions"]
+                cap = torch.randint(mentions.shape[1], (len(held_out),),
+                                    generator=torch.Generator().manual_seed(0))
+                res = caption_consistency(clf.predict_attributes(held_out.images),
+                                          held_out.extras["attributes"],
+                                          mentions[torch.arange(len(held_out)), cap].bool(),
+                                          held_out.meta.get("attributes") or [])
+                real[f"real_{held_out.name}_caption_attr"] = res["attr"]
+                real[f"real_{held_out.name}_caption_all"] = res["all"]
             protocol["real_data"] = real
     if ctx._inception is not None:
         protocol["inception_sha256"] = getattr(ctx._inception, "sha256", None)

@@ -1,0 +1,232 @@
+"""The StackGAN papers' datasets in the official code's on-disk layouts (spec stackgan.md 4).
+
+CUB-200-2011 birds (``data.name=cub``), ``data.path`` = the ``birds`` folder::
+
+    CUB_200_2011/images/<class>/<name>.jpg, CUB_200_2011/images.txt, bounding_boxes.txt
+    text/<class>/<name>.txt  (or text_c10/)      10 captions per image, one per line
+    train/filenames.pickle  train/char-CNN-RNN-embeddings.pickle  [train/class_info.pickle]
+    test/  (the same files)
+
+Oxford-102 flowers (``data.name=oxford``), ``data.path`` = the ``flowers`` folder::
+
+    jpg/image_XXXXX.jpg   text_c10/class_NNNNN/image_XXXXX.txt
+    train/filenames.pickle  train/char-CNN-RNN-embeddings.pickle  train/class_info.pickle
+
+Birds are cropped to their bounding box as the code does (R = 0.75 max(w, h) around the box
+centre, clipped to the image, spec 4.2); every image is then resized (bilinear) so its shorter
+side is ``data.resolution`` and centre-cropped to a square. Captions become vectors with
+``data.text_encoder``: ``pickle`` uses the released char-CNN-RNN embeddings (N, 10, 1024);
+``hash`` (default) encodes the caption files, and works for new captions at sampling time.
+
+The pickles were written by Python 2. They are read with ganstack's restricted unpickler
+(:func:`ganstack.data.archives.safe_unpickle`): plain containers, strings, numbers and NumPy
+arrays only, so a pickle that references code is refused before anything runs.
+
+LSUN scenes (``data.name=lsun``): a scene's training LMDB (``bedroom_train_lmdb``), read with
+the optional ``lmdb`` package (``pip install 'ganstack[lsun]'``); ``data.num_images`` caps how
+many images are read (the whole bedroom set does not fit in memory at 256 pixels).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ganstack.data.archives import safe_unpickle
+from ganstack.data.base import ImageDataset
+from ganstack.errors import DataError, MissingDependencyError
+
+log = logging.getLogger("ganstack")
+
+CAPTIONS_PER_IMAGE = 10
+
+
+def _text(x: Any) -> str:
+    return x.decode("latin1") if isinstance(x, bytes) else str(x)
+
+
+def _read_pickle_list(path: Path, what: str) -> list:
+    if not path.is_file():
+        raise DataError(f"{path} does not exist: the StackGAN layout keeps the {what} there "
+                        f"(it comes with the embedding download)")
+    obj = safe_unpickle(path)
+    if isinstance(obj, np.ndarray):
+        return list(obj)
+    if not isinstance(obj, (list, tuple)):
+        raise DataError(f"{path} should hold a list ({what}), found {type(obj).__name__}")
+    return list(obj)
+
+
+def _load_image(path: Path, resolution: int, box: tuple[float, float, float, float] | None
+                ) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if box is not None:  # the code's custom_crop
+                x, y, w, h = box
+                r = int(0.75 * max(w, h))
+                cx, cy = int(x + w / 2), int(y + h / 2)
+                W, H = im.size
+                im = im.crop((max(0, cx - r), max(0, cy - r), min(W, cx + r), min(H, cy + r)))
+            w, h = im.size
+            s = resolution / min(w, h)
+            nw, nh = max(resolution, round(w * s)), max(resolution, round(h * s))
+            im = im.resize((nw, nh), Image.Resampling.BILINEAR)
+            left, top = (nw - resolution) // 2, (nh - resolution) // 2
+            im = im.crop((left, top, left + resolution, top + resolution))
+            return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+    except FileNotFoundError:
+        raise DataError(f"image {path} is missing (listed in filenames.pickle)") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise DataError(f"image {path} is unreadable or truncated ({e})") from None
+
+
+def _read_captions(path: Path) -> list[str]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"caption file {path} is missing; the StackGAN layout has one text "
+                        f"file of {CAPTIONS_PER_IMAGE} captions per image (or use "
+                        f"data.text_encoder=pickle, which needs no caption files)") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin1")
+        log.info("caption file %s is not UTF-8; read as Latin-1", path)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) < CAPTIONS_PER_IMAGE:
+        raise DataError(f"caption file {path} has {len(lines)} caption(s); "
+                        f"{CAPTIONS_PER_IMAGE} (one per line) are expected")
+    return lines[:CAPTIONS_PER_IMAGE]
+
+
+def _cub_boxes(root: Path) -> dict[str, tuple[float, float, float, float]]:
+    cub = root / "CUB_200_2011"
+    names, boxes = cub / "images.txt", cub / "bounding_boxes.txt"
+    for p in (names, boxes):
+        if not p.is_file():
+            raise DataError(f"{p} does not exist: CUB-200-2011 ships it beside images/")
+    ids = {}
+    for line in names.read_text().splitlines():
+        if line.strip():
+            i, name = line.split(maxsplit=1)
+            ids[i] = name.strip().removesuffix(".jpg")
+    out = {}
+    for n, line in enumerate(boxes.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 5 or parts[0] not in ids:
+            raise DataError(f"{boxes} line {n} should be '<image id> x y width height'")
+        out[ids[parts[0]]] = tuple(float(v) for v in parts[1:])  # type: ignore[assignment]
+    return out
+
+
+def load_stackgan_layout(root: str | Path, kind: str, split: str, resolution: int,
+                         text_encoder: str, encode: Any = None) -> ImageDataset:
+    """CUB birds (``kind='cub'``) or Oxford-102 flowers (``'oxford'``) in the StackGAN layout.
+
+    ``encode`` (captions per image -> (N, K, D) tensor) encodes the caption files when
+    ``text_encoder`` is not ``pickle``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data.path {root} is not a folder (expected the StackGAN '{kind}' "
+                        f"layout: {split}/filenames.pickle, images and captions)")
+    keys = [_text(k) for k in _read_pickle_list(root / split / "filenames.pickle",
+                                                "image names")]
+    if not keys:
+        raise DataError(f"{root / split / 'filenames.pickle'} lists no images")
+    boxes = _cub_boxes(root) if kind == "cub" else {}
+    images = np.empty((len(keys), 3, resolution, resolution), np.uint8)
+    for i, key in enumerate(keys):
+        if kind == "cub":
+            path = root / "CUB_200_2011" / "images" / f"{key}.jpg"
+            if key not in boxes:
+                raise DataError(f"CUB image {key} has no bounding box in bounding_boxes.txt")
+            images[i] = _load_image(path, resolution, boxes[key])
+        else:
+            images[i] = _load_image(root / f"{key}.jpg", resolution, None)
+    class_path = root / split / "class_info.pickle"
+    labels = None
+    if class_path.is_file():
+        cls = np.asarray([int(c) for c in _read_pickle_list(class_path, "class ids")])
+        if len(cls) != len(keys):
+            raise DataError(f"{class_path} has {len(cls)} class ids for {len(keys)} images")
+        _, labels_np = np.unique(cls, return_inverse=True)
+        labels = torch.from_numpy(labels_np.astype(np.int64))
+    captions: list[list[str]] | None = None
+    text_dir = next((root / d for d in ("text", "text_c10") if (root / d).is_dir()), None)
+    if text_encoder != "pickle" or text_dir is not None:
+        if text_dir is None:
+            raise DataError(f"{root} has no text/ or text_c10/ caption folder; it is needed "
+                            f"unless data.text_encoder=pickle")
+        captions = []
+        for i, key in enumerate(keys):
+            if kind == "cub":
+                path = text_dir / f"{key}.txt"
+            else:  # flowers: text_c10/class_NNNNN/image_XXXXX.txt (1-based class ids)
+                if labels is None:
+                    raise DataError(f"{class_path} is missing: the flowers' captions are "
+                                    f"found by class (text_c10/class_NNNNN/)")
+                cid = int(cls[i])
+                path = text_dir / f"class_{cid:05d}" / f"{Path(key).name}.txt"
+            captions.append(_read_captions(path))
+    extras: dict[str, torch.Tensor] = {}
+    if text_encoder == "pickle":
+        emb_path = root / split / "char-CNN-RNN-embeddings.pickle"
+        emb = np.asarray(_read_pickle_list(emb_path, "caption embeddings"), dtype=np.float32)
+        if emb.ndim != 3 or len(emb) != len(keys):
+            raise DataError(f"{emb_path} holds embeddings of shape {emb.shape}; expected "
+                            f"({len(keys)}, captions, dim)")
+        extras["embeddings"] = torch.from_numpy(emb)
+    elif encode is not None:
+        assert captions is not None
+        extras["embeddings"] = encode(captions)
+    return ImageDataset(torch.from_numpy(images), labels, name=kind, extras=extras,
+                        captions=captions)
+
+
+def load_lsun(path: str | Path, resolution: int, max_images: int = 0) -> ImageDataset:
+    """Images of an LSUN scene LMDB (values are encoded images), resized and centre-cropped."""
+    try:
+        import lmdb
+    except ImportError:
+        raise MissingDependencyError("lmdb", "lsun", "Reading LSUN LMDB files") from None
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"LSUN database {path} does not exist (e.g. bedroom_train_lmdb)")
+    try:
+        env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False,
+                        subdir=path.is_dir())
+    except lmdb.Error as e:
+        raise DataError(f"{path} is not an LMDB database: {e}") from None
+    out: list[np.ndarray] = []
+    with env.begin(write=False) as txn:
+        for key, value in txn.cursor():
+            try:
+                with Image.open(io.BytesIO(value)) as im:
+                    im = im.convert("RGB")
+                    w, h = im.size
+                    s = min(w, h)
+                    im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+                    im = im.resize((resolution, resolution), Image.Resampling.BILINEAR)
+                    out.append(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1))
+            except (UnidentifiedImageError, OSError) as e:
+                raise DataError(f"{path}: entry {key[:40]!r} is not a readable image ({e})"
+                                ) from None
+            if max_images and len(out) >= max_images:
+                break
+    env.close()
+    if not out:
+        raise DataError(f"LSUN database {path} holds no images")
+    return ImageDataset(torch.from_numpy(np.stack(out)), name="lsun")
