@@ -139,6 +139,11 @@ class Run:
             if measure is None:
                 raise GanstackError(f"model '{self.model.name}' has no noise-sensitivity measure")
             model_measures = measure(train_ds)
+        own = [m for m in names if m in getattr(self.model, "measures", ())]
+        if own:  # measures a model computes itself (e.g. S²-GAN's normal consistency)
+            names = [m for m in names if m not in own]
+            model_measures.update(self.model.model_measures(  # type: ignore[operator]
+                own, train_ds, eval_ds, n or ec.n))
         res = evaluate(images, labels, train_ds, eval_ds, names, inception or ec.inception,
                        extra, targets)
         res["metrics"].update(model_measures)
