@@ -58,6 +58,26 @@ def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
+def matching_aware_d_v1(
+    real: torch.Tensor,
+    wrong: torch.Tensor,
+    fake: torch.Tensor,
+    real_uncond: torch.Tensor | None = None,
+    fake_uncond: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """StackGAN-v1's matching-aware discriminator loss (Reed et al.'s GAN-CLS) on the logits of
+    (real image, matching text), (real image, mismatched text) and (fake image, its text):
+    BCE(real, 1) + 1/2 [BCE(wrong, 0) + BCE(fake, 0)] (TF code, PyTorch Stage-I). With the
+    PyTorch Stage-II's unconditional head (logits of real and fake images alone):
+    1/2 [BCE(real, 1) + BCE(real_u, 1)] + 1/3 [BCE(fake, 0) + BCE(wrong, 0) + BCE(fake_u, 0)]."""
+    if (real_uncond is None) != (fake_uncond is None):
+        raise ValueError("give both unconditional logits or neither")
+    if real_uncond is None or fake_uncond is None:
+        return bce(real, 1) + 0.5 * (bce(wrong, 0) + bce(fake, 0))
+    return 0.5 * (bce(real, 1) + bce(real_uncond, 1)) + (
+        bce(fake, 0) + bce(wrong, 0) + bce(fake_uncond, 0)) / 3
+
+
 def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, sigma^2) || N(0, I)), averaged over batch *and* dimensions (StackGAN code)."""
     return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).mean()
@@ -81,3 +101,19 @@ def colour_consistency(
     mu1, cov1 = colour_mean_cov(finer)
     mu0, cov0 = colour_mean_cov(coarser.detach())
     return mean_weight * F.mse_loss(mu1, mu0) + cov_weight * F.mse_loss(cov1, cov0)
+
+
+def matching_aware_d(real_c: torch.Tensor, real_u: torch.Tensor, wrong_c: torch.Tensor,
+                     wrong_u: torch.Tensor | None, fake_c: torch.Tensor, fake_u: torch.Tensor,
+                     uncond_weight: float) -> torch.Tensor:
+    """StackGAN-v2's discriminator loss with text (code, spec stackgan.md 3.5).
+
+    With an unconditional head (``uncond_weight`` > 0): BCE(r_c,1) + BCE(r_u,1) + BCE(w_c,0)
+    + BCE(w_u,1) + BCE(f_c,0) + BCE(f_u,0), no 1/2 factor, and the mismatched (wrong) real
+    images are *real* for the unconditional head. Without: BCE(r_c,1) + 1/2 [BCE(w_c,0) +
+    BCE(f_c,0)] (matching-aware pairs only)."""
+    if uncond_weight > 0:
+        assert wrong_u is not None
+        return (bce(real_c, 1) + bce(real_u, 1) + bce(wrong_c, 0) + bce(wrong_u, 1)
+                + bce(fake_c, 0) + bce(fake_u, 0))
+    return bce(real_c, 1) + 0.5 * (bce(wrong_c, 0) + bce(fake_c, 0))

@@ -135,6 +135,9 @@ def render(attrs: dict[str, np.ndarray], resolution: int, rng: np.random.Generat
 
 def draw_attributes(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     a = {name: rng.integers(0, len(values), size=n) for name, values in ATTRIBUTES.items()}
+    # Every shape x colour class equally often (so evaluation splits can be class-balanced).
+    combo = rng.permutation(n) % (len(SHAPES) * len(COLOURS))
+    a["shape"], a["colour"] = combo // len(COLOURS), combo % len(COLOURS)
     a["orientation"] = rng.integers(0, 2, size=n)
     a["shape2"] = rng.integers(0, len(SHAPES), size=n)
     a["colour2"] = (a["colour"] + rng.integers(1, len(COLOURS), size=n)) % len(COLOURS)

@@ -283,10 +283,14 @@ class StackModel(nn.Module):
             m.momentum = None  # cumulative average over the batches below
             m.train()
         self._sampling = True  # type: ignore[attr-defined]
+        dev = self.device
         try:
-            gen = torch.Generator().manual_seed(seed)
-            for _ in range(batches):
-                self.generate(self.draw_inputs(batch_size, generator=gen))
+            # The global RNG is left as it was (a generator may draw from it), so that a run
+            # that writes a checkpoint trains on exactly as one that does not.
+            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+                gen = torch.Generator().manual_seed(seed)
+                for _ in range(batches):
+                    self.generate(self.draw_inputs(batch_size, generator=gen))
         finally:
             self._sampling = False  # type: ignore[attr-defined]
             for m, momentum in zip(bns, momenta, strict=True):

@@ -57,11 +57,10 @@ from ganstack.nn.stackgan import (
     CondLogits,
     ResBlock,
     conv3x3,
-    down_block,
+    d_encoder,
     glu_conv,
     glu_up,
     init_orthogonal_,
-    lrelu_conv,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -108,8 +107,8 @@ class StackGANv2Config:
     def validate(self, where: str) -> None:
         if self.branches < 1:
             raise ConfigError(f"{where}.branches must be >= 1, got {self.branches}")
-        if self.base_size < 8 or self.base_size & (self.base_size - 1):
-            raise ConfigError(f"{where}.base_size must be a power of two >= 8 (the first "
+        if self.base_size < 4 or self.base_size & (self.base_size - 1):
+            raise ConfigError(f"{where}.base_size must be a power of two >= 4 (the first "
                               f"branch starts at 4x4 and doubles), got {self.base_size}")
         for k in ("z_dim", "ef_dim", "gf_dim", "df_dim", "caption_bank"):
             if getattr(self, k) <= 0:
@@ -184,12 +183,12 @@ class TreeGenerator(nn.Module):
              for i in range(cfg.branches)]
         )
 
-    def forward(self, z: torch.Tensor, emb: torch.Tensor | None
+    def forward(self, z: torch.Tensor, emb: torch.Tensor | None, eps: torch.Tensor | None = None
                 ) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
         mu = logvar = None
         if self.ca is not None:
             assert emb is not None
-            c, mu, logvar = self.ca(emb)
+            c, mu, logvar = self.ca(emb, eps)
             h = self.stages[0](torch.cat([c, z], 1))
         else:
             c = z
@@ -208,17 +207,7 @@ class ScaleDiscriminator(nn.Module):
 
     def __init__(self, size: int, channels: int, df_dim: int, ef_dim: int, text: bool) -> None:
         super().__init__()
-        downs = int(math.log2(size // 4))
-        layers: list[nn.Module] = []
-        c_in = channels
-        for j in range(downs):
-            c_out = df_dim * 2**j
-            layers.append(down_block(c_in, c_out, bn=j > 0))
-            c_in = c_out
-        while c_in > 8 * df_dim:
-            layers.append(lrelu_conv(c_in, c_in // 2))
-            c_in //= 2
-        self.trunk = nn.Sequential(*layers)
+        self.trunk, c_in = d_encoder(size, channels, df_dim)
         self.uncond = nn.Conv2d(c_in, 1, 4, 4)
         self.cond = CondLogits(c_in, ef_dim) if text else None
 
@@ -287,13 +276,14 @@ class StackGANv2(CaptionBankMixin, StackModel):
         return {"text": self.info.text_dim} if self.cfg.text else {}
 
     def noise_dims(self) -> dict[str, int]:
-        return {"z": self.cfg.z_dim}
+        # "ca": the noise of the conditioning-augmentation sample c = mu + sigma * ca (text).
+        return {"z": self.cfg.z_dim} | ({"ca": self.cfg.ef_dim} if self.cfg.text else {})
 
     def image_outputs(self) -> list[str]:
         return [f"scale{i}" for i in range(len(self.sizes) - 1)] + ["image"]
 
     def generate(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        images, _, _ = self.net("netG")(inputs["z"], inputs.get("text"))
+        images, _, _ = self.net("netG")(inputs["z"], inputs.get("text"), inputs.get("ca"))
         out = {name: (x.float() + 1) / 2 for name, x in zip(self.image_outputs(), images,
                                                             strict=True)}
         return out
@@ -301,7 +291,7 @@ class StackGANv2(CaptionBankMixin, StackModel):
     def figures(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         from ganstack.viz import scales_grid
 
-        vary = ["z"]
+        vary = list(self.noise_dims())
         figs = {"samples": self.grid(8, 10, vary=vary, generator=generator)}
         if self.cfg.text:  # each row: one caption, the noise varies
             figs["vary_z"] = figs.pop("samples")
@@ -327,11 +317,7 @@ class StackGANv2(CaptionBankMixin, StackModel):
             fc, fu = d(fake, mu_d)
             if cfg.text:
                 wc, wu = d(real.roll(1, 0), mu_d)
-                if cfg.uncond_weight > 0:
-                    loss = (losses.bce(rc, 1) + losses.bce(ru, 1) + losses.bce(wc, 0)
-                            + losses.bce(wu, 1) + losses.bce(fc, 0) + losses.bce(fu, 0))
-                else:
-                    loss = losses.bce(rc, 1) + 0.5 * (losses.bce(wc, 0) + losses.bce(fc, 0))
+                loss = losses.matching_aware_d(rc, ru, wc, wu, fc, fu, cfg.uncond_weight)
             else:
                 loss = losses.bce(ru, 1) + losses.bce(fu, 0)
             self.optimize(loss, [f"d{i}"])

@@ -45,10 +45,18 @@ def pick_captions(emb: torch.Tensor, mode: str) -> torch.Tensor:
     return emb[torch.arange(b, device=emb.device), idx]
 
 
-def require_text(info: DataInfo, model: str) -> None:
+def require_text(info: DataInfo, model: str, has_unconditional: bool = True) -> None:
+    """A ConfigError unless the data has caption embeddings. ``has_unconditional``: the model
+    has an unconditional variant (``model.text=false``) to suggest."""
     if info.text_dim <= 0:
+        if has_unconditional:
+            raise ConfigError(
+                f"{model} with model.text=true needs captioned data (caption embeddings), but "
+                f"dataset '{info.name}' has none; use a captioned dataset (e.g. "
+                f"data.name=shapes) or set model.text=false for the unconditional model"
+            )
         raise ConfigError(
-            f"{model} with model.text=true needs captioned data (caption embeddings), but "
-            f"dataset '{info.name}' has none; use a captioned dataset (e.g. data.name=shapes) "
-            f"or set model.text=false for the unconditional model"
+            f"{model} is a text-to-image model and needs captioned data (caption embeddings), "
+            f"but dataset '{info.name}' has none; use a captioned dataset (e.g. "
+            f"data.name=shapes)"
         )

@@ -8,6 +8,8 @@ unit, GLU(x) = x[:C] * sigmoid(x[C:]) (``F.glu`` along channels).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -68,6 +70,46 @@ def lrelu_conv(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(conv3x3(c_in, c_out), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, True))
 
 
+def d_encoder(size: int, channels: int, df_dim: int) -> tuple[nn.Sequential, int]:
+    """A discriminator's image encoder, ``size`` x ``size`` -> 4 x 4: down-blocks with ndf,
+    2 ndf, 4 ndf, ... channels (the first without BN); beyond 8 ndf, 3x3 blocks bring the
+    channels back to 8 ndf. This is v1's PyTorch ``STAGE1_D``/``STAGE2_D`` encoder and v2's
+    D64/D128/D256 one. Returns the encoder and its output channels."""
+    layers: list[nn.Module] = []
+    c_in = channels
+    for j in range(int(math.log2(size // 4))):
+        c_out = df_dim * 2**j
+        layers.append(down_block(c_in, c_out, bn=j > 0))
+        c_in = c_out
+    while c_in > 8 * df_dim:
+        layers.append(lrelu_conv(c_in, c_in // 2))
+        c_in //= 2
+    return nn.Sequential(*layers), c_in
+
+
+class BottleneckResBlock(nn.Module):
+    """StackGAN-v1 TF code's residual block: act(x + [conv1x1 -> inner, BN, act, conv3x3
+    inner, BN, act, conv3x3 -> c, BN](x)), with ``act`` ReLU (generator) or LeakyReLU(0.2)
+    (discriminators)."""
+
+    def __init__(self, c: int, inner: int, leaky: bool = False) -> None:
+        super().__init__()
+
+        def act() -> nn.Module:
+            return nn.LeakyReLU(0.2, True) if leaky else nn.ReLU(True)
+
+        self.body = nn.Sequential(
+            nn.Conv2d(c, inner, 1, bias=False), nn.BatchNorm2d(inner), act(),
+            conv3x3(inner, inner), nn.BatchNorm2d(inner), act(),
+            conv3x3(inner, c), nn.BatchNorm2d(c),
+        )
+        self.leaky = leaky
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x + self.body(x)
+        return F.leaky_relu(y, 0.2) if self.leaky else F.relu(y)
+
+
 class CondAugment(nn.Module):
     """Conditioning augmentation: text embedding -> (c, mu, logvar), c = mu + sigma * eps.
 
@@ -93,7 +135,10 @@ class CondAugment(nn.Module):
         else:
             self.fc = nn.Linear(text_dim, 2 * ef_dim)
 
-    def forward(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, emb: torch.Tensor, eps: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``eps``: the standard-normal noise of the sample (drawn here when not given; the
+        models pass it when sampling so that a seed fixes the result)."""
         h = self.fc(emb)
         if not self.enabled:
             return h, h, torch.zeros_like(h)
@@ -105,7 +150,9 @@ class CondAugment(nn.Module):
             h = F.leaky_relu(h, 0.2)
         mu, second = h[:, : self.ef_dim], h[:, self.ef_dim :]
         logvar = 2 * second if self.variant == "lrelu" else second
-        if self.variant == "lrelu":
+        if eps is not None:
+            eps = eps.clamp(-2, 2) if self.variant == "lrelu" else eps
+        elif self.variant == "lrelu":
             eps = torch.randn_like(mu)
             eps = torch.where(eps.abs() > 2, torch.randn_like(mu).clamp(-2, 2), eps)
         else:
@@ -114,11 +161,14 @@ class CondAugment(nn.Module):
 
 
 class CondLogits(nn.Module):
-    """The conditional head: cat(c tiled 4x4, x) -> conv3x3, BN, LReLU -> conv4x4/4 -> logit."""
+    """The conditional head: cat(c tiled 4x4, x) -> conv3x3, BN, LReLU -> conv4x4/4 -> logit.
 
-    def __init__(self, c: int, ef_dim: int) -> None:
+    ``kernel=1``: the joining convolution is 1x1 (StackGAN-v1's TF code)."""
+
+    def __init__(self, c: int, ef_dim: int, kernel: int = 3) -> None:
         super().__init__()
-        self.joint = lrelu_conv(c + ef_dim, c)
+        self.joint = nn.Sequential(nn.Conv2d(c + ef_dim, c, kernel, 1, kernel // 2, bias=False),
+                                   nn.BatchNorm2d(c), nn.LeakyReLU(0.2, True))
         self.out = nn.Conv2d(c, 1, 4, 4)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
