@@ -239,7 +239,7 @@ class Trainer:
         see every rank) and rank 0 writes it.
         """
         gen = torch.Generator().manual_seed(self.cfg.train.seed + 12345)
-        rows = self.info.num_classes if self.info.num_classes else 8
+        rows = self.info.num_classes if self.model.conditional else 8
         grid = self.model.grid(rows, 10, vary=self.model.noise_dims(), generator=gen)
         if not self.dist.is_main:
             return
