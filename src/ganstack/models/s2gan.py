@@ -133,7 +133,8 @@ class S2GANConfig:
                 raise ConfigError(f"{where}.{k} must be > 0, got {getattr(self, k)}")
         if self.classes < 2:
             raise ConfigError(f"{where}.classes must be >= 2, got {self.classes}")
-        for k in ("width", "fcn_width", "init_std", "lr", "fcn_lr", "joint_lr_style", "joint_lr_struct"):
+        for k in ("width", "fcn_width", "init_std", "lr", "fcn_lr", "joint_lr_style",
+                  "joint_lr_struct"):
             v = getattr(self, k)
             if not (v > 0 and math.isfinite(v)):
                 raise ConfigError(f"{where}.{k} must be a finite number > 0, got {v}")
@@ -548,6 +549,7 @@ class S2GAN(StackModel):
         fcn.requires_grad_(False)
         bns = [m for m in fcn.modules() if isinstance(m, nn.BatchNorm2d)]
         momenta = [m.momentum for m in bns]
+        tracked = [m.num_batches_tracked.clone() for m in bns]
         if self.cfg.fcn_bn == "eval":
             fcn.eval()
         else:
@@ -557,8 +559,9 @@ class S2GAN(StackModel):
         try:
             yield
         finally:
-            for m, mom in zip(bns, momenta, strict=True):
+            for m, mom, t in zip(bns, momenta, tracked, strict=True):
                 m.momentum = mom
+                m.num_batches_tracked.copy_(t)
             fcn.train(was)
             fcn.requires_grad_(True)
 
@@ -806,6 +809,18 @@ class S2GAN(StackModel):
         fcn.train(was)
         return torch.cat(out)
 
+    @torch.no_grad()
+    def grid(self, rows: int, cols: int, vary, generator: torch.Generator | None = None,  # type: ignore[no-untyped-def]
+             key: str = "image") -> torch.Tensor:
+        """As the base; for ``image`` (the trainer's sample grids) each row of images comes
+        below a row of the normals they were rendered from (2 x ``rows`` rows)."""
+        if key != "image" or generator is None:
+            return super().grid(rows, cols, vary, generator, key)
+        state = generator.get_state()
+        images = super().grid(rows, cols, vary, generator, "image")
+        normals = super().grid(rows, cols, vary, torch.Generator().set_state(state), "normals")
+        return torch.stack([normals, images], 1).reshape(2 * rows, cols, *images.shape[2:])
+
     def figures(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """``structure_image``: generated normals beside the image rendered from them;
         ``vary_style``: each row one normal map (first column) under several style noises;
@@ -875,7 +890,6 @@ class S2GAN(StackModel):
         res[f"normal_err_deg_{prefix}_chain"] = float(angular_error_deg(pred, chain_target).mean())
         return res
 
-    @torch.no_grad()
     def fid_normals(self, train: ImageDataset, evaluation: ImageDataset | None, n: int = 1000,
                     seed: int = 0) -> dict[str, float]:
         """FID of generated normal maps (Ĉ, at the image size) against the training normals, in
