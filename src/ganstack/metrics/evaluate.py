@@ -167,6 +167,28 @@ def fid_scales(ctx: EvalContext) -> dict[str, float]:
     return out
 
 
+@METRICS.register("colour")
+def colour_consistency(ctx: EvalContext) -> dict[str, float]:
+    """Colour consistency between neighbouring scales of the same samples: the mean over
+    samples of the squared distance between their pixel means, and the squared Frobenius
+    distance between their 3x3 pixel covariances (pixels in [-1, 1], StackGAN-v2's terms)."""
+    from ganstack.losses import colour_mean_cov
+
+    names = list(ctx.extra_images) + ["image"]
+    if len(names) < 2:
+        return {}
+    stats = []
+    for name in names:
+        x = ctx.extra_images[name] if name != "image" else ctx.images
+        stats.append(colour_mean_cov(x.double() / 127.5 - 1.0))
+    out: dict[str, float] = {}
+    for (mu0, cov0), (mu1, cov1), lo, hi in zip(stats, stats[1:], names, names[1:]):
+        tag = f"{count_tag(ctx.n)}_{lo}_{hi}"
+        out[f"colour_mean{tag}"] = float((mu1 - mu0).pow(2).sum(1).mean())
+        out[f"colour_cov{tag}"] = float((cov1 - cov0).pow(2).sum((1, 2)).mean())
+    return out
+
+
 def caption_consistency(pred: torch.Tensor, target: torch.Tensor, mentioned: torch.Tensor,
                         names: list[str]) -> dict[str, float]:
     """How well predicted attributes match those a caption names: ``attr``, the share of
