@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from ganstack.config import DataConfig
@@ -146,3 +148,26 @@ def test_lsun_lmdb(tmp_path):
     assert tr.images.shape == (4, 3, 8, 8)
     with pytest.raises(DataError, match="does not exist"):
         load_dataset(DataConfig(name="lsun", path=str(tmp_path / "nope"), eval_size=0))
+
+
+@settings(deadline=None, database=None, derandomize=True, max_examples=100,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(
+    st.binary(max_size=300),
+    st.builds(lambda obj, proto: pickle.dumps(obj, protocol=proto),
+              st.recursive(st.none() | st.integers() | st.text(max_size=20)
+                           | st.binary(max_size=20),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+                               st.text(max_size=5), inner, max_size=3), max_leaves=8),
+              st.integers(0, 5)),
+))
+def test_fuzzed_filenames_pickle_gives_a_data_error(tmp_path_factory, blob):
+    """Any bytes as filenames.pickle: a clear DataError or a successful load, nothing else."""
+    root = tmp_path_factory.mktemp("fuzz")
+    (root / "train").mkdir()
+    (root / "train" / "filenames.pickle").write_bytes(blob)
+    (root / "jpg").mkdir()
+    try:
+        load_dataset(DataConfig(name="oxford", path=str(root), resolution=8, eval_size=0))
+    except DataError:
+        pass
