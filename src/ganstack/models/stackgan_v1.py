@@ -232,9 +232,9 @@ class Stage1Generator(nn.Module):
             layers.append(conv3x3(ngf // 2**ups, channels))
         self.body = nn.Sequential(*layers, nn.Tanh())
 
-    def forward(self, z: torch.Tensor, emb: torch.Tensor
+    def forward(self, z: torch.Tensor, emb: torch.Tensor, eps: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        c, mu, logvar = self.ca(emb)
+        c, mu, logvar = self.ca(emb, eps)
         x = torch.cat([c, z] if self.tf else [z, c], 1)  # TF concat([c, z]); PyTorch cat(z, c)
         return self.body(self.fc(x).view(-1, self.ngf, 4, 4)), mu, logvar
 
@@ -266,12 +266,12 @@ class Stage2Generator(nn.Module):
             c //= 2
         self.decoder = nn.Sequential(*layers, conv3x3(c, channels), nn.Tanh())
 
-    def forward(self, stage1: torch.Tensor, emb: torch.Tensor
+    def forward(self, stage1: torch.Tensor, emb: torch.Tensor, eps: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         h = self.encoder(stage1)
         mu = logvar = None
         if self.ca is not None:
-            c, mu, logvar = self.ca(emb)
+            c, mu, logvar = self.ca(emb, eps)
             h = torch.cat([h, c[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])], 1)
         return self.decoder(self.res(self.joint(h))), mu, logvar
 
@@ -393,24 +393,32 @@ class StackGANv1(CaptionBankMixin, StackModel):
         return {"text": self.info.text_dim}
 
     def noise_dims(self) -> dict[str, int]:
-        return {"z": self.cfg.z_dim}
+        # "ca1", "ca2": the noise of Stage-I's and Stage-II's CA samples c = mu + sigma * ca.
+        cfg = self.cfg
+        out = {"z": cfg.z_dim}
+        if cfg.use_ca:
+            out["ca1"] = cfg.ef_dim
+            if cfg.stage2_text:
+                out["ca2"] = cfg.ef_dim
+        return out
 
     def image_outputs(self) -> list[str]:
         return ["stage1", "image"]
 
     def generate(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         text = inputs["text"]
-        stage1, _, _ = self.net("netG1")(inputs["z"], text)
-        image, _, _ = self.net("netG2")(stage1, text)
+        stage1, _, _ = self.net("netG1")(inputs["z"], text, inputs.get("ca1"))
+        image, _, _ = self.net("netG2")(stage1, text, inputs.get("ca2"))
         return {"stage1": (stage1.float() + 1) / 2, "image": (image.float() + 1) / 2}
 
     def figures(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         from ganstack.viz import scales_grid
 
+        noise = list(self.noise_dims())  # a row: one text, the noise (z and CA) varies
         return {
-            "vary_z": self.grid(8, 10, vary=["z"], generator=generator),  # a row: one text
+            "vary_z": self.grid(8, 10, vary=noise, generator=generator),
             "vary_text": self.grid(8, 10, vary=["text"], generator=generator),
-            "stage1": self.grid(8, 10, vary=["z"], generator=generator, key="stage1"),
+            "stage1": self.grid(8, 10, vary=noise, generator=generator, key="stage1"),
             "scales": scales_grid(self, 8, generator),
         }
 
