@@ -156,6 +156,22 @@ def test_resume_under_two_processes_matches_an_unbroken_run(ddp_runs):
     assert len(record["rng_ranks"]) == 2
 
 
+def test_a_multi_scale_text_model_trains_data_parallel(tmp_path):
+    """StackGAN-v2 (a text-conditional tree with 2 discriminators and EMA) under 2 processes:
+    the ranks end bit-identical and each trained on its own part of every batch."""
+    from .test_stackgan_v2 import TINY
+
+    run = tmp_path / "v2"
+    args = ["stackgan-v2-shapes", "--out", str(run), "--no-eval", *TINY,
+            "train.phases.joint=3", "train.ema=0.9", "train.num_threads=1"]
+    proc = _launch(tmp_path / "dumps", args)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    d0, d1 = _dumps(tmp_path / "dumps")
+    assert d0["state"] == d1["state"] and _checkpoint_digests(run) == d0["state"]
+    assert any(k.startswith("model/ema.netG") for k in d0["state"])
+    assert not set(d0["indices"]["0"]) & set(d1["indices"]["0"])
+
+
 # --------------------------------------------------------------------------------------------
 # Units
 # --------------------------------------------------------------------------------------------
