@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,8 @@ INFO = DataInfo((1, 28, 28), 10, "toy")
 
 def _small(**kw) -> LAPGANConfig:
     cfg = LAPGANConfig(z_dim=8, coarse_g_hidden=32, coarse_d_hidden=32, g_hidden=8, d_hidden=8,
-                       g_kernels=[3, 3, 3], d_kernels=[3, 3])
+                       g_kernels=[3, 3, 3], d_kernels=[3, 3], coarse_g_maps=8, coarse_d_maps=8,
+                       optimizer="adam")
     for k, v in kw.items():
         setattr(cfg, k, v)
     return cfg
@@ -60,11 +62,36 @@ def lap_overrides(mnist_dir: Path) -> list[str]:
         "data.name=mnist", f"data.path={mnist_dir}", "data.eval_size=50",
         "model.z_dim=8", "model.coarse_g_hidden=32", "model.coarse_d_hidden=32",
         "model.g_hidden=8", "model.d_hidden=8", "model.g_kernels=[3,3,3]",
-        "model.d_kernels=[3,3]",
+        "model.d_kernels=[3,3]", "model.coarse_g_maps=8", "model.coarse_d_maps=8",
         "train.batch_size=20", "train.phases.independent=5", "train.log_every=1",
         "train.sample_every=0", "train.checkpoint_every=0", "train.tensorboard=false",
         "train.progress=false", "eval.n=100",
     ]
+
+
+class ToyClassifier:
+    """A fixed random projection of the pixels, standing in for the trained domain classifier
+    (training it takes longer than these tests may)."""
+
+    def __init__(self, pixels: int, classes: int = 10) -> None:
+        self.w = torch.randn(pixels, 16, generator=torch.Generator().manual_seed(0))
+        self.classes = classes
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:  # logits
+        return images.flatten(1).float() / 255 @ self.w[:, : self.classes]
+
+    def predict(self, images: torch.Tensor, bs: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        x = images.flatten(1).float() / 255
+        return x @ self.w, (x @ self.w[:, : self.classes]).softmax(1)
+
+
+@pytest.fixture()
+def toy_classifier(monkeypatch):
+    import importlib
+
+    ev = importlib.import_module("ganstack.metrics.evaluate")
+    monkeypatch.setattr(ev, "get_classifier",
+                        lambda ref, held=None: (ToyClassifier(28 * 28), {"name": "toy"}))
 
 
 # ---- the pyramid ----------------------------------------------------------------------------
@@ -111,6 +138,9 @@ def test_pyramid_shapes_and_operators():
         ((3, 32, 32), 4, 0, {}),  # the 8x8 level's D needs padded convs
         ((3, 16, 24), 2, 10, {"conditional": False, "optimizer": "sgd", "lr": 0.02}),
         ((1, 28, 28), 1, 10, {"coarse_output": "tanh"}),
+        ((1, 28, 28), 3, 10, {"coarse_arch": "conv", "coarse_output": "tanh"}),  # 7x7: odd
+        ((3, 32, 32), 3, 24, {"coarse_arch": "conv", "class_planes": "onehot"}),  # 8x8: even
+        ((3, 16, 24), 2, 0, {"coarse_arch": "conv", "optimizer": "sgd"}),  # 8x12
     ],
 )
 def test_every_level_has_the_right_shapes(shape, levels, classes, kw):
@@ -124,7 +154,10 @@ def test_every_level_has_the_right_shapes(shape, levels, classes, kw):
         assert dims[f"z{k}"] == (h >> k) * (w >> k)
     assert m.conditional == (classes > 0 and kw.get("conditional", True))
     logs = m.train_step(_batch(12, shape, labels=classes > 0), "independent")
-    assert set(logs) == {f"{n}{k}_adv" for n in "dg" for k in range(levels)}
+    assert set(logs) == ({f"{n}{k}_adv" for n in "dg" for k in range(levels)}
+                         | {f"d{k}_acc" for k in range(levels)})
+    assert all(0 <= float(logs[f"d{k}_acc"]) <= 1 for k in range(levels))
+    assert m.image_outputs() == [f"level{k}" for k in reversed(range(1, levels))] + ["image"]
     assert all(torch.isfinite(v) for v in logs.values())
     out = m.sample(5, generator=torch.Generator().manual_seed(0))
     assert out["image"].shape == (5, c, h, w)
@@ -196,13 +229,14 @@ def test_unconditional_model_takes_no_labels():
 
 
 def _loss_swing(lr: float) -> dict[str, float]:
-    """Largest distance of each loss from its first value over 40 steps on one batch (no
+    """Largest distance of each loss from its first value over 20 steps on one batch (no
     dropout, so only the noise and the updates move the losses)."""
     torch.manual_seed(0)
     m = LAPGAN(_small(lr=lr, coarse_d_init_std=0.05, d_dropout=0.0), INFO)
     batch = _batch()
-    rows = [m.train_step(batch, "independent") for _ in range(40)]
-    return {k: max(abs(float(r[k]) - float(rows[0][k])) for r in rows) for k in rows[0]}
+    rows = [m.train_step(batch, "independent") for _ in range(20)]
+    return {k: max(abs(float(r[k]) - float(rows[0][k])) for r in rows) for k in rows[0]
+            if k.endswith("_adv")}
 
 
 def test_training_moves_the_losses_and_updates_every_network():
@@ -226,13 +260,43 @@ def test_training_moves_the_losses_and_updates_every_network():
 
 def test_bundled_config_builds_the_mnist_pyramid():
     cfg = load_config("lapgan-mnist")
-    assert cfg.model.name == "lapgan" and cfg.train.phases == {"independent": 1200}
+    assert cfg.model.name == "lapgan" and cfg.train.phases == {"independent": 1500}
     m = build_model(cfg.model, INFO)
     assert isinstance(m, LAPGAN) and m.sizes == [(28, 28), (14, 14), (7, 7)]
+    cfg = load_config("lapgan-shapes")
+    m = build_model(cfg.model, DataInfo((3, 64, 64), 24, "shapes"))
+    assert m.sizes == [(64, 64), (32, 32), (16, 16), (8, 8)] and m.conditional
+    cfg = load_config("lapgan-cifar10")  # the official code's settings
+    assert cfg.model.optimizer == "sgd" and cfg.model.coarse_arch == "mlp"
+    m = build_model(cfg.model, DataInfo((3, 32, 32), 10, "cifar10"))
+    assert m.sizes == [(32, 32), (16, 16), (8, 8)] and m.base_lrs["G0"] == 0.02
 
 
-def test_resume_is_exact(tmp_path, lap_overrides):
-    cfg = load_config("lapgan-mnist", lap_overrides)
+def test_sgd_schedule_follows_the_code():
+    """Per epoch: momentum + 0.0008 up to 0.7, lr / 1.000004 (code); Adam is left alone."""
+    torch.manual_seed(0)
+    m = LAPGAN(_small(optimizer="sgd", lr=0.0, momentum_step=0.1, lr_decay=2.0), INFO)
+    assert m.base_lrs == {f"{n}{k}": 0.02 for n in "GD" for k in range(3)}
+    m.epoch_size.fill_(32)
+    batch = _batch(16)
+    for epoch, momentum in [(0, 0.5), (0, 0.5), (1, 0.6), (1, 0.6), (2, 0.7), (2, 0.7),
+                            (3, 0.7)]:
+        m.train_step(batch, "independent")
+        group = m.optimizers["D2"].param_groups[0]
+        assert group["momentum"] == pytest.approx(momentum)
+        assert group["lr"] == pytest.approx(0.02 / 2.0**epoch)
+    assert int(m.images_seen) == 7 * 16
+    m = LAPGAN(_small(level_lr=[1e-3, 2e-3, 3e-3], coarse_d_lr_mult=2.0), INFO)
+    assert [m.optimizers[f"G{k}"].param_groups[0]["lr"] for k in range(3)] == [1e-3, 2e-3, 3e-3]
+    assert m.optimizers["D2"].param_groups[0]["lr"] == pytest.approx(6e-3)
+    assert isinstance(m.optimizers["G0"], torch.optim.Adam)
+
+
+@pytest.mark.parametrize("extra", [[], ["model.optimizer=sgd", "model.momentum_step=0.1",
+                                        "data.eval_size=200", "train.batch_size=40"]])
+def test_resume_is_exact(tmp_path, lap_overrides, extra):
+    """Adam, and the SGD schedule (its clock, images seen, crosses an epoch after the split)."""
+    cfg = load_config("lapgan-mnist", lap_overrides + extra)
     straight = tmp_path / "straight"
     assert Trainer(cfg, straight).fit() == "done"
     split = tmp_path / "split"
@@ -259,7 +323,11 @@ def test_resume_is_exact(tmp_path, lap_overrides):
         ("model.g_kernels=[3,3]", "g_kernels"),
         ("model.d_kernels=[3,3,3]", "d_kernels"),
         ("model.d_dropout=1.0", "d_dropout"),
-        ("model.lr=0", "lr must be > 0"),
+        ("model.lr=-1", "lr must be >= 0"),
+        ("model.level_lr=[1e-4]", "one lr per level"),
+        ("model.level_lr=[1e-4,0,1e-4]", "must be > 0"),
+        ("model.lr_decay=0.5", "lr_decay"),
+        ("model.coarse_arch=bogus", "expected one of"),
         ("model.beta1=1.5", "beta1"),
         ("model.class_planes=bogus", "expected one of"),
         ("model.levels_=3", "Did you mean 'levels'"),
@@ -276,3 +344,45 @@ def test_image_size_must_suit_the_pyramid(tmp_path, lap_overrides):
     cfg = load_config("lapgan-mnist", lap_overrides + ["model.levels=4"])
     with pytest.raises(ConfigError, match="divisible by 8"):
         Trainer(cfg, tmp_path / "run")
+
+
+def test_levels_reach_eval_and_sample_files(tmp_path, lap_overrides, toy_classifier):
+    """fid_scales/fid_levels get every coarser level; the PNG shows the levels side by side;
+    --fix still works through the Run API."""
+    import ganstack
+
+    cfg = load_config("lapgan-mnist", lap_overrides)
+    run = tmp_path / "run"
+    Trainer(cfg, run).fit()
+    r = ganstack.load(run)
+    res = r.evaluate(n=100, metrics=["fid", "fid_scales", "fid_levels"])["metrics"]
+    for k in ("level2", "level1"):
+        assert any(name.endswith(f"_{k}") for name in res), res
+        assert any(name.endswith(f"_{k}_matched") for name in res), res
+    png = r.save_samples(tmp_path / "s.png", 4, labels=[2], fixed=["z2"])
+    from PIL import Image
+
+    w, h = Image.open(png).size
+    assert w > 3 * 28 and h >= 28  # three levels of each sample side by side
+    out = r.sample(4, labels=[2], fixed=["z2", "z1"])
+    assert torch.allclose(out["level2"], out["level2"][:1].expand_as(out["level2"]), atol=1e-5)
+    npz = np.load(r.save_samples(tmp_path / "s.npz", 4))
+    assert npz["images"].shape == (4, 28, 28, 1) and npz["level2"].shape == (4, 7, 7, 1)
+
+
+def test_fid_levels_is_zero_for_the_real_pyramid():
+    """The matched reference: a coarser output equal to the real images at that scale has FID
+    ~0 against it, while fid_scales (against full-resolution images) does not."""
+    from ganstack.data.base import ImageDataset
+    from ganstack.metrics.evaluate import METRICS, EvalContext
+
+    images, labels = bar_digits(400, 3)
+    ds = ImageDataset(torch.from_numpy(images)[:, None], torch.from_numpy(labels).long(),
+                      name="bars", num_classes=10)
+    coarse = F.avg_pool2d(ds.images.float(), 4).round().to(torch.uint8)
+    ctx = EvalContext(ds.images, ds.labels, ds, ds, extra_images={"level2": coarse},
+                      _classifier=(ToyClassifier(28 * 28), {"name": "toy"}))
+    matched = METRICS.get("fid_levels")(ctx)
+    plain = METRICS.get("fid_scales")(ctx)
+    (m,), (p,) = matched.values(), plain.values()
+    assert m < 0.05 * p and p > 0, (m, p)

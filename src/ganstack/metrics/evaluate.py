@@ -78,6 +78,19 @@ class EvalContext:
             self._cache[key] = x.round().clamp(0, 255).to(torch.uint8)
         return self._cache[key]
 
+    def real_at(self, name: str) -> torch.Tensor:
+        """The reference images brought to the scale of coarser output ``name``: shrunk to its
+        size (area averaging) and enlarged back (bilinear), as uint8."""
+        key = ("real_at", name)
+        if key not in self._cache:
+            size = tuple(self.extra_images[name].shape[-2:])
+            x = torch.nn.functional.interpolate(self.reference.images.float(), size=size,
+                                                mode="area")
+            x = torch.nn.functional.interpolate(x, size=self.reference.shape[1:],
+                                                mode="bilinear", align_corners=False)
+            self._cache[key] = x.round().clamp(0, 255).to(torch.uint8)
+        return self._cache[key]
+
     def outputs(self, extractor: str, which: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(features, probabilities) of the generated (``fake``), reference (``real``) images
         or a coarser output enlarged to the final size (``scale:NAME``)."""
@@ -85,6 +98,8 @@ class EvalContext:
         if key not in self._cache:
             if which.startswith("scale:"):
                 images = self.scaled(which.split(":", 1)[1])
+            elif which.startswith("real_at:"):
+                images = self.real_at(which.split(":", 1)[1])
             else:
                 images = self.images if which == "fake" else self.reference.images
             if extractor == "classifier":
@@ -107,10 +122,10 @@ MetricFn = Callable[[EvalContext], dict[str, float]]
 METRICS: Registry[MetricFn] = Registry("metric")
 
 
-def _fid(ctx: EvalContext, extractor: str, fake: str = "fake", suffix: str = ""
-         ) -> dict[str, float]:
+def _fid(ctx: EvalContext, extractor: str, fake: str = "fake", suffix: str = "",
+         real: str = "real") -> dict[str, float]:
     stats = []
-    for which in (fake, "real"):
+    for which in (fake, real):
         s = FeatureStats()
         s.append(ctx.outputs(extractor, which)[0])
         stats.append(s.mean_cov())
@@ -164,6 +179,20 @@ def fid_scales(ctx: EvalContext) -> dict[str, float]:
     out: dict[str, float] = {}
     for name in ctx.extra_images:
         out.update(_fid(ctx, "classifier", f"scale:{name}", f"_{name}"))
+    return out
+
+
+@METRICS.register("fid_levels")
+def fid_levels(ctx: EvalContext) -> dict[str, float]:
+    """FID of every coarser output of a multi-scale model against the training images at the
+    same scale (shrunk to the output's size by area averaging, then both enlarged bilinearly
+    to the final size), so the blur of a low resolution is not counted against the output;
+    suffix ``_NAME_matched``. Unlike `fid_scales`, 0 means the level matches real data at
+    that scale."""
+    out: dict[str, float] = {}
+    for name in ctx.extra_images:
+        out.update(_fid(ctx, "classifier", f"scale:{name}", f"_{name}_matched",
+                        real=f"real_at:{name}"))
     return out
 
 

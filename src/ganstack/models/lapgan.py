@@ -60,7 +60,8 @@ from torch import nn
 
 from ganstack import losses
 from ganstack.config import ConfigError
-from ganstack.models.base import DataInfo, StackModel
+from ganstack.data.base import ImageDataset
+from ganstack.models.base import DataInfo, LogFn, StackModel
 from ganstack.nn import init_normal_
 
 # --------------------------------------------------------------------------------------------
@@ -94,13 +95,31 @@ class LAPGANConfig:
     d_input: Literal["sum", "concat"] = "sum"
     # Generator adversarial loss: "ns" = -log D(G(z)) (code); "saturating" = log(1 - D(G(z))).
     g_loss: Literal["ns", "saturating"] = "ns"
-    # "adam" (ganstack default); "sgd" = the code's plain SGD with momentum (lr 0.02, momentum
-    # 0.5 on CIFAR; the code's per-epoch momentum increase and lr decay are not implemented).
-    optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = 2e-4
+    # Coarsest level's networks: "mlp" = the code's fully connected GAN (sizes above);
+    # "conv" = a small DCGAN-like level (NOT the official code's; a ganstack option): G =
+    # Linear -> BN -> ReLU at half size -> ConvTranspose up -> BN -> ReLU -> conv3 -> pixels;
+    # D = conv3 -> LReLU -> conv4 s2 -> LReLU -> linear, the class as input planes.
+    coarse_arch: Literal["mlp", "conv"] = "mlp"
+    coarse_g_maps: int = 64  # "conv" coarse G: maps after the upsampling (first layer: 2x)
+    coarse_d_maps: int = 64  # "conv" coarse D: maps of the first conv (second: 2x)
+    # "sgd" = the official code's plain SGD with its per-epoch schedule: momentum starts at
+    # `momentum` and grows by `momentum_step` per epoch up to `momentum_max`, the lr is divided
+    # by `lr_decay` per epoch down to 1e-6 (an epoch = one pass over the training split).
+    # "adam" = Adam(lr, beta1, beta2), not the code's (a modern option; faster in short runs).
+    optimizer: Literal["adam", "sgd"] = "sgd"
+    # Learning rate; 0 = the optimizer's default (sgd: the code's CIFAR 0.02; adam: 2e-4).
+    lr: float = 0.0
+    # One learning rate per level, finest (level 0) first, for G and D of that level (not the
+    # code's, which uses one lr); empty = `lr` everywhere.
+    level_lr: list[float] = field(default_factory=list)
+    # The coarsest D's lr is multiplied by this (a ganstack option; code: 1).
+    coarse_d_lr_mult: float = 1.0
     beta1: float = 0.5  # Adam
     beta2: float = 0.999  # Adam
-    momentum: float = 0.5  # SGD
+    momentum: float = 0.5  # SGD, start (code: coarse-to-fine 0.5; classcond/FC scripts 0)
+    momentum_step: float = 0.0008  # SGD, per epoch (code)
+    momentum_max: float = 0.7  # SGD (code 0.7; the paper reportedly 0.8)
+    lr_decay: float = 1.000004  # SGD, lr /= this per epoch (code; classcond c2f: 1.00004)
     # Initial weights of the coarsest level's MLPs: N(0, std) (code: G 0.05, D 0.005). Conv
     # levels keep PyTorch's default init, which matches Torch's U(+-1/sqrt(fan_in)).
     coarse_g_init_std: float = 0.05
@@ -109,7 +128,8 @@ class LAPGANConfig:
     def validate(self, where: str) -> None:
         if self.levels < 1:
             raise ConfigError(f"{where}.levels must be >= 1, got {self.levels}")
-        for k in ("z_dim", "coarse_g_hidden", "coarse_d_hidden", "g_hidden", "d_hidden"):
+        for k in ("z_dim", "coarse_g_hidden", "coarse_d_hidden", "g_hidden", "d_hidden",
+                  "coarse_g_maps", "coarse_d_maps"):
             if getattr(self, k) <= 0:
                 raise ConfigError(f"{where}.{k} must be > 0, got {getattr(self, k)}")
         if len(self.g_kernels) != 3 or any(k <= 0 or k % 2 == 0 for k in self.g_kernels):
@@ -123,14 +143,27 @@ class LAPGANConfig:
             )
         if not 0.0 <= self.d_dropout < 1.0:
             raise ConfigError(f"{where}.d_dropout must be in [0, 1), got {self.d_dropout}")
-        if self.lr <= 0:
-            raise ConfigError(f"{where}.lr must be > 0, got {self.lr}")
-        for k in ("beta1", "beta2", "momentum"):
+        if self.lr < 0:
+            raise ConfigError(f"{where}.lr must be >= 0 (0: the optimizer's default), got "
+                              f"{self.lr}")
+        if self.level_lr and len(self.level_lr) != self.levels:
+            raise ConfigError(f"{where}.level_lr needs one lr per level ({self.levels}, finest "
+                              f"first) or none, got {self.level_lr}")
+        if any(v <= 0 for v in self.level_lr) or self.coarse_d_lr_mult <= 0:
+            raise ConfigError(f"{where}.level_lr and coarse_d_lr_mult must be > 0, got "
+                              f"{self.level_lr}, {self.coarse_d_lr_mult}")
+        if self.lr_decay < 1.0 or self.momentum_step < 0:
+            raise ConfigError(f"{where}.lr_decay must be >= 1 and momentum_step >= 0, got "
+                              f"{self.lr_decay}, {self.momentum_step}")
+        for k in ("beta1", "beta2", "momentum", "momentum_max"):
             if not 0.0 <= getattr(self, k) < 1.0:
                 raise ConfigError(f"{where}.{k} must be in [0, 1), got {getattr(self, k)}")
         for k in ("coarse_g_init_std", "coarse_d_init_std"):
             if getattr(self, k) <= 0:
                 raise ConfigError(f"{where}.{k} must be > 0, got {getattr(self, k)}")
+
+    def base_lr(self) -> float:
+        return self.lr or (0.02 if self.optimizer == "sgd" else 2e-4)
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,6 +267,53 @@ class CoarseDiscriminator(nn.Module):
         return self.net(inp)
 
 
+class ConvCoarseGenerator(nn.Module):
+    """G_{L-1}, option ``coarse_arch: conv`` (DCGAN-like, not the code's): [z, one-hot] ->
+    Linear -> BN -> ReLU at half size -> ConvTranspose to full size -> BN -> ReLU -> conv3."""
+
+    def __init__(self, z_dim: int, num_classes: int, maps: int, shape: tuple[int, int, int],
+                 output: str) -> None:
+        super().__init__()
+        c, h, w = shape
+        self.start = (2 * maps, (h + 1) // 2, (w + 1) // 2)
+        n0 = self.start[0] * self.start[1] * self.start[2]
+        # Kernel 4 doubles an even size, kernel 3 gives 2n - 1 for an odd one (stride 2, pad 1).
+        kernel = (4 if h % 2 == 0 else 3, 4 if w % 2 == 0 else 3)
+        self.fc = nn.Sequential(nn.Linear(z_dim + num_classes, n0, bias=False),
+                                nn.BatchNorm1d(n0), nn.ReLU())
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(2 * maps, maps, kernel, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(maps), nn.ReLU(),
+            nn.Conv2d(maps, c, 3, padding=1),
+            *([nn.Tanh()] if output == "tanh" else []),
+        )
+
+    def forward(self, z: torch.Tensor, onehot: torch.Tensor | None) -> torch.Tensor:
+        inp = z if onehot is None else torch.cat([z, onehot], 1)
+        return self.net(self.fc(inp).view(-1, *self.start))
+
+
+class ConvCoarseDiscriminator(nn.Module):
+    """D_{L-1}, option ``coarse_arch: conv``: [pixels, class planes] -> conv3 -> LReLU ->
+    conv4 s2 -> LReLU -> dropout -> linear."""
+
+    def __init__(self, num_classes: int, maps: int, shape: tuple[int, int, int], dropout: float,
+                 class_mode: str) -> None:
+        super().__init__()
+        c, h, w = shape
+        self.classes = ClassPlanes(num_classes, (h, w), class_mode)
+        self.net = nn.Sequential(
+            nn.Conv2d(c + self.classes.channels, maps, 3, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(maps, 2 * maps, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Dropout(dropout), nn.Flatten(),
+            nn.Linear(2 * maps * (h // 2) * (w // 2), 1),
+        )
+
+    def forward(self, x: torch.Tensor, onehot: torch.Tensor | None) -> torch.Tensor:
+        parts = [x] if onehot is None else [x, self.classes(onehot)]
+        return self.net(torch.cat(parts, 1))
+
+
 class ResidualGenerator(nn.Module):
     """G_k: [noise plane, class planes, u(I_{k+1})] -> 3 'same' convs -> residual (linear)."""
 
@@ -331,24 +411,55 @@ class LAPGAN(StackModel):
                                                cfg.d_kernels, cfg.class_planes, cfg.d_dropout,
                                                cfg.d_input))
         top_shape = (c, *self.sizes[-1])
-        gens.append(init_normal_(
-            CoarseGenerator(cfg.z_dim, k_cls, cfg.coarse_g_hidden, top_shape, cfg.coarse_output),
-            cfg.coarse_g_init_std))
-        discs.append(init_normal_(
-            CoarseDiscriminator(k_cls, cfg.coarse_d_hidden, top_shape, cfg.d_dropout),
-            cfg.coarse_d_init_std))
+        if cfg.coarse_arch == "conv":
+            gens.append(ConvCoarseGenerator(cfg.z_dim, k_cls, cfg.coarse_g_maps, top_shape,
+                                            cfg.coarse_output))
+            discs.append(ConvCoarseDiscriminator(k_cls, cfg.coarse_d_maps, top_shape,
+                                                 cfg.d_dropout, cfg.class_planes))
+        else:
+            gens.append(init_normal_(
+                CoarseGenerator(cfg.z_dim, k_cls, cfg.coarse_g_hidden, top_shape,
+                                cfg.coarse_output), cfg.coarse_g_init_std))
+            discs.append(init_normal_(
+                CoarseDiscriminator(k_cls, cfg.coarse_d_hidden, top_shape, cfg.d_dropout),
+                cfg.coarse_d_init_std))
         self.G = nn.ModuleList(gens)
         self.D = nn.ModuleList(discs)
+        # Images seen so far and the epoch length: the SGD schedule's clock (checkpointed).
+        self.register_buffer("images_seen", torch.zeros((), dtype=torch.long))
+        self.register_buffer("epoch_size", torch.zeros((), dtype=torch.long))
+        self.base_lrs: dict[str, float] = {}
         self.optimizers = {}
         for k in range(n):
-            self.optimizers[f"G{k}"] = self._optimizer(self.G[k].parameters())
-            self.optimizers[f"D{k}"] = self._optimizer(self.D[k].parameters())
+            lr = cfg.level_lr[k] if cfg.level_lr else cfg.base_lr()
+            self.base_lrs[f"G{k}"] = lr
+            self.base_lrs[f"D{k}"] = lr * (cfg.coarse_d_lr_mult if k == n - 1 else 1.0)
+            self.optimizers[f"G{k}"] = self._optimizer(self.G[k].parameters(), lr)
+            self.optimizers[f"D{k}"] = self._optimizer(self.D[k].parameters(),
+                                                       self.base_lrs[f"D{k}"])
 
-    def _optimizer(self, params) -> torch.optim.Optimizer:  # type: ignore[no-untyped-def]
+    def _optimizer(self, params, lr: float) -> torch.optim.Optimizer:  # type: ignore[no-untyped-def]
         cfg = self.cfg
         if cfg.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
-        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+            return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum)
+        return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2))
+
+    def setup(self, train: ImageDataset, evaluation: ImageDataset | None, log: LogFn) -> dict:
+        self.epoch_size.fill_(len(train))
+        return {}
+
+    def _schedule(self) -> None:
+        """The code's per-epoch SGD schedule: momentum + step (capped), lr / decay (>= 1e-6)."""
+        cfg = self.cfg
+        if cfg.optimizer != "sgd" or int(self.epoch_size) <= 0:
+            return
+        epoch = int(self.images_seen) // int(self.epoch_size)
+        momentum = min(cfg.momentum + cfg.momentum_step * epoch,
+                       max(cfg.momentum_max, cfg.momentum))
+        for name, opt in self.optimizers.items():
+            lr = max(self.base_lrs[name] / cfg.lr_decay**epoch, 1e-6)
+            for group in opt.param_groups:
+                group["lr"], group["momentum"] = lr, momentum
 
     @property
     def conditional(self) -> bool:
@@ -405,6 +516,7 @@ class LAPGAN(StackModel):
 
     def train_step(self, batch: dict[str, torch.Tensor], phase: str) -> dict[str, torch.Tensor]:
         cfg, n = self.cfg, self.levels
+        self._schedule()
         x = self.preprocess(batch["images"])
         onehot = self._onehot(batch.get("labels"))
         b = len(x)
@@ -420,10 +532,15 @@ class LAPGAN(StackModel):
         for k in range(n):
             with torch.no_grad():
                 fake = self._fake(k, lows[k], zs[k], onehot)
-            loss = losses.d_adversarial(self._disc(k, lows[k], targets[k], onehot),
-                                        self._disc(k, lows[k], fake, onehot))
+            real_logit = self._disc(k, lows[k], targets[k], onehot)
+            fake_logit = self._disc(k, lows[k], fake, onehot)
+            loss = losses.d_adversarial(real_logit, fake_logit)
             d_total = d_total + loss
             logs[f"d{k}_adv"] = loss.detach()
+            # D's accuracy on this step's real and fake halves (0.5: it tells them apart no
+            # better than chance).
+            logs[f"d{k}_acc"] = 0.5 * ((real_logit.detach() > 0).float().mean()
+                                       + (fake_logit.detach() < 0).float().mean())
         self.optimize(d_total, [f"D{k}" for k in range(n)])
 
         # ---- generator step, every level (fresh noise; D gets no gradient)
@@ -437,6 +554,7 @@ class LAPGAN(StackModel):
             logs[f"g{k}_adv"] = loss.detach()
         self.optimize(g_total, [f"G{k}" for k in range(n)])
         self.set_requires_grad(self.D, True)
+        self.images_seen += b
         return logs
 
     # ---- sampling --------------------------------------------------------------------------
@@ -449,6 +567,10 @@ class LAPGAN(StackModel):
             h, w = self.sizes[k]
             dims[f"z{k}"] = h * w
         return dims
+
+    def image_outputs(self) -> list[str]:
+        """Every level, coarsest first; the finest (``level0``) is ``image``."""
+        return [f"level{k}" for k in reversed(range(1, self.levels))] + ["image"]
 
     def generate(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         gens = self.net("G")
