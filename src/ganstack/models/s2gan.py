@@ -796,10 +796,9 @@ class S2GAN(StackModel):
         return torch.cat(out).cpu()
 
     @torch.no_grad()
-    def predict_normals(self, images: torch.Tensor, fcn: nn.Module | None = None,
-                        batch_size: int = 250) -> torch.Tensor:
+    def predict_normals(self, images: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
         """Unit normals (N, 3, S/4, S/4) the FCN (eval mode) predicts for images in [0, 1]."""
-        fcn = fcn if fcn is not None else self.fcn
+        fcn = self.fcn
         was = fcn.training
         fcn.eval()
         out = []
@@ -860,8 +859,8 @@ class S2GAN(StackModel):
 
     @torch.no_grad()
     def normal_consistency(self, ds: ImageDataset, n: int = 1000, seed: int = 0,
-                           judge: nn.Module | None = None, prefix: str = "fcn"
-                           ) -> dict[str, float]:
+                           judge: S2GAN | None = None, prefix: str = "fcn",
+                           chain: bool = True) -> dict[str, float]:
         """Mean angular error (degrees) between the normals an FCN predicts from images and
         the normals those images were made from, at the FCN's output size:
 
@@ -869,9 +868,12 @@ class S2GAN(StackModel):
         - ``chain``: ``n`` full samples (Structure-GAN normals Ĉ, then the Style-GAN);
         - ``real``: the real images of the same frames (what the FCN achieves on real data).
 
-        ``judge``: another normal predictor with the same output convention (e.g. an FCN
-        trained separately, so the measure is not the generator's own training signal).
+        ``judge``: another S²-GAN whose FCN (and codebook) predicts the normals instead, e.g.
+        one trained separately, so that the measure is not the generator's own training
+        signal. ``chain=False`` leaves out the full samples (for a model without a trained
+        Structure-GAN).
         """
+        predictor = judge if judge is not None else self
         if "normals" not in ds.extras:
             raise GanstackError(f"dataset '{ds.name}' has no normals to condition on")
         gen = torch.Generator().manual_seed(seed)
@@ -882,10 +884,12 @@ class S2GAN(StackModel):
         real = ds.images[idx].float() / 255.0
         res = {}
         for tag, images in (("rendered", rendered), ("real", real)):
-            pred = self.predict_normals(images, judge)
+            pred = predictor.predict_normals(images)
             res[f"normal_err_deg_{prefix}_{tag}"] = float(angular_error_deg(pred, target).mean())
+        if not chain:
+            return res
         sample = self.sample(len(idx), generator=gen)
-        pred = self.predict_normals(sample["image"], judge)
+        pred = predictor.predict_normals(sample["image"])
         chain_target = resize(sample["normals"] * 2 - 1, self.fcn_size)
         res[f"normal_err_deg_{prefix}_chain"] = float(angular_error_deg(pred, chain_target).mean())
         return res
