@@ -74,12 +74,12 @@ def reuse_run(run: Path, cfg) -> float:  # type: ignore[no-untyped-def]
 
 
 def run_one(model: str, steps: int, seed: int, n: int, out: Path,
-            existing: Path | None = None) -> dict:
+            existing: Path | None = None, extra: list[str] | None = None) -> dict:
     import ganstack
     from ganstack.config import load_config
     from ganstack.train.trainer import Trainer
 
-    cfg = load_config(f"stackgan-{model}-shapes", overrides(model, steps, seed))
+    cfg = load_config(f"stackgan-{model}-shapes", overrides(model, steps, seed) + (extra or []))
     last = list(cfg.train.phases)[-1]
     if existing is None and (out / "checkpoints" / f"phase-{last}.json").exists():
         existing = out  # finished by an earlier call with the same --runs
@@ -96,6 +96,7 @@ def run_one(model: str, steps: int, seed: int, n: int, out: Path,
     res = run.evaluate(n=n, metrics=["fid", "fid_scales", "is", "caption"], seed=seed)
     return {
         "config": f"stackgan-{model}-shapes",
+        "overrides": extra or [],
         "phases": cfg.train.phases,
         "batch_size": cfg.train.batch_size,
         "g_updates": sum(cfg.train.phases.values()),
@@ -134,17 +135,23 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=2000, help="samples per evaluation")
     p.add_argument("--runs", help="keep the run directories here (default: a temporary one)")
+    p.add_argument("--also-tf", action="store_true", help="also train StackGAN-v1 with "
+                   "model.variant=tf (D conditioned on the raw text, LeakyReLU CA)")
     p.add_argument("--v2-run", type=Path, help="an existing stackgan-v2-shapes run to evaluate "
                    "instead of training v2")
     args = p.parse_args()
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.runs) if args.runs else Path(tmp)
-        for model in ("v1", "v2"):
-            name = f"StackGAN-{model}"
+        todo = [("StackGAN-v1", "v1", "v1", [])]
+        if args.also_tf:
+            todo.append(("StackGAN-v1 (variant tf)", "v1", "v1-tf", ["model.variant=tf"]))
+        todo.append(("StackGAN-v2", "v2", "v2", []))
+        for name, model, folder, extra in todo:
             print(f"training {name} for {args.steps} G updates ...", flush=True)
             existing = args.v2_run if model == "v2" else None
-            results[name] = run_one(model, args.steps, args.seed, args.n, root / model, existing)
+            results[name] = run_one(model, args.steps, args.seed, args.n, root / folder,
+                                    existing, extra)
             print(json.dumps(results[name]["metrics"], indent=1), flush=True)
     real = next(iter(results.values()))["protocol"].get("real_data", {})
     doc = {
