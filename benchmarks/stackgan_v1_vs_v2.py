@@ -69,6 +69,9 @@ def reuse_run(run: Path, cfg) -> float:  # type: ignore[no-untyped-def]
         if getattr(got.train, key) != getattr(cfg.train, key):
             raise SystemExit(f"{run}: train.{key} is {getattr(got.train, key)}, the benchmark "
                              f"needs {getattr(cfg.train, key)}")
+    last = list(cfg.train.phases)[-1]
+    if not (run / "checkpoints" / f"phase-{last}.json").exists():
+        raise SystemExit(f"{run} has not finished training (no phase-{last} checkpoint)")
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
     return float(rows[-1]["elapsed_s"])
 
