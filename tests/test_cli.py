@@ -112,3 +112,15 @@ def test_help_for_every_command(cmd):
 def test_configs_lists_the_demo(capsys):
     assert main(["configs"]) == 0
     assert "sgan-mnist" in capsys.readouterr().out
+
+
+def test_metrics_and_datasets_list_every_entry(capsys):
+    from ganstack.data import DATASETS
+    from ganstack.metrics import METRICS
+
+    assert main(["metrics"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(METRICS)
+    assert all(len(line.split()) > 1 for line in lines)  # every metric says what it is
+    assert main(["datasets"]) == 0
+    assert capsys.readouterr().out.split() == list(DATASETS)

@@ -175,6 +175,13 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def first_sentence(doc: str | None) -> str:
+    """The first sentence of a docstring, on one line."""
+    text = " ".join((doc or "").split())
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]
+
+
 def read_captions_file(path: str) -> list[str]:
     """Captions from a UTF-8 text file, one per line (blank lines skipped)."""
     try:
@@ -220,7 +227,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     else:
         from ganstack.metrics import METRICS
 
-        items = {n: (METRICS.get(n).__doc__ or "").strip().splitlines()[0] for n in METRICS}
+        items = {n: first_sentence(METRICS.get(n).__doc__) for n in METRICS}
     width = max(len(n) for n in items)
     for name, desc in items.items():
         print(f"{name:<{width}}  {desc}".rstrip())

@@ -306,6 +306,7 @@ def fid_inception(ctx: EvalContext) -> dict[str, float]:
 
 @METRICS.register("kid_inception")
 def kid_inception(ctx: EvalContext) -> dict[str, float]:
+    """KID with NVIDIA's TorchScript Inception (file supplied by the user)."""
     return _kid(ctx, "inception")
 
 
