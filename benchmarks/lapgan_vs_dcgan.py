@@ -1,6 +1,6 @@
 """LAPGAN against a one-level DCGAN of equal parameter count and equal budget.
 
-    python benchmarks/lapgan_vs_dcgan.py                  # MNIST-5k and shapes, seed 0
+    python benchmarks/lapgan_vs_dcgan.py                  # MNIST-5k and shapes, seed 0 (~22 min)
     python benchmarks/lapgan_vs_dcgan.py --seeds 0 1 2 --mnist-steps 1500 --shapes-steps 1000
 
 For each dataset the LAPGAN runs from its bundled config (`lapgan-mnist`: 7 -> 14 -> 28;
@@ -104,8 +104,8 @@ def short(name: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--mnist-steps", type=int, default=500)
-    ap.add_argument("--shapes-steps", type=int, default=400)
+    ap.add_argument("--mnist-steps", type=int, default=800)
+    ap.add_argument("--shapes-steps", type=int, default=1200)
     ap.add_argument("--shapes-resolution", type=int, default=32, choices=[16, 32, 64],
                     help="64 is the bundled config's 8 -> 16 -> 32 -> 64 (slow on a CPU)")
     ap.add_argument("--shapes-images", type=int, default=2400)

@@ -71,7 +71,7 @@ def _swing(lr: float) -> dict[str, float]:
     m = DCGAN(DCGANConfig(z_dim=8, g_dim=8, d_dim=8, lr=lr), DataInfo((1, 28, 28), 10, "toy"))
     images, labels = bar_digits(32, 0)
     batch = {"images": torch.from_numpy(images)[:, None], "labels": torch.from_numpy(labels)}
-    rows = [m.train_step(batch, "train") for _ in range(25)]
+    rows = [m.train_step(batch, "train") for _ in range(15)]
     return {k: max(abs(float(r[k]) - float(rows[0][k])) for r in rows) for k in ("d_adv",
                                                                                 "g_adv")}
 

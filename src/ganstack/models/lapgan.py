@@ -38,15 +38,29 @@ Defaults follow the official code (eyescream, spec B2-B4) where the spec gives t
 - z ~ U(-1, 1): the trainer's inputs are U[0, 1) and are mapped by 2z - 1 inside the model;
 - BCE with half-real/half-fake D batches and the non-saturating G loss.
 
-Deviations (all options or documented): Adam by default instead of the code's SGD (lr 0.02,
-momentum 0.5; the per-epoch momentum/lr schedule is not implemented with ``optimizer: sgd``);
-images scaled to [-1, 1] instead of per-pixel standardisation; the fakes of the D step and the
-G step are conditioned on the current batch's coarse images (the code draws other examples);
-the D of a conv level pads its convolutions ("same") when the level is too small for valid
-ones (fewer than 9 pixels a side), so any pyramid depth works.
+Optimiser: the code's plain SGD by default (lr 0.02, momentum 0.5 rising by 0.0008 per epoch
+up to 0.7, lr divided by 1.000004 per epoch, floor 1e-6; the clock is the number of training
+images seen, checkpointed with the model); ``optimizer: adam`` is a modern option.
+
+Options that are not the official code's (the bundled MNIST and shapes configs use some of
+them, each config says which and why): ``coarse_arch: conv`` (a small DCGAN-like coarsest
+level instead of the MLPs: with the MLPs the coarsest D sat at chance, loss ln 2, in short
+runs), ``level_lr`` (one lr per level), ``coarse_d_lr_mult``, ``d_input: concat``,
+``class_planes: onehot``, ``coarse_output: tanh``, ``d_dropout`` other than 0.5.
+
+Other deviations: images scaled to [-1, 1] instead of per-pixel standardisation; the fakes of
+the D step and the G step are conditioned on the current batch's coarse images (the code draws
+other examples); the D of a conv level pads its convolutions ("same") when the level is too
+small for valid ones (fewer than 9 pixels a side), so any pyramid depth works; all levels train
+side by side in one process (the code trains each level with its own script).
+
+Each training step logs, per level k, ``d{k}_adv``, ``g{k}_adv`` and ``d{k}_acc``, the D's
+accuracy on that step's real and fake halves (0.5: chance).
 
 ``generate`` returns ``image`` (= ``level0``) and ``level{k}`` for every level, each at its
-native size (H / 2^k), in [0, 1].
+native size (H / 2^k), in [0, 1]; :meth:`LAPGAN.image_outputs` lists them coarsest first, so
+``ganstack eval --metrics fid_scales fid_levels`` scores every level and ``ganstack sample``
+PNGs show the levels of each sample side by side.
 """
 
 from __future__ import annotations
