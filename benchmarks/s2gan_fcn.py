@@ -168,8 +168,11 @@ def main() -> None:
 
 
 def markdown(summary: dict, protocol: dict) -> str:
+    def num(x: float) -> str:
+        return f"{x:.1f}" if abs(x) >= 1 else f"{x:.2g}"
+
     def cell(d: dict) -> str:
-        return f"{d['mean']:.1f} ± {d['std']:.1f}" if len(d["runs"]) > 1 else f"{d['mean']:.1f}"
+        return f"{num(d['mean'])} ± {num(d['std'])}" if len(d["runs"]) > 1 else num(d["mean"])
 
     names = list(summary)
     keys = list(summary[names[0]])
