@@ -70,6 +70,18 @@ def tiny_overrides(mnist_dir: Path) -> list[str]:
     return tiny_config_overrides(mnist_dir)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny networks: one torch thread is faster and does not fight other processes for the
+    cores. A module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Classifier caches go to a per-session temporary folder, never the user's."""

@@ -14,13 +14,7 @@ from ganstack.train.trainer import Trainer
 from .conftest import bar_digits
 from .helpers import final_state, logged_losses
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _batch(n, shape, classes, seed=0):

@@ -28,12 +28,7 @@ from .helpers import final_state, logged_losses
 INFO = DataInfo((3, 32, 32), 4, "rooms")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -34,12 +34,7 @@ def _batch(n: int = 6, size: int = 64, seed: int = 0) -> dict[str, torch.Tensor]
             "embeddings": torch.randn(n, 10, TEXT_DIM, generator=g)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- every variant builds, trains a step of each stage and samples ----------------------------
