@@ -30,6 +30,7 @@ from torch import nn
 from ganstack import losses
 from ganstack.config import ConfigError
 from ganstack.models.base import DataInfo, StackModel
+from ganstack.nn.stackgan import init_normal_stackgan_
 
 
 @dataclass
@@ -130,16 +131,8 @@ class Discriminator(nn.Module):
 
 
 def _init(module: nn.Module, std: float) -> nn.Module:
-    if std > 0:
-        for m in module.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-                nn.init.normal_(m.weight, 0.0, std)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                nn.init.normal_(m.weight, 1.0, std)
-                nn.init.zeros_(m.bias)
-    return module
+    """N(0, std) weights and N(1, std) BN scales (std <= 0: PyTorch's default init)."""
+    return init_normal_stackgan_(module, std) if std > 0 else module
 
 
 class DCGAN(StackModel):

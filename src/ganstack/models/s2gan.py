@@ -67,6 +67,7 @@ from ganstack.config import ConfigError
 from ganstack.data.base import ImageDataset
 from ganstack.errors import GanstackError
 from ganstack.models.base import DataInfo, LogFn, StackModel
+from ganstack.nn import scale_grad
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -217,18 +218,6 @@ def spherical_kmeans(x: torch.Tensor, k: int, iters: int, seed: int) -> torch.Te
         c = sums / sums.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return c.float()
 
-
-class _ScaleGrad(torch.autograd.Function):
-    """Identity forward; the backward gradient multiplied by ``scale``."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # type: ignore[override]
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        return grad * ctx.scale, None
 
 
 def init_official_(module: nn.Module, std: float = 0.02) -> nn.Module:
@@ -737,7 +726,7 @@ class S2GAN(StackModel):
         # ---- generators: L_style + lamda * L_struct, the style gradient into G_struct scaled
         self.set_requires_grad([self.D_struct, self.D_style], False)
         n_fake = self.G_struct(self._z(b, cfg.z_struct))
-        c_hat = _ScaleGrad.apply(self.chain_normals(n_fake), cfg.joint_style_to_struct)
+        c_hat = scale_grad(self.chain_normals(n_fake), cfg.joint_style_to_struct)
         img = self.G_style(self._z(b, cfg.z_style), c_hat)
         l_style = F.softplus(-self.D_style(img, c_hat)).mean()
         l_struct = F.softplus(-self.D_struct(n_fake)).mean()

@@ -38,7 +38,15 @@ from ganstack.config import ConfigError
 from ganstack.data.base import ImageDataset
 from ganstack.errors import CheckpointError
 from ganstack.models.base import DataInfo, LogFn, StackModel
-from ganstack.nn import conv_act, deconv5, init_glorot_, init_normal_, linear_act, lrelu
+from ganstack.nn import (
+    conv_act,
+    deconv5,
+    init_glorot_,
+    init_normal_,
+    linear_act,
+    lrelu,
+    scale_grad,
+)
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -286,16 +294,6 @@ class MnistImageDiscriminator(nn.Module):
 IMAGE_NETS = {"mnist": (MnistImageGenerator, MnistImageDiscriminator, (1, 28, 28))}
 
 
-class _ScaleGrad(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # type: ignore[override]
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        return grad * ctx.scale, None
-
 
 # --------------------------------------------------------------------------------------------
 # The model
@@ -438,7 +436,7 @@ class SGAN(StackModel):
 
     def _couple(self, h: torch.Tensor) -> torch.Tensor:
         c = self.cfg.joint_coupling
-        return h.detach() if c == 0 else _ScaleGrad.apply(h, c)
+        return h.detach() if c == 0 else scale_grad(h, c)
 
     def _levels(
         self,

@@ -7,8 +7,9 @@ from ganstack.nn.layers import (
     init_normal_,
     linear_act,
     lrelu,
+    scale_grad,
 )
 
 __all__ = [
-    "conv_act", "deconv5", "init_glorot_", "init_normal_", "linear_act", "lrelu",
+    "conv_act", "deconv5", "init_glorot_", "init_normal_", "linear_act", "lrelu", "scale_grad",
 ]

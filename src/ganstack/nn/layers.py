@@ -6,6 +6,7 @@ running averages with momentum 0.1, and the nonlinearity comes after the normali
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 BN_EPS = 1e-6
@@ -79,3 +80,21 @@ def deconv5(
         layers.append(act)
     return nn.Sequential(*layers)
 
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; the backward gradient multiplied by ``scale``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return grad * ctx.scale, None
+
+
+def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``x`` unchanged, with the gradient that flows back through it multiplied by ``scale``."""
+    return _ScaleGrad.apply(x, scale)
