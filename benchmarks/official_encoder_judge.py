@@ -20,12 +20,12 @@ import json
 import torch
 
 from ganstack.metrics.evaluate import images_from_npz, shuffled_inception_score
-from ganstack.models.sgan import SGAN, SGANEncoder
+from ganstack.models.sgan import SGANEncoder
 
 
 def score(enc: SGANEncoder, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     with torch.no_grad():
-        probs = torch.cat([enc(SGAN.preprocess(images[s : s + 1000])).softmax(1)
+        probs = torch.cat([enc(images[s : s + 1000].float() / 255).softmax(1)
                            for s in range(0, len(images), 1000)])
     pred = probs.argmax(1)
     return {

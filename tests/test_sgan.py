@@ -130,7 +130,7 @@ def test_official_encoder_weights_classify_mnist5k():
     enc = SGANEncoder("mnist", ["fc3"])
     enc.load_lasagne_npz(path)
     with torch.no_grad():
-        pred = torch.cat([enc(SGAN.preprocess(ds.images[s:s + 1000])).argmax(1)
+        pred = torch.cat([enc(ds.images[s:s + 1000].float() / 255).argmax(1)
                           for s in range(0, len(ds), 1000)])
     acc = float((pred == ds.labels).float().mean())
     assert acc >= 0.98, acc

@@ -91,6 +91,11 @@ class TrainConfig:
     # Under torchrun (several processes): synchronise batch-norm statistics across processes
     # (torch.nn.SyncBatchNorm; CUDA only). Off: each process normalises over its own batch.
     sync_bn: bool = False
+    # Start a phase from the weights of an earlier step of the same run instead of the last
+    # step, e.g. {joint: 95000}: the joint phase starts from step 95,000 of the independent
+    # phase (the SGAN code's epoch-190 checkpoints). That step's checkpoint is kept
+    # (checkpoints/keep-step-NNNNNNN); optimizer states are not taken from it.
+    phase_init: dict[str, int] = field(default_factory=dict)
 
     def validate(self, where: str) -> None:
         _require(self.batch_size > 0, f"{where}.batch_size must be > 0, got {self.batch_size}")
@@ -379,10 +384,51 @@ def from_dict(raw: dict[str, Any]) -> ExperimentConfig:
         if name not in phases:
             raise ConfigError(unknown_key_message(name, list(phases), "train.phases"))
     cfg.train.phases = {name: cfg.train.phases.get(name, steps) for name, steps in phases.items()}
+    start = 0
+    starts = {}
+    for name, steps in cfg.train.phases.items():
+        starts[name] = start
+        start += steps
+    for name, step in cfg.train.phase_init.items():
+        if name not in phases:
+            raise ConfigError(unknown_key_message(name, list(phases), "train.phase_init"))
+        _require(0 < step <= starts[name],
+                 f"train.phase_init.{name}={step}: the phase '{name}' starts after step "
+                 f"{starts[name]}, so its initial weights must come from a step in "
+                 f"1..{starts[name]}")
     return cfg
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``: mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_config_tree(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's keys, on top of those of the config its ``base:`` key names.
+
+    ``base`` is a bundled config name or a YAML path (relative to the file's folder); the file's
+    own keys win, mappings merge key by key. The chain may be several files deep.
+    """
+    raw = _read_yaml(path)
+    if "base" not in raw:
+        return raw
+    base = raw.pop("base")
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: base must name a bundled config or a YAML file, got {base!r}")
+    rel = path.parent / base
+    target = resolve_config_path(str(rel) if rel.suffix in (".yaml", ".yml") else base)
+    chain = (*_chain, path.resolve())
+    if target.resolve() in chain:
+        names = " -> ".join(str(c.name) for c in (*chain, target))
+        raise ConfigError(f"{path}: the base configs form a cycle ({names})")
+    return _merge(read_config_tree(target, chain), raw)
 
 
 def load_config(name_or_path: str, overrides: list[str] | None = None) -> ExperimentConfig:
     """Load a bundled config or YAML file and apply ``key=value`` overrides."""
-    raw = _read_yaml(resolve_config_path(name_or_path))
+    raw = read_config_tree(resolve_config_path(name_or_path))
     return from_dict(apply_overrides(raw, list(overrides or [])))

@@ -58,6 +58,8 @@ class StackModel(nn.Module):
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.ema: nn.ModuleDict | None = None
         self.ema_decay = 0.0
+        #: Real images a figure may show beside samples (set by the trainer; None elsewhere).
+        self.reference: ImageDataset | None = None
 
     # ---- phases ---------------------------------------------------------------------------
 

@@ -18,7 +18,13 @@ Phases (official MNIST code, spec sgan.md section 5.4):
   0.01 in the CIFAR code).
 
 Defaults follow the official MNIST code: sigmoid (one-logit) D, non-saturating G loss,
-z ~ U(0, 1), Adam(1e-4, 0.5, 0.999), weights adv 1 / cond 1 / ent 10.
+z ~ U(0, 1), Adam(1e-4, 0.5, 0.999), weights adv 1 / cond 1 / ent 10. The CIFAR-10 code's recipe
+(spec sections 3.1-3.4, 4.2, 5.2-5.3) is a set of options, all on in ``sgan-cifar10``:
+``encoder.arch=cifar`` (its networks), ``mean_image`` (per-pixel mean subtraction),
+``disc=kclass`` (K class logits, real/fake = sigmoid(logsumexp), label loss on real data),
+``g_loss=saturating``, ``g_steps=adaptive`` (1/3/5/7 G steps), ``d_input_noise``,
+``d_dropout``/``joint_d_dropout``, ``joint_feature_noise``, ``joint_coupling=0.01`` and
+``train.phase_init`` (the joint phase starts from a chosen independent-phase step).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from ganstack.data.base import ImageDataset
 from ganstack.errors import CheckpointError
 from ganstack.models.base import DataInfo, LogFn, StackModel
 from ganstack.nn import (
+    GaussianNoise,
     conv_act,
     deconv5,
     init_glorot_,
@@ -55,7 +62,9 @@ from ganstack.nn import (
 
 @dataclass
 class SGANEncoderConfig:
-    arch: Literal["mnist"] = "mnist"  # spec section 2.2
+    # The encoder and the networks of every level: "mnist" (spec 2.2, 3.5; 1x28x28 images) or
+    # "cifar" (spec 2.1, 3.1-3.4; 3x32x32 images: CIFAR-10, SVHN, a 32x32 image folder).
+    arch: Literal["mnist", "cifar"] = "mnist"
     # Encoder layers after which the stack is cut: each gives one intermediate representation.
     # ["fc3"] is the paper's two-level stack (y -> fc3 -> image); ["pool2", "fc3"] gives three.
     split: list[str] = field(default_factory=lambda: ["fc3"])
@@ -65,6 +74,9 @@ class SGANEncoderConfig:
     pretrain_epochs: int = 8
     pretrain_lr: float = 1e-3
     pretrain_batch_size: int = 100
+    # Random horizontal flips while pretraining (the paper flips CIFAR-10 images for its
+    # encoder, spec 2.4 [unverified]; not for digits).
+    pretrain_flip: bool = False
 
 
 @dataclass
@@ -78,7 +90,8 @@ class SGANConfig:
     use_labels: bool = True
     width: float = 1.0  # channel multiplier of the image generator/discriminator (1 = official)
     feature_hidden: int = 512  # hidden width of feature-level generators (official: 512)
-    feature_disc_hidden: int = 256  # hidden width of feature-level discriminators (official: 256)
+    # Hidden width of feature-level discriminators (unset: the official 256 for mnist, 512 cifar).
+    feature_disc_hidden: int | None = None
     adv_weight: float = 1.0  # lambda_1; 0 switches the generator's adversarial term off
     cond_weight: float = 1.0  # lambda_2; 0 switches the conditional loss off
     ent_weight: float = 10.0  # lambda_3; 0 switches the entropy loss (and Q training) off
@@ -97,6 +110,27 @@ class SGANConfig:
     reset_optimizers: bool = True
     # Batch-norm statistics used when sampling: "eval" = running averages, "batch" = batch stats.
     sample_bn: Literal["eval", "batch"] = "eval"
+    # ---- the CIFAR-10 code's recipe (spec 4.2, 5.2-5.3, 7); the defaults are the MNIST code's.
+    # Discriminator output: "sigmoid" = one real/fake logit (MNIST code; the paper's L_D);
+    # "kclass" = one logit per class, real/fake = sigmoid(logsumexp(logits)), and a cross-entropy
+    # loss on the real data's labels (CIFAR code; label-free when use_labels is false).
+    disc: Literal["sigmoid", "kclass"] = "sigmoid"
+    label_weight: float = 1.0  # weight of the kclass discriminator's label loss (code: 1)
+    # Generator steps per discriminator step: "one" (MNIST code) or "adaptive": 1, 3, 5 or 7
+    # while D's adversarial loss is above 0.65, 0.5, 0.3 or not (CIFAR code; each level by its
+    # own D in the independent phase, every level by D0's loss in the joint phase).
+    g_steps: Literal["one", "adaptive"] = "one"
+    # Std of the Gaussian noise on each discriminator's input, bottom level first ([]: none, the
+    # MNIST code; CIFAR code: [0.05, 0.2], images mean-subtracted, fc3 features).
+    d_input_noise: list[float] = field(default_factory=list)
+    d_dropout: float = 0.0  # dropout in the cifar image discriminator (CIFAR code: 0.1)
+    joint_d_dropout: float | None = None  # in the joint phase (code: 0.3; unset: d_dropout)
+    # Std of the two noise layers the CIFAR code adds inside feature discriminators in the joint
+    # phase (code: 0.2; 0: none).
+    joint_feature_noise: float = 0.0
+    # Subtract the training set's per-pixel mean image from every image the encoder and the
+    # image discriminator see; G0's sigmoid output minus the same mean is the fake (CIFAR code).
+    mean_image: bool = False
 
     def validate(self, where: str) -> None:
         if any(d <= 0 for d in self.z_dims):
@@ -110,7 +144,24 @@ class SGANConfig:
                 f"noise size per level"
             )
         SGANEncoder(self.encoder.arch, self.encoder.split)  # checks the split names
-        for k in ("adv_weight", "cond_weight", "ent_weight", "joint_coupling", "lr"):
+        if self.d_input_noise and len(self.d_input_noise) != len(self.z_dims):
+            raise ConfigError(
+                f"{where}.d_input_noise has {len(self.d_input_noise)} entries for "
+                f"{len(self.z_dims)} levels: give one std per level, bottom first (or [] for none)"
+            )
+        drops = [self.d_dropout] + ([] if self.joint_d_dropout is None else [self.joint_d_dropout])
+        if any(not 0 <= d < 1 for d in drops):
+            raise ConfigError(f"{where}.d_dropout and joint_d_dropout must be in [0, 1)")
+        if self.encoder.arch == "mnist" and any(drops):
+            raise ConfigError(
+                f"{where}.d_dropout: the 'mnist' image discriminator has no dropout layers (as "
+                f"in the official MNIST code); set it to 0 or use encoder.arch=cifar"
+            )
+        noises = [*self.d_input_noise, self.joint_feature_noise]
+        if any(not (v >= 0 and math.isfinite(v)) for v in noises):
+            raise ConfigError(f"{where}.d_input_noise and joint_feature_noise must be >= 0")
+        for k in ("adv_weight", "cond_weight", "ent_weight", "joint_coupling", "lr",
+                  "label_weight"):
             v = getattr(self, k)
             if not (v >= 0 and math.isfinite(v)):
                 raise ConfigError(f"{where}.{k} must be a finite number >= 0, got {v}")
@@ -133,7 +184,19 @@ def _mnist_encoder_layers() -> list[tuple[str, nn.Module]]:
     ]
 
 
-ENCODER_ARCHS = {"mnist": _mnist_encoder_layers}
+def _cifar_encoder_layers() -> list[tuple[str, nn.Module]]:
+    """Spec 2.1: the same pattern, wider: 64 and 128 channels, fc3 3200 -> 256, on 3x32x32."""
+    return [
+        ("conv1", nn.Sequential(nn.Conv2d(3, 64, 5), nn.ReLU())),
+        ("pool1", nn.MaxPool2d(2)),
+        ("conv2", nn.Sequential(nn.Conv2d(64, 128, 5), nn.ReLU())),
+        ("pool2", nn.MaxPool2d(2)),
+        ("fc3", nn.Sequential(nn.Flatten(), nn.Linear(3200, 256), nn.ReLU())),
+        ("fc4", nn.Linear(256, 10)),
+    ]
+
+
+ENCODER_ARCHS = {"mnist": _mnist_encoder_layers, "cifar": _cifar_encoder_layers}
 
 
 class SGANEncoder(nn.Module):
@@ -233,20 +296,56 @@ class FeatureGenerator(nn.Module):
 
 
 class FeatureDiscriminator(nn.Module):
-    """D/Q for a feature level: 2 x (Linear, LReLU) trunk, adversarial and sigmoid Q heads."""
+    """D/Q for a feature level: a 2-layer trunk, an adversarial head and a Q head.
 
-    def __init__(self, in_dim: int, z_dim: int, hidden: int) -> None:
+    ``mnist`` (spec 3.5): 2 x (Linear, LReLU), sigmoid Q head (z lies in [0, 1]).
+    ``cifar`` (spec 3.4): Linear-LReLU, Linear-BN-LReLU, linear Q head. Both have an input noise
+    layer and, after each trunk layer, the noise layers of the CIFAR joint phase (std 0: off).
+    """
+
+    def __init__(self, in_dim: int, z_dim: int, hidden: int, out_dim: int = 1,
+                 arch: str = "mnist") -> None:
         super().__init__()
         self.trunk = nn.Sequential(
             linear_act(in_dim, hidden, lrelu(), bn=False),
-            linear_act(hidden, hidden, lrelu(), bn=False),
+            linear_act(hidden, hidden, lrelu(), bn=arch == "cifar"),
         )
-        self.adv = nn.Linear(hidden, 1)
-        self.q = nn.Sequential(nn.Linear(hidden, z_dim), nn.Sigmoid())
+        self.noise = nn.ModuleList([GaussianNoise(), GaussianNoise(), GaussianNoise()])
+        self.adv = nn.Linear(hidden, out_dim)
+        q: list[nn.Module] = [nn.Linear(hidden, z_dim)]
+        self.q = nn.Sequential(*q, nn.Sigmoid()) if arch == "mnist" else nn.Sequential(*q)
+
+    def set_regularisation(self, input_noise: float, dropout: float, inner_noise: float) -> None:
+        self.noise[0].std = input_noise
+        self.noise[1].std = self.noise[2].std = inner_noise
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        t = self.trunk(h.flatten(1))
+        t = self.noise[0](h.flatten(1))
+        t = self.noise[1](self.trunk[0](t))
+        t = self.noise[2](self.trunk[1](t))
         return self.adv(t), self.q(t)
+
+
+class CifarFeatureGenerator(nn.Module):
+    """G1 of the CIFAR code (spec 3.1): z -> 256 and the condition -> 512 embeddings (Linear,
+    BN, ReLU), concatenated, 2 x (Linear 512, BN, ReLU), Linear -> out, ReLU."""
+
+    def __init__(self, cond_dim: int, z_dim: int, out_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.z_embed = linear_act(z_dim, 256, nn.ReLU())
+        self.c_embed = linear_act(cond_dim, 512, nn.ReLU()) if cond_dim else None
+        self.net = nn.Sequential(
+            linear_act(256 + (512 if cond_dim else 0), hidden, nn.ReLU()),
+            linear_act(hidden, hidden, nn.ReLU()),
+            nn.Linear(hidden, out_dim),
+            nn.ReLU(),
+        )
+
+    def forward(self, cond: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        parts = [self.z_embed(z)]
+        if self.c_embed is not None:
+            parts.append(self.c_embed(cond))
+        return self.net(torch.cat(parts, 1))
 
 
 class MnistImageGenerator(nn.Module):
@@ -273,7 +372,7 @@ class MnistImageGenerator(nn.Module):
 class MnistImageDiscriminator(nn.Module):
     """D0/Q0 of the MNIST code: three 5x5 stride-2 convs, FC 256, adversarial and Q heads."""
 
-    def __init__(self, z_dim: int, width: float = 1.0) -> None:
+    def __init__(self, z_dim: int, width: float = 1.0, out_dim: int = 1) -> None:
         super().__init__()
         c = [max(1, round(k * width)) for k in (32, 64, 128)]
         self.trunk = nn.Sequential(
@@ -283,15 +382,80 @@ class MnistImageDiscriminator(nn.Module):
             nn.Flatten(),
             linear_act(c[2] * 16, 256, lrelu(), bn=False),
         )
-        self.adv = nn.Linear(256, 1)
+        self.noise = GaussianNoise()
+        self.adv = nn.Linear(256, out_dim)
         self.q = nn.Sequential(nn.Linear(256, z_dim), nn.Sigmoid())
 
+    def set_regularisation(self, input_noise: float, dropout: float, inner_noise: float) -> None:
+        self.noise.std = input_noise  # no dropout layers in the MNIST code (validated)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        t = self.trunk(x)
+        t = self.trunk(self.noise(x))
         return self.adv(t), self.q(t)
 
 
-IMAGE_NETS = {"mnist": (MnistImageGenerator, MnistImageDiscriminator, (1, 28, 28))}
+class CifarImageGenerator(nn.Module):
+    """G0 of the CIFAR code (spec 3.2): z -> 2 x (Linear 128, BN, ReLU); concat with the
+    condition; Linear -> 256x5x5; 5x5 deconvs 5->10->14->28->32; sigmoid."""
+
+    def __init__(self, cond_dim: int, z_dim: int, width: float = 1.0) -> None:
+        super().__init__()
+        c1, c2 = max(1, round(256 * width)), max(1, round(128 * width))
+        self.c1 = c1
+        self.z_embed = nn.Sequential(linear_act(z_dim, 128, nn.ReLU()),
+                                     linear_act(128, 128, nn.ReLU()))
+        self.fc = linear_act(cond_dim + 128, c1 * 25, nn.ReLU())
+        self.deconv = nn.Sequential(
+            deconv5(c1, c1, "half", nn.ReLU()),  # 10x10
+            deconv5(c1, c2, "valid", nn.ReLU()),  # 14x14
+            deconv5(c2, c2, "half", nn.ReLU()),  # 28x28
+            deconv5(c2, 3, "valid", nn.Sigmoid(), bn=False),  # 32x32
+        )
+
+    def forward(self, cond: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        h = self.fc(torch.cat([cond, self.z_embed(z)], 1))
+        return self.deconv(h.view(-1, self.c1, 5, 5))
+
+
+class CifarImageDiscriminator(nn.Module):
+    """D0/Q0 of the CIFAR code (spec 3.3): input noise, 3x3 convs 96-96/2-192-192/2-192 (BN on
+    all but the first) with dropout after each stride-2 conv, a 1x1 NIN; the adversarial head
+    reads the global average pool, the linear Q head the whole 6x6 trunk."""
+
+    def __init__(self, z_dim: int, width: float = 1.0, out_dim: int = 1) -> None:
+        super().__init__()
+        a, b = max(1, round(96 * width)), max(1, round(192 * width))
+        self.noise = GaussianNoise()
+        self.drop = nn.ModuleList([nn.Dropout(0.0), nn.Dropout(0.0)])
+        self.trunk = nn.Sequential(
+            conv_act(3, a, 3, 1, 1, lrelu()),  # 32x32
+            conv_act(a, a, 3, 2, 1, lrelu(), bn=True),  # 16x16
+            self.drop[0],
+            conv_act(a, b, 3, 1, 1, lrelu(), bn=True),
+            conv_act(b, b, 3, 2, 1, lrelu(), bn=True),  # 8x8
+            self.drop[1],
+            conv_act(b, b, 3, 1, 0, lrelu(), bn=True),  # 6x6
+            conv_act(b, b, 1, 1, 0, lrelu()),  # NIN
+        )
+        self.adv = nn.Linear(b, out_dim)
+        self.q = nn.Sequential(nn.Flatten(), nn.Linear(b * 36, z_dim))
+
+    def set_regularisation(self, input_noise: float, dropout: float, inner_noise: float) -> None:
+        self.noise.std = input_noise
+        for d in self.drop:
+            d.p = dropout
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = self.trunk(self.noise(x))
+        return self.adv(t.mean((2, 3))), self.q(t)
+
+
+IMAGE_NETS = {
+    "mnist": (MnistImageGenerator, MnistImageDiscriminator, (1, 28, 28)),
+    "cifar": (CifarImageGenerator, CifarImageDiscriminator, (3, 32, 32)),
+}
+FEATURE_GENERATORS = {"mnist": FeatureGenerator, "cifar": CifarFeatureGenerator}
+FEATURE_DISC_HIDDEN = {"mnist": 256, "cifar": 512}
 
 
 
@@ -330,6 +494,8 @@ class SGAN(StackModel):
         self.rep_shapes = [shape] + [tuple(f.shape[1:]) for f in feats[:-1]]
         dims = [int(np.prod(s)) for s in self.rep_shapes]
         self.levels = n
+        out_dim = info.num_classes if cfg.disc == "kclass" else 1
+        disc_hidden = cfg.feature_disc_hidden or FEATURE_DISC_HIDDEN[arch]
         gens, discs = [], []
         for i in range(n):
             top_dim = info.num_classes if cfg.use_labels else 0
@@ -337,10 +503,10 @@ class SGAN(StackModel):
             z = cfg.z_dims[i]
             if i == 0:
                 gens.append(g_cls(cond_dim, z, cfg.width))
-                discs.append(d_cls(z, cfg.width))
+                discs.append(d_cls(z, cfg.width, out_dim))
             else:
-                gens.append(FeatureGenerator(cond_dim, z, dims[i], cfg.feature_hidden))
-                discs.append(FeatureDiscriminator(dims[i], z, cfg.feature_disc_hidden))
+                gens.append(FEATURE_GENERATORS[arch](cond_dim, z, dims[i], cfg.feature_hidden))
+                discs.append(FeatureDiscriminator(dims[i], z, disc_hidden, out_dim, arch))
         for g_net, d_net in zip(gens, discs, strict=True):
             init_normal_(g_net)
             if cfg.disc_init == "glorot":
@@ -349,6 +515,9 @@ class SGAN(StackModel):
                 init_normal_(d_net)
         self.G = nn.ModuleList(gens)
         self.D = nn.ModuleList(discs)
+        if cfg.mean_image:  # set from the training images in setup(); saved in checkpoints
+            self.register_buffer("mean_image", torch.zeros(shape))
+        self._regularise(joint=False)
         self.optimizers = {}
         for i in range(n):
             self.optimizers[f"G{i}"] = self._adam(self.G[i].parameters())
@@ -377,6 +546,13 @@ class SGAN(StackModel):
 
     def setup(self, train: ImageDataset, evaluation: ImageDataset | None, log: LogFn) -> dict:
         ecfg = self.cfg.encoder
+        if self.cfg.mean_image:
+            total = torch.zeros(self.rep_shapes[0], dtype=torch.float64)
+            for s in range(0, len(train), 1000):
+                total += train.images[s : s + 1000].double().sum(0) / 255.0
+            self.mean_image.copy_((total / len(train)).float())
+            means = [round(float(v), 4) for v in self.mean_image.mean((1, 2))]
+            log(f"mean image of {len(train)} training images: channel means {means}")
         if ecfg.weights:
             self.encoder.load_lasagne_npz(ecfg.weights)
             log(f"encoder: loaded {ecfg.weights}")
@@ -402,7 +578,11 @@ class SGAN(StackModel):
             total = 0.0
             for s in range(0, len(train) - bs + 1, bs):
                 idx = perm[s : s + bs]
-                loss = F.cross_entropy(enc(self.preprocess(x_all[idx])), y_all[idx])
+                x = self.preprocess(x_all[idx])
+                if ecfg.pretrain_flip:
+                    flip = torch.rand(len(x), 1, 1, 1, device=dev) < 0.5
+                    x = torch.where(flip, x.flip(3), x)
+                loss = F.cross_entropy(enc(x), y_all[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -414,14 +594,30 @@ class SGAN(StackModel):
 
     # ---- data conventions ------------------------------------------------------------------
 
-    @staticmethod
-    def preprocess(images: torch.Tensor) -> torch.Tensor:
-        """uint8 -> the encoder's input range (MNIST: raw pixels in [0, 1])."""
-        return images.float() / 255.0
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 -> the encoder's input: pixels in [0, 1] (MNIST code), minus the per-pixel
+        mean image with ``mean_image`` (CIFAR code)."""
+        return self.centre(images.float() / 255.0)
+
+    def centre(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] -> the image level's representation h_0."""
+        return images - self.mean_image if self.cfg.mean_image else images
+
+    def _regularise(self, joint: bool) -> None:
+        """The discriminators' input noise and dropout for the phase (spec 3.3, 3.4)."""
+        cfg = self.cfg
+        noise = cfg.d_input_noise or [0.0] * self.levels
+        drop = cfg.d_dropout
+        if joint and cfg.joint_d_dropout is not None:
+            drop = cfg.joint_d_dropout
+        inner = cfg.joint_feature_noise if joint else 0.0
+        for i, d in enumerate(self.D):
+            d.set_regularisation(noise[i], drop, inner)
 
     # ---- training --------------------------------------------------------------------------
 
     def enter_phase(self, phase: str, fresh: bool) -> None:
+        self._regularise(joint=phase == "joint")  # not in the checkpoint: set on every entry
         if not fresh:
             return  # resumed mid-phase: optimizer state and lr come from the checkpoint
         lr = self.cfg.joint_lr if phase == "joint" and self.cfg.joint_lr else self.cfg.lr
@@ -444,12 +640,17 @@ class SGAN(StackModel):
         top: torch.Tensor,
         zs: list[torch.Tensor],
         joint: bool,
+        only: set[int] | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Fakes and the condition each level was given (also its cond-loss target)."""
+        """Fakes (in representation space: h_0 is mean-subtracted with ``mean_image``) and the
+        condition each level was given, which is also its cond-loss target. ``only``: the
+        levels needed (independent phase; the joint phase always runs the whole chain)."""
         n = self.levels
         fakes: list[torch.Tensor] = [torch.empty(0)] * n
         conds: list[torch.Tensor] = [torch.empty(0)] * n
         for i in reversed(range(n)):
+            if not joint and only is not None and i not in only:
+                continue
             if i == n - 1:
                 conds[i] = top
             elif joint:
@@ -457,7 +658,17 @@ class SGAN(StackModel):
             else:
                 conds[i] = real[i + 1]
             fakes[i] = self.G[i](conds[i], zs[i])
+            if i == 0:
+                fakes[i] = self.centre(fakes[i])
         return fakes, conds
+
+    @staticmethod
+    def adaptive_g_steps(d_adv: float) -> int:
+        """The CIFAR code's schedule: more G steps the better D does (ln 2 ~ 0.69 is chance)."""
+        for threshold, steps in ((0.65, 1), (0.5, 3), (0.3, 5)):
+            if d_adv > threshold:
+                return steps
+        return 7
 
     def train_step(self, batch: dict[str, torch.Tensor], phase: str) -> dict[str, torch.Tensor]:
         cfg = self.cfg
@@ -469,6 +680,7 @@ class SGAN(StackModel):
         real = [x] + [f.flatten(1) for f in feats[:-1]]
         top = self._top_condition(y, b)
         joint = phase == "joint"
+        label_loss = cfg.disc == "kclass" and self.conditional and cfg.label_weight > 0
         logs: dict[str, torch.Tensor] = {}
 
         # ---- discriminator step (all levels; real and fake in separate calls, as the code)
@@ -476,37 +688,55 @@ class SGAN(StackModel):
         with torch.no_grad():
             fakes, _ = self._levels(real, top, zs, joint)
         d_total = x.new_zeros(())
+        d_adv = []
         for i in range(n):
             l_real, _ = self.D[i](real[i])
             l_fake, q = self.D[i](fakes[i])
             adv = losses.d_adversarial(l_real, l_fake)
             ent = losses.entropy(q, zs[i])
             d_total = d_total + adv + cfg.ent_weight * ent
+            if label_loss:  # K-class D: classify the real data (spec 4.2)
+                lab = F.cross_entropy(l_real, y)
+                d_total = d_total + cfg.label_weight * lab
+                logs[f"d{i}_label"] = lab.detach()
+            d_adv.append(adv.detach())
             logs[f"d{i}_adv"] = adv.detach()
             logs[f"d{i}_ent"] = ent.detach()
         self.optimize(d_total, [f"D{i}" for i in range(n)])
 
-        # ---- generator step (fresh noise; D's weights get no gradient)
+        # ---- generator steps (fresh noise each; D's weights get no gradient)
+        if cfg.g_steps == "one":
+            counts = [1] * n
+        elif joint:  # driven by D0 alone (train_joint.py)
+            counts = [self.adaptive_g_steps(float(d_adv[0]))] * n
+        else:  # each level by its own D (train_gan0.py, train_gan1.py)
+            counts = [self.adaptive_g_steps(float(a)) for a in d_adv]
         self.set_requires_grad(self.D, False)
-        zs = self._draw_z(b)
-        fakes, conds = self._levels(real, top, zs, joint)
-        g_total = x.new_zeros(())
-        for i in range(n):
-            l_fake, q = self.D[i](fakes[i])
-            adv = losses.g_adversarial(l_fake, cfg.g_loss)
-            ent = losses.entropy(q, zs[i])
-            pred = self.encoder.segment(i, fakes[i].view(b, *self.rep_shapes[i]))
-            if i == n - 1:
-                cond = losses.conditional_label(pred, y) if self.conditional else pred.new_zeros(())
-            else:
-                cond = losses.conditional_feature(pred.flatten(1), conds[i])
-            g_total = g_total + cfg.adv_weight * adv + cfg.cond_weight * cond
-            g_total = g_total + cfg.ent_weight * ent
-            logs[f"g{i}_adv"] = adv.detach()
-            logs[f"g{i}_cond"] = cond.detach()
-            logs[f"g{i}_ent"] = ent.detach()
-        self.optimize(g_total, [f"G{i}" for i in range(n)])
+        for t in range(max(counts)):
+            active = [i for i in range(n) if counts[i] > t]
+            zs = self._draw_z(b)
+            fakes, conds = self._levels(real, top, zs, joint, only=set(active))
+            g_total = x.new_zeros(())
+            for i in active:
+                l_fake, q = self.D[i](fakes[i])
+                adv = losses.g_adversarial(l_fake, cfg.g_loss)
+                ent = losses.entropy(q, zs[i])
+                pred = self.encoder.segment(i, fakes[i].view(b, *self.rep_shapes[i]))
+                if i == n - 1:
+                    cond = (losses.conditional_label(pred, y) if self.conditional
+                            else pred.new_zeros(()))
+                else:
+                    cond = losses.conditional_feature(pred.flatten(1), conds[i])
+                g_total = g_total + cfg.adv_weight * adv + cfg.cond_weight * cond
+                g_total = g_total + cfg.ent_weight * ent
+                logs[f"g{i}_adv"] = adv.detach()
+                logs[f"g{i}_cond"] = cond.detach()
+                logs[f"g{i}_ent"] = ent.detach()
+            self.optimize(g_total, [f"G{i}" for i in active])
         self.set_requires_grad(self.D, True)
+        if cfg.g_steps == "adaptive":
+            for i in range(n):
+                logs[f"g{i}_steps"] = torch.tensor(float(counts[i]))
         return logs
 
     # ---- sampling --------------------------------------------------------------------------
@@ -563,7 +793,26 @@ class SGAN(StackModel):
         # One figure per level: every input fixed within a row except that level's noise.
         for name in self.noise_dims():
             figs[f"vary_{name}"] = self.grid(k, 10, vary=[name], generator=generator)
+        if self.levels > 1 and self.reference is not None:
+            figs["reconstructions"] = self.reconstructions(self.reference, generator=generator)
         return figs
+
+    @torch.no_grad()
+    def reconstructions(self, data: ImageDataset, rows: int = 10, cols: int = 9,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+        """Each row: a real image x, then G0(E0(x), z0) for ``cols`` draws of z0 (the CIFAR
+        code's per-epoch reconstructions). How close they are shows how faithfully G0 follows
+        its condition; how much they differ, how much it uses its noise."""
+        picks = [int((data.labels == c).nonzero()[0]) for c in range(self.info.num_classes)
+                 if data.labels is not None and bool((data.labels == c).any())][:rows]
+        picks = picks or list(range(min(rows, len(data))))
+        x = data.images[picks].to(self.device)
+        h1 = self.encoder.segment(0, self.preprocess(x)).flatten(1)
+        z0 = self.draw_inputs(cols, generator=generator)["z0"]
+        with self.sampling_mode():
+            out = self.net("G")[0](h1.repeat_interleave(cols, 0), z0.repeat(len(x), 1))
+        out = out.reshape(len(x), cols, *out.shape[1:])
+        return torch.cat([x.float().div(255).unsqueeze(1), out], 1).cpu()
 
 
 @torch.no_grad()

@@ -1,6 +1,7 @@
 """Building blocks shared by the models."""
 
 from ganstack.nn.layers import (
+    GaussianNoise,
     conv_act,
     deconv5,
     init_glorot_,
@@ -11,5 +12,6 @@ from ganstack.nn.layers import (
 )
 
 __all__ = [
-    "conv_act", "deconv5", "init_glorot_", "init_normal_", "linear_act", "lrelu", "scale_grad",
+    "GaussianNoise", "conv_act", "deconv5", "init_glorot_", "init_normal_", "linear_act",
+    "lrelu", "scale_grad",
 ]

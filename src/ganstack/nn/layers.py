@@ -81,6 +81,24 @@ def deconv5(
     return nn.Sequential(*layers)
 
 
+class GaussianNoise(nn.Module):
+    """Adds N(0, std^2) noise in training mode only (Lasagne's GaussianNoiseLayer).
+
+    ``std`` is a plain attribute, not a parameter: a training phase may change it.
+    """
+
+    def __init__(self, std: float = 0.0) -> None:
+        super().__init__()
+        self.std = std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.std == 0:
+            return x
+        return x + self.std * torch.randn_like(x)
+
+    def extra_repr(self) -> str:
+        return f"std={self.std}"
+
 
 class _ScaleGrad(torch.autograd.Function):
     """Identity forward; the backward gradient multiplied by ``scale``."""

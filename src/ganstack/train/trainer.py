@@ -13,7 +13,8 @@ Run directory layout::
     tb/                TensorBoard events
     samples/           sample grids during training
     figures/           the model's figures and training curves after training
-    checkpoints/       step-NNNNNNN.{safetensors,json} (rolling) and phase-NAME.{...} (kept)
+    checkpoints/       step-NNNNNNN.{safetensors,json} (rolling), phase-NAME.{...} (kept) and
+                       keep-step-NNNNNNN.{...} (the steps named by train.phase_init)
     eval.json          metrics written by evaluation
 
 Under ``torchrun`` (``WORLD_SIZE > 1``) the same loop runs data-parallel (see
@@ -100,6 +101,7 @@ class Trainer:
         self.model: StackModel = build_model(cfg.model, self.info).to(self.device)
         if tc.ema > 0:
             self.model.enable_ema(tc.ema)
+        self.model.reference = self.eval_ds if self.eval_ds is not None else self.train_ds
         self._hooks: list[Any] = []
         if self.dist.enabled:
             if tc.sync_bn:
@@ -385,6 +387,8 @@ class Trainer:
             if self.amp_dtype is not None
             else contextlib.nullcontext()
         )
+        if self.phase_step == 0 and phase in tc.phase_init:
+            self._init_phase_from(phase, tc.phase_init[phase])
         self.model.enter_phase(phase, fresh=self.phase_step == 0)
         self.model.train()
         while self.phase_step < steps:
@@ -398,6 +402,8 @@ class Trainer:
             self.model.update_ema()
             self.global_step += 1
             self.phase_step += 1
+            if self.global_step in self._keep_steps:
+                self.save(self._keep_name(self.global_step))
             for k, v in losses.items():
                 sums[k] = sums[k] + v.float() if k in sums else v.float()
             count += 1
@@ -434,6 +440,33 @@ class Trainer:
             if self._should_stop() and not end:
                 return False
         return True
+
+    @property
+    def _keep_steps(self) -> set[int]:
+        tc = self.cfg.train
+        return {step for phase, step in tc.phase_init.items() if tc.phases.get(phase, 0) > 0}
+
+    @staticmethod
+    def _keep_name(step: int) -> str:
+        return f"keep-step-{step:07d}"
+
+    def _init_phase_from(self, phase: str, step: int) -> None:
+        """Load the model's weights (not the optimizer or RNG states) kept at ``step``."""
+        path = self.ckpt_dir / f"{self._keep_name(step)}.json"
+        if not self.dist.is_main:  # rank 0 (which wrote it) reads it and sends the weights
+            distributed.broadcast_tensors(self._state_tensors())
+            return
+        if not path.exists():
+            raise CheckpointError(
+                f"train.phase_init.{phase}={step}: {path} is missing; it is written at step "
+                f"{step} of this run, so the run must have passed that step with this setting "
+                f"(or remove the setting to start '{phase}' from the last step)"
+            )
+        record, tensors = ckpt.read_checkpoint(path)
+        ckpt.restore(record, tensors, self.model, rng=False)
+        if self.dist.enabled:
+            distributed.broadcast_tensors(self._state_tensors())
+        log.info("phase %s starts from the weights of step %d (%s)", phase, step, path.name)
 
     def _mean_losses(self, sums: dict[str, torch.Tensor], count: int) -> list[float]:
         """Mean of each loss over the steps summed (and over the ranks: logs show the whole
