@@ -572,7 +572,7 @@ class SGAN(StackModel):
         opt = torch.optim.Adam(enc.parameters(), lr=ecfg.pretrain_lr)
         dev = self.device
         x_all, y_all = train.images.to(dev), train.labels.to(dev)  # type: ignore[union-attr]
-        bs = ecfg.pretrain_batch_size
+        bs = min(ecfg.pretrain_batch_size, len(train))  # a dataset smaller than one batch
         for epoch in range(ecfg.pretrain_epochs):
             perm = torch.randperm(len(train), device="cpu").to(dev)
             total = 0.0
