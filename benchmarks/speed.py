@@ -47,6 +47,31 @@ def matmul_peak(n: int = 2048, repeats: int = 7) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
+def training_data(cfg):  # type: ignore[no-untyped-def]
+    """The config's training set, or random data of its size when its files are absent."""
+    import torch
+
+    from ganstack.data import ImageDataset, load_dataset
+    from ganstack.errors import GanstackError
+
+    try:
+        return load_dataset(cfg.data)[0], "real"
+    except GanstackError:  # the paper's files are not here: random data of the same shape
+        labelled = cfg.data.name in ("cifar10", "svhn")  # 32x32, 10 classes
+        res = cfg.data.resolution or (32 if labelled else 256)
+        n = 4 * cfg.train.batch_size
+        g = torch.Generator().manual_seed(0)
+        extras = {}
+        if getattr(cfg.model, "text", False):
+            extras["embeddings"] = torch.randn(n, 10, 1024, generator=g)
+        images = torch.randint(0, 256, (n, 3, res, res), dtype=torch.uint8, generator=g)
+        if labelled:
+            train = ImageDataset(images, torch.arange(n) % 10, 10, name="random")
+        else:
+            train = ImageDataset(images, extras=extras, name="random")
+        return train, "random"
+
+
 def measure(name: str, steps: int, repeats: int) -> dict:
     """Runs inside the subprocess: one config's figures."""
     import resource
@@ -55,25 +80,12 @@ def measure(name: str, steps: int, repeats: int) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from ganstack.config import load_config
-    from ganstack.data import Batcher, ImageDataset, load_dataset
-    from ganstack.errors import GanstackError
+    from ganstack.data import Batcher
     from ganstack.models import DataInfo, build_model
 
     torch.manual_seed(0)
     cfg = load_config(name)
-    try:
-        train, _ = load_dataset(cfg.data)
-        data = "real"
-    except GanstackError:  # the paper's files are not here: random data of the same shape
-        res = cfg.data.resolution or 256
-        n = 4 * cfg.train.batch_size
-        g = torch.Generator().manual_seed(0)
-        extras = {}
-        if getattr(cfg.model, "text", False):
-            extras["embeddings"] = torch.randn(n, 10, 1024, generator=g)
-        train = ImageDataset(torch.randint(0, 256, (n, 3, res, res), dtype=torch.uint8,
-                                           generator=g), extras=extras, name="random")
-        data = "random"
+    train, data = training_data(cfg)
     model = build_model(cfg.model, DataInfo.of(train))
     batcher = Batcher(train, cfg.train.batch_size, 0)
     phases = [p for p, s in cfg.train.phases.items() if s > 0]
@@ -102,10 +114,15 @@ def measure(name: str, steps: int, repeats: int) -> dict:
         run(2)
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
     (RESULTS / f"profile-{name}.txt").write_text(table)
+    train_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before sampling
     n_sample = 1000
-    model.sample(100)
+    # Sampling batches of about 500 images at 64x64 and fewer at larger sizes: memory then
+    # stays near the training step's instead of growing with the image size.
+    side = max(model.info.shape[-1], 1)
+    sample_batch = max(10, min(500, 500 * 64 * 64 // (side * side)))
+    model.sample(100, batch_size=sample_batch)
     t = time.perf_counter()
-    model.sample(n_sample, batch_size=500)
+    model.sample(n_sample, batch_size=sample_batch)
     sample_s = time.perf_counter() - t
     peak = matmul_peak()
     achieved = flops / step_s / 1e9
@@ -122,6 +139,8 @@ def measure(name: str, steps: int, repeats: int) -> dict:
         "achieved_gflop_s": round(achieved, 1),
         "matmul_peak_gflop_s": round(peak, 1),
         "fraction_of_peak": round(achieved / peak, 3),
+        "train_peak_rss_mib": round(train_rss, 1),
+        "sample_batch": sample_batch,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "timed_runs": repeats,
         "steps_per_run": steps,
@@ -181,10 +200,12 @@ def main() -> None:
     result = {"machine": machine(), "rows": rows}
     (RESULTS / "speed.json").write_text(json.dumps(result, indent=1))
     head = ("| config | train img/s | step ms | sample img/s | GFLOP/step | GFLOP/s | "
-            "matmul peak | of peak | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|\n")
+            "matmul peak | of peak | train peak RSS MiB | peak RSS MiB |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n")
     lines = [f"| {r['config']} | {r['train_images_per_s']} | {r['train_step_ms']} | "
              f"{r['sample_images_per_s']} | {r['gflop_per_step']} | {r['achieved_gflop_s']} | "
-             f"{r['matmul_peak_gflop_s']} | {r['fraction_of_peak']:.0%} | {r['peak_rss_mib']} |"
+             f"{r['matmul_peak_gflop_s']} | {r['fraction_of_peak']:.0%} | "
+             f"{r.get('train_peak_rss_mib', 'n/a')} | {r['peak_rss_mib']} |"
              for r in rows]
     m = result["machine"]
     md = (f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['threads']} threads)."

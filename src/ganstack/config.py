@@ -96,6 +96,10 @@ class TrainConfig:
     # phase (the SGAN code's epoch-190 checkpoints). That step's checkpoint is kept
     # (checkpoints/keep-step-NNNNNNN); optimizer states are not taken from it.
     phase_init: dict[str, int] = field(default_factory=dict)
+    # CPU speed levers (benchmarks/speed_ab.py measures them per config): keep weights and conv
+    # activations in NHWC memory layout; use the optimizers' fused single-kernel step.
+    channels_last: bool = False
+    fused_optimizers: bool = False
 
     def validate(self, where: str) -> None:
         _require(self.batch_size > 0, f"{where}.batch_size must be > 0, got {self.batch_size}")

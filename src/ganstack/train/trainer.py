@@ -64,6 +64,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def fuse_optimizers(optimizers: Any) -> None:
+    """Switch optimizers that have a fused implementation (Adam, AdamW, SGD) to it."""
+    for opt in optimizers:
+        if "fused" not in opt.defaults:
+            continue
+        for group in opt.param_groups:
+            group["fused"], group["foreach"] = True, False
+
+
 class Trainer:
     """Train ``cfg`` into ``run_dir``; with ``resume`` continue from its last checkpoint."""
 
@@ -101,6 +110,10 @@ class Trainer:
         self.model: StackModel = build_model(cfg.model, self.info).to(self.device)
         if tc.ema > 0:
             self.model.enable_ema(tc.ema)
+        if tc.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if tc.fused_optimizers:
+            fuse_optimizers(self.model.optimizers.values())
         self.model.reference = self.eval_ds if self.eval_ds is not None else self.train_ds
         self._hooks: list[Any] = []
         if self.dist.enabled:

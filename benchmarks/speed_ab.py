@@ -1,0 +1,109 @@
+"""Side-by-side speed of CPU levers on one config's training step, in one process.
+
+    python benchmarks/speed_ab.py stackgan-v2-shapes
+    python benchmarks/speed_ab.py sgan-mnist --variants base channels_last fused --repeats 7
+
+Each variant is a freshly built model (same seed) with one lever applied:
+
+- ``base``: as the library trains it by default;
+- ``channels_last``: every weight (and so every conv activation) in NHWC memory layout
+  (``train.channels_last``);
+- ``fused``: the optimizers' fused (single-kernel) step instead of the for-each one
+  (``train.fused_optimizers``);
+- ``channels_last+fused``: both.
+
+The timed runs interleave the variants (base, A, B, base, A, B, ...), so a load that comes and
+goes on the machine slows them alike, and the ratios stay meaningful where absolute figures do
+not. Prints and writes ``benchmarks/results/speed_ab-CONFIG.json`` with the median step time of
+each variant and its ratio to ``base`` (below 1: faster). Paper configs whose files are absent
+train on random data of their size, as in ``speed.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+RESULTS = Path(__file__).parent / "results"
+VARIANTS = ["base", "channels_last", "fused", "channels_last+fused"]
+
+
+def apply(model, variant: str) -> None:  # type: ignore[no-untyped-def]
+    """The levers as the trainer applies them (train.channels_last, train.fused_optimizers)."""
+    import torch
+
+    from ganstack.train.trainer import fuse_optimizers
+
+    if "channels_last" in variant:
+        model.to(memory_format=torch.channels_last)
+    if "fused" in variant:
+        fuse_optimizers(model.optimizers.values())
+
+
+def build(name: str, variant: str):  # type: ignore[no-untyped-def]
+    import torch
+    from speed import training_data
+
+    from ganstack.config import load_config
+    from ganstack.data import Batcher
+    from ganstack.models import DataInfo, build_model
+
+    torch.manual_seed(0)
+    cfg = load_config(name)
+    train, _ = training_data(cfg)
+    model = build_model(cfg.model, DataInfo.of(train))
+    apply(model, variant)
+    phase = [p for p, s in cfg.train.phases.items() if s > 0][-1]
+    model.enter_phase(phase, fresh=True)
+    model.train()
+    return model, Batcher(train, cfg.train.batch_size, 0), phase, cfg.train.batch_size
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("config")
+    ap.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    ap.add_argument("--steps", type=int, default=3, help="steps per timed run")
+    ap.add_argument("--repeats", type=int, default=5, help="timed runs per variant")
+    args = ap.parse_args()
+    import torch
+
+    if "base" not in args.variants:
+        args.variants = ["base", *args.variants]
+    runs = {v: build(args.config, v) for v in args.variants}
+    steps = dict.fromkeys(args.variants, 0)
+
+    def run(v: str, k: int) -> None:
+        model, batcher, phase, _ = runs[v]
+        for _ in range(k):
+            model.train_step(batcher.batch(steps[v]), phase)
+            steps[v] += 1
+
+    for v in args.variants:
+        run(v, 2)  # warm-up
+    times: dict[str, list[float]] = {v: [] for v in args.variants}
+    for _ in range(args.repeats):
+        for v in args.variants:
+            t = time.perf_counter()
+            run(v, args.steps)
+            times[v].append((time.perf_counter() - t) / args.steps)
+    base = statistics.median(times["base"])
+    rows = {v: {"step_ms": round(statistics.median(t) * 1000, 2),
+                "ratio_to_base": round(statistics.median(t) / base, 3),
+                "runs_ms": [round(x * 1000, 1) for x in t]} for v, t in times.items()}
+    out = {"config": args.config, "batch_size": runs["base"][3], "steps_per_run": args.steps,
+           "repeats": args.repeats, "threads": torch.get_num_threads(), "variants": rows}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"speed_ab-{args.config}.json").write_text(json.dumps(out, indent=1))
+    for v, r in rows.items():
+        print(f"{args.config} {v}: {r['step_ms']} ms a step, {r['ratio_to_base']:.3f} x base")
+
+
+if __name__ == "__main__":
+    main()
