@@ -91,12 +91,17 @@ def test_bundled_configs_match_the_lapgan_parameter_counts():
         assert sum(dc.train.phases.values()) == sum(lc.train.phases.values())
 
 
-def test_resume_is_exact(tmp_path: Path, mnist_dir: Path):
-    over = ["data.name=mnist", f"data.path={mnist_dir}", "data.eval_size=50",
+def tiny(mnist_dir: Path) -> list[str]:
+    """Overrides that make dcgan-mnist train a step in milliseconds (also used by
+    tests/test_reliability.py)."""
+    return ["data.name=mnist", f"data.path={mnist_dir}", "data.eval_size=50",
             "model.z_dim=8", "model.g_dim=8", "model.d_dim=8", "train.batch_size=20",
             "train.phases.train=4", "train.log_every=1", "train.sample_every=0",
-            "train.checkpoint_every=0", "train.tensorboard=false", "train.progress=false",
-            "train.ema=0.9"]
+            "train.checkpoint_every=0", "train.tensorboard=false", "train.progress=false"]
+
+
+def test_resume_is_exact(tmp_path: Path, mnist_dir: Path):
+    over = [*tiny(mnist_dir), "train.ema=0.9"]
     cfg = load_config("dcgan-mnist", over)
     straight, split = tmp_path / "a", tmp_path / "b"
     assert Trainer(cfg, straight).fit() == "done"

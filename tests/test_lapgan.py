@@ -50,8 +50,9 @@ def _batch(n=16, shape=(1, 28, 28), labels=True, seed=0):
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture()
-def lap_overrides(mnist_dir: Path) -> list[str]:
+def tiny(mnist_dir: Path) -> list[str]:
+    """Overrides that make lapgan-mnist train a step in milliseconds (also used by
+    tests/test_reliability.py)."""
     return [
         "data.name=mnist", f"data.path={mnist_dir}", "data.eval_size=50",
         "model.z_dim=8", "model.coarse_g_hidden=32", "model.coarse_d_hidden=32",
@@ -61,6 +62,11 @@ def lap_overrides(mnist_dir: Path) -> list[str]:
         "train.sample_every=0", "train.checkpoint_every=0", "train.tensorboard=false",
         "train.progress=false", "eval.n=100",
     ]
+
+
+@pytest.fixture()
+def lap_overrides(mnist_dir: Path) -> list[str]:
+    return tiny(mnist_dir)
 
 
 class ToyClassifier:

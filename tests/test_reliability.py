@@ -8,13 +8,9 @@ from __future__ import annotations
 import errno
 import gzip
 import io
-import json
 import os
-import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +28,8 @@ from ganstack.errors import DataError, GanstackError
 from ganstack.train import checkpoint as ckpt
 from ganstack.train.trainer import Trainer
 
+from .killing import KilledRun, leftovers, metric_steps, run_overrides, step_of
+
 KILLS = 6  # SIGKILLs injected into one training run
 CONFIG_EXAMPLES = 400  # each of the two override / config-tree fuzz tests
 YAML_EXAMPLES = 200  # YAML files and config names
@@ -45,139 +43,27 @@ FUZZ = settings(deadline=None, database=None, derandomize=True,
 
 def _run_overrides(tiny_overrides: list[str], independent: int, joint: int,
                    checkpoint_every: int) -> list[str]:
-    drop = ("train.phases", "train.checkpoint_every")
-    return [o for o in tiny_overrides if not o.startswith(drop)] + [
-        f"train.phases.independent={independent}", f"train.phases.joint={joint}",
-        f"train.checkpoint_every={checkpoint_every}", "train.num_threads=1",
-        # The EMA's batch-norm recalibration costs ~1 s per checkpoint on CPU; without it a
-        # checkpoint every step is affordable.
-        "train.ema=0", "eval.at_end=false",
-    ]
-
-
-def _step(json_path: Path) -> int:
-    return int(json.loads(json_path.read_text())["global_step"])
-
-
-def _metric_steps(run: Path) -> list[int]:
-    path = run / "metrics.jsonl"
-    if not path.exists():
-        return []
-    steps = []
-    for line in path.read_text().splitlines():
-        try:
-            steps.append(json.loads(line)["step"])
-        except (json.JSONDecodeError, KeyError):
-            pass  # a line cut short by the kill
-    return steps
-
-
-def _leftovers(ckdir: Path) -> list[str]:
-    """Evidence of a write cut short: temporaries, or weights without their JSON record."""
-    names = set(os.listdir(ckdir)) if ckdir.is_dir() else set()
-    tmp = [n for n in names if n.startswith(".") and n.endswith(".tmp")]
-    orphans = [n for n in names if n.endswith(".safetensors")
-               and n.replace(".safetensors", ".json") not in names]
-    return sorted(tmp + orphans)
+    return run_overrides(tiny_overrides, {"independent": independent, "joint": joint},
+                         checkpoint_every)
 
 
 # ---- SIGKILL at random moments ------------------------------------------------------------------
 
 
 def test_sigkill_at_random_moments_then_resume_completes_exactly(tmp_path, tiny_overrides):
-    independent, joint = 12, 36  # the phase boundary falls among the kills
-    total = independent + joint
-    overrides = _run_overrides(tiny_overrides, independent, joint, checkpoint_every=1)
-    run, ckdir = tmp_path / "run", tmp_path / "run" / "checkpoints"
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    rng = random.Random(20240611)
-
-    def start(i: int) -> tuple[subprocess.Popen, Path]:
-        log = tmp_path / f"log{i}.txt"
-        cmd = [sys.executable, "-m", "ganstack", "train", "sgan-mnist", "--out", str(run),
-               "--no-eval", *(["--resume"] if i else []), *overrides]
-        with open(log, "w") as f:
-            return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env), log
-
-    def wait_for(cond, proc, timeout=60.0, poll=0.02) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if cond():
-                return True
-            if proc.poll() is not None:
-                return False
-            time.sleep(poll)
-        raise AssertionError("the training process made no progress")
-
-    def newest() -> int:
-        found = ckpt.list_checkpoints(ckdir)
-        return _step(found[-1]) if found else 0
-
-    newest_step, kills, in_write, half_pruned = 0, 0, 0, 0
-    for i in range(KILLS):
-        proc, log = start(i)
-        # Kill only once this process has resumed and written a checkpoint of its own.
-        assert wait_for(lambda last=newest_step: newest() > last, proc), log.read_text()
-        if i % 2:  # while a checkpoint is being written: as soon as a temporary file shows
-            skip = rng.randrange(3)  # let 0-2 checkpoint writes pass first
-            for j in range(skip + 1):
-                seen = wait_for(lambda: any(n.endswith(".tmp") for n in os.listdir(ckdir)),
-                                proc, poll=0.0005)
-                if j < skip:
-                    time.sleep(0.03)
-        else:  # at a random moment
-            time.sleep(rng.uniform(0.0, 0.25))
-            seen = True
-        assert seen and proc.poll() is None, "the run ended before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-        kills += 1
-        in_write += bool(_leftovers(ckdir))
-        if i:
-            text = log.read_text()
-            assert f"(step {newest_step})" in text, text  # --resume continued from it
-
-        # The newest visible checkpoint is complete and verifies, and so is every other one
-        # except an old rolling checkpoint caught half-way through its deletion (see
-        # test_a_kill_while_pruning_leaves_only_complete_checkpoints).
-        found = ckpt.list_checkpoints(ckdir)
-        assert found
-        _, tensors = ckpt.read_checkpoint(found[-1])  # checks the SHA-256
-        assert any(k.startswith("model/") for k in tensors)
-        for path in found[:-1]:
-            if not (ckdir / f"{path.stem}.safetensors").exists() and path.stem.startswith("step-"):
-                half_pruned += 1
-                continue
-            ckpt.read_checkpoint(path)
-        step = _step(found[-1])
-        assert step >= newest_step
-        newest_step = step
-
-    proc, log = start(KILLS)
-    assert proc.wait(timeout=120) == 0, log.read_text()
-    assert f"(step {newest_step})" in log.read_text()
-    assert kills == KILLS and in_write >= KILLS // 4, (kills, in_write)
-
-    # The run completed with the right step count, every step logged once, nothing left over.
-    found = ckpt.list_checkpoints(ckdir)
-    assert _step(found[-1]) == total and (ckdir / "phase-joint.json").is_file()
-    assert _metric_steps(run) == list(range(1, total + 1))
-    assert _leftovers(ckdir) == []
+    phases = {"independent": 12, "joint": 36}  # the phase boundary falls among the kills
+    overrides = run_overrides(tiny_overrides, phases, checkpoint_every=1)
+    killed = KilledRun(tmp_path, "sgan-mnist", overrides, seed=20240611)
+    stats = killed.kill_repeatedly(KILLS)
+    killed.finish()
+    assert stats.kills == KILLS and stats.in_write >= KILLS // 4, stats
+    killed.check_complete(phases)
 
     # ... and it is the run that was never killed: same losses, same weights.
-    cfg = load_config("sgan-mnist", _run_overrides(tiny_overrides, independent, joint, 0))
+    cfg = load_config("sgan-mnist", run_overrides(tiny_overrides, phases, 0))
     straight = tmp_path / "straight"
     assert Trainer(cfg, straight).fit() == "done"
-
-    def losses(r: Path) -> list[dict]:
-        rows = [json.loads(x) for x in (r / "metrics.jsonl").read_text().splitlines()]
-        return [{k: v for k, v in row.items() if k.startswith("loss/")} for row in rows]
-
-    assert losses(run) == losses(straight)
-    _, a = ckpt.read_checkpoint(ckdir / "phase-joint.json")
-    _, b = ckpt.read_checkpoint(straight / "checkpoints" / "phase-joint.json")
-    keys = [k for k in a if k.startswith(("model/", "optim/"))]
-    assert keys and all(torch.equal(a[k], b[k]) for k in keys)
+    killed.check_same_as(straight, phases)
 
 
 class _Killed(BaseException):
@@ -275,8 +161,8 @@ def test_full_disk_during_a_checkpoint_fails_loudly_and_keeps_the_last_one(
 
     monkeypatch.undo()  # space was freed: the run resumes from step 2 and completes
     assert main([*argv, "--resume"]) == 0
-    assert _step(ckpt.list_checkpoints(ckdir)[-1]) == 8
-    assert _metric_steps(run) == list(range(1, 9))
+    assert step_of(ckpt.list_checkpoints(ckdir)[-1]) == 8
+    assert metric_steps(run) == list(range(1, 9))
 
 
 def test_a_real_write_error_from_the_kernel_is_one_line(tmp_path, tiny_overrides):
@@ -301,7 +187,7 @@ def test_a_real_write_error_from_the_kernel_is_one_line(tmp_path, tiny_overrides
     assert res.returncode == 1 and len(lines) == 1, res.stderr
     assert "File too large" in lines[0] and "--resume" in lines[0], lines
     assert ckpt.list_checkpoints(run / "checkpoints") == []
-    assert _leftovers(run / "checkpoints") == []
+    assert leftovers(run / "checkpoints") == []
 
 
 # ---- fuzzing: the config loader -----------------------------------------------------------------
