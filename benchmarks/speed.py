@@ -47,6 +47,15 @@ def matmul_peak(n: int = 2048, repeats: int = 7) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
+FLOP_OPS = ("conv", "mm", "addmm", "bmm", "baddbmm", "linear", "matmul")
+
+
+def _flop_op(key: str) -> bool:
+    name = key.removeprefix("aten::")
+    return any(name == k or name.startswith(k) or name.endswith(k) or f"{k}_" in name
+               for k in FLOP_OPS) or "convolution" in name
+
+
 def training_data(cfg):  # type: ignore[no-untyped-def]
     """The config's training set, or random data of its size when its files are absent."""
     import torch
@@ -112,8 +121,15 @@ def measure(name: str, steps: int, repeats: int) -> dict:
     step_s = statistics.median(times) / steps
     with torch.profiler.profile() as prof:
         run(2)
-    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
+    averages = prof.key_averages()
+    table = averages.table(sort_by="self_cpu_time_total", row_limit=12)
     (RESULTS / f"profile-{name}.txt").write_text(table)
+    # Where the time goes: kernels that do the FLOPs (convolutions and matrix products) against
+    # everything else (normalisation, activations, copies, optimizer updates, dispatch).
+    aten = [e for e in averages if e.key.startswith("aten::")]
+    total_us = sum(e.self_cpu_time_total for e in aten) or 1.0
+    flop_us = sum(e.self_cpu_time_total for e in aten if _flop_op(e.key))
+    ops_per_step = sum(e.count for e in aten) / 2
     train_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before sampling
     n_sample = 1000
     # Sampling batches of about 500 images at 64x64 and fewer at larger sizes: memory then
@@ -142,6 +158,9 @@ def measure(name: str, steps: int, repeats: int) -> dict:
         "train_peak_rss_mib": round(train_rss, 1),
         "sample_batch": sample_batch,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "conv_matmul_time_share": round(flop_us / total_us, 3),
+        "conv_matmul_gflop_s": round(flops / (step_s * flop_us / total_us) / 1e9, 1),
+        "aten_ops_per_step": int(ops_per_step),
         "timed_runs": repeats,
         "steps_per_run": steps,
         "threads": torch.get_num_threads(),
@@ -200,11 +219,14 @@ def main() -> None:
     result = {"machine": machine(), "rows": rows}
     (RESULTS / "speed.json").write_text(json.dumps(result, indent=1))
     head = ("| config | train img/s | step ms | sample img/s | GFLOP/step | GFLOP/s | "
-            "matmul peak | of peak | train peak RSS MiB | peak RSS MiB |\n"
-            "|---|---|---|---|---|---|---|---|---|---|\n")
+            "matmul peak | of peak | time in conv/matmul | their GFLOP/s | ops/step | "
+            "train peak RSS MiB | peak RSS MiB |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = [f"| {r['config']} | {r['train_images_per_s']} | {r['train_step_ms']} | "
              f"{r['sample_images_per_s']} | {r['gflop_per_step']} | {r['achieved_gflop_s']} | "
              f"{r['matmul_peak_gflop_s']} | {r['fraction_of_peak']:.0%} | "
+             f"{r.get('conv_matmul_time_share', 0):.0%} | {r.get('conv_matmul_gflop_s', 'n/a')} | "
+             f"{r.get('aten_ops_per_step', 'n/a')} | "
              f"{r.get('train_peak_rss_mib', 'n/a')} | {r['peak_rss_mib']} |"
              for r in rows]
     m = result["machine"]
