@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py                 # all bundled configs
     python benchmarks/speed.py sgan-mnist      # some of them
+    python benchmarks/speed.py stackgan-v2-birds --steps 1 --repeats 3 --out speed-birds
 
 For each config, in a fresh subprocess (so peak memory is its own): training images/s (median
 of several timed runs of a few steps, after warm-up), sampling images/s, peak resident memory,
@@ -12,9 +13,9 @@ a paper config whose files are not here (CUB, LSUN, NYU, ...) trains on random i
 right size instead (and random 1,024-d caption embeddings for text models), as the official
 code's own speed runs did ("random inputs, no data loading"). By default the configs on
 embedded data are measured; name paper configs to add them.
-Writes ``benchmarks/results/speed.json``, ``speed.md`` and a profile of the top operators of a
-training step of each config (``profile-CONFIG.txt``). Run it on an otherwise idle machine:
-another process on the same cores changes every figure.
+Writes ``benchmarks/results/speed.json``, ``speed.md`` (``--out`` names them) and a profile
+of the top operators of a training step of each config (``profile-CONFIG.txt``). Run it on an
+otherwise idle machine: another process on the same cores changes every figure.
 """
 
 from __future__ import annotations
@@ -187,6 +188,8 @@ def main() -> None:
     ap.add_argument("configs", nargs="*", help="bundled config names (default: all)")
     ap.add_argument("--steps", type=int, default=5, help="training steps per timed run")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs (the median is kept)")
+    ap.add_argument("--out", default="speed",
+                    help="file stem of the results in benchmarks/results (default: speed)")
     ap.add_argument("--_one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -217,7 +220,7 @@ def main() -> None:
         print(f"{name}: {row['train_images_per_s']} img/s training, "
               f"{row['fraction_of_peak']:.0%} of peak", flush=True)
     result = {"machine": machine(), "rows": rows}
-    (RESULTS / "speed.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=1))
     head = ("| config | train img/s | step ms | sample img/s | GFLOP/step | GFLOP/s | "
             "matmul peak | of peak | time in conv/matmul | their GFLOP/s | ops/step | "
             "train peak RSS MiB | peak RSS MiB |\n"
@@ -232,7 +235,7 @@ def main() -> None:
     m = result["machine"]
     md = (f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['threads']} threads)."
           f"\n\n{head}" + "\n".join(lines) + "\n")
-    (RESULTS / "speed.md").write_text(md)
+    (RESULTS / f"{args.out}.md").write_text(md)
     print(md)
 
 
