@@ -6,19 +6,40 @@ Counts quoted in docs/reliability.md come from the constants below.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
+import json
 import logging
+import math
 import shutil
+import types
+import typing
+import warnings
 from pathlib import Path
+from typing import Any, Literal, Union
 
 import pytest
+import torch
+import yaml
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
-from ganstack.config import load_config
-from ganstack.errors import CheckpointError
+from ganstack.config import (
+    apply_overrides,
+    from_dict,
+    load_config,
+    read_config_tree,
+    resolve_config_path,
+)
+from ganstack.errors import CheckpointError, ConfigError
+from ganstack.models import MODELS, DataInfo, build_model
 from ganstack.run import load
 from ganstack.train.trainer import Trainer, load_run_config
 
 from . import test_dcgan, test_lapgan, test_s2gan, test_stackgan_v1, test_stackgan_v2
 from .killing import KilledRun, run_overrides
+from .test_reliability import FUZZ, YAML_SCALARS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -94,3 +115,160 @@ def test_an_altered_byte_in_any_models_checkpoint_is_refused(saved_runs, model, 
     if where == "middle":  # and so does --resume
         with pytest.raises(CheckpointError, match="does not match the SHA-256"):
             Trainer(load_run_config(run), run, resume=True).fit()
+
+
+# ---- fuzzing: each model's own config section ---------------------------------------------------
+
+MODEL_CONFIG_EXAMPLES = 150  # per registered model
+# The smallest bundled config of each model, and the data it describes (what build_model sees).
+MODEL_CONFIGS = {
+    "sgan": ("sgan-mnist", DataInfo((1, 28, 28), 10, "mnist")),
+    "lapgan": ("lapgan-mnist", DataInfo((1, 28, 28), 10, "mnist")),
+    "dcgan": ("dcgan-mnist", DataInfo((1, 28, 28), 10, "mnist")),
+    "stackgan_v1": ("stackgan-v1-shapes", DataInfo((3, 64, 64), 0, "shapes", 256)),
+    "stackgan_v2": ("stackgan-v2-shapes", DataInfo((3, 64, 64), 0, "shapes", 256)),
+    "s2gan": ("s2gan-rooms", DataInfo((3, 64, 64), 4, "rooms")),
+}
+BUILD_LIMIT = 512  # integers above this are only loaded, not built: `r_num=10**9` is a legal
+# request for a billion residual blocks, and building it would take that long
+
+
+def _fields(cls: type, prefix: str = "model") -> dict[str, Any]:
+    """Every key of a config dataclass, nested ones dotted, with its annotated type."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        tp = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            out |= _fields(tp, f"{prefix}.{f.name}")
+        else:
+            out[f"{prefix}.{f.name}"] = tp
+    return out
+
+
+def _yaml(v: Any) -> str:
+    if isinstance(v, float) and not math.isfinite(v):
+        return ".nan" if math.isnan(v) else ("-.inf" if v < 0 else ".inf")
+    if isinstance(v, list):
+        return "[" + ", ".join(_yaml(x) for x in v) + "]"
+    return json.dumps(v)
+
+
+small_ints = st.integers(-3, 40) | st.sampled_from([0, 64, 100, 300, 2**31, 2**63, 10**30])
+any_floats = st.floats() | st.sampled_from([0.0, -0.0, 1.0, 1e-3, 0.999, 1.5, -1.0, 1e300])
+
+
+def _typed_values(tp: Any) -> st.SearchStrategy[str]:
+    """YAML text of values of roughly the right type, so values get past the type check and
+    reach each model's own range checks and constructor."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return st.sampled_from([_yaml(a) for a in args])
+    if origin in (Union, types.UnionType):
+        return st.one_of([_typed_values(a) for a in args if a is not type(None)]
+                         + [st.just("null")])
+    if origin is list:
+        return st.lists(_typed_values(args[0]).map(yaml.safe_load), max_size=5).map(
+            lambda xs: "[" + ", ".join(_yaml(x) for x in xs) + "]")
+    if tp is bool:
+        return st.sampled_from(["true", "false"])
+    if tp is int:
+        return small_ints.map(_yaml)
+    if tp is float:
+        return any_floats.map(_yaml)
+    if tp is str:
+        return st.sampled_from(["mnist", "fc3", "pool2", "conv", "''", "x"])
+    return st.just("null")
+
+
+def _model_overrides(model: str) -> st.SearchStrategy[list[str]]:
+    fields = {k: tp for k, tp in _fields(MODELS.get(model).Config).items() if k != "model.name"}
+    scalars = st.sampled_from([s for s in YAML_SCALARS if len(s) < 100]) | st.text(max_size=8)
+    own = st.sampled_from(sorted(fields)).flatmap(
+        lambda k: st.builds(lambda v: f"{k}={v}", st.one_of(*[_typed_values(fields[k])] * 4,
+                                                            scalars)))
+    stray = st.builds(lambda k, v: f"{k}={v}", st.one_of(
+        st.builds(lambda s: f"model.{s}", st.text(alphabet="abcz._-09 ", max_size=10)),
+        st.builds(lambda k, s: f"{k}{s}", st.sampled_from(sorted(fields)), st.text(max_size=4)),
+    ), scalars)
+    return st.lists(st.one_of(*[own] * 5, stray), min_size=1, max_size=3)
+
+
+@functools.cache
+def _bundled(config: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config's YAML tree, and the leaves of its model section."""
+    raw = read_config_tree(resolve_config_path(config))
+    return raw, _leaves(dataclasses.asdict(from_dict(copy.deepcopy(raw)).model))
+
+
+def _builds_or_config_error(model: str, items: list[str]) -> str:
+    """Load the model's bundled config with ``items`` (as `load_config` does), then build the
+    model; anything but a ConfigError propagates."""
+    config, info = MODEL_CONFIGS[model]
+    raw, default = _bundled(config)
+    try:
+        cfg = from_dict(apply_overrides(copy.deepcopy(raw), items))
+    except ConfigError:
+        return "ConfigError at load"
+    assert cfg.model.name == model
+    again = from_dict(yaml.safe_load(cfg.to_yaml()))  # what config.yaml holds loads the same
+    assert again.hash() == cfg.hash()
+    if any(isinstance(v, int) and abs(v) > BUILD_LIMIT and default.get(k) != v
+           for k, v in _leaves(dataclasses.asdict(cfg.model)).items()):
+        return "loaded (too large to build)"
+    try:
+        with torch.device("meta"), warnings.catch_warnings():  # no memory for the weights
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+            build_model(cfg.model, info)
+    except ConfigError:
+        return "ConfigError at build"
+    return "built"
+
+
+def _leaves(tree: Any, key: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        return {k: x for n, v in tree.items() for k, x in _leaves(v, f"{key}.{n}").items()}
+    if isinstance(tree, list):
+        return {k: x for i, v in enumerate(tree) for k, x in _leaves(v, f"{key}.{i}").items()}
+    return {key: tree}
+
+
+@pytest.mark.parametrize("model", sorted(MODEL_CONFIGS))
+def test_fuzz_each_models_config_section_raises_only_config_errors(model):
+    """Random keys and values for model.*: loading the config, and building the model from
+    it, either work or raise ConfigError (never a TypeError, ValueError, ... from inside)."""
+    assert set(MODEL_CONFIGS) == set(MODELS.names())  # every registered model is fuzzed
+
+    @settings(FUZZ, max_examples=MODEL_CONFIG_EXAMPLES)
+    @given(_model_overrides(model))
+    def fuzz(items):
+        event(_builds_or_config_error(model, items))
+
+    fuzz()
+
+
+EDGE_VALUES = [".nan", ".inf", "-.inf", "1e300", "-1", "0", "1", "1.5", "3", "[]", "[-1]",
+               "[1, 2, 3, 4]", "null", "''", "true"]
+
+
+@pytest.mark.parametrize("model", sorted(MODEL_CONFIGS))
+def test_every_model_key_with_each_edge_value_is_a_config_error_or_builds(model):
+    """The deterministic complement of the fuzz: each key of the model's section alone, set
+    to each of EDGE_VALUES (NaN, infinities, huge, negative, zero, empty lists, ...)."""
+    keys = [k for k in _fields(MODELS.get(model).Config) if k != "model.name"]
+    errors = []
+    for key in keys:
+        for value in EDGE_VALUES:
+            try:
+                _builds_or_config_error(model, [f"{key}={value}"])
+            except Exception as e:  # noqa: BLE001 - collected, then reported together
+                errors.append(f"{key}={value}: {type(e).__name__}: {str(e).splitlines()[0]}")
+    known = KNOWN_GAPS.get(model, set())
+    assert not [e for e in errors if e.split("=")[0] not in known], "\n".join(errors)
+
+
+# Keys whose bad values still reach torch as a raw exception, in src/ganstack/models/sgan.py
+# (being edited elsewhere; left for its owner): width=NaN/inf/1e300 (ValueError, OverflowError,
+# TypeError), feature_hidden=-1 and feature_disc_hidden=-1 (RuntimeError), beta1/beta2 outside
+# [0, 1) (Adam's ValueError). The test tolerates them and fails on any other key.
+KNOWN_GAPS = {"sgan": {"model.width", "model.feature_hidden", "model.feature_disc_hidden",
+                       "model.beta1", "model.beta2"}}

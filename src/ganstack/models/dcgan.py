@@ -20,6 +20,7 @@ step on half real / half fake then one G step per training step (phase ``train``
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -53,13 +54,14 @@ class DCGANConfig:
         for k in ("z_dim", "g_dim", "d_dim"):
             if getattr(self, k) <= 0:
                 raise ConfigError(f"{where}.{k} must be > 0, got {getattr(self, k)}")
-        if self.lr <= 0:
-            raise ConfigError(f"{where}.lr must be > 0, got {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):  # NaN fails every comparison
+            raise ConfigError(f"{where}.lr must be > 0 and finite, got {self.lr}")
         for k in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, k) < 1.0:
                 raise ConfigError(f"{where}.{k} must be in [0, 1), got {getattr(self, k)}")
-        if self.init_std < 0:
-            raise ConfigError(f"{where}.init_std must be >= 0, got {self.init_std}")
+        if not (self.init_std >= 0 and math.isfinite(self.init_std)):
+            raise ConfigError(f"{where}.init_std must be >= 0 and finite, got "
+                              f"{self.init_std}")
 
 
 def start_size(size: int) -> tuple[int, int]:

@@ -65,6 +65,7 @@ PNGs show the levels of each sample side by side.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -157,24 +158,26 @@ class LAPGANConfig:
             )
         if not 0.0 <= self.d_dropout < 1.0:
             raise ConfigError(f"{where}.d_dropout must be in [0, 1), got {self.d_dropout}")
-        if self.lr < 0:
-            raise ConfigError(f"{where}.lr must be >= 0 (0: the optimizer's default), got "
-                              f"{self.lr}")
+        if not (self.lr >= 0 and math.isfinite(self.lr)):  # NaN fails every comparison
+            raise ConfigError(f"{where}.lr must be >= 0 and finite (0: the optimizer's "
+                              f"default), got {self.lr}")
         if self.level_lr and len(self.level_lr) != self.levels:
             raise ConfigError(f"{where}.level_lr needs one lr per level ({self.levels}, finest "
                               f"first) or none, got {self.level_lr}")
-        if any(v <= 0 for v in self.level_lr) or self.coarse_d_lr_mult <= 0:
-            raise ConfigError(f"{where}.level_lr and coarse_d_lr_mult must be > 0, got "
+        if not all(v > 0 and math.isfinite(v) for v in [*self.level_lr,
+                                                        self.coarse_d_lr_mult]):
+            raise ConfigError(f"{where}.level_lr and coarse_d_lr_mult must be > 0 and finite, got "
                               f"{self.level_lr}, {self.coarse_d_lr_mult}")
-        if self.lr_decay < 1.0 or self.momentum_step < 0:
+        if not (1.0 <= self.lr_decay < math.inf and 0 <= self.momentum_step < math.inf):
             raise ConfigError(f"{where}.lr_decay must be >= 1 and momentum_step >= 0, got "
                               f"{self.lr_decay}, {self.momentum_step}")
         for k in ("beta1", "beta2", "momentum", "momentum_max"):
             if not 0.0 <= getattr(self, k) < 1.0:
                 raise ConfigError(f"{where}.{k} must be in [0, 1), got {getattr(self, k)}")
         for k in ("coarse_g_init_std", "coarse_d_init_std"):
-            if getattr(self, k) <= 0:
-                raise ConfigError(f"{where}.{k} must be > 0, got {getattr(self, k)}")
+            if not 0 < getattr(self, k) < math.inf:
+                raise ConfigError(f"{where}.{k} must be > 0 and finite, got "
+                                  f"{getattr(self, k)}")
 
     def base_lr(self) -> float:
         return self.lr or (0.02 if self.optimizer == "sgd" else 2e-4)

@@ -73,6 +73,8 @@ from ganstack.nn import scale_grad
 # Config
 # --------------------------------------------------------------------------------------------
 
+MAX_WIDTH = 64.0  # the largest width / fcn_width multiplier accepted
+
 
 @dataclass
 class S2GANConfig:
@@ -134,6 +136,10 @@ class S2GANConfig:
                 raise ConfigError(f"{where}.{k} must be > 0, got {getattr(self, k)}")
         if self.classes < 2:
             raise ConfigError(f"{where}.classes must be >= 2, got {self.classes}")
+        for k in ("width", "fcn_width"):  # larger would ask for more channels than torch has
+            if getattr(self, k) > MAX_WIDTH:
+                raise ConfigError(f"{where}.{k} must be at most {MAX_WIDTH} ({MAX_WIDTH}x the "
+                                  f"paper's channel counts), got {getattr(self, k)}")
         for k in ("width", "fcn_width", "init_std", "lr", "fcn_lr", "joint_lr_style",
                   "joint_lr_struct"):
             v = getattr(self, k)

@@ -153,10 +153,11 @@ class StackGANv1Config:
                               f"blocks narrow the channels 4x), got {self.df_dim}")
         if self.r_num < 0:
             raise ConfigError(f"{where}.r_num must be >= 0, got {self.r_num}")
-        if self.kl_weight < 0:
-            raise ConfigError(f"{where}.kl_weight must be >= 0, got {self.kl_weight}")
-        if self.lr <= 0:
-            raise ConfigError(f"{where}.lr must be > 0, got {self.lr}")
+        if not 0 <= self.kl_weight < math.inf:  # NaN fails every comparison
+            raise ConfigError(f"{where}.kl_weight must be >= 0 and finite, got "
+                              f"{self.kl_weight}")
+        if not 0 < self.lr < math.inf:
+            raise ConfigError(f"{where}.lr must be > 0 and finite, got {self.lr}")
         for k in ("beta1", "beta2"):
             if not 0 <= getattr(self, k) < 1:
                 raise ConfigError(f"{where}.{k} must be in [0, 1), got {getattr(self, k)}")

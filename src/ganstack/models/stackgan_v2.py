@@ -122,10 +122,14 @@ class StackGANv2Config:
                 raise ConfigError(f"{where}.{k} must be >= 0, got {getattr(self, k)}")
         for k in ("kl_weight", "uncond_weight", "colour_weight", "colour_mean_weight",
                   "colour_cov_weight"):
-            if getattr(self, k) < 0:
-                raise ConfigError(f"{where}.{k} must be >= 0, got {getattr(self, k)}")
-        if self.lr <= 0:
-            raise ConfigError(f"{where}.lr must be > 0, got {self.lr}")
+            if not 0 <= getattr(self, k) < math.inf:  # NaN fails every comparison
+                raise ConfigError(f"{where}.{k} must be >= 0 and finite, got "
+                                  f"{getattr(self, k)}")
+        if not 0 < self.lr < math.inf:
+            raise ConfigError(f"{where}.lr must be > 0 and finite, got {self.lr}")
+        for k in ("beta1", "beta2"):
+            if not 0 <= getattr(self, k) < 1:
+                raise ConfigError(f"{where}.{k} must be in [0, 1), got {getattr(self, k)}")
 
     def sizes(self) -> list[int]:
         return [self.base_size * 2**i for i in range(self.branches)]
