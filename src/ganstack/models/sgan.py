@@ -133,10 +133,26 @@ class SGANConfig:
     mean_image: bool = False
 
     def validate(self, where: str) -> None:
-        if any(d <= 0 for d in self.z_dims):
-            raise ConfigError(f"{where}.z_dims must be positive, got {self.z_dims}")
-        if self.width <= 0:
-            raise ConfigError(f"{where}.width must be > 0, got {self.width}")
+        if any(not 0 < d <= 1 << 16 for d in self.z_dims):
+            raise ConfigError(f"{where}.z_dims must be in 1..65536, got {self.z_dims}")
+        if not (math.isfinite(self.width) and 0 < self.width <= 64):
+            raise ConfigError(f"{where}.width must be in (0, 64], got {self.width}")
+        for k in ("feature_hidden", "feature_disc_hidden"):
+            v = getattr(self, k)
+            if v is not None and not 1 <= v <= 1 << 16:
+                raise ConfigError(f"{where}.{k} must be in 1..65536, got {v}")
+        for k in ("beta1", "beta2"):
+            v = getattr(self, k)
+            if not 0 <= v < 1:
+                raise ConfigError(f"{where}.{k} must be in [0, 1), got {v}")
+        if self.joint_lr is not None and not (self.joint_lr > 0 and math.isfinite(self.joint_lr)):
+            raise ConfigError(f"{where}.joint_lr must be a finite number > 0, got {self.joint_lr}")
+        e = self.encoder
+        if e.pretrain_epochs < 0 or e.pretrain_batch_size < 1:
+            raise ConfigError(f"{where}.encoder.pretrain_epochs must be >= 0 and "
+                              f"pretrain_batch_size >= 1")
+        if not (e.pretrain_lr > 0 and math.isfinite(e.pretrain_lr)):
+            raise ConfigError(f"{where}.encoder.pretrain_lr must be a finite number > 0")
         if len(self.z_dims) != len(self.encoder.split) + 1:
             raise ConfigError(
                 f"{where}.z_dims has {len(self.z_dims)} entries but encoder.split "
