@@ -75,14 +75,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=400, help="training steps per variant")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the runs already in the results file (same steps) and run the rest")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    partial = RESULTS / "sgan_ablation.partial.json"  # every finished run, as it finishes
+    done: dict[str, dict] = {}
+    if args.resume and partial.is_file():
+        saved = json.loads(partial.read_text())
+        if saved.get("steps") == args.steps:
+            done = saved["runs"]
     runs: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, extra in VARIANTS.items():
             for seed in args.seeds:
-                out = Path(tmp) / f"{name.replace(' ', '_')}-{seed}"
-                runs.setdefault(name, []).append(run_one(name, extra, args.steps, seed, out))
+                key = f"{name} | seed {seed}"
+                if key not in done:
+                    out = Path(tmp) / f"{name.replace(' ', '_')}-{seed}"
+                    done[key] = run_one(name, extra, args.steps, seed, out)
+                    partial.write_text(json.dumps({"steps": args.steps, "runs": done}, indent=1))
+                runs.setdefault(name, []).append(done[key])
+    partial.unlink(missing_ok=True)
     keys = ["acc2k", "is2k", "fid2k_train4500", "noise_sensitivity_z0", "noise_sensitivity_z1",
             "q0_mse", "q1_mse"]
     table = {}
