@@ -410,11 +410,14 @@ class LAPGAN(StackModel):
         super().__init__(cfg, info)
         c, h, w = info.shape
         n = cfg.levels
-        f = 2 ** (n - 1)
-        if h % f or w % f:
+        # More halvings than the image has bits can never divide it (and 2 ** (n - 1) of a huge
+        # n would take all memory to compute).
+        f = 2 ** (n - 1) if n - 1 < min(h, w).bit_length() else 0
+        if not f or h % f or w % f:
             raise ConfigError(
                 f"model.levels={n} halves the image {n - 1} times, so its size must be divisible "
-                f"by {f}; the dataset '{info.name}' has {h}x{w}. Choose fewer levels."
+                f"by {f or f'2^{n - 1}'}; the dataset '{info.name}' has {h}x{w}. Choose fewer "
+                f"levels."
             )
         self.levels = n
         self.sizes = [(h >> k, w >> k) for k in range(n)]

@@ -67,6 +67,8 @@ from ganstack.nn.stackgan import (
 # Config
 # --------------------------------------------------------------------------------------------
 
+MAX_BRANCHES = 8  # base_size x 128 at most
+
 
 @dataclass
 class StackGANv2Config:
@@ -105,8 +107,9 @@ class StackGANv2Config:
     sample_bn: Literal["eval", "batch"] = "eval"  # code's evaluate(): netG.eval()
 
     def validate(self, where: str) -> None:
-        if self.branches < 1:
-            raise ConfigError(f"{where}.branches must be >= 1, got {self.branches}")
+        if not 1 <= self.branches <= MAX_BRANCHES:  # (a huge count: 2 ** count below never ends)
+            raise ConfigError(f"{where}.branches must be in 1..{MAX_BRANCHES} (each doubles the "
+                              f"image size), got {self.branches}")
         if self.base_size < 4 or self.base_size & (self.base_size - 1):
             raise ConfigError(f"{where}.base_size must be a power of two >= 4 (the first "
                               f"branch starts at 4x4 and doubles), got {self.base_size}")
