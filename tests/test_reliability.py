@@ -9,6 +9,8 @@ import errno
 import gzip
 import io
 import os
+import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +23,11 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ganstack.cli import main
-from ganstack.config import apply_overrides, from_dict, load_config
+from ganstack.cli import main, read_captions_file
+from ganstack.config import DataConfig, apply_overrides, build, from_dict, load_config
+from ganstack.data import load_dataset
 from ganstack.data.formats import load_image_folder, read_idx
+from ganstack.data.nyu import load_nyu_normals
 from ganstack.errors import DataError, GanstackError
 from ganstack.train import checkpoint as ckpt
 from ganstack.train.trainer import Trainer
@@ -35,6 +39,10 @@ CONFIG_EXAMPLES = 400  # each of the two override / config-tree fuzz tests
 YAML_EXAMPLES = 200  # YAML files and config names
 IDX_EXAMPLES = 1000
 IMAGE_EXAMPLES = 1000  # folders of 1-3 random or mutated image files
+LAYOUT_EXAMPLES = 300  # a CUB layout with one file rewritten
+NYU_EXAMPLES = 200  # NYU-style pair lists and images
+ROOMS_EXAMPLES = 60  # rooms and shapes settings
+CAPTION_EXAMPLES = 300  # --captions files
 
 FUZZ = settings(deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -359,6 +367,151 @@ def test_fuzz_image_folder_raises_only_data_errors(tmp_path_factory, files, reso
         return
     event("loaded")
     assert ds.images.dtype == torch.uint8 and ds.images.shape[:2] == (len(files), channels)
+
+
+# ---- fuzzing: the StackGAN layouts, NYU pair lists, rooms, caption files -------------------------
+
+# Tokens that trip parsers: numbers out of range, non-numbers, odd whitespace and bytes.
+TOKENS = ["", "0", "-1", "1", "nan", "inf", "-inf", "1e400", "x", "1.5", "\t", "\x00", "é",
+          "\u2028", "a b", "9" * 40, "/", ".."]
+
+
+def _mutate_text(original: bytes, cut: int, subs: list[tuple[int, str]]) -> bytes:
+    """``original`` with some whitespace-separated tokens replaced, then perhaps cut short."""
+    words = original.decode("utf-8").split(" ")
+    for pos, tok in subs:
+        words[pos % len(words)] = tok
+    data = " ".join(words).encode("utf-8")
+    return data[:cut] if cut < len(data) else data
+
+
+junk = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+                    | st.binary(max_size=8),
+                    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=3), c,
+                                                                         max_size=2),
+                    max_leaves=10)
+pickled = st.builds(lambda obj, proto: pickle.dumps(obj, protocol=proto), junk, st.integers(0, 5))
+mutated_lines = st.tuples(st.integers(0, 400),
+                          st.lists(st.tuples(st.integers(0, 10**4), st.sampled_from(TOKENS)),
+                                   min_size=1, max_size=4))
+
+# The files of a CUB layout (tests/test_stackgan_formats.py::make_cub) that the fuzz rewrites.
+LAYOUT_FILES = ["CUB_200_2011/images.txt", "CUB_200_2011/bounding_boxes.txt",
+                "text/001.Bird_0/Bird_0000.txt", "train/filenames.pickle",
+                "train/class_info.pickle", "train/char-CNN-RNN-embeddings.pickle"]
+
+
+@pytest.fixture(scope="module")
+def cub_layout(tmp_path_factory) -> Path:
+    from .test_stackgan_formats import make_cub
+
+    return make_cub(tmp_path_factory.mktemp("cub") / "birds", n=2)
+
+
+@settings(FUZZ, max_examples=LAYOUT_EXAMPLES)
+@given(st.sampled_from(LAYOUT_FILES), st.one_of(st.binary(max_size=200), pickled, mutated_lines),
+       st.booleans())
+@example("CUB_200_2011/images.txt", b"1\n", False)  # one field (was a ValueError)
+@example("CUB_200_2011/bounding_boxes.txt", b"1 a b c d\n", False)  # (was a ValueError)
+@example("CUB_200_2011/bounding_boxes.txt", b"1 inf 1 1 1\n", False)  # (was an OverflowError)
+@example("CUB_200_2011/images.txt", b"\xff\xfe", False)  # (was a UnicodeDecodeError)
+@example("train/class_info.pickle", pickle.dumps(["a", "b"]), False)  # (was a ValueError)
+@example("train/class_info.pickle", pickle.dumps([[1], None]), False)  # (was a TypeError)
+@example("train/char-CNN-RNN-embeddings.pickle", pickle.dumps([[1.0], [1.0, 2.0]]), True)
+def test_fuzz_stackgan_layout_raises_only_data_errors(cub_layout, tmp_path_factory, name,
+                                                      content, embeddings):
+    """One file of a CUB layout rewritten: random bytes, a pickle of random data, or the
+    original with tokens replaced; with the hashed caption encoder or the pickled embeddings."""
+    root = tmp_path_factory.mktemp("layout") / "birds"
+    shutil.copytree(cub_layout, root)
+    path = root / name
+    if isinstance(content, tuple):
+        content = _mutate_text(path.read_bytes(), *content) if path.suffix == ".txt" \
+            else pickle.dumps(content[1])
+    path.write_bytes(content)
+    cfg = DataConfig(name="cub", path=str(root), resolution=8, eval_size=0, text_dim=16,
+                     text_encoder="pickle" if embeddings else "hash")
+    try:
+        load_dataset(cfg)
+    except DataError:
+        event(f"DataError ({name.rsplit('/', 1)[-1]})")
+        return
+    event("loaded")
+
+
+@pytest.fixture(scope="module")
+def nyu_pairs(tmp_path_factory) -> Path:
+    from .test_rooms import _pairs
+
+    return _pairs(tmp_path_factory.mktemp("nyu") / "data", n=2)
+
+
+pair_tokens = st.sampled_from(["normals/000.jpg", "rgb/000.jpg", "normals/001.jpg",
+                               "rgb/001.jpg", "rgb", "missing.jpg", "trainlist_rand.txt",
+                               "x" * 300, "a\x00b", "../data/rgb/000.jpg", "", "\t"])
+pair_lists = st.lists(st.lists(pair_tokens, max_size=3).map(" ".join), max_size=4).map(
+    lambda lines: "\n".join(lines).encode("utf-8"))
+
+
+@settings(FUZZ, max_examples=NYU_EXAMPLES)
+@given(st.one_of(pair_lists, st.binary(max_size=100)),
+       st.none() | st.builds(_mutate, st.sampled_from(SEEDS), st.integers(0, 1000),
+                             st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)),
+                                      max_size=4)),
+       st.sampled_from([0, 8]))
+@example(("x" * 5000 + " y").encode(), None, 8)  # a name too long (was an OSError)
+def test_fuzz_nyu_pairs_raise_only_data_errors(nyu_pairs, tmp_path_factory, pair_list, image,
+                                               resolution):
+    """A random pair list (paths that exist or not, odd fields, bytes), and perhaps one of the
+    pictures replaced by a truncated, overwritten image file."""
+    root = tmp_path_factory.mktemp("pairs") / "data"
+    shutil.copytree(nyu_pairs, root)
+    (root / "trainlist_rand.txt").write_bytes(pair_list)
+    if image is not None:
+        (root / "rgb" / "001.jpg").write_bytes(image)
+    try:
+        ds = load_nyu_normals(root, resolution, workers=1)
+    except DataError:
+        event("DataError")
+        return
+    event("loaded")
+    assert ds.images.shape == ds.extras["normals"].shape
+
+
+@settings(FUZZ, max_examples=ROOMS_EXAMPLES)
+@given(st.integers(-2, 6).filter(bool),  # 0 means the default count: 4,000 (rooms) images
+       st.integers(-1, 20), st.integers(-3, 2**70), st.integers(-1, 8))
+@example(4, 8, -1, 0)  # a negative seed (was numpy's ValueError)
+def test_fuzz_rooms_settings_raise_only_user_errors(num_images, resolution, seed, eval_size):
+    """The procedural rooms dataset (and shapes) with random sizes, seeds and hold-outs."""
+    for name in ("rooms", "shapes"):
+        try:
+            cfg = build(DataConfig, {"name": name, "num_images": num_images,
+                                     "resolution": resolution, "gen_seed": seed,
+                                     "eval_size": eval_size}, "data")
+            train, _ = load_dataset(cfg)
+        except GanstackError as e:
+            event(f"{name}: {type(e).__name__}")
+            continue
+        event(f"{name}: loaded")
+        assert train.images.shape[-1] == (resolution or 64)
+
+
+@settings(FUZZ, max_examples=CAPTION_EXAMPLES)
+@given(st.one_of(st.binary(max_size=100), st.text(max_size=100).map(str.encode),
+                 st.lists(st.sampled_from(TOKENS), max_size=6).map(
+                     lambda t: "\n".join(t).encode("utf-8"))))
+def test_fuzz_captions_files_raise_only_user_errors(tmp_path_factory, raw):
+    """`ganstack sample --captions FILE`: any bytes give captions or a one-line user error."""
+    path = tmp_path_factory.mktemp("caps") / "captions.txt"
+    path.write_bytes(raw)
+    try:
+        caps = read_captions_file(str(path))
+    except GanstackError:
+        event("GanstackError")
+        return
+    event("read")
+    assert caps and all(isinstance(c, str) and c.strip() == c and c for c in caps)
 
 
 # ---- the command line ----------------------------------------------------------------------------

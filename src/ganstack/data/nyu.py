@@ -92,7 +92,11 @@ def folder_pairs(root: Path) -> list[tuple[Path, Path]]:
 def _read(path: Path, size: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
-    if not path.is_file():
+    try:
+        exists = path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        exists = False
+    if not exists:
         raise DataError(f"{path} is listed but does not exist; check data.path (the root the "
                         f"list's paths are relative to)")
     try:

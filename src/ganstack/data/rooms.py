@@ -231,6 +231,8 @@ def render_rooms(n: int, resolution: int = 64, seed: int = 0, start: int = 0,
     if n <= 0 or resolution < 8:
         raise DataError(f"rooms: need at least 1 scene of at least 8x8 pixels, got {n} scenes "
                         f"of {resolution}x{resolution}")
+    if seed < 0:  # numpy's seed sequences take no negative numbers
+        raise DataError(f"rooms: data.gen_seed must be >= 0, got {seed}")
     normals = np.empty((n, 3, resolution, resolution), np.float32)
     images = np.empty_like(normals)
     surfaces = np.empty((n, resolution, resolution), np.int64)

@@ -234,6 +234,8 @@ def make_shapes(n: int, resolution: int, seed: int = 0, chunk: int = 256) -> Ima
         raise DataError(f"the shapes dataset needs a positive number of images, got {n}")
     if resolution < 8:
         raise DataError(f"the shapes dataset renders at 8 pixels or more, got {resolution}")
+    if seed < 0:  # numpy's seed sequences take no negative numbers
+        raise DataError(f"the shapes dataset: data.gen_seed must be >= 0, got {seed}")
     rng = np.random.default_rng([seed, 7])
     attrs = draw_attributes(n, rng)
     images = np.empty((n, 3, resolution, resolution), np.uint8)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,8 @@ def _read_captions(path: Path) -> list[str]:
         raise DataError(f"caption file {path} is missing; the StackGAN layout has one text "
                         f"file of {CAPTIONS_PER_IMAGE} captions per image (or use "
                         f"data.text_encoder=pickle, which needs no caption files)") from None
+    except OSError as e:
+        raise DataError(f"cannot read caption file {path}: {e.strerror}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -113,19 +116,34 @@ def _cub_boxes(root: Path) -> dict[str, tuple[float, float, float, float]]:
     for p in (names, boxes):
         if not p.is_file():
             raise DataError(f"{p} does not exist: CUB-200-2011 ships it beside images/")
+    def lines(p: Path) -> list[str]:
+        try:
+            return p.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise DataError(f"{p} is not UTF-8 text; CUB-200-2011 ships it as plain text "
+                            f"(download it again)") from None
+
     ids = {}
-    for line in names.read_text().splitlines():
+    for n, line in enumerate(lines(names), 1):
         if line.strip():
-            i, name = line.split(maxsplit=1)
-            ids[i] = name.strip().removesuffix(".jpg")
+            parts = line.split(maxsplit=1)
+            if len(parts) != 2:
+                raise DataError(f"{names} line {n} should be '<image id> <path>.jpg'")
+            ids[parts[0]] = parts[1].strip().removesuffix(".jpg")
     out = {}
-    for n, line in enumerate(boxes.read_text().splitlines(), 1):
+    for n, line in enumerate(lines(boxes), 1):
         if not line.strip():
             continue
         parts = line.split()
-        if len(parts) != 5 or parts[0] not in ids:
-            raise DataError(f"{boxes} line {n} should be '<image id> x y width height'")
-        out[ids[parts[0]]] = tuple(float(v) for v in parts[1:])  # type: ignore[assignment]
+        try:
+            box = tuple(float(v) for v in parts[1:])
+        except ValueError:
+            box = ()
+        if (len(parts) != 5 or parts[0] not in ids or len(box) != 4
+                or not all(math.isfinite(v) for v in box)):
+            raise DataError(f"{boxes} line {n} should be '<image id> x y width height' (an id "
+                            f"of images.txt and four numbers)")
+        out[ids[parts[0]]] = box  # type: ignore[assignment]
     return out
 
 
@@ -157,7 +175,10 @@ def load_stackgan_layout(root: str | Path, kind: str, split: str, resolution: in
     class_path = root / split / "class_info.pickle"
     labels = None
     if class_path.is_file():
-        cls = np.asarray([int(c) for c in _read_pickle_list(class_path, "class ids")])
+        try:
+            cls = np.asarray([int(c) for c in _read_pickle_list(class_path, "class ids")])
+        except (TypeError, ValueError, OverflowError):
+            raise DataError(f"{class_path} should hold a list of integer class ids") from None
         if len(cls) != len(keys):
             raise DataError(f"{class_path} has {len(cls)} class ids for {len(keys)} images")
         _, labels_np = np.unique(cls, return_inverse=True)
@@ -182,7 +203,12 @@ def load_stackgan_layout(root: str | Path, kind: str, split: str, resolution: in
     extras: dict[str, torch.Tensor] = {}
     if text_encoder == "pickle":
         emb_path = root / split / "char-CNN-RNN-embeddings.pickle"
-        emb = np.asarray(_read_pickle_list(emb_path, "caption embeddings"), dtype=np.float32)
+        try:
+            emb = np.asarray(_read_pickle_list(emb_path, "caption embeddings"),
+                             dtype=np.float32)
+        except (TypeError, ValueError, OverflowError):
+            raise DataError(f"{emb_path} should hold numbers: one (captions, dim) array per "
+                            f"image") from None
         if emb.ndim != 3 or len(emb) != len(keys):
             raise DataError(f"{emb_path} holds embeddings of shape {emb.shape}; expected "
                             f"({len(keys)}, captions, dim)")
