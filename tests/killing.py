@@ -188,4 +188,4 @@ class KilledRun:
         keys = [k for k in a if k.startswith(("model/", "optim/"))]
         assert keys and a.keys() == b.keys()
         for k in keys:
-            assert torch.equal(a[k], b[k]), k
+            assert torch.equal(a[k], b[k]), (k, a[k], b[k])

@@ -50,7 +50,7 @@ def test_unknown_model_key_and_unknown_phase():
         ("train.precision=fp8", "expected one of"),
         ("model.z_dims=[50]", "one noise size per level"),
         ("model.encoder.split=[fc4]", "can be cut after"),
-        ("model.width=-1", "width must be > 0"),
+        ("model.width=-1", r"model.width must be in \(0, 64\]"),
         ("data.eval_size=-1", ">= 0"),
         ("model.name=nosuchgan", "unknown model"),
     ],

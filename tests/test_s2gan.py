@@ -154,6 +154,20 @@ def _style_step(rooms, fcn_weight: float, perturb_fcn: bool) -> dict[str, torch.
     return {k: v.clone() for k, v in m.G_style.state_dict().items()}
 
 
+def test_batch_statistics_sampling_leaves_every_buffer_alone():
+    # sample_bn="batch" (the code's sampling) runs BN in training mode; sampling must still leave
+    # the running averages and the batch counters as they were, or a checkpoint written before a
+    # sample grid would differ from the state after it (and a resumed run from an unbroken one).
+    torch.manual_seed(0)
+    m = S2GAN(_small(sample_bn="batch"), INFO)
+    m.train()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    m.grid(2, 3, vary=m.noise_dims(), generator=torch.Generator().manual_seed(0))
+    assert m.training
+    changed = [k for k, v in m.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed == []
+
+
 def test_fcn_weight_zero_removes_its_gradient(rooms):
     # With weight 0 the FCN has no influence at all: changing it leaves G's update unchanged.
     a, b = _style_step(rooms, 0.0, False), _style_step(rooms, 0.0, True)
