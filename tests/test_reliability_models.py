@@ -129,12 +129,6 @@ MODEL_CONFIGS = {
     "stackgan_v2": ("stackgan-v2-shapes", DataInfo((3, 64, 64), 0, "shapes", 256)),
     "s2gan": ("s2gan-rooms", DataInfo((3, 64, 64), 4, "rooms")),
 }
-# Keys whose bad values still reach torch as a raw exception, in src/ganstack/models/sgan.py
-# (being edited elsewhere; left for its owner): width=NaN/inf/1e300 (ValueError, OverflowError,
-# TypeError), feature_hidden=-1 and feature_disc_hidden=-1 (RuntimeError), beta1/beta2 outside
-# [0, 1) (Adam's ValueError). The test tolerates them and fails on any other key.
-KNOWN_GAPS = {"sgan": {"model.width", "model.feature_hidden", "model.feature_disc_hidden",
-                       "model.beta1", "model.beta2"}}
 BUILD_LIMIT = 512  # integers above this are only loaded, not built: `r_num=10**9` is a legal
 # request for a billion residual blocks, and building it would take that long
 
@@ -266,12 +260,7 @@ def test_fuzz_each_models_config_section_raises_only_config_errors(model):
     @settings(FUZZ, max_examples=MODEL_CONFIG_EXAMPLES)
     @given(_model_overrides(model))
     def fuzz(items):
-        try:
-            event(_builds_or_config_error(model, items))
-        except Exception:
-            if not {i.split("=")[0] for i in items} & KNOWN_GAPS.get(model, set()):
-                raise
-            event("a known gap")
+        event(_builds_or_config_error(model, items))
 
     fuzz()
 
@@ -293,8 +282,7 @@ def test_every_model_key_with_each_edge_value_is_a_config_error_or_builds(model)
                 _builds_or_config_error(model, [f"{key}={value}"])
             except Exception as e:  # noqa: BLE001 - collected, then reported together
                 errors.append(f"{key}={value}: {type(e).__name__}: {str(e).splitlines()[0]}")
-    known = KNOWN_GAPS.get(model, set())
-    assert not [e for e in errors if e.split("=")[0] not in known], "\n".join(errors)
+    assert not errors, "\n".join(errors)
 
 
 @pytest.mark.usefixtures("memory_cap")

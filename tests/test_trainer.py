@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from ganstack.config import load_config
-from ganstack.errors import GanstackError
+from ganstack.errors import GanstackError, NonFiniteLossError
 from ganstack.train import checkpoint as ckpt
 from ganstack.train.trainer import Trainer
 
@@ -80,6 +81,65 @@ def test_nan_loss_stops_without_writing_a_checkpoint(tmp_path, tiny_overrides, m
     steps = [json.loads(p.read_text())["global_step"]
              for p in ckpt.list_checkpoints(tmp_path / "checkpoints")]
     assert steps == [2]
+
+
+def _poison_once(trainer, monkeypatch, at_step: int) -> dict[str, list]:
+    """g0_cond is NaN the first time global step ``at_step`` runs; records the learning rate
+    each optimizer step really used (the rollback scale is applied around the step)."""
+    real_step = trainer.model.train_step
+    seen: dict[str, list] = {"lr": [], "poisoned": []}
+
+    def poisoned(batch, phase):
+        out = real_step(batch, phase)
+        step = trainer.global_step + 1
+        if step == at_step and at_step not in seen["poisoned"]:
+            seen["poisoned"].append(step)
+            out["g0_cond"] = torch.tensor(float("nan"))
+        return out
+
+    monkeypatch.setattr(trainer.model, "train_step", poisoned)
+    opt = next(iter(trainer.model.optimizers.values()))
+    opt.register_step_pre_hook(lambda o, *_: seen["lr"].append(o.param_groups[0]["lr"]))
+    return seen
+
+
+def test_nan_rollback_reloads_the_last_checkpoint_with_a_lower_lr(tmp_path, tiny_overrides,
+                                                                   monkeypatch, caplog):
+    cfg = load_config("sgan-mnist", tiny_overrides + [
+        "train.checkpoint_every=2", "train.nan_policy=rollback", "train.nan_lr_factor=0.25"])
+    trainer = Trainer(cfg, tmp_path)
+    base_lr = next(iter(trainer.model.optimizers.values())).param_groups[0]["lr"]
+    seen = _poison_once(trainer, monkeypatch, at_step=3)
+    with caplog.at_level("WARNING", logger="ganstack"):
+        assert trainer.fit() == "done"
+    assert "rolled back to step 2 with the learning rates x0.25" in caplog.text
+    assert seen["poisoned"] == [3]
+    rows = logged_losses(tmp_path)
+    assert [r["step"] for r in rows] == list(range(1, len(rows) + 1))  # step 3 logged once
+    assert all(math.isfinite(v) for r in rows for k, v in r.items() if k.startswith("loss/"))
+    # The learning rate each optimizer step used: base until the rollback, then a quarter of
+    # whatever the model sets, and the scale is kept in the checkpoints (so --resume keeps it).
+    assert seen["lr"][0] == base_lr and seen["lr"][-1] == pytest.approx(
+        0.25 * next(iter(trainer.model.optimizers.values())).param_groups[0]["lr"])
+    final = ckpt.list_checkpoints(tmp_path / "checkpoints")[-1]
+    assert json.loads(final.read_text())["lr_scale"] == 0.25
+    resumed = Trainer(cfg, tmp_path, resume=True)
+    resumed._restore_latest()
+    assert resumed.lr_scale == 0.25
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["train.nan_retries=0"], "after 0 rollback"),
+    (["train.checkpoint_every=0"], "no checkpoint written yet"),
+])
+def test_nan_rollback_stops_when_it_cannot_roll_back(tmp_path, tiny_overrides, monkeypatch,
+                                                     extra, message):
+    cfg = load_config("sgan-mnist", tiny_overrides + [
+        "train.checkpoint_every=2", "train.nan_policy=rollback", *extra])
+    trainer = Trainer(cfg, tmp_path)
+    _poison_once(trainer, monkeypatch, at_step=3)
+    with pytest.raises(NonFiniteLossError, match=f"g0_cond became NaN/Inf by step 3.*{message}"):
+        trainer.fit()
 
 
 def test_ctrl_c_saves_and_resume_finishes(tmp_path, tiny_overrides):

@@ -100,6 +100,13 @@ class TrainConfig:
     # activations in NHWC memory layout; use the optimizers' fused single-kernel step.
     channels_last: bool = False
     fused_optimizers: bool = False
+    # A NaN/Inf loss: "stop" raises an error naming the loss and step (no checkpoint is written
+    # after it); "rollback" reloads the newest checkpoint, multiplies every learning rate by
+    # nan_lr_factor (kept in later checkpoints, so --resume keeps it) and goes on, at most
+    # nan_retries times in one process before it stops as "stop" would.
+    nan_policy: Literal["stop", "rollback"] = "stop"
+    nan_lr_factor: float = 0.5
+    nan_retries: int = 3
 
     def validate(self, where: str) -> None:
         _require(self.batch_size > 0, f"{where}.batch_size must be > 0, got {self.batch_size}")
@@ -109,6 +116,9 @@ class TrainConfig:
         for k in ("log_every", "sample_every", "checkpoint_every", "num_threads"):
             _require(getattr(self, k) >= 0, f"{where}.{k} must be >= 0, got {getattr(self, k)}")
         _require(self.keep_checkpoints >= 1, f"{where}.keep_checkpoints must be >= 1")
+        _require(0.0 < self.nan_lr_factor <= 1.0,  # NaN fails both comparisons
+                 f"{where}.nan_lr_factor must be in (0, 1], got {self.nan_lr_factor}")
+        _require(self.nan_retries >= 0, f"{where}.nan_retries must be >= 0, got {self.nan_retries}")
         dev = self.device
         _require(
             dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"),

@@ -24,6 +24,10 @@ class CheckpointError(GanstackError):
     """A checkpoint is missing, incomplete or does not match the model."""
 
 
+class NonFiniteLossError(GanstackError):
+    """A training loss became NaN or Inf (``train.nan_policy`` says what the trainer does)."""
+
+
 class MissingDependencyError(GanstackError):
     """An optional dependency is not installed."""
 

@@ -40,7 +40,7 @@ import torch
 
 from ganstack.config import ExperimentConfig, from_dict
 from ganstack.data import Batcher, ImageDataset, load_dataset
-from ganstack.errors import CheckpointError, GanstackError
+from ganstack.errors import CheckpointError, GanstackError, NonFiniteLossError
 from ganstack.models import DataInfo, StackModel, build_model
 from ganstack.train import checkpoint as ckpt
 from ganstack.train import distributed
@@ -114,6 +114,12 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         if tc.fused_optimizers:
             fuse_optimizers(self.model.optimizers.values())
+        # Learning-rate scale after NaN rollbacks (train.nan_policy): applied around each
+        # optimizer step, so it holds whatever learning rates the model itself sets.
+        self.lr_scale = 1.0
+        for opt in self.model.optimizers.values():
+            opt.register_step_pre_hook(self._scale_lr)
+            opt.register_step_post_hook(self._unscale_lr)
         self.model.reference = self.eval_ds if self.eval_ds is not None else self.train_ds
         self._hooks: list[Any] = []
         if self.dist.enabled:
@@ -151,6 +157,7 @@ class Trainer:
             "phase": phases[self.phase_index][0] if self.phase_index < len(phases) else None,
             "phase_step": self.phase_step,
             "elapsed_s": round(self.elapsed, 3),
+            "lr_scale": self.lr_scale,
             "config_hash": self.cfg.hash(),
             "data_info": {"shape": list(self.info.shape), "num_classes": self.info.num_classes,
                           "name": self.info.name, "text_dim": self.info.text_dim},
@@ -197,6 +204,7 @@ class Trainer:
         self.phase_index = record["phase_index"]
         self.phase_step = record["phase_step"]
         self.elapsed = record.get("elapsed_s", 0.0)
+        self.lr_scale = float(record.get("lr_scale", 1.0))
         if per_rank:  # each rank continues its own noise stream
             ckpt.restore_rank_rng(record, tensors, rank,
                                   self.device if self.device.type == "cuda" else None)
@@ -368,26 +376,40 @@ class Trainer:
             tty = sys.stderr.isatty()  # in logs (CI, nohup) redraw rarely
             bar = tqdm(total=total, initial=self.global_step, unit="step", dynamic_ncols=True,
                        mininterval=0.2 if tty else 30.0)
+        rollbacks = 0
         try:
-            for pi, (phase, steps) in enumerate(self.phases):
-                if pi < self.phase_index:
-                    continue
-                if pi > self.phase_index:
-                    self.phase_index, self.phase_step = pi, 0
-                if self.phase_step >= steps:
-                    continue
-                if self._should_stop() or not self._run_phase(phase, steps, bar):
-                    self.save()
-                    if self.dist.is_main:
-                        log.warning("interrupted at step %d; resume with --resume",
-                                    self.global_step)
-                    return "interrupted"
-                self.save(f"phase-{phase}")
-                self.write_samples(f"{phase}-final")
+            while True:
+                try:
+                    if self._run_all_phases(bar) == "interrupted":
+                        return "interrupted"
+                    break
+                except NonFiniteLossError as e:
+                    self._roll_back(e, rollbacks)
+                    rollbacks += 1
+                    if bar is not None:
+                        bar.n = self.global_step
+                        bar.refresh()
             self.phase_index = len(self.phases)
         finally:
             if bar is not None:
                 bar.close()
+        return "done"
+
+    def _run_all_phases(self, bar: Any) -> str:
+        for pi, (phase, steps) in enumerate(self.phases):
+            if pi < self.phase_index:
+                continue
+            if pi > self.phase_index:
+                self.phase_index, self.phase_step = pi, 0
+            if self.phase_step >= steps:
+                continue
+            if self._should_stop() or not self._run_phase(phase, steps, bar):
+                self.save()
+                if self.dist.is_main:
+                    log.warning("interrupted at step %d; resume with --resume", self.global_step)
+                return "interrupted"
+            self.save(f"phase-{phase}")
+            self.write_samples(f"{phase}-final")
         return "done"
 
     def _run_phase(self, phase: str, steps: int, bar: Any) -> bool:
@@ -492,11 +514,46 @@ class Trainer:
     def _check_finite(self, values: dict[str, float], phase: str) -> None:
         bad = [k for k, v in values.items() if not np.isfinite(v)]
         if bad:
-            raise GanstackError(
+            raise NonFiniteLossError(
                 f"loss {', '.join(bad)} became NaN/Inf by step {self.global_step} (phase "
-                f"{phase}); stopped without writing a checkpoint. Lower the learning rate, or "
-                f"resume from the last good checkpoint with --resume."
+                f"{phase}); stopped without writing a checkpoint. Lower the learning rate, "
+                f"resume from the last good checkpoint with --resume, or set "
+                f"train.nan_policy=rollback to do both automatically."
             )
+
+    def _scale_lr(self, opt: torch.optim.Optimizer, *_: Any) -> None:
+        if self.lr_scale != 1.0:
+            opt._ganstack_lr = [g["lr"] for g in opt.param_groups]  # type: ignore[attr-defined]
+            for g in opt.param_groups:
+                g["lr"] = g["lr"] * self.lr_scale
+
+    def _unscale_lr(self, opt: torch.optim.Optimizer, *_: Any) -> None:
+        saved = opt.__dict__.pop("_ganstack_lr", None)
+        if saved is not None:
+            for g, lr in zip(opt.param_groups, saved, strict=True):
+                g["lr"] = lr
+
+    def _roll_back(self, error: NonFiniteLossError, rollbacks: int) -> None:
+        """train.nan_policy=rollback: the newest checkpoint again, every learning rate scaled
+        by nan_lr_factor; re-raises ``error`` when that is not possible or allowed."""
+        tc = self.cfg.train
+        if tc.nan_policy != "rollback":
+            raise error
+        if rollbacks >= tc.nan_retries:
+            raise NonFiniteLossError(f"{error} (after {rollbacks} rollback(s) with the learning "
+                                     f"rate x{self.lr_scale:g}: train.nan_retries="
+                                     f"{tc.nan_retries})") from error
+        if not ckpt.list_checkpoints(self.ckpt_dir):
+            raise NonFiniteLossError(f"{error} (train.nan_policy=rollback: no checkpoint "
+                                     f"written yet to roll back to; lower "
+                                     f"train.checkpoint_every)") from error
+        scale = self.lr_scale * tc.nan_lr_factor
+        self._restore_latest()
+        self.lr_scale = scale
+        if self.dist.is_main:
+            log.warning("%s -> rolled back to step %d with the learning rates x%g (rollback %d "
+                        "of at most %d)", str(error).split(";")[0], self.global_step, scale,
+                        rollbacks + 1, tc.nan_retries)
 
     # ---- after training ----------------------------------------------------------------------
 
