@@ -10,7 +10,10 @@ Each variant is a freshly built model (same seed) with one lever applied:
   (``train.channels_last``);
 - ``fused``: the optimizers' fused (single-kernel) step instead of the for-each one
   (``train.fused_optimizers``);
-- ``channels_last+fused``: both.
+- ``channels_last+fused``: both;
+- ``bf16``: the step under bfloat16 autocast (``train.precision=bf16``; on a CPU with
+  AVX512-BF16 or AMX, oneDNN runs convolutions and matmuls in bf16). Lower precision: a
+  speed figure, not a claim that training quality is unchanged.
 
 The timed runs interleave the variants (base, A, B, base, A, B, ...), so a load that comes and
 goes on the machine slows them alike, and the ratios stay meaningful where absolute figures do
@@ -31,7 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 RESULTS = Path(__file__).parent / "results"
-VARIANTS = ["base", "channels_last", "fused", "channels_last+fused"]
+VARIANTS = ["base", "channels_last", "fused", "channels_last+fused", "bf16"]
+DEFAULT_VARIANTS = VARIANTS[:4]
 
 
 def apply(model, variant: str) -> None:  # type: ignore[no-untyped-def]
@@ -68,9 +72,10 @@ def build(name: str, variant: str):  # type: ignore[no-untyped-def]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config")
-    ap.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    ap.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=VARIANTS)
     ap.add_argument("--steps", type=int, default=3, help="steps per timed run")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per variant")
+    ap.add_argument("--out", help="result file name, without .json (default: speed_ab-CONFIG)")
     args = ap.parse_args()
     import torch
 
@@ -82,7 +87,8 @@ def main() -> None:
     def run(v: str, k: int) -> None:
         model, batcher, phase, _ = runs[v]
         for _ in range(k):
-            model.train_step(batcher.batch(steps[v]), phase)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled="bf16" in v):
+                model.train_step(batcher.batch(steps[v]), phase)
             steps[v] += 1
 
     for v in args.variants:
@@ -100,7 +106,8 @@ def main() -> None:
     out = {"config": args.config, "batch_size": runs["base"][3], "steps_per_run": args.steps,
            "repeats": args.repeats, "threads": torch.get_num_threads(), "variants": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"speed_ab-{args.config}.json").write_text(json.dumps(out, indent=1))
+    (RESULTS / f"{args.out or 'speed_ab-' + args.config}.json").write_text(
+        json.dumps(out, indent=1))
     for v, r in rows.items():
         print(f"{args.config} {v}: {r['step_ms']} ms a step, {r['ratio_to_base']:.3f} x base")
 
