@@ -1,6 +1,6 @@
 """Does SGAN's entropy loss stop the bottom level ignoring its noise (the paper's Fig. 2c/d)?
 
-    python benchmarks/sgan_entropy.py                        # 6,000 steps, seeds 0 1, 2 jobs
+    python benchmarks/sgan_entropy.py                        # 6,000 steps, seeds 0 1: about 1 h
     python benchmarks/sgan_entropy.py --steps 2000 --every 500 --seeds 0 --jobs 1
 
 Trains `sgan-mnist-no-joint` (two levels, independent phase, the `sgan-mnist` settings) with
