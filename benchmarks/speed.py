@@ -3,6 +3,8 @@
     python benchmarks/speed.py                 # all bundled configs
     python benchmarks/speed.py sgan-mnist      # some of them
     python benchmarks/speed.py stackgan-v2-birds --steps 1 --repeats 3 --out speed-birds
+    python benchmarks/speed.py stackgan-v2-birds --steps 1 --repeats 3 --set train.precision=bf16 \
+        --tag bf16 --out speed-stackgan-v2-birds-bf16
 
 For each config, in a fresh subprocess (so peak memory is its own): training images/s (median
 of several timed runs of a few steps, after warm-up), sampling images/s, peak resident memory,
@@ -16,6 +18,10 @@ embedded data are measured; name paper configs to add them.
 Writes ``benchmarks/results/speed.json``, ``speed.md`` (``--out`` names them) and a profile
 of the top operators of a training step of each config (``profile-CONFIG.txt``). Run it on an
 otherwise idle machine: another process on the same cores changes every figure.
+
+``--set KEY=VALUE`` overrides each config (as on the command line of ``ganstack train``). With
+``train.precision=bf16`` the step runs under bfloat16 autocast, and the bf16 matmul peak is
+measured too. ``--tag`` names the profile files (``profile-CONFIG-TAG.txt``).
 """
 
 from __future__ import annotations
@@ -33,11 +39,12 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 
 
-def matmul_peak(n: int = 2048, repeats: int = 7) -> float:
-    """Median fp32 GFLOP/s of an n x n matrix product."""
+def matmul_peak(n: int = 2048, repeats: int = 7, dtype: str = "float32") -> float:
+    """Median GFLOP/s of an n x n matrix product (fp32 unless ``dtype`` says otherwise)."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    dt = getattr(torch, dtype)
+    a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
     for _ in range(2):
         a @ b
     times = []
@@ -82,7 +89,7 @@ def training_data(cfg):  # type: ignore[no-untyped-def]
         return train, "random"
 
 
-def measure(name: str, steps: int, repeats: int) -> dict:
+def measure(name: str, steps: int, repeats: int, overrides: list[str], tag: str = "") -> dict:
     """Runs inside the subprocess: one config's figures."""
     import resource
 
@@ -94,9 +101,12 @@ def measure(name: str, steps: int, repeats: int) -> dict:
     from ganstack.models import DataInfo, build_model
 
     torch.manual_seed(0)
-    cfg = load_config(name)
+    cfg = load_config(name, overrides)
     train, data = training_data(cfg)
     model = build_model(cfg.model, DataInfo.of(train))
+    bf16 = cfg.train.precision == "bf16"
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
     batcher = Batcher(train, cfg.train.batch_size, 0)
     phases = [p for p, s in cfg.train.phases.items() if s > 0]
     phase = phases[-1]  # the last phase (SGAN: joint) exercises every level
@@ -107,7 +117,8 @@ def measure(name: str, steps: int, repeats: int) -> dict:
     def run(k: int) -> None:
         nonlocal step
         for _ in range(k):
-            model.train_step(batcher.batch(step), phase)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                model.train_step(batcher.batch(step), phase)
             step += 1
 
     run(3)  # warm-up
@@ -124,7 +135,7 @@ def measure(name: str, steps: int, repeats: int) -> dict:
         run(2)
     averages = prof.key_averages()
     table = averages.table(sort_by="self_cpu_time_total", row_limit=12)
-    (RESULTS / f"profile-{name}.txt").write_text(table)
+    (RESULTS / f"profile-{name}{'-' + tag if tag else ''}.txt").write_text(table)
     # Where the time goes: kernels that do the FLOPs (convolutions and matrix products) against
     # everything else (normalisation, activations, copies, optimizer updates, dispatch).
     aten = [e for e in averages if e.key.startswith("aten::")]
@@ -137,13 +148,20 @@ def measure(name: str, steps: int, repeats: int) -> dict:
     # stays near the training step's instead of growing with the image size.
     side = max(model.info.shape[-1], 1)
     sample_batch = max(10, min(500, 500 * 64 * 64 // (side * side)))
-    model.sample(100, batch_size=sample_batch)
-    t = time.perf_counter()
-    model.sample(n_sample, batch_size=sample_batch)
-    sample_s = time.perf_counter() - t
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        model.sample(100, batch_size=sample_batch)
+        t = time.perf_counter()
+        model.sample(n_sample, batch_size=sample_batch)
+        sample_s = time.perf_counter() - t
     peak = matmul_peak()
     achieved = flops / step_s / 1e9
+    extra = {}
+    if bf16:
+        bf16_peak = matmul_peak(dtype="bfloat16")
+        extra = {"bf16_matmul_peak_gflop_s": round(bf16_peak, 1),
+                 "fraction_of_bf16_peak": round(achieved / bf16_peak, 3)}
     return {
+        "overrides": overrides,
         "config": name,
         "model": cfg.model.name,
         "phase_timed": phase,
@@ -165,6 +183,7 @@ def measure(name: str, steps: int, repeats: int) -> dict:
         "timed_runs": repeats,
         "steps_per_run": steps,
         "threads": torch.get_num_threads(),
+        **extra,
     }
 
 
@@ -190,11 +209,22 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="timed runs (the median is kept)")
     ap.add_argument("--out", default="speed",
                     help="file stem of the results in benchmarks/results (default: speed)")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="config overrides for every config, e.g. train.precision=bf16")
+    ap.add_argument("--tag", default="", help="suffix of the profile files (profile-CONFIG-TAG)")
+    ap.add_argument("--table", action="store_true",
+                    help="only rewrite OUT.md from OUT.json (no measurement)")
     ap.add_argument("--_one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.table:
+        result = json.loads((RESULTS / f"{args.out}.json").read_text())
+        (RESULTS / f"{args.out}.md").write_text(table(result, result["rows"][0].get(
+            "overrides", [])))
+        print((RESULTS / f"{args.out}.md").read_text())
+        return
     if args._one:
-        print(json.dumps(measure(args._one, args.steps, args.repeats)))
+        print(json.dumps(measure(args._one, args.steps, args.repeats, args.set, args.tag)))
         return
     from ganstack.config import bundled_configs
 
@@ -209,8 +239,9 @@ def main() -> None:
         names += [n for n in embedded if n.endswith("-paper")]
     rows = []
     for name in names:
+        extra = ["--tag", args.tag] + (["--set", *args.set] if args.set else [])
         out = subprocess.run([sys.executable, __file__, "--_one", name, "--steps",
-                              str(args.steps), "--repeats", str(args.repeats)],
+                              str(args.steps), "--repeats", str(args.repeats), *extra],
                              capture_output=True, text=True)
         if out.returncode != 0:
             print(f"{name}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
@@ -221,6 +252,20 @@ def main() -> None:
               f"{row['fraction_of_peak']:.0%} of peak", flush=True)
     result = {"machine": machine(), "rows": rows}
     (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=1))
+    md = table(result, args.set)
+    (RESULTS / f"{args.out}.md").write_text(md)
+    print(md)
+
+
+def table(result: dict, overrides: list[str]) -> str:
+    """The Markdown table of a result. One matmul measurement can land on a busy moment (a
+    peak half the others), so every row's fraction is taken against the median peak of the run;
+    each row's own measurement stays in the JSON."""
+    rows = [dict(r) for r in result["rows"]]
+    peak = statistics.median(r["matmul_peak_gflop_s"] for r in rows)
+    for r in rows:
+        r["fraction_of_peak"] = r["achieved_gflop_s"] / peak
+        r["matmul_peak_gflop_s"] = round(peak, 1)
     head = ("| config | train img/s | step ms | sample img/s | GFLOP/step | GFLOP/s | "
             "matmul peak | of peak | time in conv/matmul | their GFLOP/s | ops/step | "
             "train peak RSS MiB | peak RSS MiB |\n"
@@ -232,11 +277,18 @@ def main() -> None:
              f"{r.get('aten_ops_per_step', 'n/a')} | "
              f"{r.get('train_peak_rss_mib', 'n/a')} | {r['peak_rss_mib']} |"
              for r in rows]
+    if any("fraction_of_bf16_peak" in r for r in rows):  # bf16 runs: their own peak too
+        head = head.replace("| of peak |", "| of peak | bf16 peak | of bf16 peak |", 1).replace(
+            "|---|---|\n", "|---|---|---|---|\n", 1)
+        lines = [x.replace(f"| {r['fraction_of_peak']:.0%} |",
+                           f"| {r['fraction_of_peak']:.0%} | {r.get('bf16_matmul_peak_gflop_s')} | "
+                           f"{r.get('fraction_of_bf16_peak', 0):.0%} |", 1)
+                 for x, r in zip(lines, rows, strict=True)]
     m = result["machine"]
-    md = (f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['threads']} threads)."
-          f"\n\n{head}" + "\n".join(lines) + "\n")
-    (RESULTS / f"{args.out}.md").write_text(md)
-    print(md)
+    return (f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['threads']} "
+            f"threads); fp32 matmul peak {peak:.1f} GFLOP/s (median of the run)."
+            + (f" Overrides: {' '.join(overrides)}." if overrides else "")
+            + f"\n\n{head}" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
