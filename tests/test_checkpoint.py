@@ -74,7 +74,9 @@ def test_weights_without_their_record_are_not_a_checkpoint(tmp_path):
     (tmp_path / "step-2.safetensors").write_bytes(b"partial")
     (tmp_path / ".step-3.json.123.tmp").write_text("{")
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-1.json"]
-    assert ckpt.remove_stale_temporaries(tmp_path) == 1
+    assert ckpt.remove_leftovers(tmp_path) == 2  # the temporary and the orphaned weights
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-1.json", "step-1.safetensors"]
+    ckpt.read_checkpoint(tmp_path / "step-1.json")
 
 
 def test_a_pickle_posing_as_a_checkpoint_is_never_executed(tmp_path):

@@ -104,6 +104,9 @@ def test_a_kill_while_pruning_leaves_only_complete_checkpoints(tmp_path, tiny_ov
     assert found
     for path in found:
         ckpt.read_checkpoint(path)
+    # The resumed run removes the weights a kill mid-prune left without their record.
+    assert Trainer(cfg, tmp_path, resume=True).fit() == "done"
+    assert leftovers(ckdir) == []
 
 
 # ---- a full disk during a checkpoint write ------------------------------------------------------

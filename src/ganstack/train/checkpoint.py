@@ -264,11 +264,21 @@ def list_checkpoints(folder: Path) -> list[Path]:
     return [p for _, _, p in sorted(found)]
 
 
-def remove_stale_temporaries(folder: Path) -> int:
-    """Delete temporary files a killed process left behind; returns how many."""
+def remove_leftovers(folder: Path) -> int:
+    """Delete what a killed process left behind; returns how many files.
+
+    That is temporary files, and weights whose JSON record is missing. Such weights come from a
+    kill between the two renames of a write, or between the two deletions of a prune. Without
+    its record (which holds the hash) a weights file is invisible and can never be loaded.
+    Call it only while no checkpoint is being written to ``folder``.
+    """
     n = 0
     if folder.is_dir():
         for p in folder.glob(".*.tmp"):
             p.unlink(missing_ok=True)
             n += 1
+        for p in folder.glob("*.safetensors"):
+            if not p.with_suffix(".json").exists():
+                p.unlink(missing_ok=True)
+                n += 1
     return n

@@ -189,7 +189,7 @@ class Trainer:
 
     def _restore_latest(self) -> None:
         if self.dist.is_main:
-            ckpt.remove_stale_temporaries(self.ckpt_dir)
+            ckpt.remove_leftovers(self.ckpt_dir)
         latest = ckpt.list_checkpoints(self.ckpt_dir)[-1]
         record, tensors = ckpt.read_checkpoint(latest)
         if record.get("model") != self.cfg.model.name:
