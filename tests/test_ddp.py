@@ -215,6 +215,11 @@ def _hook_worker(rank: int, world: int, init_file: str) -> None:
             torch.testing.assert_close(p.detach(), b - e, rtol=0, atol=1e-6)
         assert all(p.grad is None for p in unused.parameters())  # no rank had a gradient
         assert all(torch.equal(p, b) for p, b in zip(params[4:], before[4:], strict=True))
+        # Both ranks done before either tears gloo down: a rank that destroyed its group while
+        # the other was still finishing once died in gloo's threads ("terminate called without
+        # an active exception", SIGABRT). Only on success: after a failed assertion the other
+        # rank may never arrive.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
