@@ -105,8 +105,12 @@ def measure(name: str, steps: int, repeats: int, overrides: list[str], tag: str 
     train, data = training_data(cfg)
     model = build_model(cfg.model, DataInfo.of(train))
     bf16 = cfg.train.precision == "bf16"
-    if cfg.train.channels_last:
+    if cfg.train.channels_last:  # the speed levers, as the trainer applies them
         model.to(memory_format=torch.channels_last)
+    if cfg.train.fused_optimizers:
+        from ganstack.train.trainer import fuse_optimizers
+
+        fuse_optimizers(model.optimizers.values())
     batcher = Batcher(train, cfg.train.batch_size, 0)
     phases = [p for p, s in cfg.train.phases.items() if s > 0]
     phase = phases[-1]  # the last phase (SGAN: joint) exercises every level

@@ -338,7 +338,7 @@ class _SamplingMode:
         self.was_training = self.model.training
         self.model.eval()
         self.model._sampling = True  # type: ignore[attr-defined]
-        self.saved_momenta: list[tuple[nn.Module, float | None, torch.Tensor | None]] = []
+        self.saved_bn: list[tuple[nn.Module, float | None, torch.Tensor | None]] = []
         if getattr(self.model.cfg, "sample_bn", "eval") == "batch":
             # Batch statistics, as during training; momentum 0 keeps the running averages intact
             # and the batch counters are put back on exit, so sampling never changes the state
@@ -348,13 +348,13 @@ class _SamplingMode:
                     if isinstance(m, nn.modules.batchnorm._BatchNorm):
                         tracked = (None if m.num_batches_tracked is None
                                    else m.num_batches_tracked.clone())
-                        self.saved_momenta.append((m, m.momentum, tracked))
+                        self.saved_bn.append((m, m.momentum, tracked))
                         m.momentum = 0.0
                         m.train()
         return self.model
 
     def __exit__(self, *exc: object) -> None:
-        for m, momentum, tracked in self.saved_momenta:
+        for m, momentum, tracked in self.saved_bn:
             m.momentum = momentum
             if tracked is not None:
                 m.num_batches_tracked.copy_(tracked)
