@@ -131,14 +131,31 @@ class EvalConfig:
     """What `ganstack eval` computes by default and at the end of `ganstack train`."""
 
     n: int = 5000  # generated samples (class-balanced when the model is class-conditional)
-    metrics: list[str] = field(default_factory=lambda: ["acc", "is", "fid", "kid"])
+    metrics: list[str] = field(default_factory=lambda: ["acc", "is", "fid", "kid", "prdc"])
     at_end: bool = True  # evaluate when training finishes
     batch_size: int = 500
     inception: str | None = None  # TorchScript Inception file for the `*_inception` metrics
+    # Score the real held-out images, the same blurred (sigma 1 and 2 px) and the samples
+    # against shuffled conditions with the same metrics, at the held-out set's size.
+    calibrate: bool = True
+    # A bundled equal-wall-time baseline result (ganstack/configs/baselines/NAME.json, written
+    # by benchmarks/baseline.py --bundle) shown beside this run's figures.
+    baseline: str | None = None
+    # Metrics during training: every `every` steps (0: never) the sampling generator's
+    # `during_metrics` on `during_n` samples go to metrics.jsonl and TensorBoard (as
+    # `eval/<name>`), and the checkpoint with
+    # the best `best` metric (lower is better for fid/kid, higher otherwise) is kept as
+    # checkpoints/best-<metric>.
+    every: int = 0
+    during_n: int = 2000
+    during_metrics: list[str] = field(default_factory=lambda: ["fid", "acc"])
+    best: str | None = "fid"
 
     def validate(self, where: str) -> None:
         _require(self.n >= 2, f"{where}.n must be >= 2, got {self.n}")
         _require(self.batch_size > 0, f"{where}.batch_size must be > 0")
+        _require(self.every >= 0, f"{where}.every must be >= 0, got {self.every}")
+        _require(self.during_n >= 10, f"{where}.during_n must be >= 10, got {self.during_n}")
 
 
 @dataclass

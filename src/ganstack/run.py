@@ -41,7 +41,8 @@ class Run:
         if any(k.startswith("model/ema.") for k in tensors):
             self.model.enable_ema(self.config.train.ema)
         ckpt.restore(self.record, tensors, self.model, None, rng=False)
-        self.model.to(resolve_device(device)).eval()
+        self.device = resolve_device(device)
+        self.model.to(self.device).eval()
         self.checkpoint = path.stem
 
     @property
@@ -108,10 +109,23 @@ class Run:
 
     def evaluate(self, n: int | None = None, metrics: list[str] | None = None,
                  inception: str | None = None, samples: str | None = None,
-                 seed: int = 0) -> dict:
-        """Metrics of ``n`` class-balanced samples, or of a sample file (``samples``)."""
+                 seed: int = 0, ref: str = "train", calibrate: bool | None = None,
+                 device: str | None = None) -> dict:
+        """Metrics of ``n`` class-balanced samples, or of a sample file (``samples``), with
+        their calibration rows and, when the config names one, the bundled baseline's.
+
+        ``ref``: what FID, KID and precision/recall compare with: ``train`` (the training
+        split, default), ``eval`` (the held-out split) or a statistics file for the Inception
+        metrics (pytorch-fid's ``mu``/``sigma`` npz, or ganstack's FeatureStats npz).
+        ``device``: where the feature extractors run (default: the run's device)."""
         from ganstack.data import load_dataset
-        from ganstack.metrics.evaluate import caption_targets, evaluate, images_from_npz
+        from ganstack.metrics.evaluate import (
+            attach_baseline,
+            caption_targets,
+            evaluate,
+            images_from_npz,
+            reference_option,
+        )
 
         ec = self.config.eval
         train_ds, eval_ds = load_dataset(self.config.data)
@@ -144,9 +158,14 @@ class Run:
             names = [m for m in names if m not in own]
             model_measures.update(self.model.model_measures(  # type: ignore[operator]
                 own, train_ds, eval_ds, n or ec.n))
+        ref_images, ref_stats, ref_label = reference_option(ref, train_ds, eval_ds)
         res = evaluate(images, labels, train_ds, eval_ds, names, inception or ec.inception,
-                       extra, targets)
+                       extra, targets, device=device or self.device,
+                       calibrate=ec.calibrate if calibrate is None else calibrate,
+                       ref_stats=ref_stats, ref_label=ref_label, ref_images=ref_images)
         res["metrics"].update(model_measures)
+        if ec.baseline:
+            attach_baseline(res, ec.baseline)
         res["protocol"]["samples"] = source
         res["protocol"]["seconds"] = round(time.perf_counter() - t0, 1)
         res["step"] = self.step

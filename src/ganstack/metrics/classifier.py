@@ -46,10 +46,13 @@ class ClassifierRecipe:
     # consistency reads them. Empty for single-label domains.
     attribute_sizes: tuple[int, ...] = ()
     flip: bool = False  # random left-right flips as augmentation (off where left/right matter)
+    # "cnn": DomainClassifier; "alt": AltClassifier, the second, independent feature space.
+    arch: str = "cnn"
 
     def key(self) -> str:
         d = dataclasses.asdict(self)
-        for k, default in (("pool", 1), ("attribute_sizes", ()), ("flip", False)):
+        for k, default in (("pool", 1), ("attribute_sizes", ()), ("flip", False),
+                           ("arch", "cnn")):
             if d[k] == default:
                 d.pop(k)  # recipes from before these options keep their cache keys
         blob = json.dumps(d, sort_keys=True).encode()
@@ -114,6 +117,49 @@ class DomainClassifier(nn.Module):
         return torch.cat(feats), torch.cat(probs)
 
 
+class AltClassifier(DomainClassifier):
+    """The second judge: a different architecture from :class:`DomainClassifier` (strided 5x5
+    and 3x3 convolutions, group norm, GELU, no max pooling, mean+max pooled 192-d features),
+    trained from another seed, so that a model tuned against one classifier's features is
+    checked in a space it has never been measured in."""
+
+    feature_dim = 192
+
+    def __init__(self, channels: int, num_classes: int, pool: int = 1,
+                 attribute_sizes: tuple[int, ...] = ()) -> None:
+        nn.Module.__init__(self)
+        self.pool = pool
+        self.convs = nn.Sequential(
+            nn.Conv2d(channels, 48, 5, stride=2, padding=2), nn.GELU(),
+            nn.Conv2d(48, 96, 3, stride=2, padding=1), nn.GroupNorm(8, 96), nn.GELU(),
+            nn.Conv2d(96, 96, 3, padding=1), nn.GroupNorm(8, 96), nn.GELU(),
+        )
+        grid = 2 * 96 * pool * pool
+        self.proj = nn.Sequential(nn.Linear(grid, self.feature_dim), nn.GELU())
+        self.head = nn.Linear(self.feature_dim, num_classes)
+        self.attribute_heads = nn.ModuleList([nn.Linear(self.feature_dim, k)
+                                              for k in attribute_sizes])
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        h = self.convs(x)
+        pooled = torch.cat([F.adaptive_avg_pool2d(h, self.pool),
+                            F.adaptive_max_pool2d(h, self.pool)], 1)
+        return self.proj(pooled.flatten(1))
+
+
+ARCHITECTURES: dict[str, type[DomainClassifier]] = {"cnn": DomainClassifier,
+                                                    "alt": AltClassifier}
+
+
+def build_classifier(channels: int, num_classes: int, recipe: ClassifierRecipe
+                     ) -> DomainClassifier:
+    if recipe.arch not in ARCHITECTURES:
+        raise GanstackError(f"unknown classifier architecture {recipe.arch!r}; known: "
+                            f"{', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[recipe.arch](channels, num_classes, recipe.pool,
+                                      recipe.attribute_sizes)
+
+
 def _shift(x: torch.Tensor, max_shift: int, g: torch.Generator) -> torch.Tensor:
     """Random integer translation of each image by up to ``max_shift`` pixels (zero fill)."""
     if max_shift <= 0:
@@ -142,8 +188,7 @@ def train_classifier(
     g = torch.Generator().manual_seed(recipe.seed)
     torch_state = torch.get_rng_state()
     torch.manual_seed(recipe.seed)  # parameter init; the global state is restored below
-    model = DomainClassifier(train.shape[0], train.num_classes, recipe.pool,
-                             recipe.attribute_sizes)
+    model = build_classifier(train.shape[0], train.num_classes, recipe)
     torch.set_rng_state(torch_state)
     attrs = train.extras.get("attributes") if recipe.attribute_sizes else None
     steps_per_epoch = max(1, len(train) // recipe.batch_size)
@@ -180,13 +225,15 @@ def train_classifier(
     return model, acc
 
 
-def recipe_for(ds: ImageDataset) -> ClassifierRecipe:
+def recipe_for(ds: ImageDataset, arch: str = "cnn") -> ClassifierRecipe:
     """The classifier recipe for a dataset: attribute heads (and a spatial grid, since the
-    attributes include positions) when it carries attributes, the plain recipe otherwise."""
+    attributes include positions) when it carries attributes, the plain recipe otherwise.
+    ``arch="alt"``: the second judge, another architecture trained from another seed."""
     sizes = ds.meta.get("attribute_sizes")
+    extra: dict = {} if arch == "cnn" else {"arch": arch, "seed": 98765, "lr": 2e-3}
     if sizes and "attributes" in ds.extras:
-        return ClassifierRecipe(epochs=10, pool=4, attribute_sizes=tuple(sizes))
-    return ClassifierRecipe()
+        return ClassifierRecipe(epochs=10, pool=4, attribute_sizes=tuple(sizes), **extra)
+    return ClassifierRecipe(**extra)
 
 
 def cache_dir() -> Path:
@@ -203,13 +250,13 @@ def get_classifier(
     Returns the classifier and its record (name, held-out accuracy, dataset hash, recipe).
     """
     recipe = recipe or recipe_for(train)
+    suffix = "cnn" if recipe.arch == "cnn" else recipe.arch
     base = train.name.removesuffix("-train")
     held = held_out.fingerprint() if held_out is not None else "none"
     key = f"{base}-{train.fingerprint()}-{held[:8]}-{recipe.key()}"
     folder = cache_dir() / "classifiers"
     weights, meta_path = folder / f"{key}.safetensors", folder / f"{key}.json"
-    model = DomainClassifier(train.shape[0], train.num_classes, recipe.pool,
-                             recipe.attribute_sizes)
+    model = build_classifier(train.shape[0], train.num_classes, recipe)
     if weights.is_file() and meta_path.is_file():
         try:
             meta = json.loads(meta_path.read_text())
@@ -218,14 +265,15 @@ def get_classifier(
             return model, meta
         except (OSError, ValueError, SafetensorError, RuntimeError) as e:
             log.warning("cached classifier %s is unusable (%s); retraining", weights, e)
-    log.info("training the %s domain classifier (cached afterwards in %s)", base, folder)
+    log.info("training the %s%s domain classifier (cached afterwards in %s)", base, suffix,
+             folder)
     model, acc = train_classifier(train, held_out, recipe)
     attr_acc = None
     if recipe.attribute_sizes and held_out is not None and "attributes" in held_out.extras:
         pred = model.predict_attributes(held_out.images)
         attr_acc = (pred == held_out.extras["attributes"]).double().mean(0).tolist()
     meta = {
-        "name": f"{base}cnn",
+        "name": f"{base}{suffix}",
         "dataset": base,
         "dataset_hash": train.fingerprint(),
         "train_size": len(train),

@@ -1,23 +1,40 @@
-"""Evaluation: a registry of metrics computed on generated samples.
+"""Evaluation: a registry of metrics computed on generated samples, and their calibration.
 
 Every metric's name carries its protocol: sample count, feature extractor and reference split,
 e.g. ``fid5k_mnist5kcnn_train4500`` is the FID of 5,000 samples against the 4,500 training
-images in the feature space of ganstack's own MNIST-5k classifier.
+images in the feature space of ganstack's own MNIST-5k classifier. Every domain metric is
+computed in two independent feature spaces (``...cnn`` and ``...alt``: two classifiers of
+different architectures and seeds), so a model tuned against one judge is checked by another.
+
+A figure means something only beside its calibration: :func:`evaluate` also scores, with the
+same metrics at the held-out set's size, the real held-out images (the ceiling), the same
+images Gaussian-blurred with sigma 1 and 2 px (floors), and the model's samples against
+shuffled conditions (the condition-blind control); see :func:`calibration_rows`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ganstack.data.base import ImageDataset
 from ganstack.errors import GanstackError
-from ganstack.metrics.classifier import DomainClassifier, get_classifier
+from ganstack.metrics.classifier import (
+    DomainClassifier,
+    cache_dir,
+    get_classifier,
+    recipe_for,
+)
 from ganstack.metrics.fid import frechet_distance, inception_score, kernel_inception_distance
+from ganstack.metrics.prdc import prdc
 from ganstack.metrics.stats import FeatureStats
 from ganstack.registry import Registry
 
@@ -27,6 +44,25 @@ log = logging.getLogger("ganstack")
 def count_tag(n: int) -> str:
     """5000 -> '5k', 50000 -> '50k', 1234 -> '1234'."""
     return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+_COUNT = re.compile(r"^([a-z_]*?[a-z])(\d+k?)(_.*)?$")
+
+
+def strip_count(name: str) -> str:
+    """A metric name without its sample count, to line up figures computed at different
+    counts: 'fid5k_mnist5kcnn_train4500' -> 'fid_mnist5kcnn_train4500'."""
+    m = _COUNT.match(name)
+    return name if m is None else m.group(1) + (m.group(3) or "")
+
+
+# The feature spaces every domain metric is computed in: ganstack's two classifiers.
+DOMAIN_EXTRACTORS = ("classifier", "alt")
+
+
+def reference_cache_dir() -> Path:
+    """Where reference features are cached, keyed by dataset content, size and extractor."""
+    return cache_dir() / "refstats"
 
 
 @dataclass
@@ -43,9 +79,33 @@ class EvalContext:
     # What each sample was conditioned on beyond the class: for captions, ``attributes``
     # (N, A) and ``mentions`` (N, A) (which attributes its caption names).
     targets: dict[str, torch.Tensor] = field(default_factory=dict)
-    _classifier: tuple[DomainClassifier, dict] | None = None
+    device: str | torch.device = "cpu"  # where the feature extractors run
+    # Reference statistics from a file (``--ref FILE.npz``), by extractor: FID uses them
+    # instead of the reference images' features.
+    ref_stats: dict[str, FeatureStats] = field(default_factory=dict)
+    # A label for the reference in metric names (default: train<N>).
+    ref_label: str | None = None
+    # Other real images to compare with (``--ref eval``); the classifiers still train on
+    # ``reference``.
+    ref_images: ImageDataset | None = None
+    _classifiers: dict[str, tuple[DomainClassifier, dict]] = field(default_factory=dict)
     _inception: object | None = None
     _cache: dict = field(default_factory=dict)
+    # Features of the reference images, shared with the calibration's sub-contexts.
+    _shared: dict = field(default_factory=dict)
+
+    @property
+    def _classifier(self) -> tuple[DomainClassifier, dict] | None:
+        return self._classifiers.get("classifier")
+
+    def derived(self, images: torch.Tensor, labels: torch.Tensor | None,
+                targets: dict[str, torch.Tensor] | None = None) -> EvalContext:
+        """A context for other images (a calibration row) that shares this one's
+        extractors and reference features."""
+        return EvalContext(images, labels, self.reference, self.held_out, self.inception_path,
+                           {}, dict(targets or {}), self.device, self.ref_stats,
+                           self.ref_label, self.ref_images, self._classifiers,
+                           self._inception, {}, self._shared)
 
     @property
     def n(self) -> int:
@@ -53,19 +113,88 @@ class EvalContext:
 
     @property
     def ref_tag(self) -> str:
-        return f"train{len(self.reference)}"
+        return self.ref_label or f"train{len(self.reference)}"
 
-    def classifier(self) -> tuple[DomainClassifier, dict]:
-        if self._classifier is None:
-            self._classifier = get_classifier(self.reference, self.held_out)
-        return self._classifier
+    def tag_for(self, extractor: str) -> str:
+        """The reference's name in a metric of ``extractor`` (a statistics file serves only
+        the extractors it holds; the others compare with the training split)."""
+        if self.ref_stats and extractor not in self.ref_stats:
+            return f"train{len(self.reference)}"
+        return self.ref_tag
+
+    @property
+    def compared(self) -> ImageDataset:
+        """The real images FID, KID and precision/recall compare with."""
+        return self.ref_images if self.ref_images is not None else self.reference
+
+    def classifier(self, which: str = "classifier") -> tuple[DomainClassifier, dict]:
+        """A domain classifier (``classifier`` or ``alt``) and its record, trained on the
+        reference split (cached on disk)."""
+        if which not in self._classifiers:
+            recipe = recipe_for(self.reference, "cnn" if which == "classifier" else which)
+            clf, meta = get_classifier(self.reference, self.held_out, recipe)
+            self._classifiers[which] = (clf.to(self.device), meta)
+        return self._classifiers[which]
 
     def inception(self):  # type: ignore[no-untyped-def]
         if self._inception is None:
             from ganstack.metrics.inception import InceptionExtractor
 
-            self._inception = InceptionExtractor(self.inception_path)
+            self._inception = InceptionExtractor(self.inception_path, self.device)
         return self._inception
+
+    def extractor_id(self, extractor: str) -> str:
+        """What identifies an extractor's weights, for the reference-statistics cache."""
+        if extractor == "inception":
+            return "inception-" + str(getattr(self.inception(), "sha256", ""))[:16]
+        meta = self.classifier(extractor)[1]
+        blob = json.dumps([meta.get("recipe"), meta.get("dataset_hash")], sort_keys=True)
+        return f"{meta['name']}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+    def _extract(self, extractor: str, images: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        if extractor != "inception":
+            return self.classifier(extractor)[0].predict(images)
+        net = self.inception()
+        feats, probs = [], []
+        for s in range(0, len(images), 200):
+            f, p = net(images[s : s + 200])
+            feats.append(f.float().cpu())
+            probs.append(p.float().cpu())
+        return torch.cat(feats), torch.cat(probs)
+
+    def reference_features(self, extractor: str) -> FeatureStats:
+        """Features of the reference images (with their raw values), from the on-disk cache
+        when an earlier evaluation computed them. The cache key holds everything that changes
+        them: the dataset's content hash, its size, and the extractor's weights."""
+        key = ("ref", extractor)
+        if key in self._shared:
+            return self._shared[key]
+        ref = self.compared
+        name = (f"{ref.name}-{ref.fingerprint()[:16]}-n{len(ref)}-"
+                f"{self.extractor_id(extractor)}")
+        path = reference_cache_dir() / f"{name}.npz"
+        stats = None
+        if path.is_file():
+            try:
+                stats = FeatureStats.load(path)
+                if stats.num_items != len(ref) or not stats.keep_features:
+                    stats = None
+            except GanstackError as e:
+                log.warning("ignoring the reference statistics cache %s: %s", path, e)
+                stats = None
+        if stats is None:
+            stats = FeatureStats(keep_features=True)
+            stats.append(self._extract(extractor, ref.images)[0])
+            try:
+                stats.save(path, {"dataset": ref.name, "fingerprint": ref.fingerprint(),
+                                  "extractor": self.extractor_id(extractor)})
+            except GanstackError as e:  # a read-only cache folder is no reason to fail
+                log.warning("%s", e)
+        else:
+            log.info("reference features from the cache: %s", path)
+        self._shared[key] = stats
+        return stats
 
     def scaled(self, name: str) -> torch.Tensor:
         """A coarser output enlarged (bilinear) to the reference size, as uint8."""
@@ -91,31 +220,34 @@ class EvalContext:
             self._cache[key] = x.round().clamp(0, 255).to(torch.uint8)
         return self._cache[key]
 
-    def outputs(self, extractor: str, which: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features, probabilities) of the generated (``fake``), reference (``real``) images
-        or a coarser output enlarged to the final size (``scale:NAME``)."""
+    def outputs(self, extractor: str, which: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(features, probabilities) of the generated (``fake``), reference (``real``: no
+        probabilities) images or a coarser output enlarged to the final size (``scale:NAME``)."""
+        if which == "real":
+            return torch.from_numpy(self.reference_features(extractor).features()), None
+        cache = self._shared if which.startswith("real_at:") else self._cache
         key = (extractor, which)
-        if key not in self._cache:
+        if key not in cache:
             if which.startswith("scale:"):
                 images = self.scaled(which.split(":", 1)[1])
             elif which.startswith("real_at:"):
                 images = self.real_at(which.split(":", 1)[1])
             else:
-                images = self.images if which == "fake" else self.reference.images
-            if extractor == "classifier":
-                self._cache[key] = self.classifier()[0].predict(images)
-            else:
-                net = self.inception()
-                feats, probs = [], []
-                for s in range(0, len(images), 200):
-                    f, p = net(images[s : s + 200])
-                    feats.append(f.float().cpu())
-                    probs.append(p.float().cpu())
-                self._cache[key] = (torch.cat(feats), torch.cat(probs))
-        return self._cache[key]
+                images = self.images
+            cache[key] = self._extract(extractor, images)
+        return cache[key]
+
+    def reference_stats(self, extractor: str, real: str = "real") -> tuple[np.ndarray, ...]:
+        if real == "real" and extractor in self.ref_stats:
+            return self.ref_stats[extractor].mean_cov()
+        if real == "real":
+            return self.reference_features(extractor).mean_cov()
+        s = FeatureStats()
+        s.append(self.outputs(extractor, real)[0])
+        return s.mean_cov()
 
     def extractor_tag(self, extractor: str) -> str:
-        return self.classifier()[1]["name"] if extractor == "classifier" else "inception"
+        return "inception" if extractor == "inception" else self.classifier(extractor)[1]["name"]
 
 
 MetricFn = Callable[[EvalContext], dict[str, float]]
@@ -124,17 +256,32 @@ METRICS: Registry[MetricFn] = Registry("metric")
 
 def _fid(ctx: EvalContext, extractor: str, fake: str = "fake", suffix: str = "",
          real: str = "real") -> dict[str, float]:
-    stats = []
-    for which in (fake, real):
-        s = FeatureStats()
-        s.append(ctx.outputs(extractor, which)[0])
-        stats.append(s.mean_cov())
-    (m1, s1), (m2, s2) = stats
-    name = f"fid{count_tag(ctx.n)}_{ctx.extractor_tag(extractor)}_{ctx.ref_tag}{suffix}"
+    s = FeatureStats()
+    s.append(ctx.outputs(extractor, fake)[0])
+    m1, s1 = s.mean_cov()
+    m2, s2 = ctx.reference_stats(extractor, real)
+    name = f"fid{count_tag(ctx.n)}_{ctx.extractor_tag(extractor)}_{ctx.tag_for(extractor)}{suffix}"
     return {name: frechet_distance(m1, s1, m2, s2)}
 
 
+def _each_domain(fn: Callable[[EvalContext, str], dict[str, float]]
+                 ) -> Callable[[EvalContext], dict[str, float]]:
+    def run(ctx: EvalContext) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for extractor in DOMAIN_EXTRACTORS:
+            out.update(fn(ctx, extractor))
+        return out
+    return run
+
+
+def _no_stats_file(ctx: EvalContext, extractor: str, what: str) -> None:
+    if extractor in ctx.ref_stats:
+        raise GanstackError(f"{what} needs the reference images' features, not only their "
+                            f"statistics: a --ref statistics file serves FID alone")
+
+
 def _kid(ctx: EvalContext, extractor: str) -> dict[str, float]:
+    _no_stats_file(ctx, extractor, "KID")
     f1 = ctx.outputs(extractor, "fake")[0].double().numpy()
     f2 = ctx.outputs(extractor, "real")[0].double().numpy()
     mean, std = kernel_inception_distance(f1, f2)
@@ -154,22 +301,45 @@ def _is(ctx: EvalContext, extractor: str) -> dict[str, float]:
     return {name: mean, f"{name}_std": std}
 
 
+def _prdc(ctx: EvalContext, extractor: str) -> dict[str, float]:
+    _no_stats_file(ctx, extractor, "precision and recall")
+    res = prdc(ctx.outputs(extractor, "real")[0], ctx.outputs(extractor, "fake")[0],
+               k_pr=3, k_dc=5)
+    tag = f"{count_tag(ctx.n)}_{ctx.extractor_tag(extractor)}_{ctx.ref_tag}"
+    return {f"precision{tag}_k3": res["precision"], f"recall{tag}_k3": res["recall"],
+            f"density{tag}_k5": res["density"], f"coverage{tag}_k5": res["coverage"]}
+
+
 @METRICS.register("fid")
 def fid_classifier(ctx: EvalContext) -> dict[str, float]:
-    """FID in the domain classifier's feature space against the training split."""
-    return _fid(ctx, "classifier")
+    """FID in both domain classifiers' feature spaces against the training split."""
+    return _each_domain(_fid)(ctx)
 
 
 @METRICS.register("kid")
 def kid_classifier(ctx: EvalContext) -> dict[str, float]:
-    """KID (cubic kernel, 100 subsets) in the domain classifier's feature space."""
-    return _kid(ctx, "classifier")
+    """KID (cubic kernel, 100 subsets) in both domain classifiers' feature spaces."""
+    return _each_domain(_kid)(ctx)
 
 
 @METRICS.register("is")
 def is_classifier(ctx: EvalContext) -> dict[str, float]:
-    """Inception-style score with the domain classifier's posterior, 10 splits."""
-    return _is(ctx, "classifier")
+    """Inception-style score with each domain classifier's posterior, 10 splits."""
+    return _each_domain(_is)(ctx)
+
+
+@METRICS.register("prdc")
+def prdc_classifier(ctx: EvalContext) -> dict[str, float]:
+    """Precision and recall (Kynkäänniemi et al. 2019, k=3) and density and coverage (Naeem
+    et al. 2020, k=5) in both domain classifiers' feature spaces: low recall and coverage
+    show a lack of variety."""
+    return _each_domain(_prdc)(ctx)
+
+
+@METRICS.register("prdc_inception")
+def prdc_inception(ctx: EvalContext) -> dict[str, float]:
+    """Precision, recall (k=3), density and coverage (k=5) in the Inception feature space."""
+    return _prdc(ctx, "inception")
 
 
 @METRICS.register("fid_scales")
@@ -236,8 +406,9 @@ def caption_consistency(pred: torch.Tensor, target: torch.Tensor, mentioned: tor
 @METRICS.register("caption")
 def caption_metric(ctx: EvalContext) -> dict[str, float]:
     """Caption consistency: predicted attributes (the domain classifier's attribute heads) of
-    each sample against those its caption names, for every output scale; `_shuffled`: the same
-    against other samples' captions (what an image that ignores its caption scores)."""
+    each sample against those its caption names, for every output scale and per attribute;
+    `_shuffled`: the same against other samples' captions (the condition-blind control: what
+    an image that ignores its caption scores)."""
     if "attributes" not in ctx.targets:
         return {}
     clf, meta = ctx.classifier()
@@ -257,8 +428,8 @@ def caption_metric(ctx: EvalContext) -> dict[str, float]:
             res = caption_consistency(pred, t, m, names)
             out[f"caption_attr{tag}{suffix}{kind}"] = res["attr"]
             out[f"caption_all{tag}{suffix}{kind}"] = res["all"]
-            if not suffix and not kind:
-                out.update({f"caption_{n}{tag}": v for n, v in res.items()
+            if not suffix:  # per attribute, and the condition-blind control of each
+                out.update({f"caption_{n}{tag}{kind}": v for n, v in res.items()
                             if n not in ("attr", "all")})
     return out
 
@@ -281,21 +452,29 @@ def caption_targets(ds: ImageDataset, n: int, seed: int = 0
     return {"text": emb[idx, cap]}, targets
 
 
-@METRICS.register("acc")
-def conditional_accuracy(ctx: EvalContext) -> dict[str, float]:
-    """Share of samples the domain classifier assigns to the class they were conditioned on,
-    and the smallest share of samples predicted as any one class (mode-dropping check)."""
+def _acc(ctx: EvalContext, extractor: str) -> dict[str, float]:
     if ctx.labels is None:
         return {}
-    probs = ctx.outputs("classifier", "fake")[1]
+    probs = ctx.outputs(extractor, "fake")[1]
+    assert probs is not None
     pred = probs.argmax(1)
-    tag = f"{count_tag(ctx.n)}_{ctx.extractor_tag('classifier')}"
+    tag = f"{count_tag(ctx.n)}_{ctx.extractor_tag(extractor)}"
     k = probs.shape[1]
     share = torch.bincount(pred, minlength=k).double() / len(pred)
+    perm = torch.randperm(len(pred), generator=torch.Generator().manual_seed(0))
     return {
         f"acc{tag}": float((pred == ctx.labels).double().mean()),
+        f"acc{tag}_shuffled": float((pred == ctx.labels[perm]).double().mean()),
         f"class_share_min{tag}": float(share.min()),
     }
+
+
+@METRICS.register("acc")
+def conditional_accuracy(ctx: EvalContext) -> dict[str, float]:
+    """Share of samples each domain classifier assigns to the class they were conditioned on;
+    `_shuffled`: against shuffled labels (the condition-blind control); and the smallest
+    share of samples predicted as any one class (mode-dropping check)."""
+    return _each_domain(_acc)(ctx)
 
 
 @METRICS.register("fid_inception")
@@ -316,6 +495,89 @@ def is_inception(ctx: EvalContext) -> dict[str, float]:
     return _is(ctx, "inception")
 
 
+# Metrics whose figures are calibrated (scored on real, blurred-real and blind sets too).
+CALIBRATED = ("acc", "is", "fid", "kid", "prdc", "caption",
+              "fid_inception", "kid_inception", "is_inception", "prdc_inception")
+BLUR_SIGMAS = (1.0, 2.0)
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """uint8 (N, C, H, W) images blurred by a Gaussian of ``sigma`` px (kernel radius
+    ceil(3 sigma), reflected borders), as uint8."""
+    radius = max(1, int(np.ceil(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    n, c, h, w = images.shape
+    x = images.float().reshape(n * c, 1, h, w)
+    pad = (min(radius, w - 1), min(radius, w - 1), min(radius, h - 1), min(radius, h - 1))
+    x = torch.nn.functional.pad(x, pad, mode="reflect") if min(h, w) > 1 else x
+    kh = k[radius - pad[2] : radius + pad[3] + 1].view(1, 1, -1, 1)
+    kw = k[radius - pad[0] : radius + pad[1] + 1].view(1, 1, 1, -1)
+    x = torch.nn.functional.conv2d(torch.nn.functional.conv2d(x, kh / kh.sum()), kw / kw.sum())
+    return x.reshape(n, c, h, w).round().clamp(0, 255).to(torch.uint8)
+
+
+def held_out_targets(held_out: ImageDataset) -> dict[str, torch.Tensor]:
+    """Each held-out image's attributes and the attributes named by one of its own captions
+    (seeded), for caption consistency of real images."""
+    if "attributes" not in held_out.extras or "mentions" not in held_out.extras:
+        return {}
+    mentions = held_out.extras["mentions"]
+    cap = torch.randint(mentions.shape[1], (len(held_out),),
+                        generator=torch.Generator().manual_seed(0))
+    return {"attributes": held_out.extras["attributes"],
+            "mentions": mentions[torch.arange(len(held_out)), cap]}
+
+
+def calibration_rows(ctx: EvalContext, metrics: list[str]) -> dict | None:
+    """The calibration of ``metrics``, every row at the held-out set's size N:
+
+    * ``model``: the first N generated samples (so that count-biased figures such as FID are
+      compared at equal N);
+    * ``real``: the real held-out images (the ceiling);
+    * ``blur1``, ``blur2``: the same images Gaussian-blurred, sigma 1 and 2 px (floors);
+    * ``blind``: the model's samples scored against shuffled labels or captions (the
+      condition-blind control; conditional metrics only).
+
+    Row keys are metric names without their sample count (:func:`strip_count`). None when
+    there is no labelled held-out set."""
+    held = ctx.held_out
+    names = [m for m in metrics if m in CALIBRATED]
+    if held is None or not names or len(held) < 10:
+        return None
+    n = min(len(held), ctx.n)
+
+    def score(sub: EvalContext) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name in names:
+            out.update(METRICS.get(name, what="metric")(sub))
+        return {strip_count(k): v for k, v in out.items()}
+
+    model_labels = None if ctx.labels is None else ctx.labels[:n]
+    model = score(ctx.derived(ctx.images[:n], model_labels,
+                              {k: v[:n] for k, v in ctx.targets.items()}))
+    rows: dict[str, dict[str, float]] = {
+        "model": {k: v for k, v in model.items() if not k.endswith("_shuffled")},
+        "blind": {k.removesuffix("_shuffled"): v for k, v in model.items()
+                  if k.endswith("_shuffled")},
+    }
+    labels = held.labels if ctx.labels is not None else None
+    targets = held_out_targets(held) if ctx.targets else {}
+    real = score(ctx.derived(held.images[:n], None if labels is None else labels[:n],
+                             {k: v[:n] for k, v in targets.items()}))
+    rows["real"] = {k: v for k, v in real.items() if not k.endswith("_shuffled")}
+    for sigma in BLUR_SIGMAS:
+        blurred = score(ctx.derived(gaussian_blur(held.images[:n], sigma),
+                                    None if labels is None else labels[:n],
+                                    {k: v[:n] for k, v in targets.items()}))
+        rows[f"blur{sigma:g}"] = {k: v for k, v in blurred.items()
+                                  if not k.endswith("_shuffled")}
+    if not rows["blind"]:
+        del rows["blind"]
+    return {"n": n, "held_out": held.name, "blur_sigmas": list(BLUR_SIGMAS), "rows": rows}
+
+
 def evaluate(
     images: torch.Tensor,
     labels: torch.Tensor | None,
@@ -325,12 +587,21 @@ def evaluate(
     inception_path: str | None = None,
     extra_images: dict[str, torch.Tensor] | None = None,
     targets: dict[str, torch.Tensor] | None = None,
+    device: str | torch.device = "cpu",
+    calibrate: bool = True,
+    ref_stats: dict[str, FeatureStats] | None = None,
+    ref_label: str | None = None,
+    ref_images: ImageDataset | None = None,
 ) -> dict:
     """Compute ``metrics`` for uint8 ``images``; returns {"metrics": ..., "protocol": ...}.
 
     ``extra_images``: a multi-scale model's coarser outputs (uint8), for ``fid_scales`` and
     the per-scale caption consistency. ``targets``: what each sample was conditioned on (see
-    :func:`caption_targets`)."""
+    :func:`caption_targets`). ``calibrate``: add ``protocol["calibration"]``
+    (:func:`calibration_rows`). ``ref_stats``: reference statistics by extractor (a
+    ``--ref FILE.npz``) that FID uses instead of ``reference``'s features; ``ref_label``
+    names the reference in metric names; ``ref_images``: other real images to compare with
+    (the classifiers still train on ``reference``)."""
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise GanstackError("evaluate() takes uint8 images of shape (N, C, H, W)")
     if tuple(images.shape[1:]) != reference.shape:
@@ -339,14 +610,23 @@ def evaluate(
             f"{reference.shape}"
         )
     ctx = EvalContext(images, labels, reference, held_out, inception_path,
-                      dict(extra_images or {}), dict(targets or {}))
+                      dict(extra_images or {}), dict(targets or {}), device,
+                      dict(ref_stats or {}), ref_label, ref_images)
     results: dict[str, float] = {}
     for name in metrics:
         results.update(METRICS.get(name, what="metric")(ctx))
-    protocol: dict = {"num_samples": ctx.n, "reference": f"{reference.name} ({len(reference)})"}
+    protocol: dict = {"num_samples": ctx.n,
+                      "reference": f"{ctx.compared.name} ({len(ctx.compared)})"}
+    if ref_stats:
+        protocol["reference_stats"] = {k: getattr(v, "metadata", {}) for k, v in ref_stats.items()}
+    if calibrate and not ref_stats and ref_images is None:
+        calibration = calibration_rows(ctx, list(metrics))
+        if calibration is not None:
+            protocol["calibration"] = calibration
     if ctx._classifier is not None:
-        meta = ctx._classifier[1]
-        protocol["classifier"] = meta
+        protocol["classifier"] = ctx._classifier[1]
+        if "alt" in ctx._classifiers:
+            protocol["classifier_alt"] = ctx._classifiers["alt"][1]
         # What real held-out images score under the same classifier: the ceiling to compare with.
         if held_out is not None and held_out.labels is not None:
             clf = ctx._classifier[0]
@@ -357,19 +637,15 @@ def evaluate(
                 real[f"real_{held_out.name}_is"] = shuffled_inception_score(p)[0]
             fake_stats = FeatureStats()
             fake_stats.append(f)
-            ref_stats = FeatureStats()
-            ref_stats.append(ctx.outputs("classifier", "real")[0])
             real[f"real_{held_out.name}_fid_vs_{ctx.ref_tag}"] = frechet_distance(
-                *fake_stats.mean_cov(), *ref_stats.mean_cov()
+                *fake_stats.mean_cov(), *ctx.reference_stats("classifier")
             )
-            if "attributes" in held_out.extras and len(clf.attribute_heads):
+            targets_real = held_out_targets(held_out)
+            if targets_real and len(clf.attribute_heads):
                 # Each real held-out image against one of its own captions: the ceiling.
-                mentions = held_out.extras["mentions"]
-                cap = torch.randint(mentions.shape[1], (len(held_out),),
-                                    generator=torch.Generator().manual_seed(0))
                 res = caption_consistency(clf.predict_attributes(held_out.images),
-                                          held_out.extras["attributes"],
-                                          mentions[torch.arange(len(held_out)), cap].bool(),
+                                          targets_real["attributes"],
+                                          targets_real["mentions"].bool(),
                                           held_out.meta.get("attributes") or [])
                 real[f"real_{held_out.name}_caption_attr"] = res["attr"]
                 real[f"real_{held_out.name}_caption_all"] = res["all"]
@@ -377,6 +653,71 @@ def evaluate(
     if ctx._inception is not None:
         protocol["inception_sha256"] = getattr(ctx._inception, "sha256", None)
     return {"metrics": results, "protocol": protocol}
+
+
+class MeanCov:
+    """Reference statistics known only by their mean and covariance (a pytorch-fid npz)."""
+
+    def __init__(self, mu: np.ndarray, sigma: np.ndarray, metadata: dict | None = None) -> None:
+        self.mu, self.sigma, self.metadata = mu, sigma, dict(metadata or {})
+
+    def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.mu, self.sigma
+
+
+def reference_option(ref: str, train: ImageDataset, held_out: ImageDataset | None
+                     ) -> tuple[ImageDataset | None, dict, str | None]:
+    """What ``--ref`` names: ``train`` (default), ``eval`` (the held-out split) or a
+    statistics file for the Inception metrics. Returns (ref_images, ref_stats, ref_label)."""
+    if ref in ("", "train"):
+        return None, {}, None
+    if ref == "eval":
+        if held_out is None or not len(held_out):
+            raise GanstackError("--ref eval: this config holds no images out (data.eval_size "
+                                "is 0); use --ref train")
+        return held_out, {}, f"eval{len(held_out)}"
+    from ganstack.metrics.compare import read_stats_file
+
+    path = Path(ref)
+    if path.suffix != ".npz":
+        raise GanstackError(f"--ref must be train, eval or a statistics .npz file, got {ref!r}")
+    stats = read_stats_file(path)
+    if stats is None:
+        raise GanstackError(f"--ref {ref}: the file holds images, not statistics; use "
+                            f"`ganstack fid` to compare image sets")
+    mu, sigma = stats
+    if mu.shape != (2048,):
+        raise GanstackError(f"--ref {ref}: {mu.shape[0]}-d statistics; a statistics file is "
+                            f"for the Inception metrics (2048-d pool features)")
+    label = "ref-" + re.sub(r"[^A-Za-z0-9]+", "-", path.stem)[:40]
+    return None, {"inception": MeanCov(mu, sigma, {"file": str(path)})}, label
+
+
+def baseline_path(name: str) -> Path:
+    return Path(__file__).resolve().parents[1] / "configs" / "baselines" / f"{name}.json"
+
+
+def attach_baseline(result: dict, name: str) -> None:
+    """Add the bundled baseline ``name`` (benchmarks/baseline.py --bundle) to ``result``: its
+    metrics under ``protocol.baseline`` and, when it was scored at the same calibration size
+    with the same classifiers, its row ``baseline`` among the calibration rows."""
+    path = baseline_path(name)
+    if not path.is_file():
+        log.info("no bundled baseline %s (run benchmarks/baseline.py %s --bundle)", path, name)
+        return
+    try:
+        base = json.loads(path.read_text())
+        metrics, protocol = base["metrics"], base["protocol"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log.warning("ignoring the bundled baseline %s: %s", path, e)
+        return
+    info = {k: base.get(k) for k in ("recipe", "minutes", "seed", "steps", "cpu", "command")}
+    result["protocol"]["baseline"] = info | {"metrics": metrics}
+    ours, theirs = result["protocol"].get("calibration"), protocol.get("calibration")
+    same_judge = (protocol.get("classifier", {}).get("dataset_hash")
+                  == result["protocol"].get("classifier", {}).get("dataset_hash"))
+    if ours and theirs and theirs.get("n") == ours.get("n") and same_judge:
+        ours["rows"]["baseline"] = theirs["rows"]["model"]
 
 
 def images_from_npz(path: str) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -142,6 +142,9 @@ class Trainer:
         self._stop_time = 0.0
         self.max_steps: int | None = None
         self._tb: Any = None
+        # The best value of cfg.eval.best seen by the metrics during training: {metric, value,
+        # step}; kept in checkpoints so that a resumed run keeps comparing with it.
+        self.best: dict[str, Any] | None = None
 
     # ---- state -------------------------------------------------------------------------------
 
@@ -158,6 +161,7 @@ class Trainer:
             "phase_step": self.phase_step,
             "elapsed_s": round(self.elapsed, 3),
             "lr_scale": self.lr_scale,
+            "best": self.best,
             "config_hash": self.cfg.hash(),
             "data_info": {"shape": list(self.info.shape), "num_classes": self.info.num_classes,
                           "name": self.info.name, "text_dim": self.info.text_dim},
@@ -205,6 +209,8 @@ class Trainer:
         self.phase_step = record["phase_step"]
         self.elapsed = record.get("elapsed_s", 0.0)
         self.lr_scale = float(record.get("lr_scale", 1.0))
+        best = record.get("best")
+        self.best = best if isinstance(best, dict) else None
         if per_rank:  # each rank continues its own noise stream
             ckpt.restore_rank_rng(record, tensors, rank,
                                   self.device if self.device.type == "cuda" else None)
@@ -472,9 +478,56 @@ class Trainer:
                     values = self._mean_losses(sums, count)
                     self._check_finite(dict(zip(sums, values, strict=True)), phase)
                 self.save()
+            if self.cfg.eval.every and self.global_step % self.cfg.eval.every == 0:
+                self.evaluate_during()
             if self._should_stop() and not end:
                 return False
         return True
+
+    def evaluate_during(self) -> dict[str, float]:
+        """The cheap metric set (``eval.during_metrics`` on ``eval.during_n`` samples of the
+        sampling generator, fixed seed) logged as ``eval/<name>``; keeps the best checkpoint.
+
+        Every rank computes it (the same weights give the same figures, and the checkpoint
+        write is collective); the random streams of training are left untouched."""
+        from ganstack.metrics.evaluate import caption_targets, evaluate
+        from ganstack.viz import to_uint8
+
+        ec = self.cfg.eval
+        t0 = time.perf_counter()
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            self.model.recalibrate_ema_bn()
+            conditions, targets = None, {}
+            if "text" in self.model.condition_dims():
+                conditions, targets = caption_targets(self.eval_ds or self.train_ds,
+                                                      ec.during_n, 0)
+            out = self.model.sample(ec.during_n, generator=torch.Generator().manual_seed(0),
+                                    conditions=conditions)
+            res = evaluate(to_uint8(out["image"]), out.get("y"), self.train_ds, self.eval_ds,
+                           list(ec.during_metrics), targets=targets, device=self.device,
+                           calibrate=False)["metrics"]
+        self.model.train()
+        values = {k: v for k, v in res.items() if not k.endswith(("_std", "_shuffled"))}
+        if self.dist.is_main:
+            row: dict[str, Any] = {"step": self.global_step,
+                                   "eval_s": round(time.perf_counter() - t0, 1)}
+            row.update({f"eval/{k}": round(v, 6) for k, v in values.items()})
+            self._write_metrics(row)
+            log.info("step %d: %s", self.global_step,
+                     ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+        if ec.best:
+            key = next((k for k in values if k.startswith(ec.best)), None)
+            if key is None:
+                raise GanstackError(f"eval.best = {ec.best!r} is not among the metrics during "
+                                    f"training ({', '.join(values) or 'none'}); choose one of "
+                                    f"them or set eval.best to null")
+            lower = ec.best.startswith(("fid", "kid"))
+            value = values[key]
+            old = self.best["value"] if self.best and self.best.get("metric") == key else None
+            if old is None or (value < old if lower else value > old):
+                self.best = {"metric": key, "value": value, "step": self.global_step}
+                self.save(f"best-{ec.best}")
+        return values
 
     @property
     def _keep_steps(self) -> set[int]:
