@@ -62,7 +62,21 @@ def test_eval_writes_protocol_named_metrics(run_dir, tmp_path, capsys):
     res = json.loads(out.read_text())
     names = set(res["metrics"])
     assert {"acc100_mnistcnn", "is100_mnistcnn", "fid100_mnistcnn_train250"} <= names
+    assert {"acc100_mnistalt", "fid100_mnistalt_train250"} <= names  # the second judge
     assert res["protocol"]["classifier"]["held_out_accuracy"] is not None
+    rows = res["protocol"]["calibration"]["rows"]
+    assert set(rows) == {"model", "real", "blur1", "blur2", "blind"}
+    assert set(rows["real"]) == set(rows["model"]) and "acc_mnistcnn" in rows["blind"]
+    # What a user sees: each figure beside real data's and the floors'.
+    printed = capsys.readouterr().out.splitlines()
+    header = next(line for line in printed if line.startswith("metric "))
+    assert header.split()[:4] == ["metric", "n=100", "this", "run"]
+    assert "blur σ2" in header and "real" in header
+    fid_line = next(line for line in printed if line.startswith("fid_mnistcnn_train250 "))
+    # value, model at n=50, real, blur 1, blur 2, and no blind control for FID
+    cells = fid_line.split()
+    assert len(cells) == 7 and cells[-1] == "-"
+    assert float(cells[3]) < float(cells[4]) < float(cells[5])  # real < blur 1 < blur 2
 
 
 def test_eval_of_a_sample_file(run_dir, tmp_path):

@@ -166,3 +166,46 @@ def test_ctrl_c_saves_and_resume_finishes(tmp_path, tiny_overrides):
     # Loading the interrupted checkpoint works and holds a consistent step.
     record, _ = ckpt.read_checkpoint(found[-1])
     assert record["phase"] == "independent"
+
+
+def test_metrics_during_training_are_logged_keep_the_best_and_resume_exactly(tmp_path,
+                                                                             tiny_overrides):
+    over = tiny_overrides + ["eval.every=3", "eval.during_n=40", "eval.during_metrics=[fid,acc]",
+                             "train.ema=0.9"]
+    cfg = load_config("sgan-mnist", over)
+    straight = tmp_path / "straight"
+    assert Trainer(cfg, straight).fit() == "done"
+    rows = [json.loads(x) for x in (straight / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
+    assert [r["step"] for r in evals] == [3, 6]
+    for r in evals:
+        fids = [v for k, v in r.items() if k.startswith("eval/fid40_")]
+        assert len(fids) == 2 and all(math.isfinite(v) and v >= 0 for v in fids)  # two spaces
+        assert any(k.startswith("eval/acc40_") for k in r)
+    best = json.loads((straight / "checkpoints" / "best-fid.json").read_text())
+    key = best["best"]["metric"]
+    assert best["global_step"] == best["best"]["step"] in (3, 6)
+    logged = min(r[f"eval/{key}"] for r in evals if f"eval/{key}" in r)
+    assert best["best"]["value"] == pytest.approx(logged, abs=1e-6)  # logged to 6 decimals
+    # Evaluating during training leaves training itself untouched: the same losses and
+    # weights as without it, and a run stopped and resumed in between ends the same.
+    def losses(run):
+        return [r for r in logged_losses(run) if len(r) > 1]  # not the eval rows
+
+    plain = tmp_path / "plain"
+    Trainer(load_config("sgan-mnist", tiny_overrides + ["train.ema=0.9"]), plain).fit()
+    assert losses(plain) == losses(straight)
+    split = tmp_path / "split"
+    assert Trainer(cfg, split).fit(max_steps=4) == "interrupted"
+    assert Trainer(cfg, split, resume=True).fit() == "done"
+    assert logged_losses(split) == logged_losses(straight)
+    a, b = final_state(straight), final_state(split)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_best_metric_must_be_among_those_computed(tmp_path, tiny_overrides):
+    cfg = load_config("sgan-mnist", tiny_overrides + ["eval.every=2", "eval.during_n=20",
+                                                      "eval.during_metrics=[acc]"])
+    with pytest.raises(GanstackError, match="eval.best = 'fid' is not among"):
+        Trainer(cfg, tmp_path).fit()

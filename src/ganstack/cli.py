@@ -156,7 +156,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         res = load(out).evaluate()
         path = write_eval(out, res)
-        print(json.dumps(res["metrics"], indent=1))
+        from ganstack.metrics.report import report
+
+        print(report(res))
         print(f"metrics written to {path}")
     return 0
 
@@ -210,7 +212,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         path = Path(args.out)
     else:
         path = write_eval(run.run_dir, res)
-    print(json.dumps(res["metrics"], indent=1))
+    from ganstack.metrics.report import report
+
+    print(report(res))
     print(f"written to {path}")
     return 0
 

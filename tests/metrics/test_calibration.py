@@ -173,7 +173,8 @@ def test_gaussian_blur_keeps_constants_and_smooths_an_impulse():
 
 def test_strip_count():
     assert ev.strip_count("fid5k_mnist5kcnn_train4500") == "fid_mnist5kcnn_train4500"
-    assert ev.strip_count("caption_shape480_shapescnn_shuffled") == "caption_shape_shapescnn_shuffled"
+    shuffled = "caption_shape480_shapescnn_shuffled"
+    assert ev.strip_count(shuffled) == "caption_shape_shapescnn_shuffled"
     assert ev.strip_count("precision200_digitsalt_train600_k3") == "precision_digitsalt_train600_k3"
 
 
@@ -217,3 +218,28 @@ def test_ref_eval_compares_with_the_held_out_split(digits):
     assert "calibration" not in res["protocol"]  # real vs itself would calibrate nothing
     with pytest.raises(ev.GanstackError, match="train, eval or a statistics"):
         ev.reference_option("somewhere.txt", train, held)
+
+
+def test_a_baseline_result_joins_the_calibration_rows(digits, tmp_path):
+    import json
+
+    train, held, more = digits
+    ours = ev.evaluate(more.images, more.labels, train, held, ["acc", "fid"])
+    theirs = ev.evaluate(ev.gaussian_blur(more.images, 1.0), more.labels, train, held,
+                         ["acc", "fid"])
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(theirs | {"recipe": "cDCGAN", "minutes": 5, "seed": 0}))
+    ev.attach_baseline(ours, str(path))
+    rows = ours["protocol"]["calibration"]["rows"]
+    assert rows["baseline"] == theirs["protocol"]["calibration"]["rows"]["model"]
+    assert ours["protocol"]["baseline"]["metrics"] == theirs["metrics"]
+    from ganstack.metrics.report import report
+
+    text = report(ours)
+    assert "baseline" in text.splitlines()[0] and "blur σ2" in text.splitlines()[0]
+    # Another judge (other classifier training data): no row, the metrics alone.
+    theirs["protocol"]["classifier"]["dataset_hash"] = "something else"
+    path.write_text(json.dumps(theirs))
+    other = ev.evaluate(more.images, more.labels, train, held, ["acc"])
+    ev.attach_baseline(other, str(path))
+    assert "baseline" not in other["protocol"]["calibration"]["rows"]

@@ -694,6 +694,9 @@ def reference_option(ref: str, train: ImageDataset, held_out: ImageDataset | Non
 
 
 def baseline_path(name: str) -> Path:
+    """A bundled baseline by name (ganstack/configs/baselines/NAME.json), or a .json path."""
+    if name.endswith(".json"):
+        return Path(name).expanduser()
     return Path(__file__).resolve().parents[1] / "configs" / "baselines" / f"{name}.json"
 
 
