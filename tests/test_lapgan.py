@@ -80,6 +80,9 @@ class ToyClassifier:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:  # logits
         return images.flatten(1).float() / 255 @ self.w[:, : self.classes]
 
+    def to(self, device: object) -> ToyClassifier:
+        return self
+
     def predict(self, images: torch.Tensor, bs: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         x = images.flatten(1).float() / 255
         return x @ self.w, (x @ self.w[:, : self.classes]).softmax(1)
@@ -90,8 +93,9 @@ def toy_classifier(monkeypatch):
     import importlib
 
     ev = importlib.import_module("ganstack.metrics.evaluate")
-    monkeypatch.setattr(ev, "get_classifier",
-                        lambda ref, held=None: (ToyClassifier(28 * 28), {"name": "toy"}))
+    monkeypatch.setattr(ev, "get_classifier", lambda ref, held=None, recipe=None: (
+        ToyClassifier(28 * 28), {"name": "toy" if recipe is None or recipe.arch == "cnn"
+                                 else "toyalt"}))
 
 
 # ---- the pyramid ----------------------------------------------------------------------------

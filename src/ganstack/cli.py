@@ -36,11 +36,14 @@ examples:
   ganstack sample runs/stackgan-v2-shapes --n 16 --out s.png \
       --caption "a large green circle on a dotted background"     # text-conditional models
   ganstack sample runs/stackgan-v2-shapes --captions captions.txt --n 64 --out s.npz
+  ganstack sample runs/sgan-mnist --n 5000 --out samples/   # one PNG per sample
 
 The .npz holds `images` (uint8, N x H x W x C) and `labels` (int64, N); a multi-scale model
 adds its coarser scales (`scale0`, ...), and a text model the `captions` used. A PNG of a
 multi-scale model shows every scale of each sample side by side. Sample i gets caption
 i mod (number of captions); a captions file has one caption per line (UTF-8).
+An --out folder (ending with / or existing) gets 000000.png, 000001.png, ... (final images).
+Sample i depends only on the seed and i: --n 100 gives the first 100 samples of --n 5000.
 """
 
 EPILOG_EVAL = """\
@@ -57,6 +60,22 @@ The Inception metrics need NVIDIA's TorchScript file inception-2015-12-05.pt, gi
 """
 
 
+EPILOG_FID = """\
+examples:
+  ganstack fid runs/sgan-mnist real.npz                 # the run's dataset classifier
+  ganstack fid samples/ real/ --dataset sgan-mnist      # two folders of PNG/JPEG files
+  ganstack fid s.npz fid_stats_cifar10.npz --inception inception-2015-12-05.pt
+
+A and B are each a run directory (--n samples, class-balanced, with its held-out captions for
+a text model), an .npz of uint8 images (`images` as ganstack writes, or `arr_0`), a folder of
+images that share one size, or a statistics file (pytorch-fid's / TTUR's `mu`/`sigma` npz, or
+ganstack's FeatureStats npz). The feature space is --inception FILE (or GANSTACK_INCEPTION),
+or --dataset CONFIG's domain classifier; with neither, a run's dataset classifier when A or B
+is a run, else Inception. KID needs both sets' features: it is skipped when a side is only
+statistics.
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     """Argument errors as one line (no usage block), like every other user error."""
 
@@ -69,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="ganstack", description="Stacked GANs: train, sample and evaluate."
     )
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    p.add_argument("--version", action="version", version=f"ganstack {version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     fmt = argparse.RawDescriptionHelpFormatter
 
@@ -83,11 +103,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="continue the run in --out from its last checkpoint (or start it)")
     t.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
 
-    s = sub.add_parser("sample", help="write samples as a PNG grid or an .npz",
+    s = sub.add_parser("sample", help="write samples as a PNG grid, an .npz or PNG files",
                        epilog=EPILOG_SAMPLE, formatter_class=fmt)
     s.add_argument("run", help="run directory")
     s.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
-    s.add_argument("--out", required=True, help="output file, .png or .npz")
+    s.add_argument("--out", required=True,
+                   help="output: a .png grid, an .npz, or a folder (ending with /) of PNGs")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--label", type=int, nargs="+", metavar="K",
                    help="class(es) to sample, cycled over the samples (default: balanced)")
@@ -110,12 +131,48 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     e.add_argument("--checkpoint", help="checkpoint name (default: latest)")
     e.add_argument("--out", help="write the JSON here (default: RUN/eval.json)")
+    e.add_argument("--device", default="cpu",
+                   help="where to load the model and sample: cpu or cuda (default cpu)")
+
+    f = sub.add_parser("fid", help="FID and KID between two image sets or statistics files",
+                       epilog=EPILOG_FID, formatter_class=fmt)
+    f.add_argument("a", help="a run directory, an .npz of images or statistics, or a folder "
+                   "of images")
+    f.add_argument("b", help="the same kinds as A")
+    f.add_argument("--n", type=int, default=5000,
+                   help="samples drawn from a run (default 5000)")
+    f.add_argument("--seed", type=int, default=0, help="sampling seed for a run (default 0)")
+    f.add_argument("--inception", help="NVIDIA TorchScript inception-2015-12-05.pt (trusted); "
+                   "also GANSTACK_INCEPTION")
+    f.add_argument("--dataset", metavar="CONFIG",
+                   help="use this dataset's domain classifier as the feature space: a bundled "
+                   "config, a YAML file, a run directory or a dataset name")
+    f.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    f.add_argument("--checkpoint", help="checkpoint of a run (default: latest)")
+    kid = f.add_mutually_exclusive_group()
+    kid.add_argument("--kid", dest="kid", action="store_true", default=None,
+                     help="require KID (an error when a side is statistics only)")
+    kid.add_argument("--no-kid", dest="kid", action="store_false", help="skip KID")
+    f.add_argument("--json", metavar="FILE", help="also write the result as JSON here")
 
     sub.add_parser("configs", help="list the bundled configs")
     sub.add_parser("datasets", help="list the registered datasets")
     m = sub.add_parser("metrics", help="list the registered metrics")
     m.set_defaults(command="metrics")
     return p
+
+
+def version() -> str:
+    """The installed ganstack version (package metadata, else ``ganstack.__version__``)."""
+    try:
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as _dist_version
+
+        return _dist_version("ganstack")
+    except PackageNotFoundError:
+        import ganstack
+
+        return ganstack.__version__
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -173,7 +230,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         captions += read_captions_file(args.captions)
     run = load(args.run, args.checkpoint, args.device)
     path = run.save_samples(args.out, args.n, args.label, args.fix, args.seed, captions or None)
-    print(f"wrote {args.n} samples to {path}")
+    print(f"wrote {args.n} samples to {path}{'/' if path.is_dir() else ''}")
     return 0
 
 
@@ -203,7 +260,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     if args.n is not None and args.n < 2:
         raise GanstackError("--n must be at least 2")
-    run = load(args.run, args.checkpoint)
+    run = load(args.run, args.checkpoint, args.device)
     res = run.evaluate(args.n, args.metrics, args.inception, args.samples, args.seed)
     if args.out:
         from ganstack.train.checkpoint import atomic_write_text
@@ -216,6 +273,23 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     print(report(res))
     print(f"written to {path}")
+    return 0
+
+
+def _cmd_fid(args: argparse.Namespace) -> int:
+    from ganstack.metrics.compare import compare, format_result
+
+    if args.n < 2:
+        raise GanstackError("--n must be at least 2")
+    res = compare(args.a, args.b, inception=args.inception, dataset=args.dataset,
+                  device=args.device, n=args.n, seed=args.seed, kid=args.kid,
+                  checkpoint=args.checkpoint)
+    print(format_result(res))
+    if args.json:
+        from ganstack.fileio import atomic_write_text
+
+        atomic_write_text(Path(args.json), json.dumps(res, indent=1))
+        print(f"written to {args.json}")
     return 0
 
 
@@ -251,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     quiet = args.quiet or os.environ.get("RANK", "0") not in ("", "0")  # torchrun: rank 0 logs
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
-    handlers = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval}
+    handlers = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval,
+                "fid": _cmd_fid}
     try:
         return handlers.get(args.command, _cmd_list)(args)
     except GanstackError as e:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,23 @@ from ganstack.models import DataInfo, StackModel, build_model
 from ganstack.train import checkpoint as ckpt
 from ganstack.train.trainer import load_run_config, resolve_device
 from ganstack.viz import save_grid, side_by_side, to_uint8
+
+# Samples per chunk of :meth:`Run.iter_indexed`: chunk c holds samples c*CHUNK .. c*CHUNK+CHUNK-1
+# and draws its inputs from its own generator, so sample i depends on (seed, i) alone.
+SAMPLE_CHUNK = 100
+
+
+def chunk_seed(seed: int, chunk: int) -> int:
+    """The seed of chunk ``chunk`` of a sampling run with ``seed`` (a hash: nearby seeds and
+    chunks give unrelated streams). ``chunk=-1`` seeds the inputs held fixed (``--fix``)."""
+    digest = hashlib.sha256(f"ganstack-sample:{int(seed)}:{int(chunk)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def is_folder_target(path: str | Path) -> bool:
+    """Whether a sample ``--out`` names a folder: it ends with a slash or is a folder."""
+    text = str(path)
+    return text.endswith(("/", os.sep)) or Path(text).is_dir()
 
 
 class Run:
@@ -77,16 +96,132 @@ class Run:
             conditions["text"] = self.encode_captions(captions)
         return self.model.sample(n, labels, fixed, gen, conditions=conditions or None)
 
+    @torch.no_grad()
+    def iter_indexed(self, n: int, seed: int = 0, labels: Iterable[int] | None = None,
+                     fixed: Iterable[str] = (), captions: list[str] | None = None,
+                     conditions: dict[str, torch.Tensor] | None = None,
+                     chunk: int = SAMPLE_CHUNK) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+        """Samples ``0 .. n-1`` in chunks, as ``(first index, outputs)`` pairs (CPU tensors, as
+        :meth:`sample` returns), where sample ``i`` depends only on ``(seed, i)``, not on ``n``.
+
+        Chunk ``c`` (samples ``c*chunk`` .. ``c*chunk + chunk - 1``) draws its inputs from a
+        generator seeded by :func:`chunk_seed` ``(seed, c)`` and is always generated whole
+        (then cut at ``n``), so that models sampling with batch statistics also give the same
+        sample ``i``. Sample ``i`` has class ``labels[i mod len]`` (default ``i mod K``),
+        caption ``captions[i mod len]`` and condition rows ``conditions[name][i mod len]``;
+        inputs named in ``fixed`` are drawn once (from :func:`chunk_seed` ``(seed, -1)``) and
+        shared by all samples."""
+        if n < 0 or chunk < 1:
+            raise GanstackError(f"cannot draw {n} samples in chunks of {chunk}")
+        model = self.model
+        conditions = dict(conditions or {})
+        if captions:
+            conditions["text"] = self.encode_captions(list(captions))
+        label_list = None if labels is None else [int(k) for k in labels]
+        if label_list is not None and not label_list:
+            raise GanstackError("no labels given")
+        fixed = list(fixed)
+        shared: dict[str, torch.Tensor] = {}
+        if fixed:
+            gen = torch.Generator().manual_seed(chunk_seed(seed, -1))
+            first = model.draw_inputs(1, None if label_list is None else label_list[:1], fixed,
+                                      gen, {k: v[:1] for k, v in conditions.items()})
+            # With explicit labels, 'y' follows them (as Run.sample does), fixed or not.
+            shared = {k: first[k] for k in fixed if not (k == "y" and label_list is not None)}
+        dev = torch.device(self.device)
+        rng_devices = [dev.index or 0] if dev.type == "cuda" else []
+        for c in range((n + chunk - 1) // chunk):
+            idx = torch.arange(c * chunk, (c + 1) * chunk)
+            if label_list is not None:
+                chunk_labels: list[int] | None = [label_list[i % len(label_list)]
+                                                  for i in idx.tolist()]
+            elif model.conditional:
+                chunk_labels = (idx % model.info.num_classes).tolist()
+            else:
+                chunk_labels = None
+            conds = {k: v[idx % len(v)] for k, v in conditions.items()}
+            cs = chunk_seed(seed, c)
+            gen = torch.Generator().manual_seed(cs)
+            inputs = model.draw_inputs(chunk, chunk_labels, (), gen, conds or None)
+            for k, v in shared.items():
+                inputs[k] = v.expand_as(inputs[k]).contiguous()
+            # Anything a model draws from torch's global generator while generating is seeded
+            # per chunk too; the caller's global RNG state is left as it was.
+            with torch.random.fork_rng(devices=rng_devices):
+                torch.manual_seed(cs)
+                with model.sampling_mode():
+                    out = model.generate(inputs)
+            out.update(inputs)
+            stop = min(chunk, n - c * chunk)
+            res = {k: v[:stop].detach().float().cpu() for k, v in out.items()}
+            if "y" in res:
+                res["y"] = res["y"].long()
+            yield c * chunk, res
+
+    def sample_indexed(self, n: int, seed: int = 0, labels: Iterable[int] | None = None,
+                       fixed: Iterable[str] = (), captions: list[str] | None = None,
+                       conditions: dict[str, torch.Tensor] | None = None,
+                       chunk: int = SAMPLE_CHUNK) -> dict[str, torch.Tensor]:
+        """``n`` samples where sample ``i`` depends only on ``(seed, i)`` (see
+        :meth:`iter_indexed`): the first ``m`` of ``sample_indexed(n)`` equal
+        ``sample_indexed(m)``."""
+        parts = [out for _, out in self.iter_indexed(n, seed, labels, fixed, captions,
+                                                     conditions, chunk)]
+        if not parts:
+            raise GanstackError("--n must be a positive number of samples")
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    def write_sample_folder(self, folder: str | Path, n: int, seed: int = 0,
+                            labels: Iterable[int] | None = None, fixed: Iterable[str] = (),
+                            captions: list[str] | None = None,
+                            progress: bool | None = None) -> Path:
+        """One PNG per sample in ``folder``: ``000000.png``, ``000001.png``, ... (the final
+        image; sample ``i`` depends only on ``(seed, i)``). Each file is written to a hidden
+        temporary name and renamed, so a killed run leaves no half-written PNG.
+        ``progress``: show a progress bar (default: for 1000 samples or more)."""
+        from PIL import Image
+        from tqdm import tqdm
+
+        folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise GanstackError(f"--out {folder} is a file, not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        width = max(6, len(str(n - 1)))
+        show = n >= 1000 if progress is None else progress
+        with tqdm(total=n, unit="img", desc="sampling", disable=not show) as bar:
+            for start, out in self.iter_indexed(n, seed, labels, fixed, captions):
+                images = to_uint8(out["image"]).permute(0, 2, 3, 1).numpy()
+                if images.shape[-1] not in (1, 3, 4):
+                    raise GanstackError(f"cannot write {images.shape[-1]}-channel images as PNG")
+                for j, arr in enumerate(images):
+                    path = folder / f"{start + j:0{width}d}.png"
+                    tmp = folder / f".{path.name}.{os.getpid()}.tmp"
+                    try:
+                        Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(
+                            tmp, format="PNG")
+                        os.replace(tmp, path)
+                    finally:
+                        tmp.unlink(missing_ok=True)
+                bar.update(len(images))
+        return folder
+
     def save_samples(self, path: str | Path, n: int, labels: Iterable[int] | None = None,
                      fixed: Iterable[str] = (), seed: int | None = 0,
                      captions: list[str] | None = None) -> Path:
-        """Write samples as a PNG grid or an ``.npz`` (images uint8 (N, H, W, C), labels).
+        """Write samples as a PNG grid, an ``.npz`` (images uint8 (N, H, W, C), labels) or,
+        when ``path`` ends with ``/`` or is a folder, one PNG per sample
+        (:meth:`write_sample_folder`). Samples are drawn by :meth:`sample_indexed`: sample
+        ``i`` is the same whatever ``n``.
 
         For a multi-scale model the PNG shows every scale of each sample side by side."""
+        seed = 0 if seed is None else seed
+        if is_folder_target(path):
+            return self.write_sample_folder(path, n, seed, labels, fixed, captions)
         path = Path(path)
         if path.suffix not in (".png", ".npz"):
-            raise GanstackError(f"--out must end in .png or .npz, got {path.name}")
-        out = self.sample(n, labels, fixed, seed, captions)
+            raise GanstackError(f"--out must end in .png or .npz, or name a folder (ending "
+                                f"with /), got {path.name}")
+        out = self.sample_indexed(n, seed, labels, fixed, captions)
         path.parent.mkdir(parents=True, exist_ok=True)
         names = self.model.image_outputs()
         if path.suffix == ".png" and len(names) > 1:
