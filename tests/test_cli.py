@@ -138,3 +138,16 @@ def test_metrics_and_datasets_list_every_entry(capsys):
     assert all(len(line.split()) > 1 for line in lines)  # every metric says what it is
     assert main(["datasets"]) == 0
     assert capsys.readouterr().out.split() == list(DATASETS)
+
+
+def test_eval_against_the_held_out_split(run_dir, tmp_path):
+    out = tmp_path / "e.json"
+    assert main(["eval", str(run_dir), "--n", "60", "--metrics", "fid", "--ref", "eval",
+                 "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert "fid60_mnistcnn_eval50" in res["metrics"] and "calibration" not in res["protocol"]
+    assert main(["eval", str(run_dir), "--n", "60", "--metrics", "fid", "--no-calibrate",
+                 "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert "fid60_mnistcnn_train250" in res["metrics"] and "calibration" not in res["protocol"]
+    assert main(["eval", str(run_dir), "--ref", "stats.txt"]) == 2

@@ -385,7 +385,7 @@ def test_fid_levels_is_zero_for_the_real_pyramid():
                       name="bars", num_classes=10)
     coarse = F.avg_pool2d(ds.images.float(), 4).round().to(torch.uint8)
     ctx = EvalContext(ds.images, ds.labels, ds, ds, extra_images={"level2": coarse},
-                      _classifier=(ToyClassifier(28 * 28), {"name": "toy"}))
+                      _classifiers={"classifier": (ToyClassifier(28 * 28), {"name": "toy"})})
     matched = METRICS.get("fid_levels")(ctx)
     plain = METRICS.get("fid_scales")(ctx)
     (m,), (p,) = matched.values(), plain.values()

@@ -53,6 +53,12 @@ examples:
   ganstack eval runs/sgan-mnist --samples s.npz
   ganstack eval runs/sgan-mnist --metrics noise       # SGAN: each level's noise sensitivity
   ganstack eval runs/sgan-mnist --metrics fid_inception --inception inception-2015-12-05.pt
+  ganstack eval runs/x --metrics fid_inception --inception inception.pt --ref fid_stats.npz
+
+Each figure is printed beside its calibration at the held-out set's size: the run's first N
+samples, the real held-out images (ceiling), the same blurred by 1 and 2 px (floors), the
+samples against shuffled conditions (blind) and, where the config names one, the equal-time
+baseline (eval.baseline). Everything is written to RUN/eval.json.
 
 The Inception metrics need NVIDIA's TorchScript file inception-2015-12-05.pt, given by
 --inception or GANSTACK_INCEPTION. It is never downloaded, and it is loaded as trusted code
@@ -132,7 +138,14 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", help="checkpoint name (default: latest)")
     e.add_argument("--out", help="write the JSON here (default: RUN/eval.json)")
     e.add_argument("--device", default="cpu",
-                   help="where to load the model and sample: cpu or cuda (default cpu)")
+                   help="where to sample and run the feature extractors: cpu or cuda "
+                   "(default cpu)")
+    e.add_argument("--ref", default="train", metavar="train|eval|STATS.npz",
+                   help="what FID/KID/precision-recall compare with: the training split "
+                   "(default), the held-out split, or an Inception statistics file "
+                   "(pytorch-fid's mu/sigma npz, or ganstack's)")
+    e.add_argument("--no-calibrate", action="store_true",
+                   help="skip the calibration rows (real, blurred, blind) at the held-out size")
 
     f = sub.add_parser("fid", help="FID and KID between two image sets or statistics files",
                        epilog=EPILOG_FID, formatter_class=fmt)
@@ -261,7 +274,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.n is not None and args.n < 2:
         raise GanstackError("--n must be at least 2")
     run = load(args.run, args.checkpoint, args.device)
-    res = run.evaluate(args.n, args.metrics, args.inception, args.samples, args.seed)
+    res = run.evaluate(args.n, args.metrics, args.inception, args.samples, args.seed,
+                       ref=args.ref, calibrate=False if args.no_calibrate else None)
     if args.out:
         from ganstack.train.checkpoint import atomic_write_text
 
