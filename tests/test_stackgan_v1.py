@@ -121,6 +121,56 @@ def test_sizes_follow_the_config_128_ablation_and_paper_layout():
     assert m.netD2.encode(torch.zeros(2, 3, 256, 256)).shape[-2:] == (4, 4)
 
 
+@pytest.mark.parametrize("variant", ["pytorch", "tf"])
+def test_stage2_residual_block_has_a_relu_after_the_sum(variant):
+    # Both official v1 codes apply a ReLU after the residual sum (StackGAN-Pytorch
+    # code/model.py ResBlock.forward: out += residual; out = relu(out); the TF code's
+    # stageII/model.py residual_block: add, then relu). One of the model's own Stage-II
+    # blocks, given weights that make each channel independent and the arithmetic visible:
+    # both 3x3 convs are a diagonal kernel with only the centre tap (conv1 2.0, conv2 1.5),
+    # so on a 1x2 image each conv just scales; BN in eval mode with eps 0.
+    m = StackGANv1(_cfg(variant=variant), INFO)
+    block = m.netG2.res[0]
+    conv1, bn1, _, conv2, bn2 = block.body
+    c = conv1.in_channels
+    with torch.no_grad():
+        for conv, centre in ((conv1, 2.0), (conv2, 1.5)):
+            conv.weight.zero_()
+            conv.weight[range(c), range(c), 1, 1] = centre
+        for bn, mean, var, gamma, beta in ((bn1, 0.0, 4.0, 1.0, 1.0), (bn2, 1.0, 1.0, 2.0, 0.0)):
+            bn.running_mean.fill_(mean)
+            bn.running_var.fill_(var)
+            bn.weight.fill_(gamma)
+            bn.bias.fill_(beta)
+            bn.eps = 0.0
+    block.eval()
+    x = torch.tensor([1.0, -3.0]).view(1, 1, 1, 2).expand(1, c, 1, 2)
+    # By hand, for x = [1, -3]:
+    #   conv1: 2x                      = [2, -6]
+    #   BN1:   (h - 0) / sqrt(4) * 1 + 1 = [2, -2];  ReLU -> [2, 0]
+    #   conv2: 1.5 y                   = [3, 0]
+    #   BN2:   (y - 1) / sqrt(1) * 2 + 0 = [4, -2]
+    #   sum:   x + body                = [5, -5];  ReLU -> [5, 0]
+    # Without the ReLU after the sum the second value would be -5.
+    with torch.no_grad():
+        out = block(x)
+    assert torch.equal(out, torch.tensor([5.0, 0.0]).view(1, 1, 1, 2).expand(1, c, 1, 2))
+
+
+def test_stackgan_v2_residual_blocks_keep_no_relu_after_the_sum():
+    # StackGAN-v2's code (code/model.py ResBlock) has no activation after the sum; the v1 fix
+    # must not reach it.
+    from ganstack.models.stackgan_v2 import StackGANv2, StackGANv2Config
+    from ganstack.nn.stackgan import ResBlock
+
+    cfg = StackGANv2Config(base_size=8, branches=2, gf_dim=8, df_dim=4, ef_dim=8, z_dim=8,
+                           r_num=1)
+    cfg.validate("model")
+    m = StackGANv2(cfg, DataInfo((3, 16, 16), 0, "toy", TEXT_DIM))
+    blocks = [x for x in m.modules() if isinstance(x, ResBlock)]
+    assert blocks and not any(b.relu_after for b in blocks)
+
+
 def test_figures():
     torch.manual_seed(0)
     m = StackGANv1(_cfg(), INFO)

@@ -16,7 +16,8 @@ Levels (spec stackgan.md 2.1-2.6), for sizes ``s1`` (paper 64) and ``s2`` (paper
   FC + LReLU (TF code and the paper; ``d_condition``).
 - Stage-II G (2.5): the Stage-I image (the frozen Stage-I generator's output for the same z,
   detached) -> encoder (conv3x3 ReLU, then two conv4x4/2 BN ReLU blocks: gf, 2 gf, 4 gf) ->
-  join with its own CA sample tiled (conv3x3, BN, ReLU) -> ``r_num`` residual blocks ->
+  join with its own CA sample tiled (conv3x3, BN, ReLU) -> ``r_num`` residual blocks
+  (relu(x + [conv3x3, BN, ReLU, conv3x3, BN](x)), a ReLU after the sum in both codes) ->
   up-blocks to s2 -> conv3x3 -> tanh. ``stage2_text: false`` is the paper's "text only to
   Stage-I" ablation: no Stage-II CA, the join sees the image code alone (Stage-II's D is
   still matching-aware; in the PyTorch variant it is conditioned on Stage-I's mu).
@@ -257,7 +258,8 @@ class Stage2Generator(nn.Module):
         cond = cfg.ef_dim if cfg.stage2_text else 0
         self.joint = nn.Sequential(conv3x3(4 * gf + cond, 4 * gf), nn.BatchNorm2d(4 * gf),
                                    nn.ReLU(True))
-        self.res = nn.Sequential(*[ResBlock(4 * gf, glu=False, relu_after=cfg.variant == "tf")
+        # Both codebases apply a ReLU after each residual sum (unlike StackGAN-v2).
+        self.res = nn.Sequential(*[ResBlock(4 * gf, glu=False, relu_after=True)
                                    for _ in range(cfg.r_num)])
         ups = int(math.log2(4 * cfg.stage2_size // cfg.stage1_size))
         c = 4 * gf

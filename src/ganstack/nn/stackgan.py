@@ -41,8 +41,9 @@ def relu_up(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class ResBlock(nn.Module):
-    """x + [conv3x3, BN, act, conv3x3, BN](x), with no activation after the sum (v1 and v2
-    PyTorch code; v1's TF code adds a ReLU after it: ``relu_after``)."""
+    """x + [conv3x3, BN, act, conv3x3, BN](x). StackGAN-v2's code (``glu=True``) has no
+    activation after the sum; StackGAN-v1's code, PyTorch (StackGAN-Pytorch ``code/model.py``
+    ``ResBlock``) and TF (``hr_get_generator``) alike, applies a ReLU after it: ``relu_after``."""
 
     def __init__(self, c: int, glu: bool, relu_after: bool = False) -> None:
         super().__init__()
