@@ -1,4 +1,5 @@
-"""The StackGAN on-disk layouts (CUB birds, Oxford flowers) and LSUN LMDBs, on tiny files."""
+"""The StackGAN on-disk layouts (CUB birds, Oxford flowers; COCO: test_stackgan_formats_coco.py)
+and LSUN LMDBs, on tiny files."""
 
 from __future__ import annotations
 
@@ -160,14 +161,16 @@ def test_lsun_lmdb(tmp_path):
                            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
                                st.text(max_size=5), inner, max_size=3), max_leaves=8),
               st.integers(0, 5)),
-))
-def test_fuzzed_filenames_pickle_gives_a_data_error(tmp_path_factory, blob):
+), st.sampled_from(["oxford", "coco"]))
+def test_fuzzed_filenames_pickle_gives_a_data_error(tmp_path_factory, blob, name):
     """Any bytes as filenames.pickle: a clear DataError or a successful load, nothing else."""
     root = tmp_path_factory.mktemp("fuzz")
     (root / "train").mkdir()
     (root / "train" / "filenames.pickle").write_bytes(blob)
     (root / "jpg").mkdir()
+    (root / "images").mkdir()
+    (root / "text").mkdir()
     try:
-        load_dataset(DataConfig(name="oxford", path=str(root), resolution=8, eval_size=0))
+        load_dataset(DataConfig(name=name, path=str(root), resolution=8, eval_size=0))
     except DataError:
         pass

@@ -87,8 +87,10 @@ def _stackgan_layout(cfg: DataConfig, kind: str) -> ImageDataset:
     if cfg.text_encoder != "pickle":
         encoder = build_encoder(cfg.text_encoder, cfg.text_dim, cfg.text_model)
         encode = lambda caps: encode_caption_lists(encoder, caps)  # noqa: E731
+    # data.num_images > 0 keeps the first N images of filenames.pickle (COCO's 80k training
+    # images take 15.7 GB at 256 pixels).
     return load_stackgan_layout(path, kind, "train", cfg.resolution or 256, cfg.text_encoder,
-                                encode)
+                                encode, cfg.num_images)
 
 
 @DATASETS.register("cub")
@@ -99,6 +101,12 @@ def _cub(cfg: DataConfig) -> ImageDataset:
 @DATASETS.register("oxford")
 def _oxford(cfg: DataConfig) -> ImageDataset:
     return _stackgan_layout(cfg, "oxford")
+
+
+@DATASETS.register("coco")
+def _coco(cfg: DataConfig) -> ImageDataset:
+    # StackGAN-Pytorch's layout: images/ (or train2014/, val2014/), text/, train/*.pickle.
+    return _stackgan_layout(cfg, "coco")
 
 
 @DATASETS.register("lsun")

@@ -12,11 +12,24 @@ Oxford-102 flowers (``data.name=oxford``), ``data.path`` = the ``flowers`` folde
     jpg/image_XXXXX.jpg   text_c10/class_NNNNN/image_XXXXX.txt
     train/filenames.pickle  train/char-CNN-RNN-embeddings.pickle  train/class_info.pickle
 
+MS-COCO 2014 (``data.name=coco``), ``data.path`` = the ``coco`` folder of StackGAN-Pytorch
+(its ``miscc/datasets.py`` reads ``images/<key>.jpg`` and ``text/<key>.txt``)::
+
+    images/<key>.jpg    (or the COCO zips' train2014/<key>.jpg and val2014/<key>.jpg, or
+                         <key>.jpg when the key names its folder; .png is also accepted)
+    text/<key>.txt      5 captions per image, one per line (only needed without
+                        data.text_encoder=pickle; extra lines are ignored)
+    train/filenames.pickle  train/char-CNN-RNN-embeddings.pickle   (no class_info.pickle)
+
 Birds are cropped to their bounding box as the code does (R = 0.75 max(w, h) around the box
-centre, clipped to the image, spec 4.2); every image is then resized (bilinear) so its shorter
-side is ``data.resolution`` and centre-cropped to a square. Captions become vectors with
-``data.text_encoder``: ``pickle`` uses the released char-CNN-RNN embeddings (N, 10, 1024);
-``hash`` (default) encodes the caption files, and works for new captions at sampling time.
+centre, clipped to the image, spec 4.2); birds and flowers are then resized (bilinear) so the
+shorter side is ``data.resolution`` and centre-cropped to a square. COCO images are resized
+straight to ``data.resolution`` squared (bilinear), aspect ratio not kept, as the StackGAN-Pytorch
+code does (it resizes every image to a square before its random crop). ``data.num_images`` > 0
+reads only the first N images of a layout (all of COCO's 80k training images take 15.7 GB at
+256 pixels). Captions become vectors with ``data.text_encoder``: ``pickle`` uses the released
+char-CNN-RNN embeddings (N, captions, 1024); ``hash`` (default) encodes the caption files, and
+works for new captions at sampling time.
 
 The pickles were written by Python 2. They are read with ganstack's restricted unpickler
 (:func:`ganstack.data.archives.safe_unpickle`): plain containers, strings, numbers and NumPy
@@ -44,7 +57,10 @@ from ganstack.errors import DataError, MissingDependencyError
 
 log = logging.getLogger("ganstack")
 
-CAPTIONS_PER_IMAGE = 10
+CAPTIONS_PER_IMAGE = 10  # CUB and Oxford (Reed et al.'s captions)
+COCO_CAPTIONS_PER_IMAGE = 5  # COCO's annotators wrote 5 (some images have 6 or 7)
+COCO_IMAGE_DIRS = ("images", ".", "train2014", "val2014")
+COCO_IMAGE_EXTENSIONS = (".jpg", ".png")
 
 
 def _text(x: Any) -> str:
@@ -63,8 +79,10 @@ def _read_pickle_list(path: Path, what: str) -> list:
     return list(obj)
 
 
-def _load_image(path: Path, resolution: int, box: tuple[float, float, float, float] | None
-                ) -> np.ndarray:
+def _load_image(path: Path, resolution: int, box: tuple[float, float, float, float] | None,
+                squash: bool = False) -> np.ndarray:
+    """An RGB image, (bounding-box crop), resized: shorter side to ``resolution`` and
+    centre-cropped, or (``squash``) straight to ``resolution`` squared."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -76,6 +94,9 @@ def _load_image(path: Path, resolution: int, box: tuple[float, float, float, flo
                 cx, cy = int(x + w / 2), int(y + h / 2)
                 W, H = im.size
                 im = im.crop((max(0, cx - r), max(0, cy - r), min(W, cx + r), min(H, cy + r)))
+            if squash:
+                im = im.resize((resolution, resolution), Image.Resampling.BILINEAR)
+                return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
             w, h = im.size
             s = resolution / min(w, h)
             nw, nh = max(resolution, round(w * s)), max(resolution, round(h * s))
@@ -89,12 +110,13 @@ def _load_image(path: Path, resolution: int, box: tuple[float, float, float, flo
         raise DataError(f"image {path} is unreadable or truncated ({e})") from None
 
 
-def _read_captions(path: Path) -> list[str]:
+def _read_captions(path: Path, per_image: int = CAPTIONS_PER_IMAGE) -> list[str]:
+    """The first ``per_image`` non-empty lines of a caption file."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"caption file {path} is missing; the StackGAN layout has one text "
-                        f"file of {CAPTIONS_PER_IMAGE} captions per image (or use "
+                        f"file of {per_image} captions per image (or use "
                         f"data.text_encoder=pickle, which needs no caption files)") from None
     except OSError as e:
         raise DataError(f"cannot read caption file {path}: {e.strerror}") from None
@@ -104,10 +126,24 @@ def _read_captions(path: Path) -> list[str]:
         text = raw.decode("latin1")
         log.info("caption file %s is not UTF-8; read as Latin-1", path)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if len(lines) < CAPTIONS_PER_IMAGE:
+    if len(lines) < per_image:
         raise DataError(f"caption file {path} has {len(lines)} caption(s); "
-                        f"{CAPTIONS_PER_IMAGE} (one per line) are expected")
-    return lines[:CAPTIONS_PER_IMAGE]
+                        f"{per_image} (one per line) are expected")
+    return lines[:per_image]
+
+
+def _coco_image(root: Path, key: str) -> Path:
+    """Where a COCO image is: images/<key>.jpg as StackGAN-Pytorch expects, or beside the
+    key in the COCO zips' train2014/ and val2014/ folders (or the root)."""
+    for d in COCO_IMAGE_DIRS:
+        for ext in COCO_IMAGE_EXTENSIONS:
+            p = root / d / f"{key}{ext}"
+            if p.is_file():
+                return p
+    tried = ", ".join(f"{d}/{key}.jpg" if d != "." else f"{key}.jpg" for d in COCO_IMAGE_DIRS)
+    raise DataError(f"COCO image '{key}' (listed in filenames.pickle) is not in {root}: looked "
+                    f"for {tried} (or .png); StackGAN-Pytorch keeps the COCO images in images/, "
+                    f"the COCO 2014 zips extract to train2014/ and val2014/")
 
 
 def _cub_boxes(root: Path) -> dict[str, tuple[float, float, float, float]]:
@@ -148,11 +184,13 @@ def _cub_boxes(root: Path) -> dict[str, tuple[float, float, float, float]]:
 
 
 def load_stackgan_layout(root: str | Path, kind: str, split: str, resolution: int,
-                         text_encoder: str, encode: Any = None) -> ImageDataset:
-    """CUB birds (``kind='cub'``) or Oxford-102 flowers (``'oxford'``) in the StackGAN layout.
+                         text_encoder: str, encode: Any = None, max_images: int = 0
+                         ) -> ImageDataset:
+    """CUB birds (``kind='cub'``), Oxford-102 flowers (``'oxford'``) or MS-COCO (``'coco'``)
+    in the StackGAN layout.
 
     ``encode`` (captions per image -> (N, K, D) tensor) encodes the caption files when
-    ``text_encoder`` is not ``pickle``.
+    ``text_encoder`` is not ``pickle``. ``max_images`` > 0 keeps the first N images.
     """
     root = Path(root)
     if not root.is_dir():
@@ -162,44 +200,10 @@ def load_stackgan_layout(root: str | Path, kind: str, split: str, resolution: in
                                                 "image names")]
     if not keys:
         raise DataError(f"{root / split / 'filenames.pickle'} lists no images")
-    boxes = _cub_boxes(root) if kind == "cub" else {}
-    images = np.empty((len(keys), 3, resolution, resolution), np.uint8)
-    for i, key in enumerate(keys):
-        if kind == "cub":
-            path = root / "CUB_200_2011" / "images" / f"{key}.jpg"
-            if key not in boxes:
-                raise DataError(f"CUB image {key} has no bounding box in bounding_boxes.txt")
-            images[i] = _load_image(path, resolution, boxes[key])
-        else:
-            images[i] = _load_image(root / f"{key}.jpg", resolution, None)
-    class_path = root / split / "class_info.pickle"
-    labels = None
-    if class_path.is_file():
-        try:
-            cls = np.asarray([int(c) for c in _read_pickle_list(class_path, "class ids")])
-        except (TypeError, ValueError, OverflowError):
-            raise DataError(f"{class_path} should hold a list of integer class ids") from None
-        if len(cls) != len(keys):
-            raise DataError(f"{class_path} has {len(cls)} class ids for {len(keys)} images")
-        _, labels_np = np.unique(cls, return_inverse=True)
-        labels = torch.from_numpy(labels_np.astype(np.int64))
-    captions: list[list[str]] | None = None
-    text_dir = next((root / d for d in ("text", "text_c10") if (root / d).is_dir()), None)
-    if text_encoder != "pickle" or text_dir is not None:
-        if text_dir is None:
-            raise DataError(f"{root} has no text/ or text_c10/ caption folder; it is needed "
-                            f"unless data.text_encoder=pickle")
-        captions = []
-        for i, key in enumerate(keys):
-            if kind == "cub":
-                path = text_dir / f"{key}.txt"
-            else:  # flowers: text_c10/class_NNNNN/image_XXXXX.txt (1-based class ids)
-                if labels is None:
-                    raise DataError(f"{class_path} is missing: the flowers' captions are "
-                                    f"found by class (text_c10/class_NNNNN/)")
-                cid = int(cls[i])
-                path = text_dir / f"class_{cid:05d}" / f"{Path(key).name}.txt"
-            captions.append(_read_captions(path))
+    n_listed = len(keys)
+    if max_images:
+        keys = keys[:max_images]
+    # The small files first, so that a wrong one is reported before the images are read.
     extras: dict[str, torch.Tensor] = {}
     if text_encoder == "pickle":
         emb_path = root / split / "char-CNN-RNN-embeddings.pickle"
@@ -209,11 +213,54 @@ def load_stackgan_layout(root: str | Path, kind: str, split: str, resolution: in
         except (TypeError, ValueError, OverflowError):
             raise DataError(f"{emb_path} should hold numbers: one (captions, dim) array per "
                             f"image") from None
-        if emb.ndim != 3 or len(emb) != len(keys):
+        if emb.ndim != 3 or len(emb) != n_listed:
             raise DataError(f"{emb_path} holds embeddings of shape {emb.shape}; expected "
-                            f"({len(keys)}, captions, dim)")
-        extras["embeddings"] = torch.from_numpy(emb)
-    elif encode is not None:
+                            f"({n_listed}, captions, dim), one row per name in filenames.pickle")
+        extras["embeddings"] = torch.from_numpy(np.ascontiguousarray(emb[:len(keys)]))
+    class_path = root / split / "class_info.pickle"
+    labels = None
+    if class_path.is_file():
+        try:
+            cls = np.asarray([int(c) for c in _read_pickle_list(class_path, "class ids")])
+        except (TypeError, ValueError, OverflowError):
+            raise DataError(f"{class_path} should hold a list of integer class ids") from None
+        if len(cls) != n_listed:
+            raise DataError(f"{class_path} has {len(cls)} class ids for {n_listed} images")
+        cls = cls[:len(keys)]
+        _, labels_np = np.unique(cls, return_inverse=True)
+        labels = torch.from_numpy(labels_np.astype(np.int64))
+    text_dirs = ("text",) if kind == "coco" else ("text", "text_c10")
+    text_dir = next((root / d for d in text_dirs if (root / d).is_dir()), None)
+    if text_encoder != "pickle" and text_dir is None:
+        raise DataError(f"{root} has no {' or '.join(d + '/' for d in text_dirs)} caption "
+                        f"folder; it is needed unless data.text_encoder=pickle")
+    captions: list[list[str]] | None = None
+    if text_dir is not None:
+        per_image = COCO_CAPTIONS_PER_IMAGE if kind == "coco" else CAPTIONS_PER_IMAGE
+        captions = []
+        for i, key in enumerate(keys):
+            if kind in ("cub", "coco"):
+                path = text_dir / f"{key}.txt"
+            else:  # flowers: text_c10/class_NNNNN/image_XXXXX.txt (1-based class ids)
+                if labels is None:
+                    raise DataError(f"{class_path} is missing: the flowers' captions are "
+                                    f"found by class (text_c10/class_NNNNN/)")
+                cid = int(cls[i])
+                path = text_dir / f"class_{cid:05d}" / f"{Path(key).name}.txt"
+            captions.append(_read_captions(path, per_image))
+    boxes = _cub_boxes(root) if kind == "cub" else {}
+    images = np.empty((len(keys), 3, resolution, resolution), np.uint8)
+    for i, key in enumerate(keys):
+        if kind == "cub":
+            path = root / "CUB_200_2011" / "images" / f"{key}.jpg"
+            if key not in boxes:
+                raise DataError(f"CUB image {key} has no bounding box in bounding_boxes.txt")
+            images[i] = _load_image(path, resolution, boxes[key])
+        elif kind == "coco":
+            images[i] = _load_image(_coco_image(root, key), resolution, None, squash=True)
+        else:
+            images[i] = _load_image(root / f"{key}.jpg", resolution, None)
+    if text_encoder != "pickle" and encode is not None:
         assert captions is not None
         extras["embeddings"] = encode(captions)
     return ImageDataset(torch.from_numpy(images), labels, name=kind, extras=extras,
