@@ -50,6 +50,19 @@ class DataConfig:
     # Datasets read from a pair list (`nyu_normals`): N > 0 reads only the first N pairs.
     num_images: int = 0
     gen_seed: int = 0
+    # The captioned shapes (`shapes`) only: the numbers of shapes an image may hold (1: the
+    # main shape; 2: and a small second one) and the background patterns it may have. The
+    # defaults make the full dataset; e.g. [1] and [plain] make an easier one (960 attribute
+    # combinations instead of 7,680, no high-frequency textures).
+    shapes_counts: list[int] = field(default_factory=lambda: [1, 2])
+    shapes_patterns: list[Literal["plain", "stripes", "dots", "gradient"]] = field(
+        default_factory=lambda: ["plain", "stripes", "dots", "gradient"])
+    # A random left-right flip of half of each training batch, by the batcher, that keeps
+    # the conditions true: a flipped image is conditioned on its captions with "left" and
+    # "right" swapped (encoded once, at load) and has its attributes mirrored. Captioned data
+    # whose captions can be re-encoded (`shapes`; not text_encoder=pickle). Use it with
+    # model.augment=false: the StackGAN models' own flip leaves the captions as they are.
+    flip: bool = False
     # Captioned datasets: how captions become vectors. "hash": ganstack's built-in encoder
     # (hashed words and bigrams, each a fixed random vector; no training, no download, works
     # for any new caption); "pickle": the precomputed char-CNN-RNN embeddings of the StackGAN
@@ -67,6 +80,16 @@ class DataConfig:
         _require(self.channels in (1, 3), f"{where}.channels must be 1 or 3, got {self.channels}")
         _require(self.num_images >= 0, f"{where}.num_images must be >= 0, got {self.num_images}")
         _require(self.text_dim > 0, f"{where}.text_dim must be > 0, got {self.text_dim}")
+        _require(bool(self.shapes_counts) and all(
+            c in (1, 2) and not isinstance(c, bool) for c in self.shapes_counts),
+            f"{where}.shapes_counts takes one or more of 1, 2; got {self.shapes_counts}")
+        _require(bool(self.shapes_patterns), f"{where}.shapes_patterns needs at least one "
+                 f"of plain, stripes, dots, gradient")
+        default = DataConfig()
+        changed = [k for k in ("shapes_counts", "shapes_patterns")
+                   if set(getattr(self, k)) != set(getattr(default, k))]
+        _require(self.name == "shapes" or not changed, f"{where}.{', '.join(changed)}: only "
+                 f"the shapes dataset has these options (data.name is {self.name!r})")
 
 
 @dataclass
@@ -409,6 +432,9 @@ def from_dict(raw: dict[str, Any]) -> ExperimentConfig:
         eval=build(EvalConfig, raw.get("eval"), "eval"),
         description=_convert(raw.get("description", ""), str, "description"),
     )
+    _require(not (cfg.data.flip and getattr(model_cfg, "augment", False) is True),
+             "data.flip=true flips with the captions mirrored, but model.augment=true flips "
+             "the images again with the captions unchanged; set model.augment=false")
     # Fill in and check the phases against the model's phase list.
     phases = model_cls.default_phases(model_cfg)
     for name in cfg.train.phases:

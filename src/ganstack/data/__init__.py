@@ -74,7 +74,8 @@ def _nyu_normals(cfg: DataConfig) -> ImageDataset:
 def _shapes(cfg: DataConfig) -> ImageDataset:
     from ganstack.data.shapes import make_shapes
 
-    ds = make_shapes(cfg.num_images or 6000, cfg.resolution or 64, cfg.gen_seed)
+    ds = make_shapes(cfg.num_images or 6000, cfg.resolution or 64, cfg.gen_seed,
+                     counts=cfg.shapes_counts, patterns=cfg.shapes_patterns, mirror=cfg.flip)
     return attach_embeddings(ds, cfg)
 
 
@@ -119,8 +120,10 @@ def _lsun(cfg: DataConfig) -> ImageDataset:
 
 def attach_embeddings(ds: ImageDataset, cfg: DataConfig) -> ImageDataset:
     """Encode a captioned dataset's captions with the configured encoder (``data.text_*``)
-    into ``extras["embeddings"]`` (N, captions, D)."""
-    from ganstack.data.text import build_encoder, encode_caption_lists
+    into ``extras["embeddings"]`` (N, captions, D); for a dataset that is flipped with its
+    conditions (``meta["flip"]``), those of the mirrored captions into
+    ``extras["embeddings_mirror"]``."""
+    from ganstack.data.text import build_encoder, encode_caption_lists, encode_mirrored
 
     if ds.captions is None:
         raise DataError(f"dataset '{ds.name}' has no captions to encode")
@@ -131,12 +134,18 @@ def attach_embeddings(ds: ImageDataset, cfg: DataConfig) -> ImageDataset:
         )
     encoder = build_encoder(cfg.text_encoder, cfg.text_dim, cfg.text_model)
     ds.extras["embeddings"] = encode_caption_lists(encoder, ds.captions)
+    if ds.meta.get("flip"):
+        ds.extras["embeddings_mirror"] = encode_mirrored(encoder, ds.captions,
+                                                         ds.extras["embeddings"])
     return ds
 
 
 def load_dataset(cfg: DataConfig) -> tuple[ImageDataset, ImageDataset | None]:
     """Load the configured dataset and split off its evaluation images."""
     full = DATASETS.get(cfg.name, what="dataset (data.name)")(cfg)
+    if cfg.flip and not full.meta.get("flip"):
+        raise DataError(f"data.flip=true needs a dataset that can mirror its conditions with "
+                        f"its images (shapes); dataset '{full.name}' cannot")
     return train_eval_split(full, cfg.eval_size, cfg.split_seed)
 
 

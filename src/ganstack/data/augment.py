@@ -30,6 +30,23 @@ def random_crop_flip(x: torch.Tensor, size: int, flip: bool = True,
     return out.permute(0, 3, 1, 2).contiguous()
 
 
+def mirror_batch(batch: dict[str, torch.Tensor], mirror: torch.Tensor
+                 ) -> dict[str, torch.Tensor]:
+    """Flip left-right the ``images`` of the samples where ``mirror`` (bool (B,)) is set, and
+    give them the conditions of the mirrored image: every entry ``X`` that has an
+    ``X_mirror`` entry (e.g. ``embeddings``: those of the captions with left and right
+    swapped) takes that entry's value there. The ``*_mirror`` entries are left out."""
+    out = {k: v for k, v in batch.items() if not k.endswith("_mirror")}
+    m = mirror.to(batch["images"].device)
+    out["images"] = torch.where(m[:, None, None, None], batch["images"].flip(3),
+                                batch["images"])
+    for key, value in out.items():
+        other = batch.get(f"{key}_mirror")
+        if other is not None:
+            out[key] = torch.where(m.view(-1, *[1] * (value.dim() - 1)), other, value)
+    return out
+
+
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear resize to ``size`` x ``size``, anti-aliased when shrinking (as PIL's)."""
     if x.shape[-1] == size and x.shape[-2] == size:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ganstack.data.augment import mirror_batch
 from ganstack.errors import DataError
 
 
@@ -22,6 +23,8 @@ class ImageDataset:
     (uint8 (N, 3, H, W)), ``embeddings`` (float (N, captions, D)) or ``attributes`` (int64
     (N, A)). The batcher indexes them with the images, so a batch carries them under the same
     names. ``captions`` (one list of strings per image) and ``meta`` are not batched.
+    ``meta["flip"]`` (``data.flip``) asks the batcher to flip half of each batch left-right,
+    with the ``X_mirror`` extras standing in for a flipped image's ``X`` (its conditions).
     """
 
     images: torch.Tensor
@@ -99,7 +102,9 @@ class ImageDataset:
         )
 
     def fingerprint(self) -> str:
-        """A content hash of images and labels (used to key caches)."""
+        """A content hash of images, labels and extras (used to key caches). The ``X_mirror``
+        extras are left out: they follow from the rest, and the same data with or without
+        ``data.flip`` shares its caches (its domain classifier)."""
         import hashlib
 
         h = hashlib.sha256()
@@ -107,7 +112,7 @@ class ImageDataset:
         h.update(self.images.contiguous().numpy().tobytes())
         if self.labels is not None:
             h.update(self.labels.contiguous().numpy().tobytes())
-        for key in sorted(self.extras):
+        for key in sorted(k for k in self.extras if not k.endswith("_mirror")):
             h.update(key.encode())
             h.update(self.extras[key].contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
@@ -189,6 +194,7 @@ class Batcher:
         self.extras = {k: v.to(self.device) if on_device else v for k, v in ds.extras.items()}
         self._epoch = -1
         self._perm: torch.Tensor | None = None
+        self.flip = bool(ds.meta.get("flip"))
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:
@@ -214,4 +220,13 @@ class Batcher:
         for key, t in self.extras.items():
             v = t[idx.to(t.device)]
             out[key] = v.to(self.device, non_blocking=True) if v.device != self.device else v
+        if self.flip:
+            out = mirror_batch(out, self.flip_mask(step))
         return out
+
+    def flip_mask(self, step: int) -> torch.Tensor:
+        """Which samples of step ``step``'s batch are flipped (``meta["flip"]``): a function of
+        (seed, step) and of the sample's place in the global batch, as the batch itself."""
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 2 + 2**40)
+        start = self.rank * self.batch_size
+        return (torch.rand(self.global_batch, generator=g) < 0.5)[start : start + self.batch_size]

@@ -11,14 +11,32 @@ top left of a striped blue background", "there is a big yellow disc in the middl
 need not mention every attribute; which ones it mentions is recorded per caption, so that a
 classifier can check whether a generated image matches *its* caption (caption consistency).
 
+Difficulty: ``counts`` (``data.shapes_counts``) and ``patterns`` (``data.shapes_patterns``)
+restrict the number of shapes per image and the background patterns to the given values (the
+defaults, every value, give the full dataset, bit for bit as before these options existed). An
+attribute fixed to one value is never named as such: no "alone" when every image holds one
+shape, no pattern word when every background has the same pattern (with two shapes always,
+the second shape is still described, by its kind and colour, but ``count`` does not count as
+named). So caption consistency scores only what a caption can tell apart.
+
+Mirroring (``mirror=True``, ``data.flip``): ``extras["attributes_mirror"]`` holds each image's
+attributes after a left-right flip (left and right positions swapped); the captions of a
+flipped image are :func:`ganstack.data.text.mirror_caption` of its captions, exactly what the
+caption generator says of the mirrored attributes. The shapes, the dots and the plain
+backgrounds are mirror-symmetric; a flipped horizontal gradient runs the other way and
+flipped vertical stripes change phase, both of which the generator never draws.
+
 The dataset is an :class:`ImageDataset` with
 - ``labels``: the main shape's kind x colour (24 classes, for FID/IS with the domain classifier);
 - ``extras["attributes"]``: int64 (N, 7), the attributes below;
 - ``extras["mentions"]``: bool (N, 10, 7), which attributes each caption mentions;
-- ``captions``: 10 strings per image; ``meta["attribute_sizes"]``, ``meta["attributes"]``.
+- ``captions``: 10 strings per image; ``meta["attribute_sizes"]``, ``meta["attributes"]``,
+  ``meta["shapes_counts"]``, ``meta["shapes_patterns"]`` (the values allowed).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -133,8 +151,19 @@ def render(attrs: dict[str, np.ndarray], resolution: int, rng: np.random.Generat
     return np.clip(img + 0.5, 0, 255).astype(np.uint8).transpose(0, 3, 1, 2)
 
 
-def draw_attributes(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    a = {name: rng.integers(0, len(values), size=n) for name, values in ATTRIBUTES.items()}
+def draw_attributes(n: int, rng: np.random.Generator,
+                    allowed: dict[str, list[int]] | None = None) -> dict[str, np.ndarray]:
+    """The attributes of ``n`` images; ``allowed`` maps an attribute name to the value
+    indices it may take (uniformly; default every value). With every value allowed the draws
+    are those of the full dataset."""
+    allowed = allowed or {}
+    a = {}
+    for name, values in ATTRIBUTES.items():
+        choices = sorted(set(allowed.get(name, range(len(values)))))
+        if choices == list(range(len(values))):
+            a[name] = rng.integers(0, len(values), size=n)
+        else:
+            a[name] = np.asarray(choices, np.int64)[rng.integers(0, len(choices), size=n)]
     # Every shape x colour class equally often (so evaluation splits can be class-balanced).
     combo = rng.permutation(n) % (len(SHAPES) * len(COLOURS))
     a["shape"], a["colour"] = combo // len(COLOURS), combo % len(COLOURS)
@@ -175,8 +204,11 @@ def _pick(rng: np.random.Generator, options: list[str]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-def caption(a: dict[str, int], rng: np.random.Generator) -> tuple[str, list[bool]]:
-    """One caption of an image's attributes and which attributes it mentions."""
+def caption(a: dict[str, int], rng: np.random.Generator,
+            fixed: frozenset[str] = frozenset()) -> tuple[str, list[bool]]:
+    """One caption of an image's attributes and which attributes it mentions. ``fixed``: the
+    attributes that take one value in the whole dataset: no words name them and they do not
+    count as mentioned (with none fixed, the captions of the full dataset)."""
     said = dict.fromkeys(ATTRIBUTE_NAMES, False)
     said["shape"] = said["colour"] = True
     size = ""
@@ -191,6 +223,7 @@ def caption(a: dict[str, int], rng: np.random.Generator) -> tuple[str, list[bool
         said["position"] = True
     bg = ""
     with_pattern, with_colour = rng.random() < 0.6, rng.random() < 0.5
+    with_pattern = with_pattern and "pattern" not in fixed
     if with_pattern or with_colour:
         adj = _pick(rng, _PATTERN_ADJ[a["pattern"]]) + " " if with_pattern else ""
         col = BACKGROUNDS[a["background"]] + " " if with_colour else ""
@@ -211,6 +244,8 @@ def caption(a: dict[str, int], rng: np.random.Generator) -> tuple[str, list[bool
     elif a["count"] == 0 and rng.random() < 0.3:
         second = _pick(rng, [" alone", " on its own", " by itself"])
         said["count"] = True
+        if "count" in fixed:
+            second = ""
     form = int(rng.integers(4))
     if form == 0:
         text = f"{obj}{pos}{second}{bg}"
@@ -220,7 +255,7 @@ def caption(a: dict[str, int], rng: np.random.Generator) -> tuple[str, list[bool
         text = f"a picture of {obj}{pos}{bg}{second}"
     else:
         text = f"{obj}{second}{bg}{pos}"
-    return text, [said[k] for k in ATTRIBUTE_NAMES]
+    return text, [said[k] and k not in fixed for k in ATTRIBUTE_NAMES]
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,16 +263,49 @@ def caption(a: dict[str, int], rng: np.random.Generator) -> tuple[str, list[bool
 # --------------------------------------------------------------------------------------------
 
 
-def make_shapes(n: int, resolution: int, seed: int = 0, chunk: int = 256) -> ImageDataset:
-    """``n`` captioned images of ``resolution`` x ``resolution`` pixels, deterministic."""
+# Left-right mirror of each position: top left <-> top right, bottom left <-> bottom right.
+MIRRORED_POSITION = np.array([1, 0, 3, 2, 4])
+
+
+def mirror_attributes(table: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """(N, 7) attribute table -> the attributes of the left-right mirrored images."""
+    out = table.clone() if isinstance(table, torch.Tensor) else table.copy()
+    k = ATTRIBUTE_NAMES.index("position")
+    pos = table[:, k]
+    out[:, k] = (torch.from_numpy(MIRRORED_POSITION).to(pos.device)[pos]
+                 if isinstance(pos, torch.Tensor) else MIRRORED_POSITION[pos])
+    return out
+
+
+def _allowed(option: str, given: Sequence, values: list) -> list[int]:
+    """Sorted indices into ``values`` of the ``given`` values; errors name the choices."""
+    bad = [v for v in given if isinstance(v, bool) or v not in values]
+    if bad or not given:
+        raise DataError(f"the shapes dataset: {option} takes one or more of "
+                        f"{', '.join(map(str, values))}; got {list(given)}")
+    return sorted({values.index(v) for v in given})
+
+
+def make_shapes(n: int, resolution: int, seed: int = 0, chunk: int = 256, *,
+                counts: Sequence[int] = (1, 2), patterns: Sequence[str] = tuple(PATTERNS),
+                mirror: bool = False) -> ImageDataset:
+    """``n`` captioned images of ``resolution`` x ``resolution`` pixels, deterministic.
+
+    ``counts``: the numbers of shapes an image may hold (1, 2 or both, equally often);
+    ``patterns``: the background patterns it may have (names from ``PATTERNS``). ``mirror``:
+    also ``extras["attributes_mirror"]`` and ``meta["flip"]``, for the batcher's
+    caption-keeping flip (``data.flip``)."""
     if n <= 0:
         raise DataError(f"the shapes dataset needs a positive number of images, got {n}")
     if resolution < 8:
         raise DataError(f"the shapes dataset renders at 8 pixels or more, got {resolution}")
     if seed < 0:  # numpy's seed sequences take no negative numbers
         raise DataError(f"the shapes dataset: data.gen_seed must be >= 0, got {seed}")
+    allowed = {"count": _allowed("data.shapes_counts", counts, [1, 2]),
+               "pattern": _allowed("data.shapes_patterns", patterns, PATTERNS)}
+    fixed = frozenset(k for k, v in allowed.items() if len(v) == 1)
     rng = np.random.default_rng([seed, 7])
-    attrs = draw_attributes(n, rng)
+    attrs = draw_attributes(n, rng, allowed)
     images = np.empty((n, 3, resolution, resolution), np.uint8)
     render_rng = np.random.default_rng([seed, 11])
     for s in range(0, n, chunk):
@@ -250,21 +318,28 @@ def make_shapes(n: int, resolution: int, seed: int = 0, chunk: int = 256) -> Ima
         a = {k: int(v[i]) for k, v in attrs.items() if v.dtype.kind == "i"}
         caps = []
         for j in range(CAPTIONS_PER_IMAGE):
-            text, said = caption(a, caption_rng)
+            text, said = caption(a, caption_rng, fixed)
             caps.append(text)
             mentions[i, j] = said
         captions.append(caps)
     table = np.stack([attrs[k] for k in ATTRIBUTE_NAMES], axis=1).astype(np.int64)
     labels = table[:, 0] * len(COLOURS) + table[:, 1]
+    extras = {"attributes": torch.from_numpy(table), "mentions": torch.from_numpy(mentions)}
+    meta = {"attributes": ATTRIBUTE_NAMES,
+            "attribute_sizes": [len(v) for v in ATTRIBUTES.values()],
+            "attribute_values": {k: list(v) for k, v in ATTRIBUTES.items()},
+            "shapes_counts": [i + 1 for i in allowed["count"]],
+            "shapes_patterns": [PATTERNS[i] for i in allowed["pattern"]]}
+    if mirror:
+        extras["attributes_mirror"] = torch.from_numpy(mirror_attributes(table))
+        meta["flip"] = True
     return ImageDataset(
         torch.from_numpy(images),
         torch.from_numpy(labels),
         num_classes=len(SHAPES) * len(COLOURS),
         name="shapes",
         class_names=[f"{c} {s}" for s in SHAPES for c in COLOURS],
-        extras={"attributes": torch.from_numpy(table), "mentions": torch.from_numpy(mentions)},
+        extras=extras,
         captions=captions,
-        meta={"attributes": ATTRIBUTE_NAMES,
-              "attribute_sizes": [len(v) for v in ATTRIBUTES.values()],
-              "attribute_values": {k: list(v) for k, v in ATTRIBUTES.items()}},
+        meta=meta,
     )

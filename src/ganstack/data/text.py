@@ -152,3 +152,33 @@ def encode_caption_lists(encoder, captions: list[list[str]]) -> torch.Tensor:  #
     k = counts.pop()
     flat = [c for caps in captions for c in caps]
     return encoder.encode(flat).reshape(len(captions), k, -1)
+
+
+_LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.IGNORECASE)
+
+
+def mirror_caption(caption: str) -> str:
+    """The caption of the left-right mirrored image: every word "left" becomes "right" and
+    back (case kept: "Left" -> "Right", "LEFT" -> "RIGHT"); nothing else changes."""
+
+    def swap(m: re.Match[str]) -> str:
+        word = m.group(1)
+        new = "right" if word.lower() == "left" else "left"
+        return new.upper() if word.isupper() else new.capitalize() if word[0].isupper() else new
+
+    return _LEFT_RIGHT.sub(swap, caption)
+
+
+def encode_mirrored(encoder, captions: list[list[str]], embeddings: torch.Tensor  # type: ignore[no-untyped-def]
+                    ) -> torch.Tensor:
+    """(N, captions, dim) embeddings of every caption's :func:`mirror_caption`: captions that
+    name neither left nor right keep their ``embeddings``; only the others are encoded."""
+    out = embeddings.clone()
+    where = [(i, j, mirror_caption(c)) for i, caps in enumerate(captions)
+             for j, c in enumerate(caps) if _LEFT_RIGHT.search(c)]
+    if where:
+        enc = encoder.encode([m for _, _, m in where]).to(out.dtype)
+        i = torch.tensor([w[0] for w in where])
+        j = torch.tensor([w[1] for w in where])
+        out[i, j] = enc
+    return out
