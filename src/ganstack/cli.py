@@ -189,7 +189,7 @@ def version() -> str:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ganstack.config import load_config, resolve_config_path
+    from ganstack.config import load_config, parse_override, resolve_config_path
     from ganstack.run import write_eval
     from ganstack.train.trainer import Trainer, load_run_config
 
@@ -199,7 +199,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = load_run_config(out, args.overrides)
     else:
         cfg = load_config(args.config, args.overrides)
-    trainer = Trainer(cfg, out, resume=args.resume)
+    # On resume the config may differ from the checkpoint's only in the keys overridden here
+    # (they are then saved to config.yaml).
+    changes = [parse_override(o)[0] for o in args.overrides] if args.resume else []
+    trainer = Trainer(cfg, out, resume=args.resume,
+                      config_changes=[".".join(keys) for keys in changes])
     log.info("run directory: %s (%s, %d training images, device %s)", out, cfg.model.name,
              len(trainer.train_ds), trainer.device)
     try:

@@ -109,6 +109,11 @@ class TrainConfig:
     checkpoint_every: int = 1000  # steps between checkpoints (0: only at phase ends)
     keep_checkpoints: int = 2  # rolling checkpoints kept besides the phase-end ones
     ema: float = 0.0  # EMA decay of the generators (0: off); sampling then uses the EMA copy
+    # Warm the EMA up: decay min(ema, (1 + t) / (10 + t)) at step t, so that early weights
+    # (the random initialisation above all) fade within a short run; at t = 1,800 the decay is
+    # 0.995. Off: the constant decay from the first step, whose average after t steps still
+    # holds ema**t of the initial weights (0.999**1600 = 20%).
+    ema_warmup: bool = False
     tensorboard: bool = True  # write TensorBoard events when the package is installed
     progress: bool = True  # show a progress bar
     # Under torchrun (several processes): synchronise batch-norm statistics across processes
@@ -333,22 +338,87 @@ def bundled_configs() -> dict[str, str]:
     return out
 
 
+# A config is a few KB. Bigger files, and YAML whose aliases expand to more nodes than this
+# (a "billion laughs": 341 bytes that expand to 10**9 nodes), are refused before anything walks
+# the tree.
+YAML_LIMIT = 1 << 20  # bytes
+YAML_NODES = 100_000  # nodes, with every alias counted as often as it is used
+
+
+class _LimitedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing documents that expand beyond :data:`YAML_NODES` nodes or
+    refer to themselves (a recursive anchor)."""
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None:
+            _count_nodes(node, {}, set())
+        return node
+
+
+def _count_nodes(node: Any, sizes: dict[int, int], open_: set[int]) -> int:
+    """Nodes of the tree with aliases expanded, counted without expanding them (memoised)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise ConfigError("the YAML refers to itself (a recursive anchor)")
+    open_.add(key)
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            total += _count_nodes(child, sizes, open_)
+    elif isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            total += _count_nodes(k, sizes, open_) + _count_nodes(v, sizes, open_)
+    if total > YAML_NODES:
+        raise ConfigError(f"the YAML expands to more than {YAML_NODES:,} values (aliases "
+                          f"repeating aliases?); a config is far smaller")
+    open_.discard(key)
+    sizes[key] = total
+    return total
+
+
+def safe_load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with the size and expansion limits above (ConfigError past them)."""
+    if len(text) > YAML_LIMIT:
+        raise ConfigError(f"the YAML is {len(text):,} characters; a config is far smaller "
+                          f"(at most {YAML_LIMIT:,})")
+    return yaml.load(text, Loader=_LimitedLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
+    from ganstack.fileio import read_regular
+
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path, YAML_LIMIT, ConfigError, "config file").decode("utf-8")
+    except ConfigError:
+        raise
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not UTF-8 text") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = safe_load_yaml(text)
+    except ConfigError as e:
+        raise ConfigError(f"config file {path}: {e}") from None
     except Exception as e:  # PyYAML also raises ValueError, KeyError, ... (see parse_override)
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_reason(e)}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys at the top level")
     return raw
+
+
+def _yaml_reason(e: Exception) -> str:
+    """PyYAML's message without the excerpt of the file it quotes: an error must not echo the
+    content of a file that is not a config (``base: /etc/shadow``)."""
+    if isinstance(e, yaml.MarkedYAMLError):
+        mark = e.problem_mark or e.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        return f"{e.problem or e.context or 'syntax error'}{where}"
+    return type(e).__name__
 
 
 def _exists(p: Path) -> bool:
@@ -386,7 +456,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r} has an empty key")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
+        parsed = safe_load_yaml(value) if value.strip() else ""
+    except ConfigError as e:
+        raise ConfigError(f"override {key}: {e}") from None
     except Exception:  # not only YAMLError: "2020-13-45" gives ValueError, "!!bool x" KeyError
         parsed = value
     return key.split("."), parsed

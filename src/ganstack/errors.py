@@ -38,3 +38,7 @@ class MissingDependencyError(GanstackError):
         )
         self.package = package
         self.extra = extra
+
+
+class RunLockedError(GanstackError):
+    """Another process is writing to the run directory (it holds the directory's lock)."""

@@ -1,11 +1,24 @@
-"""Crash-safe file writes and hashing (temporary file, fsync, rename)."""
+"""Crash-safe file writes and hashing (temporary file, fsync, rename); guarded reads of files
+that may not be what their name says; the lock that keeps one writer per run directory."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
+import json
+import logging
 import os
+import socket
+import stat
 import tempfile
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+log = logging.getLogger("ganstack")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -47,3 +60,165 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Reading files a stranger may have planted: regular files only, never more than a limit
+# --------------------------------------------------------------------------------------------
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISDIR, "folder")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def read_regular(path: Path, limit: int | None, error: type[Exception] = OSError,
+                 what: str = "file") -> bytes:
+    """The bytes of ``path``, which must be a regular file (a symlink to one is fine) of at
+    most ``limit`` bytes; otherwise ``error`` with a message that says why.
+
+    A FIFO, a device (``/dev/zero``), a socket or a folder is refused without reading from it:
+    the file is opened non-blocking (opening a FIFO would otherwise wait for a writer forever)
+    and checked with ``fstat`` on the open descriptor, so it cannot be swapped in between.
+    A missing file raises ``FileNotFoundError`` whatever ``error`` is.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise error(f"{what} {path} is not a regular file (it is a {_kind(st.st_mode)}); "
+                        f"refusing to read it")
+        if limit is not None and st.st_size > limit:
+            raise error(f"{what} {path} is {st.st_size:,} bytes, more than the {limit:,} such "
+                        f"a file can hold; it is not a file ganstack wrote, or it is damaged")
+        chunks, total = [], 0
+        while True:  # read to the end (the file may have grown since fstat), up to the limit
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if limit is not None and total > limit:
+                raise error(f"{what} {path} is more than {limit:,} bytes; it is not a file "
+                            f"ganstack wrote, or it is damaged")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------
+# An exclusive lock on a folder (one writer per run directory)
+# --------------------------------------------------------------------------------------------
+
+LOCK_NAME = ".lock"
+# Lock files this process holds: real path -> [descriptor, holders]. A second Trainer on the
+# same folder in the same process shares the lock (the lock guards against other processes).
+_HELD: dict[str, list[int]] = {}
+_HELD_GUARD = threading.Lock()
+
+
+def _holder_text(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+        pid, host, since = int(info["pid"]), str(info["host"])[:100], str(info["since"])[:40]
+    except Exception:  # being written, or not ours: say nothing we cannot vouch for
+        return "another process"
+    return f"process {pid} on host {host!r}, since {since}"
+
+
+def lock_folder(folder: Path, purpose: str) -> str | None:
+    """Take the exclusive lock on ``folder`` (``flock`` on ``folder/.lock``); returns a key for
+    :func:`unlock_folder`, or None where the file system cannot lock (a warning is logged).
+
+    The lock belongs to the open file, so it ends with the process however it ends (a SIGKILL
+    included): a lock is never stale, and the file left behind means nothing. The file records
+    who holds it, for the error another process gets: :class:`~ganstack.errors.RunLockedError`.
+    """
+    from ganstack.errors import RunLockedError
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    key = os.path.realpath(path)
+    with _HELD_GUARD:
+        if key in _HELD:
+            _HELD[key][1] += 1
+            return key
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(path, flags | os.O_NONBLOCK, 0o666)
+        except OSError as e:
+            if e.errno == errno.ELOOP:  # a symlink planted as the lock file
+                raise RunLockedError(f"{path} is a symbolic link, not ganstack's lock file; "
+                                     f"remove it") from None
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise RunLockedError(f"{path} is a {_kind(st.st_mode)}, not ganstack's lock "
+                                     f"file; remove it")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunLockedError(
+                    f"{folder} is in use: {_holder_text(fd)} is writing to it ({purpose} holds "
+                    f"{path}). Wait for it to finish or stop it, or choose another --out"
+                ) from None
+            except OSError as e:  # e.g. a network file system without flock
+                log.warning("cannot lock %s (%s): make sure no other process writes to %s",
+                            path, e.strerror, folder)
+                os.close(fd)
+                return None
+            info = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose,
+                    "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            raise
+        _HELD[key] = [fd, 1]
+        return key
+
+
+def unlock_folder(key: str | None) -> None:
+    """Release one hold of a lock taken by :func:`lock_folder` (the last one unlocks)."""
+    if key is None:
+        return
+    with _HELD_GUARD:
+        held = _HELD.get(key)
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] == 0:
+            del _HELD[key]
+            with contextlib.suppress(OSError):
+                os.ftruncate(held[0], 0)
+            os.close(held[0])  # closing the file releases the lock
+
+
+@contextlib.contextmanager
+def flock_file(path: Path, shared: bool) -> Iterator[None]:
+    """Hold ``flock`` on ``path`` for the block: shared (readers) or exclusive (the writer).
+
+    A writer creates the file; a reader that cannot open it (it does not exist yet, or the
+    folder is read-only) goes on without it.
+    """
+    flags = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags | (os.O_RDONLY if shared else os.O_RDWR | os.O_CREAT), 0o666)
+    except OSError:
+        if not shared:
+            raise
+        yield
+        return
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            with contextlib.suppress(OSError):  # a file system without flock: no lock
+                fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

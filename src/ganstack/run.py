@@ -45,15 +45,15 @@ class Run:
         self.run_dir = Path(run_dir)
         self.config: ExperimentConfig = load_run_config(self.run_dir)
         folder = self.run_dir / "checkpoints"
-        if checkpoint:
-            path = folder / f"{Path(checkpoint).stem}.json"
-        else:
-            found = ckpt.list_checkpoints(folder)
-            if not found:
-                raise GanstackError(f"{self.run_dir} has no checkpoint yet; train it first")
-            path = found[-1]
-        self.record, tensors = ckpt.read_checkpoint(path)
-        di = self.record["data_info"]
+        # A reader: no write lock; the newest complete checkpoint, even while the run trains.
+        found = ckpt.read_newest(folder, Path(checkpoint).stem if checkpoint else None)
+        if found is None:
+            raise GanstackError(f"{self.run_dir} has no checkpoint yet; train it first")
+        path, self.record, tensors = found
+        di = self.record.get("data_info")
+        if di is None or "model" not in self.record:
+            raise GanstackError(f"{path} is not a checkpoint of a training run (it records no "
+                                f"data_info or model)")
         self.info = DataInfo(tuple(di["shape"]), di["num_classes"], di.get("name", ""),
                              di.get("text_dim", 0))
         self.model: StackModel = build_model(self.config.model, self.info)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import math
 import zlib
@@ -14,38 +15,66 @@ import torch
 
 from ganstack.data.base import ImageDataset
 from ganstack.errors import DataError
+from ganstack.fileio import read_regular
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+# A gzipped IDX file may expand at most this many times. Real ones expand about 5x (MNIST
+# images: 9.9 MB -> 47 MB); 100x keeps a 10 MB file below 1 GB, where a gzip "bomb" of zeros
+# would expand 1000x. A genuine file beyond it can be gunzipped and read as it is.
+IDX_MAX_EXPANSION = 100
+
+
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (the MNIST format), gzipped or not."""
+    """Read an IDX file (the MNIST format), gzipped or not.
+
+    The header is checked before the data is read: the data must have exactly the size the
+    header gives, and a gzipped file may not expand beyond ``IDX_MAX_EXPANSION`` times."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, None, DataError, "IDX file")
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror}") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise DataError(f"{path} looks gzipped but cannot be decompressed: {e}") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DataError(f"{path} is not an IDX file (bad magic number)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path} is truncated (header incomplete)")
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = math.prod(dims) * dtype.itemsize  # not np.prod: it would overflow int64
-    if len(raw) - header != expected:
-        raise DataError(
-            f"{path} is truncated or corrupt: header says shape {tuple(dims)} "
-            f"({expected} bytes) but the file holds {len(raw) - header} bytes of data"
-        )
+    gz = raw[:2] == b"\x1f\x8b"
+    stream = gzip.GzipFile(fileobj=io.BytesIO(raw), mode="rb") if gz else io.BytesIO(raw)
     try:
-        return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+        head = stream.read(4)
+        if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
+            raise DataError(f"{path} is not an IDX file (bad magic number)")
+        ndim = head[3]
+        dim_bytes = stream.read(4 * ndim)
+        if len(dim_bytes) < 4 * ndim:
+            raise DataError(f"{path} is truncated (header incomplete)")
+        dims = [int.from_bytes(dim_bytes[4 * i : 4 * i + 4], "big") for i in range(ndim)]
+        dtype = np.dtype(_IDX_DTYPES[head[2]])
+        expected = math.prod(dims) * dtype.itemsize  # not np.prod: it would overflow int64
+        header = 4 + 4 * ndim
+        if gz and expected > IDX_MAX_EXPANSION * max(len(raw), 1 << 10):
+            raise DataError(
+                f"{path}: its header gives shape {tuple(dims)} ({expected:,} bytes), over "
+                f"{IDX_MAX_EXPANSION}x the size of the gzipped file ({len(raw):,} bytes): "
+                f"refusing to decompress it. If the file is genuine, gunzip it and point "
+                f"data.path at the result"
+            )
+        if not gz and len(raw) - header != expected:
+            raise DataError(
+                f"{path} is truncated or corrupt: header says shape {tuple(dims)} "
+                f"({expected} bytes) but the file holds {len(raw) - header} bytes of data"
+            )
+        data = stream.read(expected + 1) if gz else raw
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path} looks gzipped but cannot be decompressed: {e}") from None
+    if gz:
+        if len(data) != expected:
+            raise DataError(
+                f"{path} is truncated or corrupt: header says shape {tuple(dims)} "
+                f"({expected} bytes) but the file holds {len(data)}"
+                f"{'+' if len(data) > expected else ''} bytes of data"
+            )
+        header = 0
+    try:
+        return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
     except ValueError:  # e.g. shape (0, 2**31, 2**31): no data, but too big for numpy
         raise DataError(f"{path} is corrupt: its header gives an impossible shape {tuple(dims)}"
                         ) from None

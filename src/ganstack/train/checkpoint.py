@@ -10,29 +10,48 @@ A checkpoint named ``NAME`` is two files in the run's ``checkpoints/`` folder:
 Both are written to a temporary file, flushed, fsynced and renamed, the JSON last: a checkpoint
 exists only once its JSON does, and a kill at any moment leaves the previous one intact. Loading
 never unpickles anything, and a safetensors file whose hash differs from its JSON is refused.
+
+The JSON record is checked too: it carries the SHA-256 of its own content (``record_sha256``,
+format 2; format-1 records from older versions have none), and every field the trainer uses is
+checked for type and range before anything trusts it. Only regular files are read, and a record
+is never larger than :data:`RECORD_LIMIT`.
+
+The trainer writes (and prunes) under an exclusive ``flock`` on ``checkpoints/.writing.lock``;
+:func:`read_newest`, for readers of a run that may be training, reads under a shared one, so it
+always sees complete checkpoints.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import random
+import re
+import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save_file
 
 from ganstack.errors import CheckpointError
-from ganstack.fileio import atomic_write_text, sha256_file
+from ganstack.fileio import atomic_write_text, flock_file, read_regular, sha256_file
 
-__all__ = ["atomic_write_text", "has_rank_rng", "list_checkpoints", "read_checkpoint", "restore",
-           "restore_rank_rng", "rng_state", "save_checkpoint", "sha256_file"]
+__all__ = ["atomic_write_text", "has_rank_rng", "list_checkpoints", "read_checkpoint",
+           "read_newest", "restore", "restore_rank_rng", "rng_state", "save_checkpoint",
+           "scan_checkpoints", "sha256_file", "validate_record", "write_lock"]
 
-FORMAT_VERSION = 1
+# 2: the record carries its own SHA-256 (record_sha256). Format-1 records are still read.
+FORMAT_VERSION = 2
+RECORD_LIMIT = 64 << 20  # bytes; a record is a few KB plus ~15 KB of RNG state per rank
+WRITE_LOCK = ".writing.lock"  # in the checkpoints folder
+_MAX_STEP = 2**53  # steps are counted exactly as JSON numbers up to here
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,42 +198,180 @@ def save_checkpoint(
     )
     if rank_rng is not None:
         record["rng_ranks"] = [m for _, m in rank_rng]
+    record = json.loads(json.dumps(record))  # what a reader will see (tuples become lists)
+    record["record_sha256"] = _record_digest(record)
     json_path = folder / f"{name}.json"
     atomic_write_text(json_path, json.dumps(record, indent=1))
     return json_path
 
 
-def read_checkpoint(json_path: Path, verify: bool = True) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Read and check a checkpoint; returns (JSON record, tensors)."""
+def _record_digest(record: dict) -> str:
+    """The SHA-256 of a record's content without its ``record_sha256`` (key order and
+    whitespace do not matter)."""
+    body = {k: v for k, v in record.items() if k != "record_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"))
+                          .encode()).hexdigest()
+
+
+def write_lock(folder: Path) -> Any:
+    """The writer's exclusive lock on ``folder``'s checkpoints, held while it writes or prunes
+    (readers in :func:`read_newest` take it shared)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return flock_file(folder / WRITE_LOCK, shared=False)
+
+
+# --------------------------------------------------------------------------------------------
+# The record: schema
+# --------------------------------------------------------------------------------------------
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# field: (check, what it must be); a field may be absent (old or foreign writers omit some),
+# except those the loaders always need, listed in _REQUIRED.
+_FIELDS: dict[str, tuple[Any, str]] = {
+    "format_version": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "weights": (lambda v: isinstance(v, str) and v == Path(v).name and v.endswith(".safetensors"),
+                "the name of a .safetensors file in the same folder"),
+    "sha256": (lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None,
+               "64 hexadecimal digits"),
+    "record_sha256": (lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)
+                      is not None, "64 hexadecimal digits"),
+    "global_step": (lambda v: _is_int(v) and 0 <= v <= _MAX_STEP, f"an integer in 0..{_MAX_STEP}"),
+    "phase_index": (lambda v: _is_int(v) and 0 <= v <= 10_000, "an integer in 0..10000"),
+    "phase_step": (lambda v: _is_int(v) and 0 <= v <= _MAX_STEP, f"an integer in 0..{_MAX_STEP}"),
+    "phase": (lambda v: v is None or isinstance(v, str), "a phase name or null"),
+    "elapsed_s": (lambda v: _is_num(v) and math.isfinite(v) and v >= 0, "a number >= 0"),
+    "lr_scale": (lambda v: _is_num(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "best": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("metric"), str)
+                                     and _is_num(v.get("value")) and _is_int(v.get("step"))
+                                     and v["step"] >= 0),
+             "null or {metric, value, step}"),
+    "config_hash": (lambda v: isinstance(v, str), "a string"),
+    "config": (lambda v: isinstance(v, dict), "a mapping"),
+    "model": (lambda v: isinstance(v, str), "a model name"),
+    "data_info": (lambda v: isinstance(v, dict)
+                  and isinstance(v.get("shape"), list) and len(v["shape"]) == 3
+                  and all(_is_int(d) and 0 < d <= 1 << 16 for d in v["shape"])
+                  and _is_int(v.get("num_classes")) and 0 <= v["num_classes"] <= 1 << 20
+                  and _is_int(v.get("text_dim", 0)) and 0 <= v.get("text_dim", 0) <= 1 << 20
+                  and isinstance(v.get("name", ""), str),
+                  "{shape: [C, H, W], num_classes, name, text_dim} with sizes in range"),
+    "optimizers": (lambda v: isinstance(v, dict) and all(
+        isinstance(o, dict) and isinstance(o.get("param_groups"), list)
+        and isinstance(o.get("scalars"), dict) for o in v.values()),
+        "a mapping of optimizer states"),
+    "rng": (lambda v: isinstance(v, dict) and isinstance(v.get("python"), list)
+            and isinstance(v.get("numpy"), list), "{python, numpy} RNG states"),
+    "rng_ranks": (lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
+                  "a list of RNG states"),
+}
+_REQUIRED = ("weights", "sha256", "global_step")
+
+
+def validate_record(record: Any, where: Path | str) -> dict:
+    """Check a parsed record (see :data:`_FIELDS`) and its own hash; returns it, or raises a
+    :class:`CheckpointError` that names the first bad field."""
+    if not isinstance(record, dict) or "weights" not in record or "sha256" not in record:
+        raise CheckpointError(f"{where} is not a ganstack checkpoint record")
+    version = record.get("format_version", 1)
+    if _is_int(version) and version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{where} was written by a newer ganstack (format {version}); upgrade ganstack to "
+            f"read it"
+        )
+    for key in _REQUIRED:
+        if key not in record:
+            raise CheckpointError(f"checkpoint record {where} has no '{key}'; it is damaged or "
+                                  f"not a ganstack checkpoint")
+    for key, (check, expected) in _FIELDS.items():
+        if key in record and not check(record[key]):
+            raise CheckpointError(
+                f"checkpoint record {where}: '{key}' must be {expected}; the record is "
+                f"damaged or was edited. Resume from an earlier checkpoint (move this one "
+                f"away) or retrain"
+            )
+    if "phase_step" in record and record["phase_step"] > record["global_step"]:
+        raise CheckpointError(f"checkpoint record {where}: phase_step {record['phase_step']} "
+                              f"exceeds global_step {record['global_step']}; the record is "
+                              f"damaged or was edited")
+    if version >= 2 or "record_sha256" in record:
+        if record.get("record_sha256") != _record_digest(record):
+            raise CheckpointError(
+                f"checkpoint record {where} does not match its own SHA-256 (record_sha256): "
+                f"it was altered or damaged. Refusing to load it; resume from an earlier "
+                f"checkpoint (move this one away) or retrain"
+            )
+    return record
+
+
+def _read_record(json_path: Path) -> dict:
     try:
-        record = json.loads(Path(json_path).read_text(encoding="utf-8"))
+        raw = read_regular(Path(json_path), RECORD_LIMIT, CheckpointError, "checkpoint record")
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {json_path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"checkpoint {json_path} is unreadable or corrupt: {e}") from None
-    if not isinstance(record, dict) or "weights" not in record or "sha256" not in record:
-        raise CheckpointError(f"{json_path} is not a ganstack checkpoint record")
-    if record.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{json_path} was written by a newer ganstack (format {record['format_version']}); "
-            f"upgrade ganstack to read it"
-        )
-    st_path = Path(json_path).parent / Path(record["weights"]).name
-    if not st_path.is_file():
-        raise CheckpointError(f"checkpoint weights {st_path} are missing")
-    if verify:
-        digest = sha256_file(st_path)
-        if digest != record["sha256"]:
-            raise CheckpointError(
-                f"checkpoint {st_path} does not match the SHA-256 recorded in {json_path.name}: "
-                f"the file was altered or damaged. Refusing to load it; resume from an earlier "
-                f"checkpoint or retrain."
-            )
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {json_path} is unreadable: {e.strerror or e}"
+                              ) from None
     try:
-        tensors = load_file(str(st_path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {st_path} is corrupt: {e}") from None
+        record = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        reason = "it is empty" if not raw.strip() else str(e)[:200]
+        raise CheckpointError(f"checkpoint {json_path} is unreadable or corrupt: {reason}"
+                              ) from None
+    return validate_record(record, json_path)
+
+
+def read_checkpoint(json_path: Path, verify: bool = True) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Read and check a checkpoint; returns (JSON record, tensors).
+
+    The weights are hashed and loaded from one open file, so the tensors are exactly the bytes
+    that were hashed, even if the file is replaced meanwhile."""
+    record = _read_record(Path(json_path))
+    st_path = Path(json_path).parent / record["weights"]
+    try:
+        fd = os.open(st_path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint weights {st_path} are missing") from None
+    except OSError as e:
+        raise CheckpointError(f"checkpoint weights {st_path} are unreadable: {e.strerror}"
+                              ) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CheckpointError(f"checkpoint weights {st_path} are not a regular file")
+        if verify:
+            h = hashlib.sha256()
+            for chunk in iter(lambda: os.read(fd, 1 << 20), b""):
+                h.update(chunk)
+            if h.hexdigest() != record["sha256"]:
+                raise CheckpointError(
+                    f"checkpoint {st_path} does not match the SHA-256 recorded in "
+                    f"{Path(json_path).name}: the file was altered or damaged. Refusing to load "
+                    f"it; resume from an earlier checkpoint or retrain."
+                )
+        try:
+            tensors = _load_fd(fd)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"checkpoint {st_path} is corrupt: {e}") from None
+    finally:
+        os.close(fd)
     return record, tensors
+
+
+def _load_fd(fd: int) -> dict[str, torch.Tensor]:
+    """The safetensors file open as ``fd`` (this very file, not whatever its name now holds)."""
+    proc = f"/proc/self/fd/{fd}"
+    if os.path.exists(proc):
+        return load_file(proc)
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = list(iter(lambda: os.read(fd, 1 << 20), b""))
+    return load(b"".join(chunks))
 
 
 def restore(
@@ -241,27 +398,88 @@ def restore(
                 f"{tuple(own[k].shape)}; was the config changed?"
             )
     model.load_state_dict(sd)
-    if optimizers is not None:
-        for name, opt in optimizers.items():
-            if name not in record["optimizers"]:
-                raise CheckpointError(f"checkpoint has no state for optimizer '{name}'")
-            opt.load_state_dict(_join_optimizer(name, record["optimizers"][name], tensors))
-    if rng:
-        _set_rng_state(tensors, record["rng"])
+    try:
+        if optimizers is not None:
+            for name, opt in optimizers.items():
+                if name not in record.get("optimizers", {}):
+                    raise CheckpointError(f"checkpoint has no state for optimizer '{name}'")
+                opt.load_state_dict(_join_optimizer(name, record["optimizers"][name], tensors))
+        if rng:
+            _set_rng_state(tensors, record["rng"])
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError,
+            OverflowError) as e:
+        raise CheckpointError(f"checkpoint holds a malformed optimizer or RNG state "
+                              f"({type(e).__name__}: {str(e)[:200]}); it is damaged or was "
+                              f"edited") from None
+
+
+def scan_checkpoints(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Complete checkpoints in ``folder`` (oldest step first), and the records that cannot be
+    used with the reason each (unreadable, not a regular file, invalid, altered)."""
+    if not folder.is_dir():
+        return [], []
+    found, bad = [], []
+    for p in folder.glob("*.json"):
+        try:
+            rec = _read_record(p)
+            found.append((rec["global_step"], p.stat().st_mtime, p))
+        except CheckpointError as e:
+            if p.exists():  # one deleted meanwhile (pruned) is neither
+                bad.append((p, str(e)))
+        except OSError:
+            continue
+    return [p for _, _, p in sorted(found)], sorted(bad)
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
-    """Complete checkpoints (JSON records) in ``folder``, oldest step first."""
-    if not folder.is_dir():
-        return []
-    found = []
-    for p in folder.glob("*.json"):
-        try:
-            rec = json.loads(p.read_text(encoding="utf-8"))
-            found.append((int(rec["global_step"]), p.stat().st_mtime, p))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return [p for _, _, p in sorted(found)]
+    """Complete checkpoints (valid JSON records) in ``folder``, oldest step first."""
+    return scan_checkpoints(folder)[0]
+
+
+def read_newest(folder: Path, name: str | None = None, attempts: int = 8
+                ) -> tuple[Path, dict, dict[str, torch.Tensor]] | None:
+    """For readers of a run that may be training: the newest complete checkpoint in
+    ``folder`` (or the one named ``name``) as (path, record, tensors); None if there is none.
+
+    It reads under the shared side of the writer's lock, so a checkpoint is never pruned or
+    replaced while it is read. Where that lock cannot be taken (a read-only copy, a file system
+    without flock) a checkpoint that vanishes or changes under the reader is retried. A
+    checkpoint that stays broken raises :class:`CheckpointError`."""
+    error: CheckpointError | None = None
+    for attempt in range(attempts):
+        with flock_file(folder / WRITE_LOCK, shared=True):
+            if name is not None:
+                path = folder / f"{Path(name).stem}.json"
+            else:
+                found = list_checkpoints(folder)
+                if not found:
+                    return None
+                path = found[-1]
+            before = _identity(path)
+            try:
+                record, tensors = read_checkpoint(path)
+                return path, record, tensors
+            except CheckpointError as e:
+                error = e
+            after = _identity(path)
+            if after is None and before is None and name is not None:
+                break  # no such checkpoint
+            if after is not None and after == before and (
+                    name is not None or list_checkpoints(folder)[-1:] == [path]):
+                break  # nothing moved: the checkpoint itself is broken
+        time.sleep(min(0.5, 0.01 * 2**attempt))
+    assert error is not None
+    raise error
+
+
+def _identity(path: Path) -> tuple | None:
+    """What changes when a checkpoint is rewritten: its record's and its weights' identities."""
+    try:
+        st = path.stat()
+        ws = path.with_suffix(".safetensors").stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size, ws.st_ino, ws.st_mtime_ns, ws.st_size)
 
 
 def remove_leftovers(folder: Path) -> int:

@@ -28,10 +28,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import random
 import signal
 import sys
 import time
+import weakref
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,7 @@ import torch
 from ganstack.config import ExperimentConfig, from_dict
 from ganstack.data import Batcher, ImageDataset, load_dataset
 from ganstack.errors import CheckpointError, GanstackError, NonFiniteLossError
+from ganstack.fileio import LOCK_NAME, lock_folder, read_regular, unlock_folder
 from ganstack.models import DataInfo, StackModel, build_model
 from ganstack.train import checkpoint as ckpt
 from ganstack.train import distributed
@@ -56,6 +60,39 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise GanstackError(f"train.device={name} but CUDA is not available; use device=cpu")
     return dev
+
+
+def _is_rank0() -> bool:
+    """Whether this process is rank 0 of its job (torchrun sets RANK; a single process is)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return os.environ.get("RANK", "0").strip() in ("", "0")
+
+
+def config_differences(old: Any, new: Any, where: str = "") -> list[str]:
+    """The dotted keys whose values differ between two config mappings (leaves, or a whole
+    value where the types differ)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            sub = f"{where}.{k}" if where else str(k)
+            if k not in old or k not in new:
+                out.append(sub)
+            else:
+                out += config_differences(old[k], new[k], sub)
+        return out
+    return [] if old == new else [where]
+
+
+_MISSING = object()
+
+
+def _dotted(tree: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return _MISSING
+        tree = tree[part]
+    return tree
 
 
 def seed_everything(seed: int) -> None:
@@ -82,15 +119,53 @@ class Trainer:
         run_dir: str | Path,
         resume: bool = False,
         datasets: tuple[ImageDataset, ImageDataset | None] | None = None,
+        config_changes: Collection[str] = (),
     ) -> None:
+        """``config_changes``: with ``resume``, the dotted keys (or sections) in which ``cfg``
+        may differ from the config the checkpoint was written with (the overrides given on
+        the command line); any other difference is an error."""
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
-        existing = ckpt.list_checkpoints(self.ckpt_dir)
-        if existing and not resume:
+        self.config_changes = tuple(config_changes)
+        # One writer per run directory: rank 0 holds its lock until close() (or exit).
+        self._lock_key: str | None = None
+        created = not self.run_dir.exists()
+        if _is_rank0():
+            self._lock_key = lock_folder(self.run_dir, "ganstack train")
+        self._unlock = weakref.finalize(self, unlock_folder, self._lock_key)
+        try:
+            self._init(cfg, resume, datasets)
+        except BaseException:
+            self._unlock()
+            if created:  # leave no empty run directory behind a failed start
+                with contextlib.suppress(OSError):
+                    (self.run_dir / LOCK_NAME).unlink()
+                    self.run_dir.rmdir()
+            raise
+
+    def _init(self, cfg: ExperimentConfig, resume: bool,
+              datasets: tuple[ImageDataset, ImageDataset | None] | None) -> None:
+        existing, unusable = ckpt.scan_checkpoints(self.ckpt_dir)
+        stray = sorted(self.ckpt_dir.glob("*.safetensors")) if self.ckpt_dir.is_dir() else []
+        holds_run = bool(existing or unusable or stray)
+        if holds_run and not resume:
             raise GanstackError(
                 f"{self.run_dir} already holds a run (checkpoints/); pass --resume to continue "
                 f"it, or choose another --out"
             )
+        if resume and holds_run and not existing:
+            # Never start over a run whose checkpoints cannot be read: that would overwrite
+            # its weights and its metrics.
+            why = "; ".join(reason for _, reason in unusable[:3]) or (
+                f"weights without a record ({', '.join(p.name for p in stray[:3])})")
+            raise CheckpointError(
+                f"--resume: {self.run_dir} holds a run but none of its checkpoints can be read "
+                f"({why}). Nothing was changed. Restore a good checkpoint into {self.ckpt_dir}, "
+                f"or, to start over, delete {self.ckpt_dir} (or choose another --out)"
+            )
+        if resume and unusable:
+            log.warning("%d checkpoint record(s) in %s cannot be read and are passed over: %s",
+                        len(unusable), self.ckpt_dir, unusable[-1][1])
         self.resuming = bool(existing) and resume
         if resume and not existing:
             log.info("no checkpoint in %s: starting a new run", self.run_dir)
@@ -163,6 +238,7 @@ class Trainer:
             "lr_scale": self.lr_scale,
             "best": self.best,
             "config_hash": self.cfg.hash(),
+            "config": json.loads(json.dumps(self.cfg.to_dict())),
             "data_info": {"shape": list(self.info.shape), "num_classes": self.info.num_classes,
                           "name": self.info.name, "text_dim": self.info.text_dim},
             "model": self.cfg.model.name,
@@ -179,10 +255,11 @@ class Trainer:
             rank_rng = distributed.gather_rng_states(local, self.dist)
         if not self.dist.is_main:
             return self.ckpt_dir / f"{name}.json"
-        path = ckpt.save_checkpoint(
-            self.ckpt_dir, name, self.model, self.model.optimizers, self._meta(), rank_rng
-        )
-        self._prune()
+        with ckpt.write_lock(self.ckpt_dir):  # readers (ckpt.read_newest) wait for it
+            path = ckpt.save_checkpoint(
+                self.ckpt_dir, name, self.model, self.model.optimizers, self._meta(), rank_rng
+            )
+            self._prune()
         return path
 
     def _prune(self) -> None:
@@ -201,13 +278,14 @@ class Trainer:
                 f"{latest} holds a '{record.get('model')}' model, the config a "
                 f"'{self.cfg.model.name}'"
             )
+        self._check_record(latest, record)
         rank, world = self.dist.rank, self.dist.world
         per_rank = self.dist.enabled and ckpt.has_rank_rng(record, rank)
         ckpt.restore(record, tensors, self.model, self.model.optimizers, rng=not per_rank)
         self.global_step = record["global_step"]
         self.phase_index = record["phase_index"]
         self.phase_step = record["phase_step"]
-        self.elapsed = record.get("elapsed_s", 0.0)
+        self.elapsed = float(record.get("elapsed_s", 0.0))
         self.lr_scale = float(record.get("lr_scale", 1.0))
         best = record.get("best")
         self.best = best if isinstance(best, dict) else None
@@ -224,13 +302,65 @@ class Trainer:
             self._truncate_metrics(self.global_step)
             log.info("resumed from %s (step %d)", latest.name, self.global_step)
 
+    def _check_record(self, path: Path, record: dict) -> None:
+        """What a resume takes from a record must fit this config: the phase it names, and the
+        config itself, which may differ only in ``self.config_changes``."""
+        for key in ("phase_index", "phase_step"):
+            if key not in record:
+                raise CheckpointError(f"{path} has no '{key}': it is not a training checkpoint")
+        phases = self.phases
+        pi = record["phase_index"]
+        if pi > len(phases) or (pi < len(phases) and record.get("phase", phases[pi][0])
+                                != phases[pi][0]):
+            raise CheckpointError(
+                f"{path} is in phase {record.get('phase')!r} (number {pi}), which the config's "
+                f"phases ({', '.join(n for n, _ in phases)}) do not have there; was the "
+                f"config changed?"
+            )
+        saved = record.get("config")
+        current = json.loads(json.dumps(self.cfg.to_dict()))
+        if isinstance(saved, dict):
+            changed = [k for k in config_differences(saved, current)
+                       if not any(k == c or k.startswith(f"{c}.") for c in self.config_changes)
+                       and not self._version_skew(k, saved, current)]
+        elif record.get("config_hash") not in (None, self.cfg.hash()) and \
+                not self.config_changes:
+            changed = ["(the checkpoint, from an older ganstack, records only its hash)"]
+        else:
+            changed = []
+        if changed:
+            shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more"
+                                              if len(changed) > 8 else "")
+            raise CheckpointError(
+                f"the config differs from the one {path.name} was trained with, in: {shown}. "
+                f"Was {self.run_dir / 'config.yaml'} edited? Undo the edit; or, to change "
+                f"these on purpose, give them as key=value overrides on the --resume command "
+                f"line"
+            )
+
+    def _version_skew(self, key: str, saved: dict, current: dict) -> bool:
+        """Whether ``key`` differs only because the checkpoint was written by another version
+        of ganstack: a key this version no longer has, or a new key at its default value."""
+        old, new = _dotted(saved, key), _dotted(current, key)
+        if new is _MISSING:
+            return True
+        if old is not _MISSING:
+            return False
+        try:
+            defaults = from_dict({"model": {"name": self.cfg.model.name}}).to_dict()
+        except GanstackError:
+            return False
+        default = _dotted(defaults, key)
+        return default is not _MISSING and json.loads(json.dumps(default)) == new
+
     def _truncate_metrics(self, step: int) -> None:
         """Drop metric lines logged after the checkpoint we resume from."""
         path = self.run_dir / "metrics.jsonl"
         if not path.exists():
             return
         keep = []
-        for line in path.read_text().splitlines():
+        text = read_regular(path, None, GanstackError, "metrics file").decode("utf-8", "replace")
+        for line in text.splitlines():
             try:
                 if json.loads(line).get("step", 0) <= step:
                     keep.append(line)
@@ -310,6 +440,16 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.resuming:
             self._restore_latest()  # on every rank
+            # Overrides given with --resume become the run's config (the evaluation at the
+            # end, `ganstack eval` and later resumes read config.yaml).
+            saved = self.run_dir / "config.yaml"
+            text = self.cfg.to_yaml()
+            try:
+                same = read_regular(saved, 1 << 20) == text.encode()
+            except OSError:  # missing, or not a regular file: replaced by the config
+                same = False
+            if main and not same:
+                ckpt.atomic_write_text(saved, text)
         else:
             if main:
                 ckpt.atomic_write_text(self.run_dir / "config.yaml", self.cfg.to_yaml())
@@ -361,6 +501,7 @@ class Trainer:
         for h in self._hooks:
             h.remove()
         self._hooks = []
+        self._unlock()  # the run directory's lock
         if self.dist.owned:
             if barrier:
                 self.dist.barrier()
@@ -440,7 +581,7 @@ class Trainer:
                 # Batch-norm running statistics follow rank 0 (as DDP's broadcast_buffers).
                 distributed.broadcast_tensors(list(self.model.buffers()))
                 self._stop_agreed = distributed.any_rank(self._stop_requested, self.dist)
-            self.model.update_ema()
+            self.model.update_ema(self.global_step if self.cfg.train.ema_warmup else None)
             self.global_step += 1
             self.phase_step += 1
             if self.global_step in self._keep_steps:
