@@ -252,14 +252,16 @@ class StackModel(nn.Module):
         )
 
     @torch.no_grad()
-    def update_ema(self) -> None:
+    def update_ema(self, step: int | None = None) -> None:
+        """Move the EMA copies towards the live generators. ``step`` (the number of steps
+        done before this one) warms the decay up, ``min(decay, (1 + step) / (10 + step))``;
+        None keeps the constant decay."""
         if self.ema is None:
             return
+        decay = self.ema_decay if step is None else min(self.ema_decay, (1 + step) / (10 + step))
         for name in self.generator_names:
             live, avg = getattr(self, name), self.ema[name]
-            torch._foreach_lerp_(
-                list(avg.parameters()), list(live.parameters()), 1.0 - self.ema_decay
-            )
+            torch._foreach_lerp_(list(avg.parameters()), list(live.parameters()), 1.0 - decay)
             for b_avg, b_live in zip(avg.buffers(), live.buffers(), strict=True):
                 b_avg.copy_(b_live)
 

@@ -95,6 +95,10 @@ class SGANConfig:
     adv_weight: float = 1.0  # lambda_1; 0 switches the generator's adversarial term off
     cond_weight: float = 1.0  # lambda_2; 0 switches the conditional loss off
     ent_weight: float = 10.0  # lambda_3; 0 switches the entropy loss (and Q training) off
+    # Per-level weights, bottom level first ([]: cond_weight / ent_weight at every level). The
+    # paper and both official codes use one lambda_2 and one lambda_3 for all levels.
+    cond_weights: list[float] = field(default_factory=list)
+    ent_weights: list[float] = field(default_factory=list)
     # Generator adversarial loss: "ns" = -log D(G(z)) (MNIST code and the paper);
     # "saturating" = log(1 - D(G(z))) (the CIFAR code).
     g_loss: Literal["ns", "saturating"] = "ns"
@@ -173,6 +177,15 @@ class SGANConfig:
                 f"{where}.d_dropout: the 'mnist' image discriminator has no dropout layers (as "
                 f"in the official MNIST code); set it to 0 or use encoder.arch=cifar"
             )
+        for k in ("cond_weights", "ent_weights"):
+            v = getattr(self, k)
+            if v and len(v) != len(self.z_dims):
+                raise ConfigError(
+                    f"{where}.{k} has {len(v)} entries for {len(self.z_dims)} levels: give one "
+                    f"weight per level, bottom first (or [] for {k[:-1]} at every level)"
+                )
+            if any(not (w >= 0 and math.isfinite(w)) for w in v):
+                raise ConfigError(f"{where}.{k} must hold finite numbers >= 0, got {v}")
         noises = [*self.d_input_noise, self.joint_feature_noise]
         if any(not (v >= 0 and math.isfinite(v)) for v in noises):
             raise ConfigError(f"{where}.d_input_noise and joint_feature_noise must be >= 0")
@@ -678,6 +691,12 @@ class SGAN(StackModel):
                 fakes[i] = self.centre(fakes[i])
         return fakes, conds
 
+    def cond_weight(self, level: int) -> float:
+        return self.cfg.cond_weights[level] if self.cfg.cond_weights else self.cfg.cond_weight
+
+    def ent_weight(self, level: int) -> float:
+        return self.cfg.ent_weights[level] if self.cfg.ent_weights else self.cfg.ent_weight
+
     @staticmethod
     def adaptive_g_steps(d_adv: float) -> int:
         """The CIFAR code's schedule: more G steps the better D does (ln 2 ~ 0.69 is chance)."""
@@ -710,7 +729,7 @@ class SGAN(StackModel):
             l_fake, q = self.D[i](fakes[i])
             adv = losses.d_adversarial(l_real, l_fake)
             ent = losses.entropy(q, zs[i])
-            d_total = d_total + adv + cfg.ent_weight * ent
+            d_total = d_total + adv + self.ent_weight(i) * ent
             if label_loss:  # K-class D: classify the real data (spec 4.2)
                 lab = F.cross_entropy(l_real, y)
                 d_total = d_total + cfg.label_weight * lab
@@ -743,8 +762,8 @@ class SGAN(StackModel):
                             else pred.new_zeros(()))
                 else:
                     cond = losses.conditional_feature(pred.flatten(1), conds[i])
-                g_total = g_total + cfg.adv_weight * adv + cfg.cond_weight * cond
-                g_total = g_total + cfg.ent_weight * ent
+                g_total = g_total + cfg.adv_weight * adv + self.cond_weight(i) * cond
+                g_total = g_total + self.ent_weight(i) * ent
                 logs[f"g{i}_adv"] = adv.detach()
                 logs[f"g{i}_cond"] = cond.detach()
                 logs[f"g{i}_ent"] = ent.detach()
