@@ -403,3 +403,42 @@ def test_a_config_key_newer_than_the_checkpoint_is_no_difference(trained):
         del cfg["train"]["nan_retries"]
         _rewrite(path, config=cfg)
     assert _train(over, run, "--resume") == 0
+
+
+# ---- 8. numbers and names out of range on the command line -------------------------------------
+
+
+def test_out_of_range_numbers_and_devices_are_one_line_errors(trained, capsys):
+    """Before the fix each of these ended in a traceback (or tried to allocate terabytes)."""
+    run, over = trained
+    png = str(run.parent / "s.png")
+    cases = {
+        "sample --n 1e9": ["sample", str(run), "--n", "1e9", "--out", png],
+        "sample --n 10**9": ["sample", str(run), "--n", str(10**9), "--out", png],
+        "sample --n 10**7 .npz": ["sample", str(run), "--n", str(10**7 * 5), "--out",
+                                  str(run.parent / "s.npz")],
+        "sample --seed 2**70": ["sample", str(run), "--seed", str(2**70), "--out", png],
+        "sample --seed -1": ["sample", str(run), "--seed", "-1", "--out", png],
+        "sample --label 99": ["sample", str(run), "--label", "99", "--out", png],
+        "sample --device foo": ["sample", str(run), "--device", "foo", "--out", png],
+        "sample --device cuda:abc": ["sample", str(run), "--device", "cuda:abc", "--out", png],
+        "eval --seed 2**70": ["eval", str(run), "--seed", str(2**70)],
+        "eval --n 10**12": ["eval", str(run), "--n", str(10**12)],
+        "eval --device foo": ["eval", str(run), "--device", "foo"],
+        "fid --device foo": ["fid", str(run), str(run), "--device", "foo"],
+        "train.seed=2**64": ["train", "sgan-mnist", "--out", str(run.parent / "x"),
+                             f"train.seed={2**64}"],
+        "train.device=cuda:abc": ["train", "sgan-mnist", "--out", str(run.parent / "x"),
+                                  "train.device=cuda:abc"],
+        "data.split_seed=2**64": ["train", "sgan-mnist", "--out", str(run.parent / "x"),
+                                  f"data.split_seed={2**64}"],
+    }
+    for name, argv in cases.items():
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse exits by itself
+            code = e.code
+        err = capsys.readouterr().err.strip()
+        assert code == 2, (name, err)
+        assert err.startswith("ganstack: error: ") and len(err.splitlines()) == 1, (name, err)
+    assert not (run.parent / "x").exists()

@@ -82,6 +82,43 @@ statistics.
 """
 
 
+SEED_MAX = 2**63 - 1
+SAMPLES_MAX = 10**8  # --n: a hundred million PNG files is already more than anyone needs
+
+
+def _int_in(lo: int, hi: int) -> typing.Callable[[str], int]:
+    """An argparse type: an integer in lo..hi (a clear one-line error otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 0) if text.strip().lower().startswith(("0x", "0o", "0b")) \
+                else int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text[:40]!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be in {lo}..{hi:,}, got {text[:40]}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _check_memory(run: typing.Any, n: int, flag: str = "--n") -> None:
+    """Refuse ``n`` samples held in memory at once when they could not fit (half of RAM)."""
+    import math
+
+    per_sample = math.prod(run.info.shape) * 4 * (len(run.model.image_outputs()) + 2)
+    try:
+        budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        budget = 8 << 30
+    if n * per_sample > budget:
+        raise GanstackError(
+            f"{flag} {n:,} samples of shape {tuple(run.info.shape)} need about "
+            f"{n * per_sample / 2**30:,.1f} GiB in memory, more than half of this machine's; "
+            f"ask for fewer (or, with `sample`, write one PNG per sample: --out DIR/)")
+
+
 class _Parser(argparse.ArgumentParser):
     """Argument errors as one line (no usage block), like every other user error."""
 
@@ -112,11 +149,13 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="write samples as a PNG grid, an .npz or PNG files",
                        epilog=EPILOG_SAMPLE, formatter_class=fmt)
     s.add_argument("run", help="run directory")
-    s.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    s.add_argument("--n", type=_int_in(1, SAMPLES_MAX), default=64,
+                   help="number of samples (default 64)")
     s.add_argument("--out", required=True,
                    help="output: a .png grid, an .npz, or a folder (ending with /) of PNGs")
-    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    s.add_argument("--label", type=int, nargs="+", metavar="K",
+    s.add_argument("--seed", type=_int_in(0, SEED_MAX), default=0,
+                   help="random seed (default 0)")
+    s.add_argument("--label", type=_int_in(0, 2**31 - 1), nargs="+", metavar="K",
                    help="class(es) to sample, cycled over the samples (default: balanced)")
     s.add_argument("--fix", nargs="+", default=[], metavar="INPUT",
                    help="inputs held fixed across all samples, e.g. y z1 (others vary)")
@@ -129,12 +168,14 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="compute metrics of a run's samples", epilog=EPILOG_EVAL,
                        formatter_class=fmt)
     e.add_argument("run", help="run directory")
-    e.add_argument("--n", type=int, help="number of samples (default: the config's eval.n)")
+    e.add_argument("--n", type=_int_in(2, SAMPLES_MAX),
+                   help="number of samples (default: the config's eval.n)")
     e.add_argument("--metrics", nargs="+", metavar="M",
                    help="metrics to compute (default: the config's eval.metrics)")
     e.add_argument("--samples", help="evaluate this sample .npz instead of sampling")
     e.add_argument("--inception", help="NVIDIA TorchScript inception-2015-12-05.pt (trusted)")
-    e.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    e.add_argument("--seed", type=_int_in(0, SEED_MAX), default=0,
+                   help="sampling seed (default 0)")
     e.add_argument("--checkpoint", help="checkpoint name (default: latest)")
     e.add_argument("--out", help="write the JSON here (default: RUN/eval.json)")
     e.add_argument("--device", default="cpu",
@@ -152,9 +193,10 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("a", help="a run directory, an .npz of images or statistics, or a folder "
                    "of images")
     f.add_argument("b", help="the same kinds as A")
-    f.add_argument("--n", type=int, default=5000,
+    f.add_argument("--n", type=_int_in(2, SAMPLES_MAX), default=5000,
                    help="samples drawn from a run (default 5000)")
-    f.add_argument("--seed", type=int, default=0, help="sampling seed for a run (default 0)")
+    f.add_argument("--seed", type=_int_in(0, SEED_MAX), default=0,
+                   help="sampling seed for a run (default 0)")
     f.add_argument("--inception", help="NVIDIA TorchScript inception-2015-12-05.pt (trusted); "
                    "also GANSTACK_INCEPTION")
     f.add_argument("--dataset", metavar="CONFIG",
@@ -246,6 +288,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     if args.captions:
         captions += read_captions_file(args.captions)
     run = load(args.run, args.checkpoint, args.device)
+    from ganstack.run import is_folder_target
+
+    if not is_folder_target(args.out):
+        _check_memory(run, args.n)
     path = run.save_samples(args.out, args.n, args.label, args.fix, args.seed, captions or None)
     print(f"wrote {args.n} samples to {path}{'/' if path.is_dir() else ''}")
     return 0
@@ -278,6 +324,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.n is not None and args.n < 2:
         raise GanstackError("--n must be at least 2")
     run = load(args.run, args.checkpoint, args.device)
+    if not args.samples:
+        _check_memory(run, args.n or run.config.eval.n)
     res = run.evaluate(args.n, args.metrics, args.inception, args.samples, args.seed,
                        ref=args.ref, calibrate=False if args.no_calibrate else None)
     if args.out:
@@ -299,6 +347,10 @@ def _cmd_fid(args: argparse.Namespace) -> int:
 
     if args.n < 2:
         raise GanstackError("--n must be at least 2")
+    if args.device is not None:
+        from ganstack.train.trainer import resolve_device
+
+        resolve_device(args.device, "--device")
     res = compare(args.a, args.b, inception=args.inception, dataset=args.dataset,
                   device=args.device, n=args.n, seed=args.seed, kid=args.kid,
                   checkpoint=args.checkpoint)

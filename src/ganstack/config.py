@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import yaml
 from ganstack.errors import ConfigError
 
 BUNDLED_DIR = Path(__file__).parent / "configs"
+SEED_LIMIT = 2**62  # |train.seed| below this
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,6 +82,8 @@ class DataConfig:
         _require(self.channels in (1, 3), f"{where}.channels must be 1 or 3, got {self.channels}")
         _require(self.num_images >= 0, f"{where}.num_images must be >= 0, got {self.num_images}")
         _require(self.text_dim > 0, f"{where}.text_dim must be > 0, got {self.text_dim}")
+        _require(0 <= self.split_seed < 2**63,
+                 f"{where}.split_seed must be in 0..2**63-1, got {self.split_seed}")
         _require(bool(self.shapes_counts) and all(
             c in (1, 2) and not isinstance(c, bool) for c in self.shapes_counts),
             f"{where}.shapes_counts takes one or more of 1, 2; got {self.shapes_counts}")
@@ -147,9 +151,12 @@ class TrainConfig:
         _require(0.0 < self.nan_lr_factor <= 1.0,  # NaN fails both comparisons
                  f"{where}.nan_lr_factor must be in (0, 1], got {self.nan_lr_factor}")
         _require(self.nan_retries >= 0, f"{where}.nan_retries must be >= 0, got {self.nan_retries}")
+        # Seeds are offset (per rank, per step, per grid) and must stay within torch's 64 bits.
+        _require(-SEED_LIMIT < self.seed < SEED_LIMIT,
+                 f"{where}.seed must be in -2**62+1..2**62-1, got {self.seed}")
         dev = self.device
         _require(
-            dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"),
+            dev in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d{1,4}", dev) is not None,
             f"{where}.device must be auto, cpu, cuda or cuda:N, got {dev!r}",
         )
 

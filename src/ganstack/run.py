@@ -60,7 +60,7 @@ class Run:
         if any(k.startswith("model/ema.") for k in tensors):
             self.model.enable_ema(self.config.train.ema)
         ckpt.restore(self.record, tensors, self.model, None, rng=False)
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, "--device")
         self.model.to(self.device).eval()
         self.checkpoint = path.stem
 

@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -53,12 +54,20 @@ from ganstack.viz import plot_curves, save_grid
 log = logging.getLogger("ganstack")
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, what: str = "train.device") -> torch.device:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (N an existing GPU) as a torch device; any
+    other name is a :class:`GanstackError` that says what is accepted."""
+    name = str(name).strip()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and re.fullmatch(r"cuda(:\d{1,4})?", name) is None:
+        raise GanstackError(f"{what}={name!r} is not a device: use auto, cpu, cuda or cuda:N")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GanstackError(f"train.device={name} but CUDA is not available; use device=cpu")
+        raise GanstackError(f"{what}={name} but CUDA is not available; use cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise GanstackError(f"{what}={name} but this machine has {torch.cuda.device_count()} "
+                            f"CUDA device(s): cuda:0..cuda:{torch.cuda.device_count() - 1}")
     return dev
 
 
@@ -137,7 +146,7 @@ class Trainer:
             self._init(cfg, resume, datasets)
         except BaseException:
             self._unlock()
-            if created:  # leave no empty run directory behind a failed start
+            if created and self._lock_key is not None:  # no empty run directory left behind
                 with contextlib.suppress(OSError):
                     (self.run_dir / LOCK_NAME).unlink()
                     self.run_dir.rmdir()
