@@ -442,3 +442,77 @@ def test_out_of_range_numbers_and_devices_are_one_line_errors(trained, capsys):
         assert code == 2, (name, err)
         assert err.startswith("ganstack: error: ") and len(err.splitlines()) == 1, (name, err)
     assert not (run.parent / "x").exists()
+
+
+# ---- 11. smaller: file modes, leftovers, errors that quote files -------------------------------
+
+
+def test_written_files_get_the_umasks_mode_not_0600(tmp_path):
+    from torch import nn
+
+    old = os.umask(0o022)
+    try:
+        ckpt.atomic_write_text(tmp_path / "a.txt", "x")
+        ckpt.save_checkpoint(tmp_path, "c", nn.Linear(2, 2), {}, {"global_step": 0})
+    finally:
+        os.umask(old)
+    for name in ("a.txt", "c.json", "c.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name  # before: 0o600
+
+
+def test_a_failed_npz_write_leaves_no_hidden_file(trained, monkeypatch):
+    import numpy as np
+
+    run, _ = trained
+
+    def full_disk(file, **arrays):
+        Path(file).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", full_disk)
+    with pytest.raises(OSError):
+        ganstack.load(run).save_samples(run.parent / "s.npz", 4)
+    assert sorted(p.name for p in run.parent.iterdir()) == ["run"]  # before: .s.npz.tmp.npz
+
+
+def test_a_yaml_error_does_not_quote_the_file(tmp_path, capsys):
+    """`base: /etc/shadow` used to print a line of that file in PyYAML's error excerpt."""
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("root:$6$s3cr3tHASH:19000:0:99999:7:::\n\tdaemon:*:19000\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"base: {secret}\n")
+    assert main(["train", str(cfg), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "not valid YAML" in err and "s3cr3t" not in err and "daemon" not in err, err
+
+
+def test_a_cifar_pickle_of_shared_nested_lists_is_refused_without_expanding(tmp_path):
+    """A few hundred bytes of pickle can stand for billions of list items (one list shared
+    many times, nested). Before the fix np.asarray expanded it: 3.5 GB for 313 bytes. Here
+    30 million items (240 MB expanded), small enough to run unfixed."""
+    import pickle
+    import tracemalloc
+
+    from ganstack.data.archives import load_cifar10
+    from ganstack.errors import DataError
+
+    rows = [[0] * 3072] * 10_000  # 30.7 million items, one row shared
+    for i in range(1, 6):
+        blob = pickle.dumps({b"data": rows, b"labels": [0] * 10_000}, protocol=2)
+        (tmp_path / f"data_batch_{i}").write_bytes(blob)
+    assert len(blob) < 100_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="should be a uint8 array"):
+            load_cifar10(tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 << 20, peak
+
+
+def test_a_config_error_quotes_a_long_value_only_in_part(capsys):
+    value = "[" + ", ".join(["x" * 50] * 1000) + "]"  # 53 KB; before: quoted whole
+    assert main(["train", "sgan-mnist", f"description={value}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "expected a string" in err and "characters)" in err and len(err) < 300, len(err)

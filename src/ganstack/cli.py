@@ -328,6 +328,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         _check_memory(run, args.n or run.config.eval.n)
     res = run.evaluate(args.n, args.metrics, args.inception, args.samples, args.seed,
                        ref=args.ref, calibrate=False if args.no_calibrate else None)
+    from ganstack.metrics.report import report
+
+    print(report(res), flush=True)  # before writing: a failed write loses no metric
     if args.out:
         from ganstack.train.checkpoint import atomic_write_text
 
@@ -335,9 +338,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         path = Path(args.out)
     else:
         path = write_eval(run.run_dir, res)
-    from ganstack.metrics.report import report
-
-    print(report(res))
     print(f"written to {path}")
     return 0
 

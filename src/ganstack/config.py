@@ -220,6 +220,13 @@ class ExperimentConfig:
 # --------------------------------------------------------------------------------------------
 
 
+def _show(value: Any, limit: int = 120) -> str:
+    """``repr(value)`` for an error message, cut short: a message quotes no more of a long
+    value (or of a file given as a config) than this."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 20]}... ({len(text):,} characters)"
+
+
 def _require(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
@@ -248,32 +255,32 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
                 return _convert(value, a, where)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {_show(value)}")
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
+            raise ConfigError(f"{where}: expected one of {list(args)}, got {_show(value)}")
         return value
     if origin is list:
         if isinstance(value, tuple):
             value = list(value)
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {_show(value)}")
         return [_convert(v, args[0], f"{where}.{i}") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {_show(value)}")
         return {str(k): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return build(tp, value, where)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+            raise ConfigError(f"{where}: expected true or false, got {_show(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {_show(value)}")
         return value
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
@@ -282,14 +289,14 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {_show(value)}")
         try:
             return float(value)
         except OverflowError:  # an integer beyond the float range
             raise ConfigError(f"{where}: {value} is too large for a number") from None
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {_show(value)}")
         return value
     raise ConfigError(f"{where}: unsupported config type {_type_name(tp)}")  # pragma: no cover
 
@@ -306,7 +313,7 @@ def build(cls: type, data: Any, where: str = "") -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping of keys, got {data!r}")
+        raise ConfigError(f"{where or 'config'}: expected a mapping of keys, got {_show(data)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
@@ -493,11 +500,11 @@ def from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     raw = dict(raw)
     model_raw = raw.pop("model", None) or {}
     if not isinstance(model_raw, dict):
-        raise ConfigError(f"model: expected a mapping of keys, got {model_raw!r}")
+        raise ConfigError(f"model: expected a mapping of keys, got {_show(model_raw)}")
     model_raw = dict(model_raw)
     model_name = model_raw.get("name", "sgan")
     if not isinstance(model_name, str):
-        raise ConfigError(f"model.name: expected a string, got {model_name!r}")
+        raise ConfigError(f"model.name: expected a string, got {_show(model_name)}")
     model_cls = MODELS.get(model_name, what="model (model.name)")
     model_cfg = build(model_cls.Config, model_raw, "model")
     names = [f.name for f in dataclasses.fields(ExperimentConfig)]
@@ -554,7 +561,8 @@ def read_config_tree(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any
         return raw
     base = raw.pop("base")
     if not isinstance(base, str) or not base.strip():
-        raise ConfigError(f"{path}: base must name a bundled config or a YAML file, got {base!r}")
+        raise ConfigError(f"{path}: base must name a bundled config or a YAML file, got "
+                          f"{_show(base)}")
     rel = path.parent / base
     target = resolve_config_path(str(rel) if rel.suffix in (".yaml", ".yml") else base)
     chain = (*_chain, path.resolve())

@@ -237,9 +237,12 @@ class Run:
                 arrays["captions"] = np.array([captions[i % len(captions)] for i in range(n)])
             if "y" in out:
                 arrays["labels"] = out["y"].numpy().astype(np.int64)
-            tmp = path.with_name(f".{path.name}.tmp.npz")
-            np.savez_compressed(tmp, **arrays)
-            tmp.replace(path)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+            try:
+                np.savez_compressed(tmp, **arrays)
+                tmp.replace(path)
+            finally:  # a failed write (a full disk) leaves no hidden partial file
+                tmp.unlink(missing_ok=True)
         return path
 
     def evaluate(self, n: int | None = None, metrics: list[str] | None = None,

@@ -17,6 +17,7 @@ import torch
 
 from ganstack.data.base import ImageDataset
 from ganstack.errors import DataError
+from ganstack.fileio import read_regular
 
 # (module, name) pairs a data pickle may reference: NumPy's array reconstruction and nothing else.
 _ALLOWED = {
@@ -49,7 +50,7 @@ def safe_unpickle(path: str | Path) -> Any:
     """Unpickle a data file (Python 2 or 3) admitting only containers, scalars and arrays."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, None, DataError, "data file")  # never a FIFO or a device
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror}") from None
     try:
@@ -88,10 +89,22 @@ def load_cifar10(folder: str | Path, split: str = "train") -> ImageDataset:
     for n in names:
         batch = safe_unpickle(folder / n)
         try:
-            data = np.asarray(_get(batch, "data"))
-            lab = np.asarray(_get(batch, "labels"), dtype=np.int64)
+            data, lab = _get(batch, "data"), _get(batch, "labels")
         except (KeyError, TypeError):
             raise DataError(f"{folder / n} is not a CIFAR-10 batch (no data/labels)") from None
+        # Only an array and a flat list: a pickle can nest one shared list in another so that
+        # a few hundred bytes stand for billions of items, which np.asarray would expand.
+        if not isinstance(data, np.ndarray):
+            raise DataError(f"{folder / n}: data should be a uint8 array (N, 3072), got a "
+                            f"{type(data).__name__}")
+        if isinstance(lab, list) and not all(isinstance(v, int) for v in lab):
+            raise DataError(f"{folder / n}: labels should be a list of integers")
+        try:
+            lab = np.asarray(lab, dtype=np.int64)
+        except (TypeError, ValueError, OverflowError):
+            raise DataError(f"{folder / n}: labels should be a list of integers") from None
+        if lab.ndim != 1:
+            raise DataError(f"{folder / n}: labels should be one integer per image")
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
             raise DataError(f"{folder / n}: data should be uint8 (N, 3072), got "
                             f"{data.dtype} {data.shape}")

@@ -41,7 +41,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, load_file, save_file
 
 from ganstack.errors import CheckpointError
-from ganstack.fileio import atomic_write_text, flock_file, read_regular, sha256_file
+from ganstack.fileio import atomic_write_text, file_mode, flock_file, read_regular, sha256_file
 
 __all__ = ["atomic_write_text", "has_rank_rng", "list_checkpoints", "read_checkpoint",
            "read_newest", "restore", "restore_rank_rng", "rng_state", "save_checkpoint",
@@ -180,6 +180,7 @@ def save_checkpoint(
     try:
         save_file(tensors, tmp, metadata={"format": "ganstack", "version": str(FORMAT_VERSION)})
         with open(tmp, "rb+") as f:
+            os.fchmod(f.fileno(), file_mode())  # as any file the user writes, not 0600
             os.fsync(f.fileno())
         digest = sha256_file(Path(tmp))
         os.replace(tmp, st_path)
