@@ -516,3 +516,47 @@ def test_a_config_error_quotes_a_long_value_only_in_part(capsys):
     assert main(["train", "sgan-mnist", f"description={value}"]) == 2
     err = capsys.readouterr().err.strip()
     assert "expected a string" in err and "characters)" in err and len(err) < 300, len(err)
+
+
+# ---- 9. the losses logged across a stop and a resume -------------------------------------------
+
+
+@pytest.mark.parametrize("stop_at", [3, 5])  # mid-way through a logging interval of 2 steps
+def test_losses_logged_across_a_stop_and_resume_are_those_of_a_run_never_stopped(
+        tmp_path, tiny_overrides, stop_at):
+    """Before the fix the first row after a resume averaged only the steps after it (with
+    train.log_every > 1): the weights matched a run never stopped, the logged losses did not."""
+    from ganstack.config import load_config
+
+    from .helpers import logged_losses
+
+    cfg = load_config("sgan-mnist", tiny_overrides + ["train.log_every=2"])
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert Trainer(cfg, straight).fit() == "done"
+    assert Trainer(cfg, split).fit(max_steps=stop_at) == "interrupted"
+    assert Trainer(cfg, split, resume=True).fit() == "done"
+    assert logged_losses(split) == logged_losses(straight)
+
+
+# ---- 10. a full disk with TensorBoard on -------------------------------------------------------
+
+
+def test_a_full_disk_under_tensorboard_is_one_line(tmp_path, tiny_overrides):
+    """Before the fix TensorBoard's writer thread printed its 16-line traceback first. (In a
+    real process: pytest replaces threading.excepthook with its own.)"""
+    pytest.importorskip("tensorboard")
+    code = ("import os, sys\n"
+            "from tensorboard.summary.writer import record_writer\n"
+            "def full(self, data):\n"
+            "    raise OSError(28, os.strerror(28))\n"
+            "record_writer.RecordWriter.write = full\n"
+            "from ganstack.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    over = _overrides(tiny_overrides) + ["train.tensorboard=true"]
+    res = subprocess.run([sys.executable, "-c", code, "-q", "train", "sgan-mnist", "--out",
+                          str(tmp_path / "run"), "--no-eval", *over], capture_output=True,
+                         text=True, timeout=120, env=ENV)
+    err = res.stderr.strip()
+    assert res.returncode == 1, err
+    assert err.startswith("ganstack: error: No space left on device") and \
+        len(err.splitlines()) == 1, err

@@ -272,6 +272,10 @@ _FIELDS: dict[str, tuple[Any, str]] = {
             and isinstance(v.get("numpy"), list), "{python, numpy} RNG states"),
     "rng_ranks": (lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
                   "a list of RNG states"),
+    "log_pending": (lambda v: isinstance(v, dict) and _is_int(v.get("count"))
+                    and 0 <= v["count"] <= _MAX_STEP and isinstance(v.get("sums"), dict)
+                    and all(isinstance(k, str) and _is_num(x) for k, x in v["sums"].items()),
+                    "{count, sums} of the losses not yet logged"),
 }
 _REQUIRED = ("weights", "sha256", "global_step")
 

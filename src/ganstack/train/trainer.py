@@ -33,6 +33,7 @@ import random
 import re
 import signal
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Collection
@@ -94,6 +95,19 @@ def config_differences(old: Any, new: Any, where: str = "") -> list[str]:
 
 
 _MISSING = object()
+
+
+def _quiet_writer_thread(previous: Any) -> Any:
+    """A ``threading.excepthook`` that leaves out the traceback of an I/O error in
+    TensorBoard's writer thread (the writer raises it again in the training thread)."""
+
+    def hook(args: Any) -> None:
+        if (type(args.thread).__name__ == "_AsyncWriterThread" and args.exc_type is not None
+                and issubclass(args.exc_type, OSError)):
+            return
+        previous(args)
+
+    return hook
 
 
 def _dotted(tree: Any, key: str) -> Any:
@@ -225,7 +239,13 @@ class Trainer:
         self._stop_agreed = False  # under distributed training: any rank asked to stop
         self._stop_time = 0.0
         self.max_steps: int | None = None
+        # Loss sums since the last logged row: live ones (saved in checkpoints), and those a
+        # resumed checkpoint carried (the next phase run continues them).
+        self._live: tuple[dict[str, torch.Tensor], int] = ({}, 0)
+        self._pending: dict[str, float] = {}
+        self._pending_count = 0
         self._tb: Any = None
+        self._excepthook: Any = None
         # The best value of cfg.eval.best seen by the metrics during training: {metric, value,
         # step}; kept in checkpoints so that a resumed run keeps comparing with it.
         self.best: dict[str, Any] | None = None
@@ -248,6 +268,9 @@ class Trainer:
             "best": self.best,
             "config_hash": self.cfg.hash(),
             "config": json.loads(json.dumps(self.cfg.to_dict())),
+            # Losses of the steps since the last logged row (float32 sums, exact in JSON).
+            "log_pending": {"count": self._live[1],
+                            "sums": {k: float(v) for k, v in self._live[0].items()}},
             "data_info": {"shape": list(self.info.shape), "num_classes": self.info.num_classes,
                           "name": self.info.name, "text_dim": self.info.text_dim},
             "model": self.cfg.model.name,
@@ -296,6 +319,9 @@ class Trainer:
         self.phase_step = record["phase_step"]
         self.elapsed = float(record.get("elapsed_s", 0.0))
         self.lr_scale = float(record.get("lr_scale", 1.0))
+        pending = record.get("log_pending") or {"count": 0, "sums": {}}
+        self._pending_count = pending["count"]
+        self._pending = dict(pending["sums"]) if self._pending_count else {}
         best = record.get("best")
         self.best = best if isinstance(best, dict) else None
         if per_rank:  # each rank continues its own noise stream
@@ -390,6 +416,11 @@ class Trainer:
                 "(pip install 'ganstack[tensorboard]' to get event files)"
             )
             return
+        # TensorBoard writes from a thread. When a write fails there (a full disk) the thread
+        # stores the error, which the next add_scalar or close raises here (and the CLI reports
+        # in one line); the thread's own traceback on stderr is left out.
+        self._excepthook = threading.excepthook
+        threading.excepthook = _quiet_writer_thread(self._excepthook)
         self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.global_step or None)
 
     def _write_metrics(self, row: dict[str, Any]) -> None:
@@ -494,8 +525,12 @@ class Trainer:
         finally:
             for sig, h in handlers.items():
                 signal.signal(sig, h)
-            if self._tb is not None:
-                self._tb.close()
+            try:
+                if self._tb is not None:
+                    self._tb.close()
+            finally:
+                if self._excepthook is not None:
+                    threading.excepthook, self._excepthook = self._excepthook, None
         return status
 
     def _state_tensors(self) -> list[torch.Tensor]:
@@ -570,8 +605,14 @@ class Trainer:
 
     def _run_phase(self, phase: str, steps: int, bar: Any) -> bool:
         tc = self.cfg.train
-        sums: dict[str, torch.Tensor] = {}
-        count = 0
+        # Losses summed since the last logged row; a resumed run continues the sums its
+        # checkpoint saved, so every row is the one an uninterrupted run logs.
+        sums: dict[str, torch.Tensor] = {
+            k: torch.tensor(v, dtype=torch.float32, device=self.device)
+            for k, v in self._pending.items()}
+        count = self._pending_count
+        self._pending, self._pending_count = {}, 0
+        self._live = (sums, count)
         t0 = time.perf_counter()
         autocast = (
             torch.autocast(self.device.type, dtype=self.amp_dtype)
@@ -593,11 +634,12 @@ class Trainer:
             self.model.update_ema(self.global_step if self.cfg.train.ema_warmup else None)
             self.global_step += 1
             self.phase_step += 1
-            if self.global_step in self._keep_steps:
-                self.save(self._keep_name(self.global_step))
             for k, v in losses.items():
                 sums[k] = sums[k] + v.float() if k in sums else v.float()
             count += 1
+            self._live = (sums, count)  # saved with a checkpoint of this step
+            if self.global_step in self._keep_steps:
+                self.save(self._keep_name(self.global_step))
             if bar is not None:
                 bar.update(1)
             end = self.phase_step == steps
@@ -621,6 +663,7 @@ class Trainer:
                     bar.set_description(f"{phase} {self.phase_step}/{steps}", refresh=False)
                     bar.set_postfix(short | {"img/s": row["images_per_s"]}, refresh=False)
                 sums, count, t0 = {}, 0, time.perf_counter()
+                self._live = (sums, count)
             if tc.sample_every and self.global_step % tc.sample_every == 0 and not end:
                 self.write_samples(f"step-{self.global_step:07d}")
             if tc.checkpoint_every and self.global_step % tc.checkpoint_every == 0 and not end:
