@@ -50,7 +50,7 @@ def run_one(name: str, variant: tuple[str, list[str]], steps: int, seed: int, ou
     else:
         phases = [f"train.phases.independent={steps}", "train.phases.joint=0"]
     overrides = extra + phases + [
-        f"train.seed={seed}", "train.ema=0.99", "train.progress=false",
+        f"train.seed={seed}", "train.ema=0.99", "train.ema_warmup=false", "train.progress=false",
         "train.tensorboard=false", "train.sample_every=0", "train.checkpoint_every=0",
         "model.encoder.pretrain_epochs=4", "eval.n=2000",
     ]

@@ -200,3 +200,36 @@ def test_noise_sensitivity_is_zero_when_a_level_ignores_its_noise():
     after = m.noise_sensitivity(ds, conditions=3, samples=4)
     assert after["noise_sensitivity_z0"] < 1e-6
     assert after["noise_sensitivity_z1"] > 0
+
+
+def test_ema_warmup_ramps_the_decay_from_a_tenth_to_the_configured_value():
+    m = SGAN(_small(), INFO)
+    m.enable_ema(0.999)
+    live, avg = m.G[0].fc[0].weight, m.ema["G"][0].fc[0].weight
+
+    def update_from(start: float, target: float, step: int | None) -> float:
+        with torch.no_grad():
+            avg.fill_(start)
+            live.fill_(target)
+        m.update_ema(step)
+        return float(avg[0, 0])
+
+    # Step 0: decay (1 + 0) / (10 + 0) = 0.1, so the average moves 90% of the way.
+    assert update_from(0.0, 1.0, 0) == pytest.approx(0.9, abs=1e-6)
+    # Step 90: decay 91 / 100.
+    assert update_from(0.0, 1.0, 90) == pytest.approx(0.09, abs=1e-6)
+    # Late steps and no step at all: the configured decay.
+    assert update_from(0.0, 1.0, 10**7) == pytest.approx(0.001, abs=1e-6)
+    assert update_from(0.0, 1.0, None) == pytest.approx(0.001, abs=1e-6)
+
+
+def test_per_level_loss_weights():
+    m = SGAN(_small(cond_weights=[1.0, 0.25], ent_weights=[10.0, 0.0]), INFO)
+    assert (m.cond_weight(0), m.cond_weight(1), m.ent_weight(0), m.ent_weight(1)) == (
+        1.0, 0.25, 10.0, 0.0)
+    plain = SGAN(_small(cond_weight=2.0), INFO)
+    assert plain.cond_weight(1) == plain.cond_weight(0) == 2.0
+    with pytest.raises(Exception, match="one weight per level"):
+        _small(cond_weights=[1.0]).validate("model")
+    with pytest.raises(Exception, match="finite numbers >= 0"):
+        _small(ent_weights=[1.0, float("nan")]).validate("model")
