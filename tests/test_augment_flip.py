@@ -24,18 +24,11 @@ from ganstack.errors import DataError
 from ganstack.train.trainer import Trainer
 
 from .helpers import final_state, logged_losses
+from .test_stackgan_v2 import TINY  # the tiny StackGAN-v2 settings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 POSITION = ATTRIBUTE_NAMES.index("position")
-TINY = [
-    "data.resolution=16", "data.num_images=96", "data.eval_size=48", "data.text_dim=32",
-    "model.base_size=8", "model.branches=2", "model.gf_dim=8", "model.df_dim=4",
-    "model.ef_dim=8", "model.z_dim=8", "model.r_num=1", "model.caption_bank=16",
-    "train.batch_size=8", "train.phases.joint=4", "train.log_every=1", "train.sample_every=0",
-    "train.checkpoint_every=0", "train.tensorboard=false", "train.progress=false",
-    "eval.n=48",
-]
 FLIP = ["data.flip=true", "model.augment=false"]
 
 
