@@ -560,3 +560,57 @@ def test_a_full_disk_under_tensorboard_is_one_line(tmp_path, tiny_overrides):
     assert res.returncode == 1, err
     assert err.startswith("ganstack: error: No space left on device") and \
         len(err.splitlines()) == 1, err
+
+
+# ---- .npz files whose headers ask for more memory than there is -----------------------------
+
+
+def _npz_bomb(path: Path, shape: tuple[int, ...], name: str = "images") -> Path:
+    """An .npz of a few hundred bytes whose one array header declares ``shape`` (uint8)."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(f"{name}.npy", header.getvalue())
+    return path
+
+
+def test_an_npz_header_asking_for_terabytes_is_refused_by_every_reader(tmp_path):
+    import numpy as np
+
+    from ganstack.errors import GanstackError
+    from ganstack.fileio import check_npz
+    from ganstack.metrics.evaluate import images_from_npz
+    from ganstack.metrics.stats import FeatureStats
+    from ganstack.models.sgan import SGANEncoder
+
+    huge = (10**6, 10**3, 10**3, 1)  # 10**12 bytes declared in a file of under 200 bytes
+    bomb = _npz_bomb(tmp_path / "bomb.npz", huge)
+    assert bomb.stat().st_size < 400
+    with pytest.raises(GanstackError, match="would take 1,000,000,000,000 bytes"):
+        images_from_npz(str(bomb))
+    with pytest.raises(GanstackError, match="more than the"):
+        FeatureStats.load(bomb)
+    with pytest.raises(CheckpointError, match="more than the"):
+        SGANEncoder("mnist", ["fc3"]).load_lasagne_npz(_npz_bomb(tmp_path / "w.npz", huge,
+                                                                   "arr_0"))
+    # The sum over the members is what counts: an ordinary file passes at its own size and is
+    # refused one byte below it.
+    ok = tmp_path / "ok.npz"
+    np.savez(ok, a=np.zeros((10, 10), np.uint8), b=np.zeros(5, np.float64))
+    check_npz(ok, GanstackError, budget=140)
+    with pytest.raises(GanstackError, match="would take 140 bytes"):
+        check_npz(ok, GanstackError, budget=139)
+
+
+def test_the_fid_command_refuses_an_npz_bomb_in_one_line(tmp_path, capsys):
+    bomb = _npz_bomb(tmp_path / "bomb.npz", (10**6, 10**3, 10**3, 1))
+    assert main(["-q", "fid", str(bomb), str(bomb), "--dataset", "mnist5k"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ganstack: error: ") and "more than the" in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err

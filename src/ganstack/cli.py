@@ -108,10 +108,9 @@ def _check_memory(run: typing.Any, n: int, flag: str = "--n") -> None:
     import math
 
     per_sample = math.prod(run.info.shape) * 4 * (len(run.model.image_outputs()) + 2)
-    try:
-        budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        budget = 8 << 30
+    from ganstack.fileio import memory_budget
+
+    budget = memory_budget()
     if n * per_sample > budget:
         raise GanstackError(
             f"{flag} {n:,} samples of shape {tuple(run.info.shape)} need about "

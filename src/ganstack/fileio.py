@@ -130,6 +130,65 @@ def read_regular(path: Path, limit: int | None, error: type[Exception] = OSError
         os.close(fd)
 
 
+def memory_budget() -> int:
+    """Half the machine's physical memory, in bytes: the most one file or request may ask
+    ganstack to hold at once."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 8 << 30
+
+
+def check_npz(path: Path, error: type[Exception], budget: int | None = None) -> None:
+    """Refuse an ``.npz`` whose arrays would not fit in ``budget`` bytes (default
+    :func:`memory_budget`), before numpy allocates them.
+
+    An ``.npy`` header declares its array's shape: a few hundred bytes can ask for gigabytes,
+    which ``np.load`` would allocate on first access. Only the headers are read here. A file
+    that is not a zip is left to ``np.load`` (and its error) to report."""
+    import zipfile
+
+    import numpy as np
+
+    budget = memory_budget() if budget is None else budget
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{path} is not a regular file (it is a {_kind(st.st_mode)}); refusing to "
+                    f"read it")
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        return
+    total = 0
+    with archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            try:
+                with archive.open(info) as member:
+                    fmt = np.lib.format
+                    major, _ = fmt.read_magic(member)
+                    # Version 3 differs from 2 only in the header's text encoding.
+                    read = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
+                    shape, _, dtype = read(member)
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+                raise error(f"{path}: the header of {info.filename} is unreadable ({e}); is "
+                            f"the file corrupt?") from None
+            count = 1
+            for d in shape:
+                count *= int(d)
+            total += count * dtype.itemsize
+            if total > budget:
+                raise error(f"{path}: its arrays would take {total:,} bytes or more (the "
+                            f"header of {info.filename} asks for shape {tuple(shape)} of "
+                            f"{dtype}), more than the {budget:,} bytes allowed; it is not a "
+                            f"file ganstack can hold in memory")
+
+
 # --------------------------------------------------------------------------------------------
 # An exclusive lock on a folder (one writer per run directory)
 # --------------------------------------------------------------------------------------------

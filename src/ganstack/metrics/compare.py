@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ganstack.errors import GanstackError
+from ganstack.fileio import check_npz
 
 log = logging.getLogger("ganstack")
 
@@ -40,6 +41,7 @@ def _open_npz(path: Path) -> Any:
     if not path.exists():
         raise GanstackError(f"{path} does not exist; give {_KINDS}")
     try:
+        check_npz(path, GanstackError)
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
         raise GanstackError(f"cannot read {path} as an .npz file ({e}); is it corrupt or "

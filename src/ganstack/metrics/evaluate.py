@@ -27,6 +27,7 @@ import torch
 
 from ganstack.data.base import ImageDataset
 from ganstack.errors import GanstackError
+from ganstack.fileio import check_npz
 from ganstack.metrics.classifier import (
     DomainClassifier,
     cache_dir,
@@ -726,6 +727,7 @@ def attach_baseline(result: dict, name: str) -> None:
 def images_from_npz(path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Read a sample file in ganstack's npz format: ``images`` uint8 (N, H, W, C), ``labels``."""
     try:
+        check_npz(Path(path), GanstackError)
         with np.load(path, allow_pickle=False) as f:
             images = f["images"]
             labels = f["labels"] if "labels" in f.files else None

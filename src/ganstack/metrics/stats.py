@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ganstack.errors import GanstackError
+from ganstack.fileio import check_npz
 
 __all__ = ["FeatureStats"]
 
@@ -301,6 +302,7 @@ class FeatureStats:
         path = Path(path)
         if not path.is_file():
             raise GanstackError(f"feature statistics file not found: {path}")
+        check_npz(path, GanstackError)
         try:
             with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as data:
                 if "format" not in data.files or str(data["format"][0]) != _FORMAT:

@@ -43,6 +43,7 @@ from ganstack import losses
 from ganstack.config import ConfigError
 from ganstack.data.base import ImageDataset
 from ganstack.errors import CheckpointError
+from ganstack.fileio import check_npz
 from ganstack.models.base import DataInfo, LogFn, StackModel
 from ganstack.nn import (
     GaussianNoise,
@@ -277,6 +278,7 @@ class SGANEncoder(nn.Module):
         """Load the official SGAN encoder weights (``arr_0`` ... in Lasagne layout)."""
         path = Path(path)
         try:
+            check_npz(path, CheckpointError)
             with np.load(path, allow_pickle=False) as f:
                 arrays = [f[f"arr_{i}"] for i in range(len(f.files))]
         except (OSError, ValueError, KeyError) as e:
