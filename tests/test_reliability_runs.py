@@ -599,6 +599,15 @@ def test_an_npz_header_asking_for_terabytes_is_refused_by_every_reader(tmp_path)
     with pytest.raises(CheckpointError, match="more than the"):
         SGANEncoder("mnist", ["fc3"]).load_lasagne_npz(_npz_bomb(tmp_path / "w.npz", huge,
                                                                    "arr_0"))
+    # A lone .npy (np.load reads one too) is checked the same way.
+    import io
+
+    lone = io.BytesIO()
+    np.lib.format.write_array_header_1_0(lone, {"descr": "|u1", "fortran_order": False,
+                                                "shape": huge})
+    (tmp_path / "lone.npz").write_bytes(lone.getvalue())
+    with pytest.raises(GanstackError, match="more than the"):
+        images_from_npz(str(tmp_path / "lone.npz"))
     # The sum over the members is what counts: an ordinary file passes at its own size and is
     # refused one byte below it.
     ok = tmp_path / "ok.npz"

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("ganstack")
 
@@ -144,8 +145,9 @@ def check_npz(path: Path, error: type[Exception], budget: int | None = None) -> 
     :func:`memory_budget`), before numpy allocates them.
 
     An ``.npy`` header declares its array's shape: a few hundred bytes can ask for gigabytes,
-    which ``np.load`` would allocate on first access. Only the headers are read here. A file
-    that is not a zip is left to ``np.load`` (and its error) to report."""
+    which ``np.load`` would allocate on first access. Only the headers are read here; a lone
+    ``.npy`` (which ``np.load`` also accepts) is checked the same way. Any other file is left
+    to ``np.load`` (and its error) to report."""
     import zipfile
 
     import numpy as np
@@ -159,34 +161,41 @@ def check_npz(path: Path, error: type[Exception], budget: int | None = None) -> 
     if not stat.S_ISREG(st.st_mode):
         raise error(f"{path} is not a regular file (it is a {_kind(st.st_mode)}); refusing to "
                     f"read it")
+    total = 0
+
+    def add(fh: Any, name: str) -> None:
+        nonlocal total
+        try:
+            major, _ = np.lib.format.read_magic(fh)
+            # Version 3 differs from 2 only in the header's text encoding.
+            read = (np.lib.format.read_array_header_1_0 if major == 1
+                    else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read(fh)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise error(f"{path}: the header of {name} is unreadable ({e}); is the file "
+                        f"corrupt?") from None
+        count = 1
+        for d in shape:
+            count *= int(d)
+        total += count * dtype.itemsize
+        if total > budget:
+            raise error(f"{path}: its arrays would take {total:,} bytes or more (the header of "
+                        f"{name} asks for shape {tuple(shape)} of {dtype}), more than the "
+                        f"{budget:,} bytes allowed; it is not a file ganstack can hold in memory")
+
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError):
+        with open(path, "rb") as fh:
+            if fh.read(6) == b"\x93NUMPY":
+                fh.seek(0)
+                add(fh, Path(path).name)
         return
-    total = 0
     with archive:
         for info in archive.infolist():
-            if not info.filename.endswith(".npy"):
-                continue
-            try:
+            if info.filename.endswith(".npy"):
                 with archive.open(info) as member:
-                    fmt = np.lib.format
-                    major, _ = fmt.read_magic(member)
-                    # Version 3 differs from 2 only in the header's text encoding.
-                    read = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
-                    shape, _, dtype = read(member)
-            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-                raise error(f"{path}: the header of {info.filename} is unreadable ({e}); is "
-                            f"the file corrupt?") from None
-            count = 1
-            for d in shape:
-                count *= int(d)
-            total += count * dtype.itemsize
-            if total > budget:
-                raise error(f"{path}: its arrays would take {total:,} bytes or more (the "
-                            f"header of {info.filename} asks for shape {tuple(shape)} of "
-                            f"{dtype}), more than the {budget:,} bytes allowed; it is not a "
-                            f"file ganstack can hold in memory")
+                    add(member, info.filename)
 
 
 # --------------------------------------------------------------------------------------------
