@@ -623,3 +623,16 @@ def test_the_fid_command_refuses_an_npz_bomb_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("ganstack: error: ") and "more than the" in err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_model_too_large_for_memory_is_a_config_error_before_any_allocation():
+    from ganstack.config import ConfigError, load_config
+    from ganstack.models import DataInfo, build_model
+
+    # g_dim 100,000: about 10**11 weights, far beyond any machine this runs on; the probe
+    # built on the meta device finds it out without allocating them.
+    cfg = load_config("dcgan-mnist", ["model.g_dim=100000"])
+    with pytest.raises(ConfigError, match=r"GiB of weights, more than the .* reduce its widths"):
+        build_model(cfg.model, DataInfo((1, 28, 28), 10, "mnist5k"))
+    assert build_model(load_config("dcgan-mnist").model, DataInfo((1, 28, 28), 10, "m")) \
+        is not None

@@ -21,8 +21,31 @@ MODELS.register(DCGAN.name)(DCGAN)
 
 
 def build_model(cfg, info: DataInfo) -> StackModel:  # type: ignore[no-untyped-def]
-    """Instantiate the model named by ``cfg.name``."""
-    return MODELS.get(cfg.name, what="model (model.name)")(cfg, info)
+    """Instantiate the model named by ``cfg.name``.
+
+    The model is first built on the meta device (no memory for its weights), so that widths
+    that would need more than half the machine's memory are a ConfigError, not an allocation
+    that fails deep inside torch or the out-of-memory killer."""
+    import warnings
+
+    import torch
+
+    from ganstack.config import ConfigError
+    from ganstack.fileio import memory_budget
+
+    cls = MODELS.get(cfg.name, what="model (model.name)")
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+        probe = cls(cfg, info)
+    size = sum(t.numel() * t.element_size() for t in (*probe.parameters(), *probe.buffers()))
+    budget = memory_budget()
+    if size > budget:
+        raise ConfigError(
+            f"the model's settings (model.*) make a {cfg.name} of {size / 2**30:,.1f} GiB of "
+            f"weights, more than the {budget / 2**30:,.1f} GiB (half of this machine's memory) "
+            f"ganstack allows; reduce its widths"
+        )
+    return cls(cfg, info)
 
 
 __all__ = ["MODELS", "DataInfo", "StackModel", "build_model"]
