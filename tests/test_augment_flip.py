@@ -21,9 +21,8 @@ from ganstack.data.shapes import (
 )
 from ganstack.data.text import HashedTextEncoder, encode_mirrored, mirror_caption
 from ganstack.errors import DataError
-from ganstack.train.trainer import Trainer
 
-from .helpers import final_state, logged_losses
+from .helpers import assert_resume_is_exact
 from .test_stackgan_v2 import TINY  # the tiny StackGAN-v2 settings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -212,10 +211,4 @@ def test_make_shapes_mirror_adds_only_the_mirror_extras():
 
 def test_stackgan_v2_trains_with_the_flip_and_resumes_exactly(tmp_path):
     cfg = load_config("stackgan-v2-shapes", TINY + FLIP + ["train.phases.joint=6"])
-    straight, split = tmp_path / "a", tmp_path / "b"
-    Trainer(cfg, straight).fit()
-    assert Trainer(cfg, split).fit(max_steps=3) == "interrupted"
-    Trainer(cfg, split, resume=True).fit()
-    assert logged_losses(split) == logged_losses(straight)
-    a, b = final_state(straight), final_state(split)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_is_exact(cfg, tmp_path)

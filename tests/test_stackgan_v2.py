@@ -17,7 +17,7 @@ from ganstack.models import DataInfo, build_model
 from ganstack.run import load
 from ganstack.train.trainer import Trainer
 
-from .helpers import final_state, logged_losses
+from .helpers import assert_resume_is_exact
 
 TINY = [
     "data.resolution=16", "data.num_images=96", "data.eval_size=48", "data.text_dim=32",
@@ -136,13 +136,7 @@ def test_ema_reset_quirk_copies_the_average_into_the_live_generator():
 
 def test_resume_is_exact(tmp_path):
     cfg = load_config("stackgan-v2-shapes", TINY + ["train.phases.joint=6", "train.ema=0.9"])
-    straight, split = tmp_path / "a", tmp_path / "b"
-    Trainer(cfg, straight).fit()
-    assert Trainer(cfg, split).fit(max_steps=3) == "interrupted"
-    Trainer(cfg, split, resume=True).fit()
-    assert logged_losses(split) == logged_losses(straight)
-    a, b = final_state(straight), final_state(split)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_is_exact(cfg, tmp_path)
 
 
 def test_sample_from_captions_cli_and_eval(tmp_path, capsys):
