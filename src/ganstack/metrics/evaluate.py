@@ -496,6 +496,55 @@ def is_inception(ctx: EvalContext) -> dict[str, float]:
     return _is(ctx, "inception")
 
 
+def domain_classifiers(train: ImageDataset, held_out: ImageDataset | None
+                       ) -> dict[str, tuple[DomainClassifier, dict]]:
+    """Both domain classifiers (``classifier`` and ``alt``) trained on ``train``, the same
+    (and from the same disk cache) as :meth:`EvalContext.classifier` gives them: for the
+    measures a model computes itself."""
+    return {which: get_classifier(train, held_out,
+                                  recipe_for(train, "cnn" if which == "classifier" else which))
+            for which in DOMAIN_EXTRACTORS}
+
+
+# Measures a model computes from itself (its networks, not a set of images): ``ganstack eval``
+# hands them to the model (``noise``: SGAN's ``noise_sensitivity``; the others: the names in
+# a model's ``measures`` and its ``model_measures``). They are registered here so that
+# ``ganstack metrics`` lists them; evaluated on images alone they raise an error that says so.
+MODEL_MEASURES = {
+    "noise": ("SGAN", "SGAN: how much each level's output moves with its own noise, against "
+                      "the spread of real features at that level (0: the level ignores it)."),
+    "normal_consistency": ("S²-GAN", "S²-GAN: mean angle (degrees) between the normals an FCN "
+                                     "predicts from generated images and the normals they "
+                                     "were rendered from."),
+    "fid_normals": ("S²-GAN", "S²-GAN: FID of generated normal maps in the features of a "
+                              "classifier trained on the training normals."),
+    "structure": ("S²-GAN", "S²-GAN: diversity (mean pairwise angle) and realism (mean angle "
+                            "to the nearest training map) of generated normal maps, 16x16, "
+                            "degrees; real held-out maps as calibration."),
+    "style_noise": ("S²-GAN", "S²-GAN: per-pixel std of the Style-GAN's renderings of fixed "
+                              "normals across style noises ([-1, 1]), beside the std across "
+                              "real scenes."),
+    "level_acc": ("LAPGAN", "LAPGAN: class accuracy of the chain started from real coarse "
+                            "images at each level, beside the enlarged coarse images and the "
+                            "real images."),
+}
+
+
+def _model_measure(name: str, model: str, doc: str) -> MetricFn:
+    def measure(ctx: EvalContext) -> dict[str, float]:
+        raise GanstackError(f"'{name}' is one of the {model} measures, computed from the "
+                            f"model's networks, not from images: use `ganstack eval RUN "
+                            f"--metrics {name}` on a {model} run")
+
+    measure.__doc__ = doc
+    measure.__name__ = f"model_measure_{name}"
+    return measure
+
+
+for _name, (_model, _doc) in MODEL_MEASURES.items():
+    METRICS.register(_name)(_model_measure(_name, _model, _doc))
+
+
 # Metrics whose figures are calibrated (scored on real, blurred-real and blind sets too).
 CALIBRATED = ("acc", "is", "fid", "kid", "prdc", "caption",
               "fid_inception", "kid_inception", "is_inception", "prdc_inception")

@@ -60,14 +60,16 @@ accuracy on that step's real and fake halves (0.5: chance).
 ``generate`` returns ``image`` (= ``level0``) and ``level{k}`` for every level, each at its
 native size (H / 2^k), in [0, 1]; :meth:`LAPGAN.image_outputs` lists them coarsest first, so
 ``ganstack eval --metrics fid_scales fid_levels`` scores every level and ``ganstack sample``
-PNGs show the levels of each sample side by side.
+PNGs show the levels of each sample side by side. ``ganstack eval --metrics level_acc``
+(:meth:`LAPGAN.level_accuracy`) starts the chain from real coarse images at each level and
+reports how often the domain classifier still reads the true class in the final image.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +78,7 @@ from torch import nn
 from ganstack import losses
 from ganstack.config import ConfigError
 from ganstack.data.base import ImageDataset
+from ganstack.errors import GanstackError
 from ganstack.models.base import DataInfo, LogFn, StackModel
 from ganstack.nn import init_normal_
 
@@ -405,6 +408,8 @@ class LAPGAN(StackModel):
     Config = LAPGANConfig
     noise_distribution = "uniform"  # U[0, 1), mapped to the code's U(-1, 1) by 2z - 1
     generator_names = ("G",)
+    #: Measures ``ganstack eval --metrics`` hands to :meth:`model_measures`.
+    measures: ClassVar[tuple[str, ...]] = ("level_acc",)
 
     def __init__(self, cfg: LAPGANConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)
@@ -631,3 +636,91 @@ class LAPGAN(StackModel):
         for name in self.noise_dims():
             figs[f"vary_{name}"] = self.grid(rows, 10, vary=[name], generator=generator)
         return figs
+
+    # ---- measures -------------------------------------------------------------------------
+
+    def model_measures(self, names: list[str], train: ImageDataset,
+                       evaluation: ImageDataset | None, n: int = 1000) -> dict[str, float]:
+        """The measures of :attr:`measures` (for ``ganstack eval``)."""
+        from ganstack.metrics.evaluate import domain_classifiers
+
+        out: dict[str, float] = {}
+        for name in names:
+            if name == "level_acc":
+                held = evaluation if evaluation is not None and len(evaluation) else train
+                out.update(self.level_accuracy(held, domain_classifiers(train, evaluation), n))
+            else:
+                raise GanstackError(f"LAPGAN has no measure '{name}'; it has {self.measures}")
+        return out
+
+    @torch.no_grad()
+    def chain_from(self, img: torch.Tensor, level: int, y: torch.Tensor | None = None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images ``img`` in [-1, 1] at ``level``'s size through the finer generators
+        G_{level-1} .. G_0, as sampling runs them (fresh U(-1, 1) noise planes from
+        ``generator``, class ``y``, every level clamped to [-1, 1]); full size, [-1, 1]."""
+        if not 0 <= level < self.levels or tuple(img.shape[-2:]) != self.sizes[level]:
+            raise GanstackError(f"chain_from: level {level} of {self.levels} needs images of "
+                                f"size {self.sizes[min(max(level, 0), self.levels - 1)]}, got "
+                                f"{tuple(img.shape[-2:])}")
+        onehot = self._onehot(None if y is None else y.to(self.device))
+        img = img.to(self.device)
+        with self.sampling_mode():
+            gens = self.net("G")
+            for k in reversed(range(level)):
+                low = upsample(img)
+                z = torch.rand(len(img), 1, *self.sizes[k], generator=generator)
+                img = (low + gens[k](low, (z * 2 - 1).to(self.device), onehot)).clamp(-1, 1)
+        return img
+
+    @torch.no_grad()
+    def level_accuracy(self, held: ImageDataset, classifiers: dict, n: int = 1000,
+                       seed: int = 0, batch_size: int = 250) -> dict[str, float]:
+        """Per-level class fidelity: where along the chain the class is lost.
+
+        For min(``n``, len(``held``)) labelled real images (a seeded random subset), the
+        Gaussian pyramid is built; for every level j >= 1 the chain starts from the *real*
+        image at level j, conditioned on its true class, and runs the finer generators to
+        full size (:meth:`chain_from`). Each domain classifier (``classifiers``: name ->
+        (classifier, record), as :func:`ganstack.metrics.evaluate.domain_classifiers` gives
+        them) scores the outputs against the true class. Keys (N images, C the classifier):
+
+        - ``level_accN_C_from_level{j}``: the chain from real level j (the class kept by the
+          generated levels below j; j = L-1 is the whole chain below the coarsest level);
+        - ``level_accN_C_upsampled_level{j}``: the real level-j image only enlarged (u applied
+          j times, no residual): what the coarse image alone carries to this judge;
+        - ``level_accN_C_real``: the real images themselves (the ceiling).
+
+        Each level is trained on real coarse images (phase ``independent``, as in the paper
+        and the code), so ``from_level1`` measures the finest G on the inputs it trained on
+        and ``from_level{L-1}`` every residual level on real coarsest images; a drop from
+        ``from_level{j-1}`` to ``from_level{j}`` is class identity lost at level j-1."""
+        from ganstack.metrics.evaluate import count_tag
+        from ganstack.viz import to_uint8
+
+        if held.labels is None:
+            raise GanstackError(f"the per-level class fidelity needs labelled images; "
+                                f"'{held.name}' has no labels")
+        gen = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(held), generator=gen)[: min(n, len(held))]
+        y = held.labels[idx].long()
+        sets: dict[str, list[torch.Tensor]] = {"real": [held.images[idx]]}
+        for s in range(0, len(idx), batch_size):
+            x = self.preprocess(held.images[idx[s : s + batch_size]])
+            yb = y[s : s + batch_size] if self.conditional else None
+            pyr = gaussian_pyramid(x, self.levels)
+            for j in range(1, self.levels):
+                out = self.chain_from(pyr[j], j, yb, gen)
+                sets.setdefault(f"from_level{j}", []).append(to_uint8(self.to_unit(out)).cpu())
+                up = pyr[j]
+                for _ in range(j):
+                    up = upsample(up)
+                sets.setdefault(f"upsampled_level{j}", []).append(
+                    to_uint8(self.to_unit(up)).cpu())
+        res: dict[str, float] = {}
+        for clf, meta in classifiers.values():
+            tag = f"{count_tag(len(idx))}_{meta['name']}"
+            for name, parts in sets.items():
+                probs = clf.predict(torch.cat(parts))[1]
+                res[f"level_acc{tag}_{name}"] = float((probs.argmax(1) == y).double().mean())
+        return res
