@@ -33,7 +33,9 @@ works for new captions at sampling time.
 
 The pickles were written by Python 2. They are read with ganstack's restricted unpickler
 (:func:`ganstack.data.archives.safe_unpickle`): plain containers, strings, numbers and NumPy
-arrays only, so a pickle that references code is refused before anything runs.
+arrays only, so a pickle that references code is refused before anything runs; and one that
+stands for far more items than its size holds (lists shared and nested, arrays declared but not
+stored) is refused before anything here walks it (``str``, ``np.asarray``, ``list``).
 
 LSUN scenes (``data.name=lsun``): a scene's training LMDB (``bedroom_train_lmdb``), read with
 the optional ``lmdb`` package (``pip install 'ganstack[lsun]'``); ``data.num_images`` caps how
