@@ -486,6 +486,49 @@ def test_a_yaml_error_does_not_quote_the_file(tmp_path, capsys):
     assert "not valid YAML" in err and "s3cr3t" not in err and "daemon" not in err, err
 
 
+def test_a_valid_yaml_system_file_as_base_is_not_quoted_either(tmp_path, capsys):
+    """A real /etc/shadow has no tab: it parses as a mapping whose key is a whole line
+    ("root:HASH:19000:0:99999:7::"), and the unknown-key error quoted that key (found by
+    benchmarks/attacks.py, base-etc-shadow). Keys that are no key name are not quoted."""
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$s3cr3tHASH:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"base: {secret}\n")
+    assert main(["train", str(cfg), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a key name" in err and "not shown" in err, err
+    assert "s3cr3t" not in err and "root" not in err and "daemon" not in err, err
+    assert len(err.splitlines()) == 1
+    # A typo is still quoted, with its nearest valid key.
+    assert main(["train", "sgan-mnist", "--out", str(tmp_path / "r"), "train.bach_size=3"]) == 2
+    assert "'train.bach_size'. Did you mean 'batch_size'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_base_include_of_a_special_file_says_so(tmp_path, capsys, kind):
+    target = tmp_path / "pipe.yaml"
+    if kind == "fifo":
+        os.mkfifo(target)
+    else:
+        target.symlink_to("/dev/zero")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"base: {target}\n")
+    assert main(["train", str(cfg), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"config file {target} is not a regular file" in err, err  # before: "does not exist"
+
+
+def test_sample_from_a_run_whose_every_record_is_invalid_says_so(trained, capsys):
+    """Before: "has no checkpoint yet; train it first", for a run that has checkpoints."""
+    run, _ = trained
+    for p in ckpt.list_checkpoints(run / "checkpoints"):
+        _rewrite(p, global_step=float("inf"))
+    assert main(["sample", str(run), "--n", "4", "--out", str(run.parent / "s.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds checkpoints but none of them can be read" in err and len(err.splitlines()) == 1
+    assert "train it first" not in err, err
+
+
 def test_a_cifar_pickle_of_shared_nested_lists_is_refused_without_expanding(tmp_path):
     """A few hundred bytes of pickle can stand for billions of list items (one list shared
     many times, nested). Before the fix np.asarray expanded it: 3.5 GB for 313 bytes. Here

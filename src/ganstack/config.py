@@ -301,7 +301,14 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported config type {_type_name(tp)}")  # pragma: no cover
 
 
+_KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+
+
 def unknown_key_message(key: str, valid: list[str], where: str) -> str:
+    if not _KEY_NAME.fullmatch(key):  # file content, not a typo (`base: /etc/shadow`)
+        return (f"unknown config key {'in ' + repr(where) + ' ' if where else ''}that is not a "
+                f"key name ({len(key)} characters, not shown); is the file a ganstack config? "
+                f"Valid keys here: {', '.join(sorted(valid))}")
     full = f"{where}.{key}" if where else key
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
@@ -446,8 +453,10 @@ def resolve_config_path(name_or_path: str) -> Path:
     """A YAML path, or the name of a bundled config."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or _exists(p):
-        if not _exists(p) or not p.is_file():
+        if not _exists(p):
             raise ConfigError(f"config file {p} does not exist")
+        if not p.is_file():
+            raise ConfigError(f"config file {p} is not a regular file")
         return p
     bundled = BUNDLED_DIR / f"{name_or_path}.yaml"
     if _exists(bundled) and bundled.is_file():

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ganstack.config import ExperimentConfig
-from ganstack.errors import GanstackError
+from ganstack.errors import CheckpointError, GanstackError
 from ganstack.models import DataInfo, StackModel, build_model
 from ganstack.train import checkpoint as ckpt
 from ganstack.train.trainer import load_run_config, resolve_device
@@ -48,6 +48,11 @@ class Run:
         # A reader: no write lock; the newest complete checkpoint, even while the run trains.
         found = ckpt.read_newest(folder, Path(checkpoint).stem if checkpoint else None)
         if found is None:
+            unusable = ckpt.scan_checkpoints(folder)[1]
+            if unusable:  # records there, none usable: "train it first" would mislead
+                raise CheckpointError(
+                    f"{self.run_dir} holds checkpoints but none of them can be read "
+                    f"({unusable[-1][1]}); restore a good checkpoint into {folder}")
             raise GanstackError(f"{self.run_dir} has no checkpoint yet; train it first")
         path, self.record, tensors = found
         di = self.record.get("data_info")
