@@ -267,7 +267,8 @@ def test_image_size_and_data_checks(rooms):
         m.train_step(_batch(rooms), "bogus")
 
 
-def test_every_phase_trains_and_resume_is_exact(tmp_path):
+def test_every_phase_trains_and_the_run_loads_with_its_figures_and_measures(tmp_path):
+    """(Exact resume, for every model: tests/test_contract.py.)"""
     cfg = load_config("s2gan-rooms", TINY)
     straight = tmp_path / "straight"
     assert Trainer(cfg, straight).fit() == "done"
@@ -275,14 +276,8 @@ def test_every_phase_trains_and_resume_is_exact(tmp_path):
     assert len(rows) == 8
     assert "loss/g_struct_adv" in rows[0] and "loss/fcn_ce" in rows[2]
     assert "loss/g_style_fcn" in rows[4] and "loss/g_style_adv" in rows[6]
-    split = tmp_path / "split"
-    assert Trainer(cfg, split).fit(max_steps=5) == "interrupted"  # mid-way through "style"
-    assert Trainer(cfg, split, resume=True).fit() == "done"
-    assert logged_losses(split) == rows
-    a, b = final_state(straight), final_state(split)
-    assert a.keys() == b.keys() and "model/codebook" in a and "model/adam_calls" in a
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    a = final_state(straight)
+    assert "model/codebook" in a and "model/adam_calls" in a
     for name in ("samples/joint-final.png", "checkpoints/phase-style.json"):
         assert (straight / name).exists(), name
     # Loading the run: figures, and the model's own measures through `ganstack eval`.

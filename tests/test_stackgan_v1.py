@@ -11,9 +11,6 @@ from ganstack.config import ConfigError, load_config
 from ganstack.errors import GanstackError
 from ganstack.models import DataInfo, build_model
 from ganstack.models.stackgan_v1 import StackGANv1, StackGANv1Config
-from ganstack.train.trainer import Trainer
-
-from .helpers import final_state, logged_losses
 
 TEXT_DIM = 16
 INFO = DataInfo((3, 64, 64), 0, "toy", TEXT_DIM)
@@ -363,26 +360,6 @@ TINY = [
     "train.log_every=1", "train.sample_every=0", "train.checkpoint_every=0",
     "train.tensorboard=false", "train.progress=false", "train.num_threads=1", "eval.n=48",
 ]
-
-
-@pytest.mark.parametrize("stop_at", [3, 4])  # at the stage boundary, inside stage2
-def test_resume_is_exact_across_the_stage_boundary(tmp_path, stop_at):
-    cfg = load_config("stackgan-v1-shapes", TINY)
-    straight = tmp_path / "straight"
-    assert Trainer(cfg, straight).fit() == "done"
-    split = tmp_path / "split"
-    assert Trainer(cfg, split).fit(max_steps=stop_at) == "interrupted"
-    assert len(logged_losses(split)) == stop_at
-    assert Trainer(cfg, split, resume=True).fit() == "done"
-    assert logged_losses(split) == logged_losses(straight)
-    assert len(logged_losses(straight)) == 6
-    a, b = final_state(straight), final_state(split)
-    assert a.keys() == b.keys() and "model/stage2_steps" in a
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    for name in ("samples/stage1-final.png", "samples/stage2-final.png",
-                 "checkpoints/phase-stage1.json", "checkpoints/phase-stage2.json"):
-        assert (straight / name).exists(), name
 
 
 def test_bundled_configs_build():
