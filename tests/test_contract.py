@@ -347,6 +347,9 @@ def test_resume_is_exact(tiny: TinyRun, tmp_path, request):
 
 def test_ema_follows_the_documented_update_and_is_what_sampling_uses(tiny: TinyRun, request):
     _known_bug(request, tiny.model, "ema")
+    if not MODELS.get(tiny.model).generator_names:
+        pytest.skip(f"{tiny.model} declares no generators to keep an EMA of")
+    assert tiny.cfg.train.ema > 0, "turn the EMA on in the contract's tiny config (train.ema)"  # type: ignore[attr-defined]
     steps = sum(tiny.cfg.train.phases.values())  # type: ignore[attr-defined]
     assert len(tiny.ema_updates) == steps, "one EMA update per training step"
     for t, (worst, _, buffers) in enumerate(tiny.ema_updates):
