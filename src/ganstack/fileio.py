@@ -39,6 +39,35 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+@contextlib.contextmanager
+def atomic_path(path: Path, suffix: str = ".tmp", fsync: bool = True) -> Iterator[Path]:
+    """A temporary file beside ``path`` for a writer that needs a file name (safetensors,
+    NumPy, Pillow): when the block ends without an error the file is fsynced and renamed over
+    ``path`` (and the folder fsynced); otherwise it is removed. The temporary is named
+    ``.NAME.XXXXXXXX<suffix>`` (hidden) and has the mode a plain ``open`` would give it.
+
+    ``suffix``: for writers that add an extension of their own (``np.savez`` appends
+    ``.npz`` to a name without it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    tmp = Path(name)
+    try:
+        os.close(fd)
+        yield tmp
+        # After the writer: some replace the file they are given (safetensors does).
+        os.chmod(tmp, file_mode())
+        if fsync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if fsync:
+        _fsync_dir(path.parent)
+
+
 def file_mode() -> int:
     """The mode a plain ``open(path, "w")`` would give a new file: 0o666 less the umask.
     (``mkstemp`` creates temporary files 0o600; renamed into place they would stay so.)"""
@@ -289,11 +318,12 @@ def unlock_folder(key: str | None) -> None:
 
 
 @contextlib.contextmanager
-def flock_file(path: Path, shared: bool) -> Iterator[None]:
+def flock_file(path: Path, shared: bool, on_wait: Any = None) -> Iterator[None]:
     """Hold ``flock`` on ``path`` for the block: shared (readers) or exclusive (the writer).
 
     A writer creates the file; a reader that cannot open it (it does not exist yet, or the
-    folder is read-only) goes on without it.
+    folder is read-only) goes on without it. ``on_wait``: called (with no argument) once
+    before waiting, when another process holds the lock.
     """
     flags = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK
     try:
@@ -305,8 +335,14 @@ def flock_file(path: Path, shared: bool) -> Iterator[None]:
         return
     try:
         if stat.S_ISREG(os.fstat(fd).st_mode):
+            kind = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
             with contextlib.suppress(OSError):  # a file system without flock: no lock
-                fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+                try:
+                    fcntl.flock(fd, kind | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    if on_wait is not None:
+                        on_wait()
+                    fcntl.flock(fd, kind)
         yield
     finally:
         os.close(fd)

@@ -14,6 +14,7 @@ import torch
 
 from ganstack.config import ExperimentConfig
 from ganstack.errors import CheckpointError, GanstackError
+from ganstack.fileio import atomic_path
 from ganstack.models import DataInfo, StackModel, build_model
 from ganstack.train import checkpoint as ckpt
 from ganstack.train.trainer import load_run_config, resolve_device
@@ -200,13 +201,12 @@ class Run:
                     raise GanstackError(f"cannot write {images.shape[-1]}-channel images as PNG")
                 for j, arr in enumerate(images):
                     path = folder / f"{start + j:0{width}d}.png"
-                    tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-                    try:
+                    # Renamed into place, not fsynced (an fsync per file made writing 16x
+                    # slower): a kill leaves no half-written PNG, and any sample can be
+                    # written again, bit for bit, from the seed.
+                    with atomic_path(path, fsync=False) as tmp:
                         Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(
                             tmp, format="PNG")
-                        os.replace(tmp, path)
-                    finally:
-                        tmp.unlink(missing_ok=True)
                 bar.update(len(images))
         return folder
 
@@ -242,12 +242,10 @@ class Run:
                 arrays["captions"] = np.array([captions[i % len(captions)] for i in range(n)])
             if "y" in out:
                 arrays["labels"] = out["y"].numpy().astype(np.int64)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-            try:
+            # A failed write (a full disk) leaves no hidden partial file. The temporary name
+            # ends with .npz, or NumPy would append it.
+            with atomic_path(path, suffix=".tmp.npz") as tmp:
                 np.savez_compressed(tmp, **arrays)
-                tmp.replace(path)
-            finally:  # a failed write (a full disk) leaves no hidden partial file
-                tmp.unlink(missing_ok=True)
         return path
 
     def evaluate(self, n: int | None = None, metrics: list[str] | None = None,

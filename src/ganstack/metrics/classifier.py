@@ -4,8 +4,10 @@ A :class:`DomainClassifier` is a small CNN trained on a dataset's *training spli
 generated images, and with a different architecture and seed from any model's encoder, so it is
 an independent judge). Its penultimate 128-d activations are the features for FID/KID, its
 softmax the class posterior for IS and conditional accuracy. Trained weights are cached under
-``$GANSTACK_CACHE`` (default ``~/.cache/ganstack``) keyed by the dataset's content hash and the
-training recipe, with the held-out accuracy stored beside them.
+:func:`cache_dir` (``$GANSTACK_CACHE``, else ``$XDG_CACHE_HOME/ganstack``, else
+``~/.cache/ganstack``) keyed by the dataset's content hash and the training recipe, with the
+held-out accuracy stored beside them. A file lock beside each entry lets one process at a time
+train it; the others wait and read its result.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from torch import nn
 
 from ganstack.data.base import ImageDataset
 from ganstack.errors import GanstackError
-from ganstack.fileio import atomic_write_text
+from ganstack.fileio import atomic_path, atomic_write_text, flock_file
 
 log = logging.getLogger("ganstack")
 
@@ -237,7 +239,33 @@ def recipe_for(ds: ImageDataset, arch: str = "cnn") -> ClassifierRecipe:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("GANSTACK_CACHE", Path.home() / ".cache" / "ganstack"))
+    """ganstack's cache: ``$GANSTACK_CACHE``; else ``$XDG_CACHE_HOME/ganstack`` (the XDG base
+    directory rule: an absolute path, a relative one is ignored); else
+    ``~/.cache/ganstack``."""
+    own = os.environ.get("GANSTACK_CACHE")
+    if own:
+        return Path(own)
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "ganstack"
+    return Path.home() / ".cache" / "ganstack"
+
+
+def _read_cached(model: DomainClassifier, weights: Path, meta_path: Path,
+                 warn: bool = True) -> dict | None:
+    """The record of a cached classifier, its weights loaded into ``model``; None when there
+    is none, or it is unusable (a warning then says why, and it is trained again)."""
+    if not (weights.is_file() and meta_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        model.load_state_dict(load_file(str(weights)))
+        model.eval()
+        return meta
+    except (OSError, ValueError, SafetensorError, RuntimeError) as e:
+        if warn:
+            log.warning("cached classifier %s is unusable (%s); retraining", weights, e)
+        return None
 
 
 def get_classifier(
@@ -257,16 +285,27 @@ def get_classifier(
     folder = cache_dir() / "classifiers"
     weights, meta_path = folder / f"{key}.safetensors", folder / f"{key}.json"
     model = build_classifier(train.shape[0], train.num_classes, recipe)
-    if weights.is_file() and meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-            model.load_state_dict(load_file(str(weights)))
-            model.eval()
+    meta = _read_cached(model, weights, meta_path)
+    if meta is not None:
+        return model, meta
+    # One process trains a given classifier at a time: the others wait for it on the lock
+    # file beside the cache entry, then read what it wrote.
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / f"{key}.lock"
+    with flock_file(lock, shared=False, on_wait=lambda: log.info(
+            "another process is training the %s%s domain classifier (it holds %s); waiting "
+            "for it", base, suffix, lock)):
+        meta = _read_cached(model, weights, meta_path, warn=False)  # written meanwhile?
+        if meta is not None:
             return model, meta
-        except (OSError, ValueError, SafetensorError, RuntimeError) as e:
-            log.warning("cached classifier %s is unusable (%s); retraining", weights, e)
+        return _train_and_cache(train, held_out, recipe, base, suffix, weights, meta_path)
+
+
+def _train_and_cache(train: ImageDataset, held_out: ImageDataset | None,
+                     recipe: ClassifierRecipe, base: str, suffix: str, weights: Path,
+                     meta_path: Path) -> tuple[DomainClassifier, dict]:
     log.info("training the %s%s domain classifier (cached afterwards in %s)", base, suffix,
-             folder)
+             weights.parent)
     model, acc = train_classifier(train, held_out, recipe)
     attr_acc = None
     if recipe.attribute_sizes and held_out is not None and "attributes" in held_out.extras:
@@ -284,9 +323,7 @@ def get_classifier(
     if attr_acc is not None:
         names = train.meta.get("attributes") or [str(i) for i in range(len(attr_acc))]
         meta["held_out_attribute_accuracy"] = dict(zip(names, attr_acc, strict=True))
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = weights.with_suffix(f".{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, weights)
+    with atomic_path(weights) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
     atomic_write_text(meta_path, json.dumps(meta, indent=1))
     return model, meta

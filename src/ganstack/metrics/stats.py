@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from ganstack.errors import GanstackError
-from ganstack.fileio import check_npz
+from ganstack.fileio import atomic_path, check_npz
 
 __all__ = ["FeatureStats"]
 
@@ -233,8 +232,9 @@ class FeatureStats:
     ) -> None:
         """Save the statistics to an ``.npz`` file (plain arrays only, no pickles).
 
-        The file is written atomically (to a temporary file, then renamed) and exactly at
-        ``path`` (no ``.npz`` suffix is appended).
+        The file is written atomically (to a temporary file, fsynced, then renamed:
+        :func:`ganstack.fileio.atomic_path`) and exactly at ``path`` (no ``.npz`` suffix is
+        appended).
 
         Args:
             path: Destination file.
@@ -271,24 +271,13 @@ class FeatureStats:
         if self.keep_features:
             arrays["features"] = self.features()
         path = Path(path)
-        directory = path.parent if str(path.parent) else Path(".")
-        tmp_name = None
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(
-                prefix=path.name + ".", suffix=".tmp", dir=directory
-            )
-            with os.fdopen(fd, "wb") as f:
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
                 np.savez(f, **arrays)
-            os.replace(tmp_name, path)
-            tmp_name = None
         except OSError as e:
             raise GanstackError(
                 f"could not write feature statistics to {path}: {e}"
             ) from e
-        finally:
-            if tmp_name is not None and os.path.exists(tmp_name):
-                os.unlink(tmp_name)
         if metadata is not None:
             self.metadata = dict(metadata)
 

@@ -30,7 +30,6 @@ import os
 import random
 import re
 import stat
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load, load_file, save_file
 
 from ganstack.errors import CheckpointError
-from ganstack.fileio import atomic_write_text, file_mode, flock_file, read_regular, sha256_file
+from ganstack.fileio import (
+    atomic_path,
+    atomic_write_text,
+    flock_file,
+    read_regular,
+    sha256_file,
+)
 
 __all__ = ["atomic_write_text", "has_rank_rng", "list_checkpoints", "read_checkpoint",
            "read_newest", "restore", "restore_rank_rng", "rng_state", "save_checkpoint",
@@ -175,18 +180,10 @@ def save_checkpoint(
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
 
     st_path = folder / f"{name}.safetensors"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{st_path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"format": "ganstack", "version": str(FORMAT_VERSION)})
-        with open(tmp, "rb+") as f:
-            os.fchmod(f.fileno(), file_mode())  # as any file the user writes, not 0600
-            os.fsync(f.fileno())
-        digest = sha256_file(Path(tmp))
-        os.replace(tmp, st_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(st_path) as tmp:  # fsynced and renamed once written and hashed
+        save_file(tensors, str(tmp),
+                  metadata={"format": "ganstack", "version": str(FORMAT_VERSION)})
+        digest = sha256_file(tmp)
     record = dict(meta)
     record.update(
         {
