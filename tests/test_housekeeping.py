@@ -128,3 +128,157 @@ def test_two_threads_never_train_the_same_cached_classifier_at_once(monkeypatch,
     assert len(waited) == 1 and "another process is training" in waited[0]
     folder = tmp_path / "cache" / "classifiers"
     assert sorted(p.suffix for p in folder.iterdir()) == [".json", ".lock", ".safetensors"]
+
+
+# ---- the command line ------------------------------------------------------------------------
+
+
+def test_version_and_quiet_before_or_after_the_command(capsys):
+    from ganstack.cli import _parser, main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("ganstack ")
+    p = _parser()
+    for argv, quiet in ((["train", "x"], False), (["-q", "train", "x"], True),
+                        (["train", "x", "-q"], True), (["train", "x", "a=b", "--quiet"], True),
+                        (["sample", "r", "--out", "o.png", "-q"], True)):
+        args, _ = p.parse_known_args(argv)
+        assert args.quiet is quiet, argv
+    assert main(["configs", "-q"]) == 0
+    assert "sgan-mnist" in capsys.readouterr().out
+
+
+# ---- versions, machine, command and git state in run.json and eval.json ------------------------
+
+
+def test_git_state_of_a_checkout_and_of_a_folder_that_is_none(tmp_path):
+    import shutil
+    import subprocess
+
+    from ganstack.environment import git_state
+
+    assert git_state(tmp_path) is None  # not a checkout: absent, never an error
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t",
+                        *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    assert git_state(repo) is None  # no commit yet
+    (repo / "a.txt").write_text("1")
+    git("add", "a.txt")
+    git("commit", "-q", "-m", "one")
+    state = git_state(repo)
+    assert state is not None and len(state["commit"]) == 40 and state["dirty"] is False
+    (repo / "untracked.txt").write_text("x")
+    assert git_state(repo)["dirty"] is False  # untracked files do not count
+    (repo / "a.txt").write_text("2")
+    assert git_state(repo) == {"commit": state["commit"], "dirty": True}
+
+
+def test_run_json_and_eval_json_record_versions_machine_command_and_git(
+        tmp_path, mnist_dir, monkeypatch):
+    import sys
+
+    import ganstack
+    from ganstack.cli import main
+    from ganstack.environment import git_state
+
+    from .conftest import tiny_config_overrides
+
+    run = tmp_path / "run"
+    argv = ["-q", "train", "sgan-mnist", "--out", str(run), "--no-eval",
+            *tiny_config_overrides(mnist_dir), "train.phases.independent=2",
+            "train.phases.joint=1", "train.num_threads=1"]
+    monkeypatch.setattr(sys, "argv", ["ganstack", *argv])
+    assert main(argv) == 0
+    env = json.loads((run / "run.json").read_text())["environment"]
+    assert env["ganstack"] == ganstack.__version__ and env["torch"] == torch.__version__
+    assert env["python"].count(".") == 2 and env["cpu"] and env["device"] == "cpu"
+    assert env["command"].startswith("ganstack -q train sgan-mnist --out ")
+    assert env.get("git") == git_state()  # this checkout's state, or absent outside one
+
+    # A resume (here of a finished run) adds its own environment, at its step.
+    monkeypatch.setattr(sys, "argv", ["ganstack", *argv, "--resume"])
+    assert main([*argv, "--resume"]) == 0
+    info = json.loads((run / "run.json").read_text())
+    assert info["environment"] == env
+    assert [r["step"] for r in info["resumes"]] == [3]
+    assert info["resumes"][0]["environment"]["command"].endswith("--resume")
+
+    monkeypatch.setattr(sys, "argv", ["ganstack", "eval", str(run)])
+    assert main(["-q", "eval", str(run), "--n", "20", "--metrics", "acc",
+                 "--no-calibrate"]) == 0
+    env = json.loads((run / "eval.json").read_text())["environment"]
+    assert env["ganstack"] == ganstack.__version__ and env["device"] == "cpu"
+    assert env["command"] == f"ganstack eval {run}"
+
+
+# ---- a license -------------------------------------------------------------------------------
+
+
+def test_the_license_file_and_the_pep_639_metadata_agree():
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
+    assert (root / "LICENSE").read_text().startswith("MIT License\n")
+
+
+# ---- data-shape errors name the key that fixes them -------------------------------------------
+
+
+def _png_classes(folder: Path, mode: str, size: int = 28, classes: int = 2) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k in range(classes):
+        (folder / str(k)).mkdir(parents=True, exist_ok=True)
+        for i in range(3):
+            shape = (size, size, 3) if mode == "RGB" else (size, size)
+            Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(
+                folder / str(k) / f"{i}.png")
+    return folder
+
+
+def test_an_rgb_folder_for_an_mnist_model_says_to_set_data_channels(tmp_path):
+    from ganstack.config import ConfigError, load_config
+    from ganstack.train.trainer import Trainer
+
+    base = ["data.name=folder", "data.eval_size=0", "train.progress=false",
+            "train.tensorboard=false"]
+    rgb = _png_classes(tmp_path / "rgb", "RGB")
+    cfg = load_config("sgan-mnist", [*base, f"data.path={rgb}"])
+    with pytest.raises(ConfigError, match=r"take \(1, 28, 28\).*has \(3, 28, 28\)\. Set "
+                       r"data\.channels=1 to load the folder data"):
+        Trainer(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    # Grey images of the wrong size: the key is data.resolution.
+    grey = _png_classes(tmp_path / "grey", "L", size=20)
+    cfg = load_config("sgan-mnist", [*base, f"data.path={grey}", "data.channels=1"])
+    with pytest.raises(ConfigError, match=r"Set data\.resolution=28 to"):
+        Trainer(cfg, tmp_path / "run")
+    # Both: an RGB folder of 20x20 images.
+    small = _png_classes(tmp_path / "small", "RGB", size=20)
+    cfg = load_config("sgan-mnist", [*base, f"data.path={small}"])
+    with pytest.raises(ConfigError, match=r"Set data\.channels=1 data\.resolution=28 to"):
+        Trainer(cfg, tmp_path / "run")
+
+
+def test_an_error_that_is_not_about_the_shape_gets_no_shape_advice(tmp_path):
+    from ganstack.config import ConfigError, load_config
+    from ganstack.train.trainer import Trainer
+
+    grey = _png_classes(tmp_path / "flat", "L", classes=1)  # one folder: no labels
+    cfg = load_config("sgan-mnist", ["data.name=folder", f"data.path={grey}",
+                                     "data.channels=1", "data.eval_size=0"])
+    with pytest.raises(ConfigError) as e:
+        Trainer(cfg, tmp_path / "run")
+    assert "class-conditional" in str(e.value) and "Set data." not in str(e.value)

@@ -133,8 +133,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"ganstack {version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     fmt = argparse.RawDescriptionHelpFormatter
+    # -q after the command too (`ganstack train X -q`); SUPPRESS: absent, it leaves the
+    # value given before the command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="only warnings and errors")
 
-    t = sub.add_parser("train", help="train a model from a config", epilog=EPILOG_TRAIN,
+    def add(*a: typing.Any, **k: typing.Any) -> argparse.ArgumentParser:
+        return sub.add_parser(*a, parents=[common], **k)
+
+    t = add("train", help="train a model from a config", epilog=EPILOG_TRAIN,
                        formatter_class=fmt)
     t.add_argument("config", help="a YAML file or the name of a bundled config "
                    "(`ganstack configs` lists them)")
@@ -145,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="continue the run in --out from its last checkpoint (or start it)")
     t.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
 
-    s = sub.add_parser("sample", help="write samples as a PNG grid, an .npz or PNG files",
+    s = add("sample", help="write samples as a PNG grid, an .npz or PNG files",
                        epilog=EPILOG_SAMPLE, formatter_class=fmt)
     s.add_argument("run", help="run directory")
     s.add_argument("--n", type=_int_in(1, SAMPLES_MAX), default=64,
@@ -164,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", help="checkpoint name in RUN/checkpoints (default: latest)")
     s.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
 
-    e = sub.add_parser("eval", help="compute metrics of a run's samples", epilog=EPILOG_EVAL,
+    e = add("eval", help="compute metrics of a run's samples", epilog=EPILOG_EVAL,
                        formatter_class=fmt)
     e.add_argument("run", help="run directory")
     e.add_argument("--n", type=_int_in(2, SAMPLES_MAX),
@@ -187,7 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--no-calibrate", action="store_true",
                    help="skip the calibration rows (real, blurred, blind) at the held-out size")
 
-    f = sub.add_parser("fid", help="FID and KID between two image sets or statistics files",
+    f = add("fid", help="FID and KID between two image sets or statistics files",
                        epilog=EPILOG_FID, formatter_class=fmt)
     f.add_argument("a", help="a run directory, an .npz of images or statistics, or a folder "
                    "of images")
@@ -209,9 +217,9 @@ def _parser() -> argparse.ArgumentParser:
     kid.add_argument("--no-kid", dest="kid", action="store_false", help="skip KID")
     f.add_argument("--json", metavar="FILE", help="also write the result as JSON here")
 
-    sub.add_parser("configs", help="list the bundled configs")
-    sub.add_parser("datasets", help="list the registered datasets")
-    m = sub.add_parser("metrics", help="list the registered metrics")
+    add("configs", help="list the bundled configs")
+    add("datasets", help="list the registered datasets")
+    m = add("metrics", help="list the registered metrics")
     m.set_defaults(command="metrics")
     return p
 
@@ -355,8 +363,10 @@ def _cmd_fid(args: argparse.Namespace) -> int:
                   checkpoint=args.checkpoint)
     print(format_result(res))
     if args.json:
+        from ganstack.environment import environment
         from ganstack.fileio import atomic_write_text
 
+        res = {**res, "environment": environment(args.device)}
         atomic_write_text(Path(args.json), json.dumps(res, indent=1))
         print(f"written to {args.json}")
     return 0

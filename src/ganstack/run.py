@@ -310,6 +310,9 @@ class Run:
         res["protocol"]["samples"] = source
         res["protocol"]["seconds"] = round(time.perf_counter() - t0, 1)
         res["step"] = self.step
+        from ganstack.environment import environment
+
+        res["environment"] = environment(device or self.device)
         return res
 
 

@@ -118,6 +118,20 @@ def _lsun(cfg: DataConfig) -> ImageDataset:
     return load_lsun(path, cfg.resolution or 256, cfg.num_images)
 
 
+# The data keys that change the shape of a dataset's images, by dataset (data.name): what an
+# error about the data's shape can tell the user to set.
+SHAPE_KEYS: dict[str, tuple[str, ...]] = {
+    "folder": ("channels", "resolution"),
+    "rooms": ("resolution",),
+    "shapes": ("resolution",),
+    "nyu_normals": ("resolution",),
+    "cub": ("resolution",),
+    "oxford": ("resolution",),
+    "coco": ("resolution",),
+    "lsun": ("resolution",),
+}
+
+
 def attach_embeddings(ds: ImageDataset, cfg: DataConfig) -> ImageDataset:
     """Encode a captioned dataset's captions with the configured encoder (``data.text_*``)
     into ``extras["embeddings"]`` (N, captions, D); for a dataset that is flipped with its
@@ -149,4 +163,5 @@ def load_dataset(cfg: DataConfig) -> tuple[ImageDataset, ImageDataset | None]:
     return train_eval_split(full, cfg.eval_size, cfg.split_seed)
 
 
-__all__ = ["DATASETS", "Batcher", "ImageDataset", "load_dataset", "train_eval_split"]
+__all__ = ["DATASETS", "SHAPE_KEYS", "Batcher", "ImageDataset", "load_dataset",
+           "train_eval_split"]

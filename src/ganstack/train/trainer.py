@@ -45,7 +45,8 @@ import torch
 
 from ganstack.config import ExperimentConfig, from_dict
 from ganstack.data import Batcher, ImageDataset, load_dataset
-from ganstack.errors import CheckpointError, GanstackError, NonFiniteLossError
+from ganstack.environment import environment
+from ganstack.errors import CheckpointError, ConfigError, GanstackError, NonFiniteLossError
 from ganstack.fileio import LOCK_NAME, lock_folder, read_regular, unlock_folder
 from ganstack.models import DataInfo, StackModel, build_model
 from ganstack.train import checkpoint as ckpt
@@ -205,7 +206,7 @@ class Trainer:
         seed_everything(tc.seed)
         self.train_ds, self.eval_ds = datasets if datasets is not None else load_dataset(cfg.data)
         self.info = DataInfo.of(self.train_ds)
-        self.model: StackModel = build_model(cfg.model, self.info).to(self.device)
+        self.model: StackModel = build_for_data(cfg, self.info).to(self.device)
         if tc.ema > 0:
             self.model.enable_ema(tc.ema)
         if tc.channels_last:
@@ -490,6 +491,8 @@ class Trainer:
                 same = False
             if main and not same:
                 ckpt.atomic_write_text(saved, text)
+            if main:
+                self._record_resume()
         else:
             if main:
                 ckpt.atomic_write_text(self.run_dir / "config.yaml", self.cfg.to_yaml())
@@ -501,7 +504,8 @@ class Trainer:
             if main:
                 run_info = {"data": self._meta()["data_info"], "setup": setup,
                             "train_size": len(self.train_ds),
-                            "eval_size": 0 if self.eval_ds is None else len(self.eval_ds)}
+                            "eval_size": 0 if self.eval_ds is None else len(self.eval_ds),
+                            "environment": environment(self.device)}
                 ckpt.atomic_write_text(self.run_dir / "run.json",
                                        json.dumps(run_info, indent=1))
                 (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
@@ -532,6 +536,26 @@ class Trainer:
                 if self._excepthook is not None:
                     threading.excepthook, self._excepthook = self._excepthook, None
         return status
+
+    def _record_resume(self) -> None:
+        """Add this process's environment (versions, machine, command, git state) to
+        ``run.json``'s ``resumes``: a run may be continued elsewhere, with other versions."""
+        path = self.run_dir / "run.json"
+        try:
+            info = json.loads(read_regular(path, 64 << 20, GanstackError, "run record"))
+        except FileNotFoundError:
+            info = {}
+        except (OSError, GanstackError, ValueError) as e:
+            log.warning("cannot record this resume in %s (%s)", path, e)
+            return
+        if not isinstance(info, dict):
+            log.warning("cannot record this resume in %s (not a JSON object)", path)
+            return
+        resumes = info.get("resumes")
+        resumes = resumes if isinstance(resumes, list) else []
+        resumes.append({"step": self.global_step, "environment": environment(self.device)})
+        info["resumes"] = resumes
+        ckpt.atomic_write_text(path, json.dumps(info, indent=1))
 
     def _state_tensors(self) -> list[torch.Tensor]:
         return [*self.model.parameters(), *self.model.buffers()]
@@ -822,6 +846,69 @@ class Trainer:
         if plot_curves(self.run_dir / "metrics.jsonl", curves):
             out.append(curves)
         return out
+
+
+PROBE_SIZES = (8, 14, 16, 28, 32, 56, 64, 128, 256)  # data.resolution values tried by shape_fix
+
+
+def shape_fix(cfg: ExperimentConfig, info: DataInfo) -> list[str] | None:
+    """The data overrides (``data.channels=1``, ``data.resolution=28``, ...) that make images
+    of the shape the model takes, found by building the model (on the meta device: no
+    memory) for other data shapes; None when no setting of the dataset's shape keys does."""
+    import warnings
+
+    from ganstack.data import SHAPE_KEYS
+    from ganstack.models import MODELS
+
+    keys = SHAPE_KEYS.get(cfg.data.name, ())
+    c, h, w = info.shape
+    channels = [{1: 3, 3: 1}[c]] if "channels" in keys and c in (1, 3) else []
+    sizes = sorted((s for s in PROBE_SIZES if "resolution" in keys and (s, s) != (h, w)),
+                   key=lambda s: (abs(np.log(s / max(h, w))), s))
+    candidates = [{"channels": k} for k in channels] + [{"resolution": s} for s in sizes] + \
+        [{"channels": k, "resolution": s} for k in channels for s in sizes]
+    try:
+        cls = MODELS.get(cfg.model.name)
+    except GanstackError:
+        return None
+    # The shape alone is judged: were the data also unlabelled, uncaptioned or of another
+    # number of classes (another error, reported once the shape is right), a shape the model
+    # takes with (ten) labels and captions is the fix for this one.
+    text_dim = info.text_dim or cfg.data.text_dim
+    infos = list(dict.fromkeys([(info.num_classes, info.text_dim),
+                                (info.num_classes or 10, text_dim), (10, text_dim)]))
+
+    def builds(shape: tuple[int, int, int]) -> bool:
+        for classes, text_dim in infos:
+            try:
+                with torch.device("meta"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    cls(cfg.model, DataInfo(shape, classes, info.name, text_dim))
+                return True
+            except Exception:  # any failure: not with this shape
+                continue
+        return False
+
+    if builds((c, h, w)):  # the shape is not what is wrong
+        return None
+    for change in candidates:
+        size = change.get("resolution")
+        if builds((change.get("channels", c), size or h, size or w)):
+            return [f"data.{k}={v}" for k, v in change.items()]
+    return None
+
+
+def build_for_data(cfg: ExperimentConfig, info: DataInfo) -> StackModel:
+    """:func:`build_model`; when the model cannot take the data and another setting of the
+    data's shape keys would give data it takes, the error says which."""
+    try:
+        return build_model(cfg.model, info)
+    except ConfigError as e:
+        fix = shape_fix(cfg, info)
+        if not fix:
+            raise
+        raise ConfigError(f"{str(e).rstrip('.')}. Set {' '.join(fix)} to load the "
+                          f"{cfg.data.name} data in a shape this model takes") from None
 
 
 def load_run_config(run_dir: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
