@@ -81,6 +81,19 @@ is a run, else Inception. KID needs both sets' features: it is skipped when a si
 statistics.
 """
 
+EPILOG_EXPORT = """\
+examples:
+  ganstack export runs/sgan-mnist exports/sgan-mnist
+  ganstack export runs/x exports/x --checkpoint phase-joint --license cc-by-4.0 --force
+
+DIR gets model.safetensors (the sampling generator alone: the EMA weights when the run kept
+them), config.json, a README.md model card (Hugging Face Hub metadata; metrics and their
+protocol from RUN/eval.json when it describes the exported step), samples.png and the run's
+figures. Load it with ganstack.from_pretrained(DIR); `ganstack sample DIR` and `ganstack eval
+DIR` take it like a run. DIR must be new or empty; --force replaces an earlier export, never
+another folder. The export is written beside DIR and renamed into place.
+"""
+
 
 SEED_MAX = 2**63 - 1
 SAMPLES_MAX = 10**8  # --n: a hundred million PNG files is already more than anyone needs
@@ -127,7 +140,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
-        prog="ganstack", description="Stacked GANs: train, sample and evaluate."
+        prog="ganstack", description="Stacked GANs: train, sample, evaluate and export."
     )
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     p.add_argument("--version", action="version", version=f"ganstack {version()}")
@@ -155,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = add("sample", help="write samples as a PNG grid, an .npz or PNG files",
                        epilog=EPILOG_SAMPLE, formatter_class=fmt)
-    s.add_argument("run", help="run directory")
+    s.add_argument("run", help="run directory, or an export (ganstack export)")
     s.add_argument("--n", type=_int_in(1, SAMPLES_MAX), default=64,
                    help="number of samples (default 64)")
     s.add_argument("--out", required=True,
@@ -174,7 +187,7 @@ def _parser() -> argparse.ArgumentParser:
 
     e = add("eval", help="compute metrics of a run's samples", epilog=EPILOG_EVAL,
                        formatter_class=fmt)
-    e.add_argument("run", help="run directory")
+    e.add_argument("run", help="run directory, or an export (ganstack export)")
     e.add_argument("--n", type=_int_in(2, SAMPLES_MAX),
                    help="number of samples (default: the config's eval.n)")
     e.add_argument("--metrics", nargs="+", metavar="M",
@@ -216,6 +229,19 @@ def _parser() -> argparse.ArgumentParser:
                      help="require KID (an error when a side is statistics only)")
     kid.add_argument("--no-kid", dest="kid", action="store_false", help="skip KID")
     f.add_argument("--json", metavar="FILE", help="also write the result as JSON here")
+
+    x = add("export", help="write a run's sampling generator, config and model card to a "
+            "folder", epilog=EPILOG_EXPORT, formatter_class=fmt)
+    x.add_argument("run", help="run directory")
+    x.add_argument("dir", help="the export folder (new or empty)")
+    x.add_argument("--checkpoint", help="checkpoint name in RUN/checkpoints (default: latest)")
+    x.add_argument("--force", action="store_true", help="replace an earlier export in DIR")
+    x.add_argument("--license", default="mit", metavar="ID",
+                   help="the weights' license in the model card (default: mit, ganstack's)")
+    x.add_argument("--dataset", nargs="+", metavar="ID",
+                   help="Hub dataset ids for the model card (default: known for MNIST, "
+                   "CIFAR-10 and SVHN)")
+    x.add_argument("--name", help="the model's name in the card (default: DIR's name)")
 
     add("configs", help="list the bundled configs")
     add("datasets", help="list the registered datasets")
@@ -372,6 +398,16 @@ def _cmd_fid(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ganstack.export import export_run
+
+    path = export_run(args.run, args.dir, args.checkpoint, args.force, args.license,
+                      args.dataset, args.name)
+    print(f"exported to {path}/ (model.safetensors, config.json, README.md); load it with "
+          f"ganstack.from_pretrained({str(path)!r})")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     if args.command == "configs":
         from ganstack.config import bundled_configs
@@ -405,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet = args.quiet or os.environ.get("RANK", "0") not in ("", "0")  # torchrun: rank 0 logs
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
     handlers = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval,
-                "fid": _cmd_fid}
+                "fid": _cmd_fid, "export": _cmd_export}
     try:
         return handlers.get(args.command, _cmd_list)(args)
     except GanstackError as e:

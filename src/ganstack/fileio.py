@@ -36,7 +36,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
@@ -65,23 +65,28 @@ def atomic_path(path: Path, suffix: str = ".tmp", fsync: bool = True) -> Iterato
         tmp.unlink(missing_ok=True)
         raise
     if fsync:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 def file_mode() -> int:
     """The mode a plain ``open(path, "w")`` would give a new file: 0o666 less the umask.
     (``mkstemp`` creates temporary files 0o600; renamed into place they would stay so.)"""
+    return 0o666 & ~umask()
+
+
+def umask() -> int:
+    """This process's umask (without changing it, where ``/proc`` tells it)."""
     try:
         with open("/proc/self/status", encoding="ascii") as f:
             for line in f:
                 if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
+                    return int(line.split()[1], 8)
     except (OSError, ValueError):
         pass
     with _UMASK_GUARD:  # elsewhere: read it by setting it (and put it back at once)
         mask = os.umask(0o022)
         os.umask(mask)
-    return 0o666 & ~mask
+    return mask
 
 
 _UMASK_GUARD = threading.Lock()
@@ -91,7 +96,8 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (a rename in it) to the disk, where the platform can."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:  # pragma: no cover - platforms without directory fds

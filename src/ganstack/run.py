@@ -41,6 +41,10 @@ def is_folder_target(path: str | Path) -> bool:
 class Run:
     """A trained model with its config, loaded from a run directory."""
 
+    #: Whether every network of the model is loaded (a run); an export
+    #: (:class:`ganstack.export.Pretrained`) holds only what sampling needs.
+    full_model = True
+
     def __init__(self, run_dir: str | Path, checkpoint: str | None = None,
                  device: str = "cpu") -> None:
         self.run_dir = Path(run_dir)
@@ -287,6 +291,12 @@ class Run:
             extra = {k: to_uint8(out[k]) for k in self.model.image_outputs()[:-1]}
             source = f"{self.checkpoint} (step {self.step}), seed {seed}"
         names = list(metrics or ec.metrics)
+        own_names = [m for m in names if m == "noise" or m in getattr(self.model, "measures", ())]
+        if own_names and not self.full_model:
+            raise GanstackError(
+                f"{', '.join(own_names)}: measures of the model itself may use networks an "
+                f"export does not hold (it has only the sampling generator); evaluate the run "
+                f"directory for these, or leave them out of --metrics")
         model_measures = {}
         if "noise" in names:  # a property of the model, not of a set of images
             names.remove("noise")
@@ -317,7 +327,15 @@ class Run:
 
 
 def load(run_dir: str | Path, checkpoint: str | None = None, device: str = "cpu") -> Run:
-    """Load a run directory: ``ganstack.load("runs/sgan-mnist").sample(16)``."""
+    """Load a run directory: ``ganstack.load("runs/sgan-mnist").sample(16)``; or an export
+    (``ganstack export``), as :func:`ganstack.from_pretrained` does."""
+    from ganstack.export import is_export, load_export
+
+    if is_export(run_dir):
+        if checkpoint:
+            raise GanstackError(f"{run_dir} is an export: it holds one set of weights, and "
+                                f"--checkpoint {checkpoint} applies to run directories only")
+        return load_export(run_dir, device)
     return Run(run_dir, checkpoint, device)
 
 

@@ -233,7 +233,10 @@ class _Side:
 
 
 def _is_run(path: Path) -> bool:
-    return path.is_dir() and (path / "config.yaml").is_file()
+    """A run directory, or an export of one (``ganstack export``)."""
+    from ganstack.export import is_export
+
+    return path.is_dir() and ((path / "config.yaml").is_file() or is_export(path))
 
 
 def _open_side(path: str, checkpoint: str | None, device: str) -> _Side:
@@ -298,6 +301,12 @@ def dataset_config(name: str) -> Any:
         if not _is_run(p):
             raise GanstackError(f"--dataset {name}: the folder is not a run directory (no "
                                 f"config.yaml); give a run, a config or a dataset name")
+        from ganstack.export import is_export, read_export_config
+
+        if is_export(p):
+            from ganstack.config import from_dict
+
+            return from_dict(read_export_config(p)["config"]).data
         return load_run_config(p).data
     try:
         return load_config(name).data
