@@ -73,6 +73,13 @@ LEVERS: dict[str, tuple[str, list[str], str]] = {
                                            "model.d_input=concat"],
                           "one-hot class planes, 14 -> 28, D sees the low-pass image and the "
                           "residual as separate channels"),
+    "lm-onehot2-3k": ("lapgan-mnist", ["model.levels=2", "model.class_planes=onehot",
+                                       "train.phases.independent=3000"],
+                      "one-hot class planes, 14 -> 28, twice the steps (3,000)"),
+    "lm-onehot2-proj": ("lapgan-mnist", ["model.levels=2", "model.class_planes=onehot",
+                                         "model.coarse_d_condition=projection"],
+                        "one-hot class planes, 14 -> 28, the coarsest D conditioned by "
+                        "projection (Miyato & Koyama 2018) instead of input planes"),
     "ls-base": ("lapgan-shapes", ["model.levels=4", "model.class_planes=plane"],
                 "the shapes demo before the study: 8 -> 16 -> 32 -> 64, one class plane"),
     "ls-onehot3": ("lapgan-shapes", ["model.levels=3", "model.class_planes=onehot"],

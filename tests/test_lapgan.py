@@ -11,6 +11,7 @@ from ganstack.config import ConfigError, load_config
 from ganstack.models import DataInfo, build_model
 from ganstack.models.lapgan import (
     LAPGAN,
+    ConvCoarseDiscriminator,
     LAPGANConfig,
     downsample,
     gaussian_pyramid,
@@ -391,3 +392,20 @@ def test_fid_levels_is_zero_for_the_real_pyramid():
     plain = METRICS.get("fid_scales")(ctx)
     (m,), (p,) = matched.values(), plain.values()
     assert m < 0.05 * p and p > 0, (m, p)
+
+
+def test_projection_coarse_d_reads_the_class_by_projection_only():
+    torch.manual_seed(0)
+    d = ConvCoarseDiscriminator(10, 8, (1, 14, 14), 0.0, "onehot", "projection")
+    assert d.classes.channels == 0  # no class planes at the input
+    assert d.net[0].in_channels == 1
+    x = torch.randn(4, 1, 14, 14)
+    eye = torch.eye(10)
+    a, b = d(x, eye[[0, 1, 2, 3]]), d(x, eye[[5, 6, 7, 8]])
+    assert not torch.allclose(a, b)  # the class changes the logit
+    feats = d.net[:-1](x)
+    want = d.net[-1](feats) + (feats * d.embed.weight.t()[[0, 1, 2, 3]]).sum(1, keepdim=True)
+    torch.testing.assert_close(a, want)
+    # The planes mode keeps its parameter names (checkpoints of earlier runs still load).
+    planes = ConvCoarseDiscriminator(10, 8, (1, 14, 14), 0.0, "onehot")
+    assert set(planes.state_dict()) == {k for k in d.state_dict() if not k.startswith("embed")}

@@ -120,6 +120,11 @@ class LAPGANConfig:
     coarse_arch: Literal["mlp", "conv"] = "mlp"
     coarse_g_maps: int = 64  # "conv" coarse G: maps after the upsampling (first layer: 2x)
     coarse_d_maps: int = 64  # "conv" coarse D: maps of the first conv (second: 2x)
+    # How the class enters the "conv" coarse D: "planes" = input planes (`class_planes`);
+    # "projection" = the inner product of a class embedding with D's last features, added to
+    # its logit (Miyato & Koyama, "cGANs with Projection Discriminator", ICLR 2018), with no
+    # class planes (a ganstack option, not the code's).
+    coarse_d_condition: Literal["planes", "projection"] = "planes"
     # "sgd" = the official code's plain SGD with its per-epoch schedule: momentum starts at
     # `momentum` and grows by `momentum_step` per epoch up to `momentum_max`, the lr is divided
     # by `lr_decay` per epoch down to 1e-6 (an epoch = one pass over the training split).
@@ -315,23 +320,33 @@ class ConvCoarseGenerator(nn.Module):
 
 class ConvCoarseDiscriminator(nn.Module):
     """D_{L-1}, option ``coarse_arch: conv``: [pixels, class planes] -> conv3 -> LReLU ->
-    conv4 s2 -> LReLU -> dropout -> linear."""
+    conv4 s2 -> LReLU -> dropout -> linear; with ``condition="projection"`` no class planes,
+    and <embed(class), features> added to the logit."""
 
     def __init__(self, num_classes: int, maps: int, shape: tuple[int, int, int], dropout: float,
-                 class_mode: str) -> None:
+                 class_mode: str, condition: str = "planes") -> None:
         super().__init__()
         c, h, w = shape
-        self.classes = ClassPlanes(num_classes, (h, w), class_mode)
+        self.projection = condition == "projection" and num_classes > 0
+        self.classes = ClassPlanes(0 if self.projection else num_classes, (h, w), class_mode)
+        features = 2 * maps * (h // 2) * (w // 2)
         self.net = nn.Sequential(
             nn.Conv2d(c + self.classes.channels, maps, 3, padding=1), nn.LeakyReLU(0.2),
             nn.Conv2d(maps, 2 * maps, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
             nn.Dropout(dropout), nn.Flatten(),
-            nn.Linear(2 * maps * (h // 2) * (w // 2), 1),
+            nn.Linear(features, 1),
         )
+        if self.projection:
+            self.embed = nn.Linear(num_classes, features, bias=False)
 
     def forward(self, x: torch.Tensor, onehot: torch.Tensor | None) -> torch.Tensor:
-        parts = [x] if onehot is None else [x, self.classes(onehot)]
-        return self.net(torch.cat(parts, 1))
+        if onehot is not None and not self.projection:
+            x = torch.cat([x, self.classes(onehot)], 1)
+        feats = self.net[:-1](x)
+        logit = self.net[-1](feats)
+        if self.projection and onehot is not None:
+            logit = logit + (self.embed(onehot) * feats).sum(1, keepdim=True)
+        return logit
 
 
 class ResidualGenerator(nn.Module):
@@ -440,7 +455,8 @@ class LAPGAN(StackModel):
             gens.append(ConvCoarseGenerator(cfg.z_dim, k_cls, cfg.coarse_g_maps, top_shape,
                                             cfg.coarse_output))
             discs.append(ConvCoarseDiscriminator(k_cls, cfg.coarse_d_maps, top_shape,
-                                                 cfg.d_dropout, cfg.class_planes))
+                                                 cfg.d_dropout, cfg.class_planes,
+                                                 cfg.coarse_d_condition))
         else:
             gens.append(init_normal_(
                 CoarseGenerator(cfg.z_dim, k_cls, cfg.coarse_g_hidden, top_shape,
