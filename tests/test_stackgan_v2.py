@@ -47,7 +47,8 @@ def test_tree_shapes_scales_and_channels():
     assert all(0 <= float(out[k].min()) and float(out[k].max()) <= 1
                for k in model.image_outputs())
     assert model.input_names() == ["text", "z", "ca"]
-    # The paper-size tree: channels 64 -> 32 -> 16 at 64/128/256 (spec 3.3), D ends at 4x4.
+    # The paper-size tree: channels 64 -> 32 -> 16 at 64/128/256 (StackGAN-v2 code/model.py), D
+    # ends at 4x4.
     info = DataInfo((3, 256, 256), 0, "birds", 1024)
     full = build_model(load_config("stackgan-v2-birds", ["model.init=default"]).model, info)
     assert full.netG.stages[0].ngf == 1024

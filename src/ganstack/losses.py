@@ -106,7 +106,7 @@ def colour_consistency(
 def matching_aware_d(real_c: torch.Tensor, real_u: torch.Tensor, wrong_c: torch.Tensor,
                      wrong_u: torch.Tensor | None, fake_c: torch.Tensor, fake_u: torch.Tensor,
                      uncond_weight: float) -> torch.Tensor:
-    """StackGAN-v2's discriminator loss with text (code, spec stackgan.md 3.5).
+    """StackGAN-v2's discriminator loss with text (the official code/trainer.py, ``train_Dnet``).
 
     With an unconditional head (``uncond_weight`` > 0): BCE(r_c,1) + BCE(r_u,1) + BCE(w_c,0)
     + BCE(w_u,1) + BCE(f_c,0) + BCE(f_u,0), no 1/2 factor, and the mismatched (wrong) real

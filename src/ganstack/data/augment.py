@@ -58,7 +58,8 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
 
 def multiscale_batch(images: torch.Tensor, sizes: list[int], crop_ratio: float = 76 / 64,
                      flip: bool = True, augment: bool = True) -> list[torch.Tensor]:
-    """StackGAN-v2's real images at every scale from *one* crop (spec stackgan.md 3.8):
+    """StackGAN-v2's real images at every scale from *one* crop (the official code/main.py and
+    datasets.py ``get_imgs``):
     resize the largest scale by ``crop_ratio``, random crop, random flip, then bilinear
     down-scales of that crop for the smaller ``sizes``. ``augment=False``: no crop or flip.
     Returns float images in [-1, 1], one per size, in the order of ``sizes``."""

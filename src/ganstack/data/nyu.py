@@ -1,4 +1,4 @@
-"""NYU Depth v2 (image, surface-normal) pairs as released with S²-GAN (spec s2gan_lapgan.md A1).
+"""NYU Depth v2 (image, surface-normal) pairs as released with S²-GAN (``xiaolonw/ss-gan`` README).
 
 The released data is a folder of jpgs (``render_data``): RGB frames and TV-denoised normal maps,
 the normals encoded as p = (n + 1) * 127.5. Two layouts are read:

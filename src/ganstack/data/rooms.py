@@ -10,7 +10,7 @@ over all pixels of a chunk of scenes at once) gives, per pixel,
   Saved as uint8 with the S²-GAN encoding p = (n + 1) * 127.5 (decoded n = p / 127.5 - 1),
   channels (x, y, z) -> (R, G, B): the floor is green-ish (y up), a wall on the left of the
   image (normal to the right) red-ish, one facing the camera blue-ish. The exact axis
-  convention of the released NYU jpgs is not verified (spec A1): a model trained here learns
+  convention of the released NYU jpgs is not verified: a model trained here learns
   this convention, not NYU's.
 - an RGB image shaded from those normals: per-surface colours (a floor palette with a plank
   texture, a wall palette, an off-white ceiling, a random colour per box), a directional light,

@@ -1,4 +1,5 @@
-"""The StackGAN papers' datasets in the official code's on-disk layouts (spec stackgan.md 4).
+"""The StackGAN papers' datasets in the official code's on-disk layouts (``hanzhanggit/StackGAN``
+misc/datasets.py, ``StackGAN-Pytorch`` code/miscc/datasets.py, ``StackGAN-v2`` code/datasets.py).
 
 CUB-200-2011 birds (``data.name=cub``), ``data.path`` = the ``birds`` folder::
 
@@ -22,7 +23,7 @@ MS-COCO 2014 (``data.name=coco``), ``data.path`` = the ``coco`` folder of StackG
     train/filenames.pickle  train/char-CNN-RNN-embeddings.pickle   (no class_info.pickle)
 
 Birds are cropped to their bounding box as the code does (R = 0.75 max(w, h) around the box
-centre, clipped to the image, spec 4.2); birds and flowers are then resized (bilinear) so the
+centre, clipped to the image; ``custom_crop``); birds and flowers are then resized (bilinear) so the
 shorter side is ``data.resolution`` and centre-cropped to a square. COCO images are resized
 straight to ``data.resolution`` squared (bilinear), aspect ratio not kept, as the StackGAN-Pytorch
 code does (it resizes every image to a square before its random crop). ``data.num_images`` > 0

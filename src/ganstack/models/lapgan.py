@@ -2,7 +2,7 @@
 
 The image I_0 is turned into a Gaussian pyramid I_{k+1} = d(I_k), k = 0 .. L-2, and a Laplacian
 pyramid h_k = I_k - u(I_{k+1}) with I_{L-1} (the coarsest image) as its last entry. Level k has
-its own GAN (spec s2gan_lapgan.md B0):
+its own GAN (paper Sec. 3, Figs. 1-2):
 
 - the coarsest level L-1 is an ordinary (class-conditional) GAN on the small image I_{L-1};
 - every finer level k has G_k(z_k, u(I_{k+1})) -> a residual h~_k and a discriminator D_k that
@@ -11,7 +11,7 @@ its own GAN (spec s2gan_lapgan.md B0):
 Sampling chains the levels coarse to fine: I~_{L-1} = G_{L-1}(z_{L-1}), then
 I~_k = u(I~_{k+1}) + G_k(z_k, u(I~_{k+1})).
 
-Pyramid operators (the spec leaves the paper's filters open, B0):
+Pyramid operators (the paper's exact blur and upsampling filters are not known):
 
 - d = 2x2 average pooling. This is exactly a bilinear, half-pixel-centred downscale by 2 (what
   the official code's ``image.scale`` does), and it is a box blur followed by subsampling (the
@@ -24,7 +24,8 @@ Phase ``independent`` (the paper's and the code's only training mode): every lev
 real coarse images; one D step then one G step for every level in each training step, each
 network with its own optimizer.
 
-Defaults follow the official code (eyescream, spec B2-B4) where the spec gives them:
+Defaults follow the official code (``facebook/eyescream``, its cifar/ scripts) where it sets
+them:
 
 - coarsest level: MLPs, G: [z (100), one-hot] -> 1200 ReLU -> 1200 sigmoid -> linear pixels;
   D: [pixels, one-hot] -> 600 ReLU dropout -> 600 ReLU dropout -> 1 (``train_cifar.lua``,

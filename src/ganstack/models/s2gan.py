@@ -1,16 +1,16 @@
 """S²-GAN: Style and Structure GANs (Wang & Gupta, ECCV 2016).
 
-Two levels (spec s2gan_lapgan.md, part A):
+Two levels (paper Fig. 1; the official Torch code, ``xiaolonw/ss-gan``):
 
 - the **Structure-GAN** maps z1 (``z_struct`` = 100, uniform) to a unit surface-normal map at
   ``normal_size`` (72 in the code): transposed convs, tanh, then per-pixel L2 normalisation;
 - the **Style-GAN** maps (normals C at the image size, z0 (``z_style`` = 100)) to an RGB image:
   a normal branch and a noise branch fused by channel concatenation at a quarter of the image
-  size, then an encoder-decoder, tanh (A4). Its discriminator sees the 6-channel (image,
-  normals) pair (A5); fake pairs use the normals of *another* real frame.
+  size, then an encoder-decoder, tanh. Its discriminator sees the 6-channel (image, normals)
+  pair (both in style-gan-nofcn/train.lua); fake pairs use the normals of *another* real frame.
 
 A surface-normal predictor, the **FCN**, classifies every pixel of an image into ``classes``
-(40) clustered normals (A6). The codebook is k-means on training normals (the official
+(40) clustered normals (train_fcn.lua). The codebook is k-means on training normals (the official
 ``codebook_40.txt`` is not available), computed in :meth:`S2GAN.setup` and kept as a buffer so
 checkpoints hold it. Inside the Style-GAN objective the frozen FCN judges generated images:
 
@@ -18,20 +18,23 @@ checkpoints hold it. Inside the Style-GAN objective the frozen FCN judges genera
 
 with q(C) the codebook class of each pixel of C downscaled to the FCN's output size.
 
-Phases (A9), in order: ``structure`` (Structure-GAN), ``fcn`` (FCN on real pairs), ``style``
+Phases, in order: ``structure`` (Structure-GAN), ``fcn`` (FCN on real pairs), ``style``
 (Style-GAN on real normals, with the FCN constraint when ``fcn_weight`` > 0), ``joint`` (the
 levels chained: the Style-GAN is conditioned on Ĉ = normalize(bilinear(G_struct(z1))); G_struct
 gets 0.1 x the Style-GAN's gradient plus 1.0 x its own adversarial gradient; lr 1e-6 / 1e-7;
-the FCN is not used, as in the code).
+the FCN is not used, as in the code). One official script each: structure-gan/train.lua,
+style-gan-fcn/train_fcn.lua, style-gan-fcn/train_gan.lua (style-gan-nofcn/train.lua without the
+FCN), joint-ssgan/train.lua.
 
-Defaults follow the official code (``xiaolonw/ss-gan``): the layer tables A2-A6 (``width`` and
+Defaults follow the official code (``xiaolonw/ss-gan``): its layer tables (``width`` and
 ``fcn_width`` scale every channel count; 1 = official), BCE with half-real/half-fake D batches
 and the non-saturating G loss, Adam(2e-4, 0.5) with the code's warm-up (lr/50 for 10 calls,
-lr/5 until call 30), the skip rule with margins 0.3/0.7 (A8), N(0, 0.02) conv init and
+lr/5 until call 30), the skip rule with margins 0.3/0.7, N(0, 0.02) conv init and
 N(1, 0.02) BN scales (FCN: N(0, 0.01)), Linear layers left at the framework default, SGD for the
 FCN (lr 0.01, momentum 0.9, weight decay 5e-4, 10 images a step), batch-norm statistics of the
 batch when sampling (the code never calls ``evaluate()``), 128x128 conditioning normals not
-re-normalised.
+re-normalised. Warm-up and skip rule: the code's adversarial_ct.lua and
+conditional_adversarial_rgb.lua; init: ``weights_init`` in each train.lua.
 
 Deviations (all documented here and in the configs):
 
@@ -45,7 +48,7 @@ Deviations (all documented here and in the configs):
 - ``fcn_arch: small`` is a compact FCN (not in the code) for CPU demos; the AlexNet FCN's output
   is resized (bilinearly, logits) to a quarter of the image size when the sizes do not match;
 - in the joint phase the skip rule is applied to each GAN with its own discriminator's errors
-  (the spec does not say how the joint script balances).
+  (how the official joint script balances the two GANs was not determined).
 
 ``generate`` returns ``image`` in [0, 1], ``normals`` (Ĉ, the image-size conditioning normals)
 and ``normals_struct`` (the Structure-GAN's output), both encoded as (n + 1) / 2.
@@ -84,16 +87,16 @@ class S2GANConfig:
     normal_size: int = 72
     z_struct: int = 100  # Structure-GAN noise (code: 100, U(-1, 1))
     z_style: int = 100  # Style-GAN noise (code: 100, U(-1, 1))
-    width: float = 1.0  # channel multiplier of the four GAN networks (1 = tables A2-A5)
+    width: float = 1.0  # channel multiplier of the four GAN networks (1 = the official tables)
     # Conv init N(0, init_std) (code: 0.02). With width < 1 the std is divided by sqrt(width),
     # so narrow networks keep the official activation scale (std x sqrt(fan-in)); at width 1
     # this is the code's init. Without it a width-0.125 D starts with vanishing gradients.
     init_std: float = 0.02
     d_dropout: float = 0.5  # dropout before the discriminators' linear layer (code: 0.5)
     d_spatial_dropout: float = 0.2  # SpatialDropout after D's 3rd and 4th convs (code: 0.2)
-    # ---- the FCN normal predictor (A6)
+    # ---- the FCN normal predictor (style-gan-fcn/train_fcn.lua)
     fcn_arch: Literal["alexnet", "small"] = "alexnet"  # small: a compact FCN for CPU demos
-    fcn_width: float = 1.0  # channel multiplier of the FCN (1 = table A6)
+    fcn_width: float = 1.0  # channel multiplier of the FCN (1 = the official train_fcn.lua)
     fcn_upsample: int = 4  # nearest upsampling of the image before the FCN (code: 4, 128->512)
     classes: int = 40  # codebook size k (code: 40)
     codebook_samples: int = 100_000  # training-normal pixels the k-means runs on
@@ -110,7 +113,7 @@ class S2GANConfig:
     fcn_bn: Literal["batch", "eval"] = "batch"
     joint_style_to_struct: float = 0.1  # share of the Style-GAN gradient G_struct gets (lamda0)
     joint_struct_adv: float = 1.0  # weight of G_struct's own adversarial loss (lamda)
-    # ---- optimisation (A8, A9)
+    # ---- optimisation (the code's adversarial_ct.lua and train scripts)
     lr: float = 2e-4  # Adam, structure and style phases (code: 2e-4)
     beta1: float = 0.5
     beta2: float = 0.999
@@ -182,7 +185,7 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def decode_normals(p: torch.Tensor) -> torch.Tensor:
-    """uint8 p -> n = p / 127.5 - 1 (spec A1)."""
+    """uint8 p -> n = p / 127.5 - 1 (the code's donkey.lua: ``div_num=127.5, sub_num=-1``)."""
     return p.float() / 127.5 - 1.0
 
 
@@ -271,9 +274,9 @@ def spherical_kmeans(x: torch.Tensor, k: int, iters: int, seed: int) -> torch.Te
 
 
 def init_official_(module: nn.Module, std: float = 0.02) -> nn.Module:
-    """The code's init (A8): every (transposed) convolution N(0, std), bias 0; BN scale
-    N(1, 0.02), shift 0; Linear layers keep the framework default (Torch's U(+-1/sqrt(fan_in)),
-    which PyTorch's default equals)."""
+    """The code's init (``weights_init`` in its train.lua scripts): every (transposed)
+    convolution N(0, std), bias 0; BN scale N(1, 0.02), shift 0; Linear layers keep the framework
+    default (Torch's U(+-1/sqrt(fan_in)), which PyTorch's default equals)."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.normal_(m.weight, 0.0, std)
@@ -286,7 +289,7 @@ def init_official_(module: nn.Module, std: float = 0.02) -> nn.Module:
 
 
 # --------------------------------------------------------------------------------------------
-# Networks (spec tables A2-A6; channel counts scaled by the width multiplier)
+# Networks (the official layer tables; channel counts scaled by the width multiplier)
 # --------------------------------------------------------------------------------------------
 
 
@@ -308,7 +311,8 @@ def _deconv(ci: int, co: int, k: int, s: int, p: int, act: str) -> list[nn.Modul
 
 
 class StructureGenerator(nn.Module):
-    """G_struct (A2): z -> unit normals at ``size`` (size / 8 after the first layer)."""
+    """G_struct (structure-gan/train.lua): z -> unit normals at ``size`` (size / 8 after the
+    first layer)."""
 
     def __init__(self, z_dim: int, size: int, width: float) -> None:
         super().__init__()
@@ -344,7 +348,7 @@ def _disc_trunk(c_in: int, width: float, strides: tuple[int, int, int, int],
 
 
 class StructureDiscriminator(nn.Module):
-    """D_struct (A3): normals at ``size`` -> one logit. No batch norm."""
+    """D_struct (structure-gan/train.lua): normals at ``size`` -> one logit. No batch norm."""
 
     def __init__(self, size: int, width: float, dropout: float, spatial_dropout: float) -> None:
         super().__init__()
@@ -357,7 +361,7 @@ class StructureDiscriminator(nn.Module):
 
 
 class StyleGenerator(nn.Module):
-    """G_style (A4): (normals, z) -> image; the branches meet at size / 4."""
+    """G_style (style-gan-nofcn/train.lua): (normals, z) -> image; the branches meet at size / 4."""
 
     def __init__(self, z_dim: int, size: int, width: float) -> None:
         super().__init__()
@@ -389,7 +393,8 @@ class StyleGenerator(nn.Module):
 
 
 class StyleDiscriminator(nn.Module):
-    """D_style (A5): the (image, normals) pair, concatenated to 6 channels -> one logit."""
+    """D_style (style-gan-nofcn/train.lua): the (image, normals) pair, concatenated to 6
+    channels -> one logit."""
 
     def __init__(self, size: int, width: float, dropout: float, spatial_dropout: float) -> None:
         super().__init__()
@@ -404,8 +409,9 @@ class StyleDiscriminator(nn.Module):
 class FCN(nn.Module):
     """The normal predictor: image -> per-pixel logits over the codebook at image size / 4.
 
-    ``alexnet`` is table A6 (input upsampled by ``upsample``: the code's 128 -> 512); ``small``
-    is a compact encoder-decoder for CPU demos (not in the code).
+    ``alexnet`` is the code's FCN (style-gan-fcn/train_fcn.lua; input upsampled by ``upsample``:
+    the code's 128 -> 512); ``small`` is a compact encoder-decoder for CPU demos (not in the
+    code).
     """
 
     def __init__(self, arch: str, classes: int, width: float, upsample: int,
@@ -566,7 +572,8 @@ class S2GAN(StackModel):
         return normalize(n) if self.cfg.renormalize_style_normals else n
 
     def chain_normals(self, n_struct: torch.Tensor) -> torch.Tensor:
-        """Ĉ: generated normals resampled to the image size and re-normalised (A7, A10)."""
+        """Ĉ: generated normals resampled to the image size and re-normalised (the code's
+        joint-ssgan/train.lua and test.lua)."""
         return normalize(resize(n_struct, self.image_size))
 
     def targets(self, normals: torch.Tensor) -> torch.Tensor:
@@ -576,7 +583,8 @@ class S2GAN(StackModel):
         return torch.einsum("nchw,kc->nkhw", small, self.codebook).argmax(1)
 
     def decode_fcn(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits -> unit normals: the probability-weighted sum of the codebook (A6)."""
+        """Logits -> unit normals: the probability-weighted sum of the codebook (the code's
+        style-gan-fcn/test_fcn.lua)."""
         p = logits.float().softmax(1)
         return normalize(torch.einsum("nkhw,kc->nchw", p, self.codebook))
 

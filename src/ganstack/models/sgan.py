@@ -9,7 +9,8 @@ posterior head Q_i(z_i | h_i) sharing D_i's trunk. Each generator minimises
 with L_cond = || E_i(G_i(h_{i+1}, z_i)) - h_{i+1} ||^2 (cross-entropy against y at the top) and
 L_ent = || Q_i(G_i(h_{i+1}, z_i)) - z_i ||^2 (a Gaussian posterior with fixed variance).
 
-Phases (official MNIST code, spec sgan.md section 5.4):
+Phases (the official MNIST code, xunhuang1995/SGAN mnist/train_independent.py and
+mnist/train_joint.py):
 
 - ``independent``: every level is conditioned on the *real* encoder features of the level above;
   one D step for all levels, then one G step for all levels.
@@ -19,7 +20,8 @@ Phases (official MNIST code, spec sgan.md section 5.4):
 
 Defaults follow the official MNIST code: sigmoid (one-logit) D, non-saturating G loss,
 z ~ U(0, 1), Adam(1e-4, 0.5, 0.999), weights adv 1 / cond 1 / ent 10. The CIFAR-10 code's recipe
-(spec sections 3.1-3.4, 4.2, 5.2-5.3) is a set of options, all on in ``sgan-cifar10``:
+(cifar/train_gan0.py, train_gan1.py, train_joint.py) is a set of options, all on in
+``sgan-cifar10``:
 ``encoder.arch=cifar`` (its networks), ``mean_image`` (per-pixel mean subtraction),
 ``disc=kclass`` (K class logits, real/fake = sigmoid(logsumexp), label loss on real data),
 ``g_loss=saturating``, ``g_steps=adaptive`` (1/3/5/7 G steps), ``d_input_noise``,
@@ -63,8 +65,9 @@ from ganstack.nn import (
 
 @dataclass
 class SGANEncoderConfig:
-    # The encoder and the networks of every level: "mnist" (spec 2.2, 3.5; 1x28x28 images) or
-    # "cifar" (spec 2.1, 3.1-3.4; 3x32x32 images: CIFAR-10, SVHN, a 32x32 image folder).
+    # The encoder and the networks of every level: "mnist" (mnist/train_independent.py; 1x28x28
+    # images) or "cifar" (cifar/train_gan0.py, train_gan1.py; 3x32x32 images: CIFAR-10, SVHN, a
+    # 32x32 image folder).
     arch: Literal["mnist", "cifar"] = "mnist"
     # Encoder layers after which the stack is cut: each gives one intermediate representation.
     # ["fc3"] is the paper's two-level stack (y -> fc3 -> image); ["pool2", "fc3"] gives three.
@@ -75,8 +78,9 @@ class SGANEncoderConfig:
     pretrain_epochs: int = 8
     pretrain_lr: float = 1e-3
     pretrain_batch_size: int = 100
-    # Random horizontal flips while pretraining (the paper flips CIFAR-10 images for its
-    # encoder, spec 2.4 [unverified]; not for digits).
+    # Random horizontal flips while pretraining (reportedly how the paper trained its CIFAR-10
+    # encoder, not confirmed in the paper's text; the official repo has no encoder training
+    # script; not for digits).
     pretrain_flip: bool = False
 
 
@@ -115,7 +119,8 @@ class SGANConfig:
     reset_optimizers: bool = True
     # Batch-norm statistics used when sampling: "eval" = running averages, "batch" = batch stats.
     sample_bn: Literal["eval", "batch"] = "eval"
-    # ---- the CIFAR-10 code's recipe (spec 4.2, 5.2-5.3, 7); the defaults are the MNIST code's.
+    # ---- the CIFAR-10 code's recipe (cifar/train_gan0.py, train_gan1.py, train_joint.py); the
+    # defaults are the MNIST code's.
     # Discriminator output: "sigmoid" = one real/fake logit (MNIST code; the paper's L_D);
     # "kclass" = one logit per class, real/fake = sigmoid(logsumexp(logits)), and a cross-entropy
     # loss on the real data's labels (CIFAR code; label-free when use_labels is false).
@@ -203,7 +208,8 @@ class SGANConfig:
 
 
 def _mnist_encoder_layers() -> list[tuple[str, nn.Module]]:
-    """Spec 2.2: conv1-pool1-conv2-pool2-fc3-fc4, valid 5x5 convs, ReLU, inputs in [0, 1]."""
+    """mnist/train_independent.py: conv1-pool1-conv2-pool2-fc3-fc4, valid 5x5 convs, ReLU,
+    inputs in [0, 1]."""
     return [
         ("conv1", nn.Sequential(nn.Conv2d(1, 32, 5), nn.ReLU())),
         ("pool1", nn.MaxPool2d(2)),
@@ -215,7 +221,8 @@ def _mnist_encoder_layers() -> list[tuple[str, nn.Module]]:
 
 
 def _cifar_encoder_layers() -> list[tuple[str, nn.Module]]:
-    """Spec 2.1: the same pattern, wider: 64 and 128 channels, fc3 3200 -> 256, on 3x32x32."""
+    """cifar/train_gan0.py: the same pattern, wider: 64 and 128 channels, fc3 3200 -> 256, on
+    3x32x32."""
     return [
         ("conv1", nn.Sequential(nn.Conv2d(3, 64, 5), nn.ReLU())),
         ("pool1", nn.MaxPool2d(2)),
@@ -306,7 +313,7 @@ class SGANEncoder(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
-# Generators and discriminators (spec 3.5, MNIST)
+# Generators and discriminators (MNIST: mnist/train_independent.py)
 # --------------------------------------------------------------------------------------------
 
 
@@ -329,9 +336,10 @@ class FeatureGenerator(nn.Module):
 class FeatureDiscriminator(nn.Module):
     """D/Q for a feature level: a 2-layer trunk, an adversarial head and a Q head.
 
-    ``mnist`` (spec 3.5): 2 x (Linear, LReLU), sigmoid Q head (z lies in [0, 1]).
-    ``cifar`` (spec 3.4): Linear-LReLU, Linear-BN-LReLU, linear Q head. Both have an input noise
-    layer and, after each trunk layer, the noise layers of the CIFAR joint phase (std 0: off).
+    ``mnist`` (mnist/train_independent.py): 2 x (Linear, LReLU), sigmoid Q head (z lies in
+    [0, 1]). ``cifar`` (cifar/train_gan1.py): Linear-LReLU, Linear-BN-LReLU, linear Q head. Both
+    have an input noise layer and, after each trunk layer, the noise layers of the CIFAR joint
+    phase (cifar/train_joint.py; std 0: off).
     """
 
     def __init__(self, in_dim: int, z_dim: int, hidden: int, out_dim: int = 1,
@@ -358,8 +366,8 @@ class FeatureDiscriminator(nn.Module):
 
 
 class CifarFeatureGenerator(nn.Module):
-    """G1 of the CIFAR code (spec 3.1): z -> 256 and the condition -> 512 embeddings (Linear,
-    BN, ReLU), concatenated, 2 x (Linear 512, BN, ReLU), Linear -> out, ReLU."""
+    """G1 of the CIFAR code (cifar/train_gan1.py): z -> 256 and the condition -> 512 embeddings
+    (Linear, BN, ReLU), concatenated, 2 x (Linear 512, BN, ReLU), Linear -> out, ReLU."""
 
     def __init__(self, cond_dim: int, z_dim: int, out_dim: int, hidden: int) -> None:
         super().__init__()
@@ -426,8 +434,8 @@ class MnistImageDiscriminator(nn.Module):
 
 
 class CifarImageGenerator(nn.Module):
-    """G0 of the CIFAR code (spec 3.2): z -> 2 x (Linear 128, BN, ReLU); concat with the
-    condition; Linear -> 256x5x5; 5x5 deconvs 5->10->14->28->32; sigmoid."""
+    """G0 of the CIFAR code (cifar/train_gan0.py): z -> 2 x (Linear 128, BN, ReLU); concat with
+    the condition; Linear -> 256x5x5; 5x5 deconvs 5->10->14->28->32; sigmoid."""
 
     def __init__(self, cond_dim: int, z_dim: int, width: float = 1.0) -> None:
         super().__init__()
@@ -449,9 +457,10 @@ class CifarImageGenerator(nn.Module):
 
 
 class CifarImageDiscriminator(nn.Module):
-    """D0/Q0 of the CIFAR code (spec 3.3): input noise, 3x3 convs 96-96/2-192-192/2-192 (BN on
-    all but the first) with dropout after each stride-2 conv, a 1x1 NIN; the adversarial head
-    reads the global average pool, the linear Q head the whole 6x6 trunk."""
+    """D0/Q0 of the CIFAR code (cifar/train_gan0.py): input noise, 3x3 convs
+    96-96/2-192-192/2-192 (BN on all but the first) with dropout after each stride-2 conv, a 1x1
+    NIN; the adversarial head reads the global average pool, the linear Q head the whole 6x6
+    trunk."""
 
     def __init__(self, z_dim: int, width: float = 1.0, out_dim: int = 1) -> None:
         super().__init__()
@@ -635,7 +644,8 @@ class SGAN(StackModel):
         return images - self.mean_image if self.cfg.mean_image else images
 
     def _regularise(self, joint: bool) -> None:
-        """The discriminators' input noise and dropout for the phase (spec 3.3, 3.4)."""
+        """The discriminators' input noise and dropout for the phase (CIFAR code:
+        cifar/train_gan0.py, train_gan1.py, train_joint.py)."""
         cfg = self.cfg
         noise = cfg.d_input_noise or [0.0] * self.levels
         drop = cfg.d_dropout
@@ -732,7 +742,7 @@ class SGAN(StackModel):
             adv = losses.d_adversarial(l_real, l_fake)
             ent = losses.entropy(q, zs[i])
             d_total = d_total + adv + self.ent_weight(i) * ent
-            if label_loss:  # K-class D: classify the real data (spec 4.2)
+            if label_loss:  # K-class D: classify the real data (cifar/train_gan*.py)
                 lab = F.cross_entropy(l_real, y)
                 d_total = d_total + cfg.label_weight * lab
                 logs[f"d{i}_label"] = lab.detach()

@@ -1,27 +1,30 @@
 """StackGAN-v1 (Zhang et al., ICCV 2017): text -> conditioning augmentation -> a Stage-I
 image -> a Stage-II image, trained stage by stage with matching-aware discriminators.
 
-Levels (spec stackgan.md 2.1-2.6), for sizes ``s1`` (paper 64) and ``s2`` (paper 256):
+Levels (paper Sec. 3.2-3.5; official code: ``hanzhanggit/StackGAN-Pytorch`` code/model.py,
+classes ``CA_NET``, ``STAGE1_G``, ``STAGE1_D``, ``STAGE2_G``, ``STAGE2_D``, and the TF code
+``hanzhanggit/StackGAN`` stageI/model.py, stageII/model.py), for sizes ``s1`` (paper 64) and
+``s2`` (paper 256):
 
-- CA (2.2): FC of the text embedding to (mu, log sigma^2) [PyTorch code: ReLU on the FC
+- CA: FC of the text embedding to (mu, log sigma^2) [PyTorch code: ReLU on the FC
   output, ``ca: relu``] or (mu, log sigma) [TF code: LeakyReLU(0.2) and a truncated-normal
   eps, ``ca: lrelu``]; c = mu + sigma * eps. Stage-II has its own CA. ``use_ca: false`` is the
   paper's "no CA" ablation: c is a linear projection of the text, no noise, no KL term.
-- Stage-I G (2.3): [z, c] -> FC -> 4x4 x 8 gf -> up-blocks (nearest x2, conv3x3, BN, ReLU),
+- Stage-I G: [z, c] -> FC -> 4x4 x 8 gf -> up-blocks (nearest x2, conv3x3, BN, ReLU),
   halving the channels, to s1 -> conv3x3 -> tanh. The TF variant has the code's bottleneck
   residual blocks at 4x4 and 8x8 and no ReLU after the FC and the first up-block.
-- Stage-I D (2.4): conv4x4/2 down-blocks to 4x4, then the conditional head: [image code,
+- Stage-I D: conv4x4/2 down-blocks to 4x4, then the conditional head: [image code,
   condition tiled 4x4] -> conv (3x3 PyTorch, 1x1 TF), BN, LReLU -> conv4x4/4 -> logit. The
   condition is the G-side CA mean mu, detached (PyTorch code) or the raw text through D's own
   FC + LReLU (TF code and the paper; ``d_condition``).
-- Stage-II G (2.5): the Stage-I image (the frozen Stage-I generator's output for the same z,
+- Stage-II G: the Stage-I image (the frozen Stage-I generator's output for the same z,
   detached) -> encoder (conv3x3 ReLU, then two conv4x4/2 BN ReLU blocks: gf, 2 gf, 4 gf) ->
   join with its own CA sample tiled (conv3x3, BN, ReLU) -> ``r_num`` residual blocks
   (relu(x + [conv3x3, BN, ReLU, conv3x3, BN](x)), a ReLU after the sum in both codes) ->
   up-blocks to s2 -> conv3x3 -> tanh. ``stage2_text: false`` is the paper's "text only to
   Stage-I" ablation: no Stage-II CA, the join sees the image code alone (Stage-II's D is
   still matching-aware; in the PyTorch variant it is conditioned on Stage-I's mu).
-- Stage-II D (2.6): as Stage-I's with more down-blocks; beyond 8 df channels the PyTorch code
+- Stage-II D: as Stage-I's with more down-blocks; beyond 8 df channels the PyTorch code
   brings them back with 3x3 blocks, the TF code with 1x1 convolutions and a bottleneck
   residual block. The PyTorch code also gives it an unconditional head (``stage2_uncond``).
 
@@ -31,7 +34,8 @@ log2(4 s2 / s1) up-blocks (4 for 64 -> 256, with 2 gf, gf, gf/2, gf/4 channels).
 ablation (64 -> 128) is the 256² model without its last up-block, and the 16 -> 64 demo joins
 at 4x4 and up-samples four times. Discriminators down-sample log2(size / 4) times.
 
-Losses (2.7), r/w/f = (real, matching text), (real, mismatched text), (fake, its text):
+Losses (code/miscc/utils.py; TF stageI/trainer.py, stageII/trainer.py), r/w/f = (real,
+matching text), (real, mismatched text), (fake, its text):
 
 - D (both stages): BCE(r,1) + 1/2 [BCE(w,0) + BCE(f,0)]; the PyTorch Stage-II with its
   unconditional head: 1/2 [BCE(r_c,1) + BCE(r_u,1)] + 1/3 [BCE(f_c,0) + BCE(w_c,0) + BCE(f_u,0)].
@@ -42,15 +46,16 @@ Wrong pairs: as in stackgan_v2.py, the batch's real images rolled by one, each p
 another sample's text (the PyTorch code pairs ``real[:B-1]`` with ``cond[1:]``; the TF code
 draws random images of another class).
 
-Schedule (2.8): phase ``stage1`` trains Stage-I G and D; phase ``stage2`` trains Stage-II G and
-D with Stage-I fixed: its parameters are never stepped and its output is detached, but, as in
-both codebases, Stage-I G runs in BN training mode (batch statistics, running statistics
-updated); ``stage1_bn: eval`` uses its running statistics instead. Each network has its own
-Adam optimizer. The learning rate of a stage's networks halves every ``lr_decay_every`` steps
-of that stage (``stage2_lr_decay_every`` for Stage-II when set), counted by buffers that are
-saved in checkpoints, so a resumed run decays at the same steps. One D step, then one G step,
-on the same generated batch. Real images: the data is at s2; each stage's real images are a
-random 76/64 crop + flip at its own size, taken from bilinear down-scales (4.3).
+Schedule (paper Sec. 3.5; the codes' trainer.py and cfg ymls): phase ``stage1`` trains Stage-I
+G and D; phase ``stage2`` trains Stage-II G and D with Stage-I fixed: its parameters are never
+stepped and its output is detached, but, as in both codebases, Stage-I G runs in BN training
+mode (batch statistics, running statistics updated); ``stage1_bn: eval`` uses its running
+statistics instead. Each network has its own Adam optimizer. The learning rate of a stage's
+networks halves every ``lr_decay_every`` steps of that stage (``stage2_lr_decay_every`` for
+Stage-II when set), counted by buffers that are saved in checkpoints, so a resumed run decays at
+the same steps. One D step, then one G step, on the same generated batch. Real images: the data
+is at s2; each stage's real images are a random 76/64 crop + flip at its own size, taken from
+bilinear down-scales (as in the codes' datasets.py).
 """
 
 from __future__ import annotations
@@ -90,7 +95,7 @@ PHASES = ("stage1", "stage2")
 @dataclass
 class StackGANv1Config:
     name: str = "stackgan_v1"
-    # Which official code to follow where the two differ (spec 2.2-2.7): "pytorch"
+    # Which official code to follow where the two differ (CA, networks, losses): "pytorch"
     # (StackGAN-Pytorch, the COCO reproduction code; the default) or "tf" (the original
     # TensorFlow code of the paper's CUB/Oxford results). The "auto" options below follow it.
     variant: Literal["pytorch", "tf"] = "pytorch"

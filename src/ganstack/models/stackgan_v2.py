@@ -1,7 +1,8 @@
 """StackGAN-v2 / StackGAN++ (Zhang et al., TPAMI 2018): a tree of generators, one
 discriminator per scale, trained jointly.
 
-Levels (spec stackgan.md 3.1-3.4), for ``branches`` scales base, 2 base, 4 base, ...:
+Levels (the official code, ``hanzhanggit/StackGAN-v2`` code/model.py), for ``branches`` scales
+base, 2 base, 4 base, ...:
 
 - F0: [z, c] (text) or z alone (unconditional) -> Linear -> BN -> GLU -> 4x4 -> up-blocks ->
   h0 at the base size;
@@ -14,7 +15,7 @@ Every generator block computes twice its channels and halves them with a GLU. D_
 images of its own scale; it has an unconditional head and, for text, a conditional one on the
 CA mean mu (detached in the D step, not in the G step, as the code).
 
-Losses (3.5-3.6), per scale i, summed:
+Losses (code/trainer.py), per scale i, summed:
 
 - D_i (text, ``uncond_weight`` > 0): BCE(r_c,1) + BCE(r_u,1) + BCE(w_c,0) + BCE(w_u,1) +
   BCE(f_c,0) + BCE(f_u,0): the mismatched ("wrong") real images count as real for the
@@ -26,10 +27,10 @@ Losses (3.5-3.6), per scale i, summed:
 
 Training step (``joint`` is the only phase): generate every scale once, one Adam step for each
 D_i on the detached fakes, then one G step. Real images of every scale come from one random
-crop (76/64 resize, crop, flip) and its bilinear down-scales (3.8); the wrong images are the
-batch's real images rolled by one (each paired with another sample's caption). The official
-code draws wrong images at random from the dataset and redraws once when the class matches;
-on a shuffled batch a roll by one is the same draw without the class check.
+crop (76/64 resize, crop, flip) and its bilinear down-scales (code/main.py, datasets.py); the
+wrong images are the batch's real images rolled by one (each paired with another sample's
+caption). The official code draws wrong images at random from the dataset and redraws once when
+the class matches; on a shuffled batch a roll by one is the same draw without the class check.
 
 EMA of the generator: ``train.ema: 0.999`` (the code's ``avg_param_G``), used for sampling and
 evaluation. The code also copies the EMA into the live generator at every snapshot (every 2,000
