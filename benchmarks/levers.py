@@ -96,6 +96,12 @@ LEVERS: dict[str, tuple[str, list[str], str]] = {
                                     "train.phases.joint=50"],
                     "no dropout in the D's, 32x32 images, the steps moved to the "
                     "Structure-GAN and Style-GAN (3,000 / 300 / 2,500 / 50)"),
+    "s2-nodrop32-ms": ("s2gan-rooms", ["model.d_dropout=0", "model.d_spatial_dropout=0",
+                                       "data.resolution=32", "train.phases.structure=3000",
+                                       "train.phases.fcn=300", "train.phases.style=2500",
+                                       "train.phases.joint=50", "model.style_mode_seeking=1"],
+                       "as s2-nodrop32, with the mode-seeking term (Mao et al. 2019, weight 1) "
+                       "on the Style-GAN's G"),
 }
 
 # What each family's table shows: (column, calibration row or "measures", key pattern).
@@ -111,12 +117,12 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     "lapgan": [("acc", "model", r"acc_mnist5kcnn|acc_shapescnn"),
                ("acc alt", "model", r"acc_mnist5kalt|acc_shapesalt"),
                ("acc blind", "blind", r"acc_mnist5kcnn|acc_shapescnn"),
-               ("min class share", "measures", r"class_min_share.*cnn.*"),
+               ("min class share", "model", r"class_share_min_(mnist5k|shapes)cnn"),
                ("FID", "model", r"fid_(mnist5k|shapes)cnn_train\d+"),
                ("FID alt", "model", r"fid_(mnist5k|shapes)alt_train\d+"),
                ("FID alt blur2", "blur2", r"fid_(mnist5k|shapes)alt_train\d+"),
                ("recall", "model", r"recall_(mnist5k|shapes)cnn.*"),
-               ("from real coarsest", "measures", r"level_acc.*cnn_from_level[2-9]")],
+               ("from real coarsest", "measures", r"level_acc_(mnist5k|shapes)cnn_from_level\d+")],
     "s2gan": [("normals pairwise deg", "measures", r"struct_pairwise.*"),
               ("normals to nearest real deg", "measures", r"struct_nn.*"),
               ("rendered err deg (own FCN)", "measures", r"normal_err_deg_fcn_rendered"),
@@ -171,10 +177,9 @@ def score(run_dir: Path, fam: str) -> dict:
 
 
 def cell(rows: dict, where: str, pattern: str) -> str:
-    for k, v in rows.get(where, {}).items():
-        if re.fullmatch(pattern, k):
-            return f"{v:.3g}"
-    return "–"
+    # The last match in name order: for "from_level\d+", the coarsest level.
+    keys = sorted(k for k in rows.get(where, {}) if re.fullmatch(pattern, k))
+    return f"{rows[where][keys[-1]]:.3g}" if keys else "–"
 
 
 def table(results: dict) -> str:

@@ -185,6 +185,27 @@ def test_fcn_weight_zero_removes_its_gradient(rooms):
     assert all(torch.equal(fcn_before[k], v) for k, v in m.fcn.state_dict().items())
 
 
+def test_style_mode_seeking_term_is_the_papers_ratio_and_moves_g(rooms):
+    def step(weight: float) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        m = S2GAN(_small(fcn_weight=0.0, skip_rule=False, adam_warmup=False,
+                         style_mode_seeking=weight), INFO)
+        m.enter_phase("style", fresh=True)
+        torch.manual_seed(1)
+        logs = m.train_step(_batch(rooms), "style")
+        return logs, {k: v.clone() for k, v in m.G_style.state_dict().items()}
+
+    off_logs, off = step(0.0)
+    on_logs, on = step(1.0)
+    assert "g_style_ms_ratio" not in off_logs  # off: no second rendering at all
+    ratio = float(on_logs["g_style_ms_ratio"])
+    assert 0 < ratio < 10 and math.isfinite(ratio)
+    # The D step and the adversarial term see the same noise; only the term differs.
+    assert torch.equal(off_logs["d_style_real"], on_logs["d_style_real"])
+    assert torch.equal(off_logs["g_style_adv"], on_logs["g_style_adv"])
+    assert any(not torch.equal(off[k], on[k]) for k in off if k.endswith("weight"))
+
+
 def test_joint_phase_couples_the_structure_gan(rooms):
     def struct_after(**kw) -> dict[str, torch.Tensor]:
         torch.manual_seed(0)

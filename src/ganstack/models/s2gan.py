@@ -109,6 +109,11 @@ class S2GANConfig:
     # ---- losses
     fcn_weight: float = 0.1  # lambda of the FCN constraint in the style phase (0: "nofcn")
     joint_fcn_weight: float = 0.0  # the FCN constraint in the joint phase (code: not used)
+    # Mode-seeking term of the Style-GAN's G in the style phase (Mao et al., "Mode Seeking
+    # GANs", CVPR 2019, Eq. 3): weight / (mean |G(z1, C) - G(z2, C)| / mean |z1 - z2| + 1e-5)
+    # on a second rendering of the batch's normals with other noise, so that the style noise
+    # changes the image. 0 = off (code and paper; a ganstack option, one more G pass a step).
+    style_mode_seeking: float = 0.0
     # BN of the frozen FCN inside the Style-GAN loss: "batch" statistics (code) or "eval".
     fcn_bn: Literal["batch", "eval"] = "batch"
     joint_style_to_struct: float = 0.1  # share of the Style-GAN gradient G_struct gets (lamda0)
@@ -149,7 +154,7 @@ class S2GANConfig:
             if not (v > 0 and math.isfinite(v)):
                 raise ConfigError(f"{where}.{k} must be a finite number > 0, got {v}")
         for k in ("fcn_weight", "joint_fcn_weight", "joint_style_to_struct", "joint_struct_adv",
-                  "style_weight_decay", "fcn_weight_decay"):
+                  "style_weight_decay", "fcn_weight_decay", "style_mode_seeking"):
             v = getattr(self, k)
             if not (v >= 0 and math.isfinite(v)):
                 raise ConfigError(f"{where}.{k} must be a finite number >= 0, got {v}")
@@ -746,11 +751,18 @@ class S2GAN(StackModel):
             self._step(0.5 * (err_r + err_f), ["D_style"])
         # ---- G: fresh noise on every normal map of the batch
         self.set_requires_grad([self.D_style], False)
-        fake = self.G_style(self._z(b, cfg.z_style), c)
+        z = self._z(b, cfg.z_style)
+        fake = self.G_style(z, c)
         adv = F.softplus(-self.D_style(fake, c)).mean()
         logs = {"d_style_real": err_r.detach(), "d_style_fake": err_f.detach(),
                 "g_style_adv": adv.detach()}
         loss = adv
+        if cfg.style_mode_seeking > 0:
+            z2 = self._z(b, cfg.z_style)
+            ratio = ((fake - self.G_style(z2, c)).abs().mean()
+                     / (z - z2).abs().mean())
+            loss = loss + cfg.style_mode_seeking / (ratio + 1e-5)
+            logs["g_style_ms_ratio"] = ratio.detach()
         if cfg.fcn_weight > 0:  # weight 0: the FCN is not even run (no gradient, no cost)
             ce = self._fcn_loss(fake, c)
             loss = adv + cfg.fcn_weight * ce
