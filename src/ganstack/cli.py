@@ -19,6 +19,8 @@ examples:
   ganstack train sgan-mnist                      # bundled config, run dir runs/sgan-mnist
   ganstack train my.yaml --out runs/exp1 train.batch_size=64 model.ent_weight=0
   ganstack train sgan-mnist --out runs/x --resume  # continue after Ctrl-C or a crash
+  ganstack train sgan-mnist --out runs/ft data.name=folder data.path=imgs/ data.channels=1 \\
+      train.init_from=runs/sgan-mnist   # fine-tune: start from a run's (or an export's) weights
 
 Ctrl-C saves a checkpoint at the end of the current step and exits; --resume continues
 exactly where it stopped. Overrides use dotted keys; an unknown key is an error listing the

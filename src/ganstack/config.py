@@ -128,6 +128,18 @@ class TrainConfig:
     # phase (the SGAN code's epoch-190 checkpoints). That step's checkpoint is kept
     # (checkpoints/keep-step-NNNNNNN); optimizer states are not taken from it.
     phase_init: dict[str, int] = field(default_factory=dict)
+    # Fine-tuning / transfer: a new run starts from the weights of another run (a run
+    # directory: its newest checkpoint; RUN:NAME for checkpoints/NAME) or of an export
+    # (`ganstack export`). A tensor is loaded where the new model has one of that name and
+    # shape; every other keeps its fresh initialisation; run.json records what was and was
+    # not loaded (init_from), and a source of which nothing matches is refused. Where the
+    # source kept an EMA of its generators, the generators start from the EMA weights (what
+    # its samples come from, and what an export holds) and so does this run's EMA copy. Not
+    # taken: optimizer states, step counters and the model's data statistics (mean image,
+    # codebook, caption bank), which the setup computes from the new data (the SGAN encoder's
+    # pretraining starts from the loaded encoder; model.encoder.pretrain_epochs=0 keeps it).
+    # The run starts at step 0; --resume continues from the run's own checkpoints.
+    init_from: str | None = None
     # CPU speed levers (benchmarks/speed_ab.py measures them per config): keep weights and conv
     # activations in NHWC memory layout; use the optimizers' fused single-kernel step.
     channels_last: bool = False

@@ -50,7 +50,7 @@ from ganstack.errors import CheckpointError, ConfigError, GanstackError, NonFini
 from ganstack.fileio import LOCK_NAME, lock_folder, read_regular, unlock_folder
 from ganstack.models import DataInfo, StackModel, build_model
 from ganstack.train import checkpoint as ckpt
-from ganstack.train import distributed
+from ganstack.train import distributed, init_from
 from ganstack.viz import plot_curves, save_grid
 
 log = logging.getLogger("ganstack")
@@ -203,12 +203,23 @@ class Trainer:
         self.amp_dtype = None
         if tc.precision == "bf16" or (tc.precision == "auto" and self.device.type == "cuda"):
             self.amp_dtype = torch.bfloat16
+        # train.init_from: a fresh run starts from another run's weights (a resumed run has
+        # them in its own checkpoints). Read first: a wrong path fails before the data loads.
+        source = init_from.read_source(tc.init_from) if tc.init_from and not self.resuming \
+            else None
         seed_everything(tc.seed)
         self.train_ds, self.eval_ds = datasets if datasets is not None else load_dataset(cfg.data)
         self.info = DataInfo.of(self.train_ds)
         self.model: StackModel = build_for_data(cfg, self.info).to(self.device)
         if tc.ema > 0:
             self.model.enable_ema(tc.ema)
+        # What was and was not loaded goes to run.json (init_from).
+        self.init_report: dict[str, Any] | None = None
+        if source is not None:
+            self.init_report = init_from.apply(self.model, source)
+            del source
+            if self.dist.is_main:
+                log.info("%s", init_from.summary(self.init_report))
         if tc.channels_last:
             self.model.to(memory_format=torch.channels_last)
         if tc.fused_optimizers:
@@ -506,6 +517,8 @@ class Trainer:
                             "train_size": len(self.train_ds),
                             "eval_size": 0 if self.eval_ds is None else len(self.eval_ds),
                             "environment": environment(self.device)}
+                if self.init_report is not None:
+                    run_info["init_from"] = self.init_report
                 ckpt.atomic_write_text(self.run_dir / "run.json",
                                        json.dumps(run_info, indent=1))
                 (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
