@@ -26,7 +26,7 @@ Ctrl-C saves a checkpoint at the end of the current step and exits; --resume con
 exactly where it stopped. Overrides use dotted keys; an unknown key is an error listing the
 valid ones.
 
-data-parallel (train.batch_size is per process; see the README for several machines):
+data-parallel (train.batch_size is per process; docs/usage.md for several machines):
   torchrun --standalone --nproc_per_node 2 -m ganstack train sgan-mnist --out runs/ddp
 """
 
@@ -35,7 +35,7 @@ examples:
   ganstack sample runs/sgan-mnist --n 100 --out grid.png
   ganstack sample runs/sgan-mnist --n 5000 --out s.npz          # class-balanced labels
   ganstack sample runs/sgan-mnist --n 10 --label 7 --fix z1 --out z0.png   # vary z0 only
-  ganstack sample runs/stackgan-v2-shapes --n 16 --out s.png \
+  ganstack sample runs/stackgan-v2-shapes --n 16 --out s.png \\
       --caption "a large green circle on a dotted background"     # text-conditional models
   ganstack sample runs/stackgan-v2-shapes --captions captions.txt --n 64 --out s.npz
   ganstack sample runs/sgan-mnist --n 5000 --out samples/   # one PNG per sample

@@ -206,7 +206,7 @@ def read_export_config(folder: str | Path) -> dict:
     return meta
 
 
-def _read_weights(folder: Path, sha256: str) -> dict[str, torch.Tensor]:
+def read_weights(folder: Path, sha256: str) -> dict[str, torch.Tensor]:
     """``model.safetensors``, hashed and loaded from one open file; refused when its SHA-256
     is not the one ``config.json`` records."""
     import hashlib
@@ -252,7 +252,7 @@ class Pretrained(Run):
     def __init__(self, folder: str | Path, device: str = "cpu") -> None:
         folder = Path(folder)
         meta = read_export_config(folder)
-        tensors = _read_weights(folder, meta["weights"]["sha256"])
+        tensors = read_weights(folder, meta["weights"]["sha256"])
         self._setup(folder, meta, tensors, device)
 
     def _setup(self, folder: Path, meta: dict, tensors: dict[str, torch.Tensor],

@@ -56,7 +56,7 @@ def _exists(p: Path) -> bool:
 def read_source(spec: str) -> Source:
     """Read the run or export ``spec`` names; a one-line :class:`GanstackError` that says what
     to do when it is missing, not a run or export, has no checkpoint, or is damaged."""
-    from ganstack.export import _read_weights, is_export, read_export_config
+    from ganstack.export import is_export, read_export_config, read_weights
 
     where = f"train.init_from={spec}"
     path, name = Path(spec).expanduser(), None
@@ -74,7 +74,7 @@ def read_source(spec: str) -> Source:
                 raise ConfigError(f"{where}: {path} is an export, which holds one set of "
                                   f"weights; drop ':{name}'")
             meta = read_export_config(path)
-            tensors = _read_weights(path, meta["weights"]["sha256"])
+            tensors = read_weights(path, meta["weights"]["sha256"])
             source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
             step = source.get("step")
             return Source(spec, path.resolve(), "export", source.get("checkpoint"),
