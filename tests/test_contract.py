@@ -154,6 +154,17 @@ CONTRACTS: dict[str, Contract] = {
         stops=(3,),
         fix=((("text", "ca"), ()), (("z",), ())),
     ),
+    "hdgan": Contract(
+        "hdgan-shapes",
+        # One z and one CA sample feed the single trunk: every side output depends on all.
+        lambda _: ["data.resolution=32", "data.num_images=96", "data.eval_size=48",
+                   "data.text_dim=32", "model.base_size=16", "model.side_outputs=2",
+                   "model.gf_dim=2", "model.df_dim=4", "model.ef_dim=8", "model.z_dim=8",
+                   "model.halve_at=[8,32]", "model.caption_bank=8", "train.batch_size=8",
+                   "train.phases.joint=6", "train.ema=0.9", *_COMMON],
+        stops=(3,),
+        fix=((("text", "ca"), ()), (("z",), ())),
+    ),
 }
 
 

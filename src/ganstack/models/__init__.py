@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ganstack.models.base import DataInfo, StackModel
 from ganstack.models.dcgan import DCGAN
+from ganstack.models.hdgan import HDGAN
 from ganstack.models.lapgan import LAPGAN
 from ganstack.models.s2gan import S2GAN
 from ganstack.models.sgan import SGAN
@@ -18,6 +19,7 @@ MODELS.register(S2GAN.name)(S2GAN)
 MODELS.register(StackGANv2.name)(StackGANv2)
 MODELS.register(StackGANv1.name)(StackGANv1)
 MODELS.register(DCGAN.name)(DCGAN)
+MODELS.register(HDGAN.name)(HDGAN)
 
 
 def build_model(cfg, info: DataInfo) -> StackModel:  # type: ignore[no-untyped-def]
