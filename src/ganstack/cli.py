@@ -96,6 +96,42 @@ DIR` take it like a run. DIR must be new or empty; --force replaces an earlier e
 another folder. The export is written beside DIR and renamed into place.
 """
 
+EPILOG_DATASET = """\
+examples:
+  ganstack dataset photos/ data/photos64 --resolution 64      # sub-folders become classes
+  ganstack dataset cifar-10-batches-py/ data/cifar10
+  ganstack dataset bedroom_train_lmdb/ data/bedroom --resolution 128 --num-images 100000
+  ganstack dataset photos/ data/photos256 --resolution 256 --zip   # and stylegan2-ada's zip
+  ganstack train sgan-mnist data.name=prepared data.path=data/photos64
+
+SRC: a folder of images (labels from class sub-folders or labels.csv, as data.name=folder),
+MNIST's IDX files, CIFAR-10's python batches, SVHN's train_32x32.mat, an LSUN LMDB, or a
+StackGAN layout (CUB, Oxford-102, COCO; captions and embeddings kept); --format when it cannot
+be told. Images are decoded in parallel (--workers) and written once into DEST as one raw
+uint8 array (images.u8, N x C x H x W) with labels.npy and dataset.json (shape, classes,
+source, SHA-256 of each file). A run maps that file instead of decoding images: nothing is
+read until a batch needs it, and a dataset larger than memory trains. --zip also writes
+stylegan2-ada's dataset.zip (PNGs + dataset.json) for other tools.
+
+--resolution N centre-crops each image to a square and resizes it to N x N (Lanczos; the
+pixels data.name=folder with data.resolution=N gives); --crop none stretches instead. DEST
+must be new or empty; --force replaces an earlier prepared dataset, never another folder.
+It is written beside DEST and renamed into place: a failed run leaves nothing there.
+"""
+
+EPILOG_EXPLORE = """\
+examples:
+  ganstack explore runs/sgan-mnist               # then open http://127.0.0.1:7860
+  ganstack explore exports/stackgan-v2-shapes --port 8000
+
+A local web page showing one sample level by level: choose the class or type a caption;
+resample or hold each level's noise (z1, z0, ..., StackGAN's ca), each drawn from its own
+seed; see every level's output or scale side by side; interpolate one level's noise between
+two seeds. Nothing is fetched from the internet. It listens on 127.0.0.1 only, unless --host
+says otherwise (it has no authentication). Needs the `explore` extra: pip install
+'ganstack[explore]'. docs/explorer.md describes each control.
+"""
+
 
 SEED_MAX = 2**63 - 1
 SAMPLES_MAX = 10**8  # --n: a hundred million PNG files is already more than anyone needs
@@ -244,6 +280,43 @@ def _parser() -> argparse.ArgumentParser:
                    help="Hub dataset ids for the model card (default: known for MNIST, "
                    "CIFAR-10 and SVHN)")
     x.add_argument("--name", help="the model's name in the card (default: DIR's name)")
+
+    v = add("explore", help="a local web page showing a trained stack level by level",
+            epilog=EPILOG_EXPLORE, formatter_class=fmt)
+    v.add_argument("run", help="run directory, or an export (ganstack export)")
+    v.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    v.add_argument("--port", type=_int_in(1, 65535), default=7860,
+                   help="port (default 7860)")
+    v.add_argument("--checkpoint", help="checkpoint name in RUN/checkpoints (default: latest)")
+    v.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+
+    d = add("dataset", help="convert a dataset once into a folder that loads fast "
+            "(data.name=prepared)", epilog=EPILOG_DATASET, formatter_class=fmt)
+    d.add_argument("src", help="a folder of images, or a dataset's files (IDX, CIFAR-10, "
+                   "SVHN .mat, LSUN LMDB, StackGAN layout)")
+    d.add_argument("dest", help="the prepared dataset's folder (new or empty)")
+    d.add_argument("--format", default="auto", metavar="F",
+                   help="source format: auto (default), folder, mnist, cifar10, svhn, lsun, "
+                   "cub, oxford, coco")
+    d.add_argument("--resolution", type=_int_in(0, 1 << 16), default=0, metavar="N",
+                   help="centre-crop and resize every image to N x N (default 0: keep the "
+                   "size; LSUN and StackGAN layouts: 256)")
+    d.add_argument("--crop", choices=("centre", "none"), default="centre",
+                   help="centre: a centred square (default); none: stretch to N x N")
+    d.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                   help="image folders: 1 (grayscale) or 3 (RGB, default)")
+    d.add_argument("--workers", type=_int_in(1, 1024), default=None, metavar="N",
+                   help="decoding processes (default: one per CPU core)")
+    d.add_argument("--num-images", type=_int_in(0, 2**62), default=0, metavar="N",
+                   help="convert only the first N images (default 0: all)")
+    d.add_argument("--zip", action="store_true",
+                   help="also write stylegan2-ada's dataset.zip (PNGs + dataset.json)")
+    d.add_argument("--skip-bad", action="store_true",
+                   help="leave out unreadable files (listed in dataset.json) instead of "
+                   "stopping")
+    d.add_argument("--force", action="store_true",
+                   help="replace an earlier prepared dataset in DEST")
 
     add("configs", help="list the bundled configs")
     add("datasets", help="list the registered datasets")
@@ -410,6 +483,35 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explore(args: argparse.Namespace) -> int:
+    from ganstack.explore import Explorer
+    from ganstack.explore.server import require_server, serve
+    from ganstack.run import load
+
+    require_server()
+    explorer = Explorer(load(args.run, args.checkpoint, args.device), args.run)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("listening on %s: anyone who can reach this machine can use the page",
+                    args.host)
+    log.info("ganstack explore: %s (%s) on http://%s:%d/ (Ctrl-C stops it)", args.run,
+             explorer.model.name, args.host, args.port)
+    serve(explorer, args.host, args.port)
+    return 0
+
+
+def _cmd_dataset(args: argparse.Namespace) -> int:
+    from ganstack.data.prepared import convert, summary
+
+    meta = convert(args.src, args.dest, fmt=args.format, resolution=args.resolution,
+                   crop=args.crop, channels=args.channels, workers=args.workers,
+                   write_zip=args.zip, force=args.force, skip_bad=args.skip_bad,
+                   num_images=args.num_images, progress=not args.quiet)
+    skipped = f"; {len(meta['skipped'])} unreadable file(s) left out" if meta["skipped"] else ""
+    print(f"wrote {args.dest}: {summary(meta)}{skipped}. Train on it with "
+          f"data.name=prepared data.path={args.dest}")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     if args.command == "configs":
         from ganstack.config import bundled_configs
@@ -443,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet = args.quiet or os.environ.get("RANK", "0") not in ("", "0")  # torchrun: rank 0 logs
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
     handlers = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval,
-                "fid": _cmd_fid, "export": _cmd_export}
+                "fid": _cmd_fid, "export": _cmd_export, "explore": _cmd_explore,
+                "dataset": _cmd_dataset}
     try:
         return handlers.get(args.command, _cmd_list)(args)
     except GanstackError as e:

@@ -37,7 +37,26 @@ def _folder(cfg: DataConfig) -> ImageDataset:
     from ganstack.data.formats import IMAGE_EXTENSIONS, load_image_folder
 
     path = _path(cfg, f"a folder of images ({', '.join(IMAGE_EXTENSIONS)})")
+    from ganstack.data.prepared import is_prepared
+
+    if is_prepared(path):  # a folder written by `ganstack dataset SRC DEST`
+        return _prepared(cfg)
     return load_image_folder(path, cfg.resolution, cfg.channels, cfg.skip_bad)
+
+
+@DATASETS.register("prepared")
+def _prepared(cfg: DataConfig) -> ImageDataset:
+    from ganstack.data.prepared import load_prepared
+
+    path = _path(cfg, "a folder written by `ganstack dataset SRC DEST` (DEST)")
+    ds = load_prepared(path, cfg.resolution)
+    if ds.captions is not None and cfg.text_encoder != "pickle":
+        return attach_embeddings(ds, cfg)
+    if cfg.text_encoder == "pickle" and ds.captions is not None and "embeddings" not in ds.extras:
+        raise DataError(f"data.text_encoder=pickle reads the char-CNN-RNN embeddings, which "
+                        f"{path} does not hold (its source had none); use "
+                        f"data.text_encoder=hash")
+    return ds
 
 
 @DATASETS.register("cifar10")

@@ -90,6 +90,11 @@ class ImageDataset:
         return self.labels is not None
 
     def subset(self, index: torch.Tensor, name: str | None = None) -> ImageDataset:
+        mapped = self.meta.get("mapped")  # images mapped from a file (data.name: prepared)
+        if mapped is not None:
+            part = mapped.subset(self, index, name)  # stays mapped when a copy would not fit
+            if part is not None:
+                return part
         return ImageDataset(
             self.images[index],
             None if self.labels is None else self.labels[index],
@@ -109,7 +114,7 @@ class ImageDataset:
 
         h = hashlib.sha256()
         h.update(str(tuple(self.images.shape)).encode())
-        h.update(self.images.contiguous().numpy().tobytes())
+        h.update(self.images.contiguous().numpy())  # no copy: the images may be mapped
         if self.labels is not None:
             h.update(self.labels.contiguous().numpy().tobytes())
         for key in sorted(k for k in self.extras if not k.endswith("_mirror")):

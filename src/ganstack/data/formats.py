@@ -333,6 +333,54 @@ _CONVERSION_LOG = {
 }
 
 
+def folder_labels(folder: Path, rels: list[str]
+                  ) -> tuple[list[int] | None, list[str] | None, Path]:
+    """The labels of the images ``rels`` of an image folder by the rules of
+    :func:`load_image_folder` (``labels.csv``, else class sub-folders, else none):
+    (labels or None, class names or None, the labels file's path)."""
+    labels: list[int] | None = None
+    class_names: list[str] | None = None
+    labels_file = folder / LABELS_FILE
+    if labels_file.is_file():
+        labels = _read_labels_file(labels_file, folder, rels)
+        log.info("labels from %s", labels_file)
+    elif (folder / "labels.txt").is_file():
+        raise DataError(
+            f"found {folder / 'labels.txt'}, but the 'folder' dataset reads labels from "
+            f"{LABELS_FILE} ('path,label' lines); rename it, or delete it to use class "
+            f"sub-folders"
+        )
+    else:
+        tops = {r.split("/", 1)[0] if "/" in r else None for r in rels}
+        if None not in tops and len(tops) >= 2:
+            class_names = sorted(t for t in tops if t is not None)
+            index = {c: i for i, c in enumerate(class_names)}
+            labels = [index[r.split("/", 1)[0]] for r in rels]
+            log.info("%d classes from the sub-folders of %s: %s", len(class_names), folder,
+                     _some(class_names))
+        else:
+            log.info("images in %s are unlabelled (no %s, no class sub-folders)", folder,
+                     LABELS_FILE)
+    return labels, class_names, labels_file
+
+
+def kept_folder_labels(labels: list[int], class_names: list[str] | None, kept: list[int],
+                       n_paths: int, labels_file: Path, folder: Path
+                       ) -> tuple[list[int], list[str] | None, int]:
+    """The labels of the images ``kept`` (indices into the listed files) when bad files were
+    left out, classes renumbered when a sub-folder lost all its images; and K."""
+    kept_labels = [labels[i] for i in kept]
+    if class_names is not None and len(kept) < n_paths:  # a skipped file may empty a class
+        present = sorted({class_names[y] for y in kept_labels})
+        if len(present) < len(class_names):
+            remap = {class_names.index(c): j for j, c in enumerate(present)}
+            kept_labels = [remap[y] for y in kept_labels]
+            class_names = present
+    source = str(labels_file if class_names is None else folder)
+    k = _check_labels(kept_labels, source)
+    return kept_labels, class_names, k
+
+
 def load_image_folder(
     folder: str | Path,
     resolution: int = 0,
@@ -389,30 +437,7 @@ def load_image_folder(
         raise DataError(f"cannot list image folder {folder}: {e.strerror or e}") from None
     rels = [_rel(p, folder) for p in paths]
 
-    # Labels, per image.
-    labels: list[int] | None = None
-    class_names: list[str] | None = None
-    labels_file = folder / LABELS_FILE
-    if labels_file.is_file():
-        labels = _read_labels_file(labels_file, folder, rels)
-        log.info("labels from %s", labels_file)
-    elif (folder / "labels.txt").is_file():
-        raise DataError(
-            f"found {folder / 'labels.txt'}, but the 'folder' dataset reads labels from "
-            f"{LABELS_FILE} ('path,label' lines); rename it, or delete it to use class "
-            f"sub-folders"
-        )
-    else:
-        tops = {r.split("/", 1)[0] if "/" in r else None for r in rels}
-        if None not in tops and len(tops) >= 2:
-            class_names = sorted(t for t in tops if t is not None)
-            index = {c: i for i, c in enumerate(class_names)}
-            labels = [index[r.split("/", 1)[0]] for r in rels]
-            log.info("%d classes from the sub-folders of %s: %s", len(class_names), folder,
-                     _some(class_names))
-        else:
-            log.info("images in %s are unlabelled (no %s, no class sub-folders)", folder,
-                     LABELS_FILE)
+    labels, class_names, labels_file = folder_labels(folder, rels)
 
     bad: list[tuple[str, str]] = []
 
@@ -489,15 +514,8 @@ def load_image_folder(
     images = torch.from_numpy(out[: len(kept)] if len(kept) < len(out) else out)
     if labels is None:
         return ImageDataset(images, name=name)
-    kept_labels = [labels[i] for i in kept]
-    if class_names is not None and len(kept) < len(paths):  # a skipped file may empty a class
-        present = sorted({class_names[y] for y in kept_labels})
-        if len(present) < len(class_names):
-            remap = {class_names.index(c): j for j, c in enumerate(present)}
-            kept_labels = [remap[y] for y in kept_labels]
-            class_names = present
-    source = str(labels_file if class_names is None else folder)
-    k = _check_labels(kept_labels, source)
+    kept_labels, class_names, k = kept_folder_labels(labels, class_names, kept, len(paths),
+                                                     labels_file, folder)
     return ImageDataset(
         images, torch.tensor(kept_labels, dtype=torch.int64), num_classes=k, name=name,
         class_names=class_names,
