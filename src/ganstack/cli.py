@@ -119,6 +119,19 @@ must be new or empty; --force replaces an earlier prepared dataset, never anothe
 It is written beside DEST and renamed into place: a failed run leaves nothing there.
 """
 
+EPILOG_EXPLORE = """\
+examples:
+  ganstack explore runs/sgan-mnist               # then open http://127.0.0.1:7860
+  ganstack explore exports/stackgan-v2-shapes --port 8000
+
+A local web page showing one sample level by level: choose the class or type a caption;
+resample or hold each level's noise (z1, z0, ..., StackGAN's ca), each drawn from its own
+seed; see every level's output or scale side by side; interpolate one level's noise between
+two seeds. Nothing is fetched from the internet. It listens on 127.0.0.1 only, unless --host
+says otherwise (it has no authentication). Needs the `explore` extra: pip install
+'ganstack[explore]'. docs/explorer.md describes each control.
+"""
+
 
 SEED_MAX = 2**63 - 1
 SAMPLES_MAX = 10**8  # --n: a hundred million PNG files is already more than anyone needs
@@ -267,6 +280,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="Hub dataset ids for the model card (default: known for MNIST, "
                    "CIFAR-10 and SVHN)")
     x.add_argument("--name", help="the model's name in the card (default: DIR's name)")
+
+    v = add("explore", help="a local web page showing a trained stack level by level",
+            epilog=EPILOG_EXPLORE, formatter_class=fmt)
+    v.add_argument("run", help="run directory, or an export (ganstack export)")
+    v.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    v.add_argument("--port", type=_int_in(1, 65535), default=7860,
+                   help="port (default 7860)")
+    v.add_argument("--checkpoint", help="checkpoint name in RUN/checkpoints (default: latest)")
+    v.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
 
     d = add("dataset", help="convert a dataset once into a folder that loads fast "
             "(data.name=prepared)", epilog=EPILOG_DATASET, formatter_class=fmt)
@@ -460,6 +483,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explore(args: argparse.Namespace) -> int:
+    from ganstack.explore import Explorer
+    from ganstack.explore.server import require_server, serve
+    from ganstack.run import load
+
+    require_server()
+    explorer = Explorer(load(args.run, args.checkpoint, args.device), args.run)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("listening on %s: anyone who can reach this machine can use the page",
+                    args.host)
+    log.info("ganstack explore: %s (%s) on http://%s:%d/ (Ctrl-C stops it)", args.run,
+             explorer.model.name, args.host, args.port)
+    serve(explorer, args.host, args.port)
+    return 0
+
+
 def _cmd_dataset(args: argparse.Namespace) -> int:
     from ganstack.data.prepared import convert, summary
 
@@ -506,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet = args.quiet or os.environ.get("RANK", "0") not in ("", "0")  # torchrun: rank 0 logs
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
     handlers = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval,
-                "fid": _cmd_fid, "export": _cmd_export,
+                "fid": _cmd_fid, "export": _cmd_export, "explore": _cmd_explore,
                 "dataset": _cmd_dataset}
     try:
         return handlers.get(args.command, _cmd_list)(args)
