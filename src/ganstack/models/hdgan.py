@@ -304,9 +304,11 @@ class Generator(nn.Module):
                                        nn.Upsample(scale_factor=2, mode="nearest"),
                                        pad_conv(c, c // 2), to_image(c // 2, channels))
 
-    def forward(self, z: torch.Tensor, emb: torch.Tensor, eps: torch.Tensor | None = None
+    def forward(self, z: torch.Tensor, emb: torch.Tensor, eps: torch.Tensor | None = None,
+                with_super: bool = True
                 ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """Images at every side size (then the super output, if any), mean, log sigma."""
+        """Images at every side size (then the super output, if any and ``with_super``),
+        mean, log sigma."""
         c, mu, log_sigma = self.ca(emb, eps)
         h = self.fc(torch.cat([c, z], 1)).view(-1, self.c0, 4, 4)
         images = []
@@ -315,7 +317,7 @@ class Generator(nn.Module):
             h = level(h)
             if s in self.side_sizes:
                 images.append(next(heads)(h))
-        if self.super is not None:
+        if self.super is not None and with_super:
             images.append(self.super(h.detach()))
         return images, mu, log_sigma
 
@@ -509,7 +511,8 @@ class HDGAN(CaptionBankMixin, StackModel):
         emb = pick_captions(batch["embeddings"], cfg.caption_sampling)
         dev = reals[0].device
         z = torch.randn(b, cfg.z_dim, device=dev)
-        fakes, mu, log_sigma = self.netG(z, emb)
+        # Phase joint leaves the super output (and its batch-norm statistics) alone.
+        fakes, mu, log_sigma = self.netG(z, emb, with_super=super_phase)
         # The scales each discriminator judges: the side outputs, and in phase `super` the
         # super output (with super_adversarial). Its D is idle in phase `joint`.
         judged = list(range(len(self.sizes)))
@@ -527,7 +530,7 @@ class HDGAN(CaptionBankMixin, StackModel):
         # G step.
         if cfg.g_resample_z:
             z = torch.randn(b, cfg.z_dim, device=dev)
-            fakes, mu, log_sigma = self.netG(z, emb)
+            fakes, mu, log_sigma = self.netG(z, emb, with_super=super_phase)
         self.set_requires_grad(self.netDs, False)
         g_total = torch.zeros((), device=dev)
         # In phase `super` only the super output's terms reach trainable weights.
