@@ -225,3 +225,56 @@ def test_idx_source(tmp_path: Path) -> None:
     assert ds.labels.tolist() == labels.tolist()
     with pytest.raises(DataError, match="--channels applies to image folders"):
         convert(tmp_path / "mn", tmp_path / "q", channels=3, progress=False)
+
+
+def test_cub_layout_keeps_captions_and_embeddings(tmp_path: Path) -> None:
+    from tests.test_stackgan_formats import make_cub
+
+    root = make_cub(tmp_path / "birds")
+    meta = convert(root, tmp_path / "p", resolution=16, workers=1, progress=False)
+    assert meta["source"]["format"] == "cub" and meta["embeddings"]["shape"] == [6, 10, 1024]
+    for enc in ("hash", "pickle"):
+        kw = dict(resolution=16, eval_size=2, text_dim=64, text_encoder=enc)
+        tr, ev = load_dataset(DataConfig(name="prepared", path=str(tmp_path / "p"), **kw))
+        rtr, rev = load_dataset(DataConfig(name="cub", path=str(root), **kw))
+        assert torch.equal(tr.images, rtr.images) and torch.equal(ev.labels, rev.labels)
+        assert tr.captions == rtr.captions
+        assert torch.equal(tr.extras["embeddings"], rtr.extras["embeddings"])
+
+
+def test_lsun_lmdb_streamed(tmp_path: Path) -> None:
+    lmdb = pytest.importorskip("lmdb")
+    path = tmp_path / "bedroom_train_lmdb"
+    env = lmdb.open(str(path), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for i in range(5):
+            buf = io.BytesIO()
+            Image.fromarray(np.full((12, 16, 3), 50 * i, np.uint8)).save(buf, format="WEBP")
+            txn.put(f"{i:03d}".encode(), buf.getvalue())
+        txn.put(b"999", b"not an image")
+    env.close()
+    with pytest.raises(DataError, match=r"1 file\(s\) .* entry 5 .*--skip-bad"):
+        convert(path, tmp_path / "p", resolution=8, workers=2, progress=False)
+    meta = convert(path, tmp_path / "p", resolution=8, workers=2, skip_bad=True,
+                   progress=False)
+    assert meta["source"]["format"] == "lsun" and meta["count"] == 5
+    ref = load_dataset(DataConfig(name="lsun", path=str(path), resolution=8, eval_size=0,
+                                  num_images=5))[0]
+    assert torch.equal(prepared_ds(tmp_path / "p").images, ref.images)
+
+
+def test_bad_arguments_and_destinations(src: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="is a file; give a new or empty folder"):
+        convert(src, tmp_path / "file", progress=False)
+    with pytest.raises(DataError, match="the source itself"):
+        convert(src, src, progress=False)
+    with pytest.raises(DataError, match="--crop none stretches .* give --resolution"):
+        convert(src, tmp_path / "n", crop="none", progress=False)
+    (tmp_path / "empty").mkdir()
+    assert convert(src, tmp_path / "empty", workers=1, progress=False)["count"] == 18
+    with pytest.raises(DataError, match="StackGAN layout .* pass --format cub, oxford or coco"):
+        (tmp_path / "sg" / "train").mkdir(parents=True)
+        (tmp_path / "sg" / "train" / "filenames.pickle").write_bytes(b"")
+        convert(tmp_path / "sg", tmp_path / "o", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file", "sg", "src"]

@@ -68,6 +68,32 @@ def atomic_path(path: Path, suffix: str = ".tmp", fsync: bool = True) -> Iterato
         fsync_dir(path.parent)
 
 
+def install_folder(tmp: Path, dest: Path, replace: bool, keep: str = "folder") -> None:
+    """Put the finished folder ``tmp`` (written beside ``dest``) at ``dest`` by renaming it: an
+    empty ``dest`` is removed first; with ``replace`` the folder at ``dest`` is moved aside,
+    deleted once ``tmp`` is in place, and put back if the rename fails. The caller checks that
+    ``dest`` may be replaced. ``keep``: the name the old folder has while it is moved aside."""
+    import shutil
+
+    fsync_dir(tmp)
+    old = None
+    if replace:
+        old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".old"))
+        os.replace(dest, old / keep)
+    elif dest.is_dir():
+        dest.rmdir()  # empty (checked); a file put there meanwhile makes this fail
+    try:
+        os.replace(tmp, dest)
+    except BaseException:
+        if old is not None:
+            os.replace(old / keep, dest)
+            old.rmdir()
+        raise
+    fsync_dir(dest.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def file_mode() -> int:
     """The mode a plain ``open(path, "w")`` would give a new file: 0o666 less the umask.
     (``mkstemp`` creates temporary files 0o600; renamed into place they would stay so.)"""

@@ -50,7 +50,7 @@ from ganstack.data.base import ImageDataset
 from ganstack.errors import DataError
 from ganstack.fileio import (
     atomic_write_text,
-    fsync_dir,
+    install_folder,
     memory_budget,
     read_regular,
     sha256_file,
@@ -769,33 +769,11 @@ def convert(src: str | Path, dest: str | Path, *, fmt: str = "auto", resolution:
                     os.fsync(f.fileno())
         atomic_write_text(tmp / META, json.dumps(meta, indent=1))
         os.chmod(tmp, 0o777 & ~umask())  # mkdtemp made it 0700
-        _install(tmp, dest, replace)
+        install_folder(tmp, dest, replace, "dataset")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return meta
-
-
-def _install(tmp: Path, dest: Path, replace: bool) -> None:
-    """Rename the finished ``tmp`` to ``dest`` (an empty ``dest`` is removed first; an earlier
-    prepared dataset, with ``replace``, is moved aside and deleted after)."""
-    fsync_dir(tmp)
-    old = None
-    if replace:
-        old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".old"))
-        os.replace(dest, old / "dataset")
-    elif dest.is_dir():
-        dest.rmdir()  # empty (checked); a file put there meanwhile makes this fail
-    try:
-        os.replace(tmp, dest)
-    except BaseException:
-        if old is not None:
-            os.replace(old / "dataset", dest)
-            old.rmdir()
-        raise
-    fsync_dir(dest.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def summary(meta: dict) -> str:
