@@ -7,13 +7,16 @@ import json
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
 
+from ganstack.cli import main
 from ganstack.config import ConfigError, load_config
 from ganstack.data import Batcher, load_dataset
 from ganstack.models import DataInfo, build_model
 from ganstack.models.hdgan import HDGAN, kl_log_sigma, ls_loss
+from ganstack.run import load
 from ganstack.train.trainer import Trainer
 
 from .conftest import REFERENCE
@@ -185,6 +188,23 @@ def test_a_few_steps_move_the_losses(tmp_path):
         assert len(set(values)) > 1, key
     # The discriminators learn: their loss falls from the first steps to the last.
     assert sum(r["loss/d"] for r in rows[-3:]) < sum(r["loss/d"] for r in rows[:3])
+
+
+def test_sample_cli_and_eval_read_every_side_output(tmp_path):
+    cfg = load_config("hdgan-shapes", TINY)
+    run_dir = tmp_path / "run"
+    with Trainer(cfg, run_dir) as t:
+        t.fit()
+        figs = t.write_figures()
+    assert {p.name for p in figs} >= {"vary_z.png", "vary_text.png", "vary_z_scale0.png",
+                                      "scales.png"}
+    assert main(["sample", str(run_dir), "--n", "3", "--caption", "a red star",
+                 "--out", str(tmp_path / "s.npz")]) == 0
+    with np.load(tmp_path / "s.npz") as f:
+        assert f["images"].shape == (3, 32, 32, 3) and f["scale0"].shape == (3, 16, 16, 3)
+    m = load(run_dir).evaluate(metrics=["fid_scales", "caption"])["metrics"]
+    assert any(k.startswith("fid48_") and k.endswith("_scale0") for k in m)
+    assert any(k.startswith("caption_attr") for k in m)
 
 
 def test_learning_rate_halves_at_the_codes_epochs():
