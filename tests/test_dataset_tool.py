@@ -64,9 +64,10 @@ def test_round_trip_identical_to_the_folder_loader(src: Path, tmp_path: Path) ->
     assert ds.fingerprint() == ref.fingerprint()
 
 
-def test_parallel_workers_match_serial(src: Path, tmp_path: Path) -> None:
-    convert(src, tmp_path / "a", workers=1, resolution=8, progress=False)
-    convert(src, tmp_path / "b", workers=2, resolution=8, progress=False)
+def test_parallel_workers_match_serial(tmp_path: Path) -> None:
+    src = make_folder(tmp_path / "many", n_per_class=100, size=(9, 7))  # 300: a pool is used
+    convert(src, tmp_path / "a", workers=1, progress=False)
+    convert(src, tmp_path / "b", workers=2, progress=False)  # headers and decoding in parallel
     assert (tmp_path / "a" / "images.u8").read_bytes() == (tmp_path / "b" / "images.u8"
                                                            ).read_bytes()
 
@@ -278,3 +279,30 @@ def test_bad_arguments_and_destinations(src: Path, tmp_path: Path) -> None:
         (tmp_path / "sg" / "train" / "filenames.pickle").write_bytes(b"")
         convert(tmp_path / "sg", tmp_path / "o", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file", "sg", "src"]
+
+
+@pytest.mark.parametrize("mapped_split", [False, True])
+def test_train_sgan_on_a_prepared_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         mapped_split: bool) -> None:
+    from ganstack.config import load_config
+    from ganstack.train.trainer import Trainer
+    from tests.conftest import bar_digits
+
+    images, labels = bar_digits(120)
+    for i, (x, y) in enumerate(zip(images, labels, strict=True)):
+        (tmp_path / "digits" / f"{y}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x).save(tmp_path / "digits" / f"{y}" / f"{i:03d}.png")
+    convert(tmp_path / "digits", tmp_path / "p", channels=1, workers=1, progress=False)
+    if mapped_split:
+        monkeypatch.setattr(prep, "IN_MEMORY_LIMIT", 20 * 28 * 28)  # the 20 held out fit
+    cfg = load_config("sgan-mnist", [
+        "data.name=prepared", f"data.path={tmp_path / 'p'}", "data.eval_size=20",
+        "model.width=0.25", "model.feature_hidden=16", "model.feature_disc_hidden=16",
+        "model.encoder.pretrain_epochs=1", "train.batch_size=20", "train.phases.independent=1",
+        "train.phases.joint=1", "train.sample_every=0", "train.checkpoint_every=0",
+        "train.tensorboard=false", "train.progress=false", "train.ema=0",
+        "train.num_threads=1"])
+    trainer = Trainer(cfg, tmp_path / "run")
+    assert trainer.train_ds.shape == (1, 28, 28) and trainer.train_ds.num_classes == 10
+    assert ("lazy" in trainer.train_ds.meta) == mapped_split
+    assert trainer.fit() == "done"

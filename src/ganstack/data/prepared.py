@@ -498,7 +498,8 @@ def _convert_folder(src: Path, tmp: Path, o: dict, progress: bool) -> dict:
         paths = paths[: o["num_images"]]
     rels = [_rel(p, src) for p in paths]
     labels, class_names, labels_file = folder_labels(src, rels)
-    channels, resolution, workers = o["channels"] or 3, o["resolution"], o["workers"]
+    channels, resolution = o["channels"] or 3, o["resolution"]
+    workers = o["workers"] if len(paths) > 256 else 1  # a pool costs more than a few images
     chunk = 64
     bad: list[tuple[str, str]] = []
     keep = list(range(len(paths)))
