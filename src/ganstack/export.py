@@ -46,6 +46,7 @@ from ganstack.fileio import (
     atomic_path,
     atomic_write_text,
     fsync_dir,
+    install_folder,
     memory_budget,
     read_regular,
     umask,
@@ -629,24 +630,9 @@ def _copy_figures(run_dir: Path, out: Path) -> list[str]:
 def _install(tmp: Path, dest: Path, replace: bool) -> None:
     """Put the finished folder ``tmp`` at ``dest`` by renaming (an empty ``dest`` is removed
     first; an export there, with ``replace``, is moved aside and deleted after)."""
-    for sub in (tmp, *[p for p in tmp.iterdir() if p.is_dir()]):
+    for sub in [p for p in tmp.iterdir() if p.is_dir()]:
         fsync_dir(sub)
-    old = None
-    if replace:
-        old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".old"))
-        os.replace(dest, old / "export")
-    elif dest.is_dir():
-        dest.rmdir()  # empty (checked); a file put there meanwhile makes this fail
-    try:
-        os.rename(tmp, dest)
-    except OSError:
-        if old is not None:  # put the previous export back
-            os.replace(old / "export", dest)
-        raise
-    finally:
-        fsync_dir(dest.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    install_folder(tmp, dest, replace, keep="export")
 
 
 __all__ = ["CARD", "CONFIG", "FORMAT", "WEIGHTS", "ExportError", "Pretrained",
