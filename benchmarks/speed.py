@@ -99,6 +99,7 @@ def measure(name: str, steps: int, repeats: int, overrides: list[str], tag: str 
     from ganstack.config import load_config
     from ganstack.data import Batcher
     from ganstack.models import DataInfo, build_model
+    from ganstack.models.base import Step
 
     torch.manual_seed(0)
     cfg = load_config(name, overrides)
@@ -122,7 +123,8 @@ def measure(name: str, steps: int, repeats: int, overrides: list[str], tag: str 
         nonlocal step
         for _ in range(k):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                model.train_step(batcher.batch(step), phase)
+                model.train_step(batcher.batch(step), phase,
+                                 Step(step, phase, step, cfg.train.batch_size, 1, len(train)))
             step += 1
 
     run(3)  # warm-up

@@ -79,6 +79,8 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
+    from ganstack.models.base import Step
+
     if "base" not in args.variants:
         args.variants = ["base", *args.variants]
     runs = {v: build(args.config, v) for v in args.variants}
@@ -88,7 +90,7 @@ def main() -> None:
         model, batcher, phase, _ = runs[v]
         for _ in range(k):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled="bf16" in v):
-                model.train_step(batcher.batch(steps[v]), phase)
+                model.train_step(batcher.batch(steps[v]), phase, Step(steps[v], phase, steps[v]))
             steps[v] += 1
 
     for v in args.variants:

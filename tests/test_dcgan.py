@@ -7,6 +7,7 @@ import torch
 
 from ganstack.config import ConfigError, load_config
 from ganstack.models import DataInfo, build_model
+from ganstack.models.base import Step
 from ganstack.models.dcgan import DCGAN, DCGANConfig, count_parameters, start_size
 from ganstack.models.lapgan import LAPGAN
 
@@ -38,7 +39,7 @@ def test_shapes_train_step_and_sampling(shape, classes):
     m = DCGAN(DCGANConfig(z_dim=8, g_dim=8, d_dim=8), DataInfo(shape, classes, "toy"))
     assert m.conditional == (classes > 0)
     assert m.input_names() == (["y"] if classes else []) + ["z"]
-    logs = m.train_step(_batch(6, shape, classes), "train")
+    logs = m.train_step(_batch(6, shape, classes), "train", Step(phase="train"))
     assert set(logs) == {"d_adv", "d_acc", "g_adv"}
     assert all(torch.isfinite(v) for v in logs.values())
     out = m.sample(5, labels=[1] if classes else None, generator=torch.Generator().manual_seed(0))
@@ -63,7 +64,7 @@ def _swing(lr: float) -> dict[str, float]:
     m = DCGAN(DCGANConfig(z_dim=8, g_dim=8, d_dim=8, lr=lr), DataInfo((1, 28, 28), 10, "toy"))
     images, labels = bar_digits(32, 0)
     batch = {"images": torch.from_numpy(images)[:, None], "labels": torch.from_numpy(labels)}
-    rows = [m.train_step(batch, "train") for _ in range(15)]
+    rows = [m.train_step(batch, "train", Step(phase="train")) for _ in range(15)]
     return {k: max(abs(float(r[k]) - float(rows[0][k])) for r in rows) for k in ("d_adv",
                                                                                 "g_adv")}
 

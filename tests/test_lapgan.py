@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from ganstack.config import ConfigError, load_config
 from ganstack.models import DataInfo, build_model
+from ganstack.models.base import Step
 from ganstack.models.lapgan import (
     LAPGAN,
     ConvCoarseDiscriminator,
@@ -158,7 +159,8 @@ def test_every_level_has_the_right_shapes(shape, levels, classes, kw):
     for k in range(levels - 1):
         assert dims[f"z{k}"] == (h >> k) * (w >> k)
     assert m.conditional == (classes > 0 and kw.get("conditional", True))
-    logs = m.train_step(_batch(12, shape, labels=classes > 0), "independent")
+    logs = m.train_step(_batch(12, shape, labels=classes > 0), "independent",
+                        Step(phase="independent"))
     assert set(logs) == ({f"{n}{k}_adv" for n in "dg" for k in range(levels)}
                          | {f"d{k}_acc" for k in range(levels)})
     assert all(0 <= float(logs[f"d{k}_acc"]) <= 1 for k in range(levels))
@@ -198,7 +200,7 @@ def test_fixed_and_varied_noise():
     torch.manual_seed(0)
     m = LAPGAN(_small(), INFO)
     for _ in range(3):  # make G0 depend on its noise
-        m.train_step(_batch(), "independent")
+        m.train_step(_batch(), "independent", Step(phase="independent"))
     gen = torch.Generator().manual_seed(1)
     out = m.sample(6, labels=[3], fixed=["z2", "z1"], generator=gen)
     assert out["y"].tolist() == [3] * 6
@@ -228,7 +230,7 @@ def test_fixed_and_varied_noise():
 def test_unconditional_model_takes_no_labels():
     m = LAPGAN(_small(conditional=False), INFO)
     assert m.input_names() == ["z2", "z1", "z0"]
-    m.train_step(_batch(labels=False), "independent")
+    m.train_step(_batch(labels=False), "independent", Step(phase="independent"))
     with pytest.raises(Exception, match="unconditional"):
         m.draw_inputs(2, labels=[1])
 
@@ -239,7 +241,7 @@ def _loss_swing(lr: float) -> dict[str, float]:
     torch.manual_seed(0)
     m = LAPGAN(_small(lr=lr, coarse_d_init_std=0.05, d_dropout=0.0), INFO)
     batch = _batch()
-    rows = [m.train_step(batch, "independent") for _ in range(12)]
+    rows = [m.train_step(batch, "independent", Step(phase="independent")) for _ in range(12)]
     return {k: max(abs(float(r[k]) - float(rows[0][k])) for r in rows) for k in rows[0]
             if k.endswith("_adv")}
 
@@ -253,7 +255,7 @@ def test_training_moves_the_losses_and_updates_every_network():
     torch.manual_seed(0)
     m = LAPGAN(_small(), INFO)
     before = {k: v.clone() for k, v in m.state_dict().items()}
-    m.train_step(_batch(), "independent")
+    m.train_step(_batch(), "independent", Step(phase="independent"))
     after = m.state_dict()
     for name in ("G.0", "G.1", "G.2", "D.0", "D.1", "D.2"):
         ks = [k for k in before if k.startswith(name + ".")]
@@ -286,7 +288,7 @@ def test_sgd_schedule_follows_the_code():
     batch = _batch(16)
     for epoch, momentum in [(0, 0.5), (0, 0.5), (1, 0.6), (1, 0.6), (2, 0.7), (2, 0.7),
                             (3, 0.7)]:
-        m.train_step(batch, "independent")
+        m.train_step(batch, "independent", Step(phase="independent"))
         group = m.optimizers["D2"].param_groups[0]
         assert group["momentum"] == pytest.approx(momentum)
         assert group["lr"] == pytest.approx(0.02 / 2.0**epoch)

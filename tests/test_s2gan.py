@@ -12,6 +12,7 @@ from ganstack.data.base import ImageDataset
 from ganstack.data.rooms import load_rooms
 from ganstack.errors import GanstackError
 from ganstack.models import DataInfo, build_model
+from ganstack.models.base import Step
 from ganstack.models.s2gan import (
     FCN,
     S2GAN,
@@ -150,7 +151,7 @@ def _style_step(rooms, fcn_weight: float, perturb_fcn: bool) -> dict[str, torch.
                 p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
     m.enter_phase("style", fresh=True)
     torch.manual_seed(1)
-    m.train_step(_batch(rooms), "style")
+    m.train_step(_batch(rooms), "style", Step(phase="style"))
     return {k: v.clone() for k, v in m.G_style.state_dict().items()}
 
 
@@ -180,7 +181,7 @@ def test_fcn_weight_zero_removes_its_gradient(rooms):
     m = S2GAN(_small(), INFO)
     fcn_before = copy.deepcopy(m.fcn.state_dict())
     m.enter_phase("style", True)
-    logs = m.train_step(_batch(rooms), "style")
+    logs = m.train_step(_batch(rooms), "style", Step(phase="style"))
     assert "g_style_fcn" in logs and math.isfinite(float(logs["g_style_fcn"]))
     assert all(torch.equal(fcn_before[k], v) for k, v in m.fcn.state_dict().items())
 
@@ -192,7 +193,7 @@ def test_style_mode_seeking_term_is_the_papers_ratio_and_moves_g(rooms):
                          style_mode_seeking=weight), INFO)
         m.enter_phase("style", fresh=True)
         torch.manual_seed(1)
-        logs = m.train_step(_batch(rooms), "style")
+        logs = m.train_step(_batch(rooms), "style", Step(phase="style"))
         return logs, {k: v.clone() for k, v in m.G_style.state_dict().items()}
 
     off_logs, off = step(0.0)
@@ -212,7 +213,7 @@ def test_joint_phase_couples_the_structure_gan(rooms):
         m = S2GAN(_small(skip_rule=False, adam_warmup=False, joint_lr_struct=1e-3, **kw), INFO)
         before = {k: v.clone() for k, v in m.G_struct.state_dict().items()}
         m.enter_phase("joint", True)
-        logs = m.train_step(_batch(rooms), "joint")
+        logs = m.train_step(_batch(rooms), "joint", Step(phase="joint"))
         assert {"g_struct_adv", "g_style_adv", "d_style_real"} <= set(logs)
         after = m.G_struct.state_dict()
         return {k: after[k] - before[k] for k in before if after[k].is_floating_point()}
@@ -237,7 +238,7 @@ def test_fcn_beats_the_trivial_predictor():
     for _ in range(150):
         idx = torch.randint(len(train), (32,), generator=g)
         logs = m.train_step({"images": train.images[idx],
-                             "normals": train.extras["normals"][idx]}, "fcn")
+                             "normals": train.extras["normals"][idx]}, "fcn", Step(phase="fcn"))
     target = resize(decode_normals(test.extras["normals"]), 8)
     pred = m.predict_normals(test.images.float() / 255)
     err = float(angular_error_deg(pred, target).mean())
@@ -283,9 +284,9 @@ def test_image_size_and_data_checks(rooms):
         S2GAN(_small(), DataInfo((3, 40, 40), 0, "x"))
     m = S2GAN(_small(), INFO)
     with pytest.raises(GanstackError, match="normals"):
-        m.train_step({"images": rooms.images[:4]}, "style")
+        m.train_step({"images": rooms.images[:4]}, "style", Step(phase="style"))
     with pytest.raises(GanstackError, match="no phase"):
-        m.train_step(_batch(rooms), "bogus")
+        m.train_step(_batch(rooms), "bogus", Step(phase="bogus"))
 
 
 def test_every_phase_trains_and_the_run_loads_with_its_figures_and_measures(tmp_path):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from ganstack.models import DataInfo
+from ganstack.models.base import Step
 from ganstack.models.sgan import SGAN, SGANConfig, SGANEncoder
 from ganstack.nn.layers import deconv5
 
@@ -50,7 +51,7 @@ def test_any_number_of_levels_trains_and_samples(split):
     m = SGAN(cfg, INFO)
     assert m.levels == len(split) + 1
     for phase in ("independent", "joint"):
-        logs = m.train_step(_batch(), phase)
+        logs = m.train_step(_batch(), phase, Step(phase=phase))
         assert all(torch.isfinite(v) for v in logs.values())
         assert {f"g{i}_cond" for i in range(m.levels)} <= set(logs)
     out = m.sample(7, generator=torch.Generator().manual_seed(0))
@@ -78,7 +79,7 @@ def test_switched_off_entropy_loss_leaves_the_q_heads_untrained():
     m = SGAN(_small(ent_weight=0.0), INFO)
     q_before = [p.clone() for p in m.D[0].q.parameters()]
     adv_before = [p.clone() for p in m.D[0].adv.parameters()]
-    m.train_step(_batch(), "independent")
+    m.train_step(_batch(), "independent", Step(phase="independent"))
     assert all(torch.equal(a, b) for a, b in zip(q_before, m.D[0].q.parameters(), strict=True))
     assert not all(torch.equal(a, b)
                    for a, b in zip(adv_before, m.D[0].adv.parameters(), strict=True))
@@ -106,7 +107,7 @@ def test_encoder_stays_frozen_during_gan_training():
     torch.manual_seed(0)
     m = SGAN(_small(), INFO)
     before = [p.clone() for p in m.encoder.parameters()]
-    m.train_step(_batch(), "joint")
+    m.train_step(_batch(), "joint", Step(phase="joint"))
     assert all(not p.requires_grad for p in m.encoder.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, m.encoder.parameters(), strict=True))
 
@@ -153,7 +154,7 @@ def test_ema_generators_get_their_own_batchnorm_statistics():
     m = SGAN(_small(), INFO)
     m.enable_ema(0.5)
     for _ in range(4):
-        m.train_step(_batch(), "independent")
+        m.train_step(_batch(), "independent", Step(phase="independent"))
         m.update_ema()
     inputs = m.draw_inputs(500, generator=torch.Generator().manual_seed(0))
 
@@ -179,7 +180,7 @@ def test_unconditional_variant_takes_no_label():
     cfg.encoder.split, cfg.z_dims = [], [8]
     m = SGAN(cfg, INFO)
     assert m.input_names() == ["z0"] and not m.conditional
-    logs = m.train_step(_batch(), "independent")
+    logs = m.train_step(_batch(), "independent", Step(phase="independent"))
     assert float(logs["g0_cond"]) == 0.0
     out = m.sample(4, generator=torch.Generator().manual_seed(0))
     assert out["image"].shape == (4, 1, 28, 28) and "y" not in out
@@ -192,7 +193,7 @@ def test_noise_sensitivity_is_zero_when_a_level_ignores_its_noise():
     m = SGAN(_small(), INFO)
     b = _batch(40)
     ds = ImageDataset(b["images"], b["labels"], 10)
-    m.train_step(_batch(), "independent")
+    m.train_step(_batch(), "independent", Step(phase="independent"))
     before = m.noise_sensitivity(ds, conditions=3, samples=4)
     assert before["noise_sensitivity_z0"] > 0 and before["noise_sensitivity_z1"] > 0
     with torch.no_grad():

@@ -11,6 +11,7 @@ import torch
 from ganstack.config import ConfigError, load_config
 from ganstack.data.base import ImageDataset
 from ganstack.models import DataInfo
+from ganstack.models.base import Step
 from ganstack.models.sgan import SGAN
 from ganstack.train import checkpoint as ckpt
 from ganstack.train.trainer import Trainer
@@ -79,7 +80,7 @@ def _label_loss_after_training(label_weight: float) -> tuple[float, float]:
     m.enter_phase("independent", fresh=True)
     m.train()
     for _ in range(40):
-        m.train_step(batch, "independent")
+        m.train_step(batch, "independent", Step(phase="independent"))
     with torch.no_grad():
         logits, _ = m.D[0](m.preprocess(batch["images"]))
         first = float(torch.nn.functional.cross_entropy(logits, y))
@@ -96,7 +97,7 @@ def test_kclass_discriminator_learns_the_real_labels():
 def test_label_free_kclass_variant_has_no_label_loss():
     m = _cifar_model("model.use_labels=false", "model.encoder.split=[]", "model.z_dims=[16]",
                      "model.cond_weight=0", "model.d_input_noise=[0.05]")
-    logs = m.train_step(_batch(), "independent")
+    logs = m.train_step(_batch(), "independent", Step(phase="independent"))
     assert not any(k.endswith("_label") for k in logs)
 
 
@@ -118,7 +119,7 @@ def test_adaptive_generator_steps_are_taken_as_logged(phase, monkeypatch):
                         lambda r, f: 0.0 * (r.sum() + f.sum()) + 0.2)
     m.enter_phase(phase, fresh=True)
     m.train()
-    logs = m.train_step(_batch(), phase)
+    logs = m.train_step(_batch(), phase, Step(phase=phase))
     for i in (0, 1):
         assert float(logs[f"g{i}_steps"]) == 7
         assert _adam_steps(m.optimizers[f"G{i}"]) == 7
@@ -134,7 +135,7 @@ def test_levels_follow_their_own_d_in_the_independent_phase(monkeypatch):
 
     monkeypatch.setattr("ganstack.losses.d_adversarial", fake_adv)
     m.train()
-    logs = m.train_step(_batch(), "independent")
+    logs = m.train_step(_batch(), "independent", Step(phase="independent"))
     assert (float(logs["g0_steps"]), float(logs["g1_steps"])) == (7, 1)
     assert _adam_steps(m.optimizers["G0"]) == 7 and _adam_steps(m.optimizers["G1"]) == 1
 

@@ -10,6 +10,7 @@ from ganstack import losses
 from ganstack.config import ConfigError, load_config
 from ganstack.errors import GanstackError
 from ganstack.models import DataInfo, build_model
+from ganstack.models.base import Step
 from ganstack.models.stackgan_v1 import StackGANv1, StackGANv1Config
 
 TEXT_DIM = 16
@@ -63,8 +64,8 @@ def test_variants_build_train_and_sample(kw):
     assert out["stage1"].shape == (3, 3, 16, 16) and out["image"].shape == (3, 3, 64, 64)
     for k in ("stage1", "image"):
         assert float(out[k].min()) >= 0 and float(out[k].max()) <= 1
-    logs1 = m.train_step(_batch(), "stage1")
-    logs2 = m.train_step(_batch(seed=1), "stage2")
+    logs1 = m.train_step(_batch(), "stage1", Step(phase="stage1"))
+    logs2 = m.train_step(_batch(seed=1), "stage2", Step(phase="stage2"))
     kl1 = {"g1_kl"} if cfg.use_ca else set()
     kl2 = {"g2_kl"} if cfg.use_ca and cfg.stage2_text else set()
     assert set(logs1) == {"d1", "g1", "g1_adv"} | kl1
@@ -83,8 +84,8 @@ def test_sampling_inputs_fix_and_vary_each_stage():
     # Batch statistics: after two steps the running ones still shrink the outputs to ~0.
     m = StackGANv1(_cfg(gf_dim=16, sample_bn="batch"), INFO)
     for _ in range(2):
-        m.train_step(_batch(), "stage1")
-        m.train_step(_batch(), "stage2")
+        m.train_step(_batch(), "stage1", Step(phase="stage1"))
+        m.train_step(_batch(), "stage2", Step(phase="stage2"))
     m.fill_bank(_dataset_like())
     gen = torch.Generator().manual_seed(0)
     out = m.sample(4, fixed=["text", "z", "ca1", "ca2"], generator=gen)
@@ -206,13 +207,13 @@ def test_each_stage_trains_only_its_own_networks(stage1_bn):
     torch.manual_seed(0)
     m = StackGANv1(_cfg(stage1_bn=stage1_bn), INFO)
     g2, d2, g2_buf = _params(m.netG2), _params(m.netD2), _buffers(m.netG2)
-    m.train_step(_batch(), "stage1")
+    m.train_step(_batch(), "stage1", Step(phase="stage1"))
     assert not _changed(g2, m.netG2) and not _changed(d2, m.netD2)
     assert not _changed(g2_buf, m.netG2, buffers=True)
     g1, d1, g1_buf = _params(m.netG1), _params(m.netD1), _buffers(m.netG1)
     g2, d2 = _params(m.netG2), _params(m.netD2)
     m.zero_grad(set_to_none=True)
-    m.train_step(_batch(seed=1), "stage2")
+    m.train_step(_batch(seed=1), "stage2", Step(phase="stage2"))
     # Stage-I is frozen: its weights never move ...
     assert not _changed(g1, m.netG1) and not _changed(d1, m.netD1)
     assert all(p.grad is None for p in [*m.netG1.parameters(), *m.netD1.parameters()])
@@ -249,14 +250,14 @@ def test_learning_rate_halves_at_the_configured_steps():
     batch = _batch(4)
     seen1 = []
     for _ in range(5):
-        m.train_step(batch, "stage1")
+        m.train_step(batch, "stage1", Step(phase="stage1"))
         seen1.append(lrs("g1") | lrs("d1"))
     # The lr used at stage step t (0-based) is lr / 2^(t // 2).
     assert seen1 == [{lr}, {lr}, {lr / 2}, {lr / 2}, {lr / 4}]
     assert lrs("g2") == lrs("d2") == {lr}  # Stage-II's schedule has not started
     seen2 = []
     for _ in range(4):
-        m.train_step(batch, "stage2")
+        m.train_step(batch, "stage2", Step(phase="stage2"))
         seen2.append(lrs("g2") | lrs("d2"))
     assert seen2 == [{lr}, {lr}, {lr}, {lr / 2}]
     assert lrs("g1") == {lr / 4}  # untouched in stage2
@@ -409,4 +410,4 @@ def test_bad_combinations_are_config_errors():
         StackGANv1(_cfg(), DataInfo((3, 64, 64), 10, "mnist", 0))
     m = StackGANv1(_cfg(), INFO)
     with pytest.raises(GanstackError, match="phases"):
-        m.train_step(_batch(), "joint")
+        m.train_step(_batch(), "joint", Step(phase="joint"))

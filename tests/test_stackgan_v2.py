@@ -14,6 +14,7 @@ from ganstack.config import ConfigError, load_config
 from ganstack.data import Batcher, load_dataset
 from ganstack.metrics.evaluate import caption_consistency
 from ganstack.models import DataInfo, build_model
+from ganstack.models.base import Step
 from ganstack.run import load
 from ganstack.train.trainer import Trainer
 
@@ -87,7 +88,7 @@ def test_train_step_updates_every_network_and_logs_each_term():
     cfg, model, train = _model("model.colour_weight=50")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     batch = Batcher(train, 8, 0).batch(0)
-    out = model.train_step(batch, "joint")
+    out = model.train_step(batch, "joint", Step(phase="joint"))
     assert {"d0", "d1", "g0_adv", "g1_adv", "g_colour", "g_kl", "g"} <= set(out)
     assert all(torch.isfinite(v) for v in out.values())
     for prefix in ("netG.", "netDs.0.", "netDs.1."):
@@ -103,7 +104,7 @@ def test_unconditional_tree_ignores_captions_and_reinjects_z():
     assert model.netG.ca is None
     # F1's joint conv sees h0 and z (re-injected): gf + z_dim input channels.
     assert model.netG.stages[1].joint[0].in_channels == 8 + 8
-    out = model.train_step(Batcher(train, 8, 0).batch(0), "joint")
+    out = model.train_step(Batcher(train, 8, 0).batch(0), "joint", Step(phase="joint"))
     assert "g_kl" not in out and "g_colour" in out
 
 
@@ -125,7 +126,7 @@ def test_ema_reset_quirk_copies_the_average_into_the_live_generator():
     model.enable_ema(0.9)
     b = Batcher(train, 8, 0).batch(0)
     for step in range(3):
-        model.train_step(b, "joint")
+        model.train_step(b, "joint", Step(phase="joint"))
         live = list(model.netG.parameters())
         avg = list(model.ema["netG"].parameters())
         same = all(torch.equal(p, q) for p, q in zip(live, avg, strict=True))

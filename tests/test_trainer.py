@@ -50,9 +50,9 @@ def test_nan_loss_stops_without_writing_a_checkpoint(tmp_path, tiny_overrides, m
     real_step = trainer.model.train_step
     calls = {"n": 0}
 
-    def poisoned(batch, phase):
+    def poisoned(batch, phase, step):
         calls["n"] += 1
-        out = real_step(batch, phase)
+        out = real_step(batch, phase, step)
         if calls["n"] >= 3:
             out["g0_cond"] = torch.tensor(float("nan"))
         return out
@@ -71,8 +71,8 @@ def _poison_once(trainer, monkeypatch, at_step: int) -> dict[str, list]:
     real_step = trainer.model.train_step
     seen: dict[str, list] = {"lr": [], "poisoned": []}
 
-    def poisoned(batch, phase):
-        out = real_step(batch, phase)
+    def poisoned(batch, phase, step):
+        out = real_step(batch, phase, step)
         step = trainer.global_step + 1
         if step == at_step and at_step not in seen["poisoned"]:
             seen["poisoned"].append(step)

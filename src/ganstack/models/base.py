@@ -7,6 +7,13 @@ Sampling is split in two: :meth:`StackModel.draw_inputs` draws every level's inp
 ``y`` and one noise vector per level, named ``z0``, ``z1``, ...), and :meth:`generate` runs the
 levels top to bottom on given inputs. Any input can be held fixed across a batch while the
 others vary, which is how the papers' "fix y and z1, vary z0" figures are made.
+
+Time belongs to the loop (issue 21 item 2). The trainer counts the steps and hands each
+:meth:`StackModel.train_step` a :class:`Step` (global step, step within the phase, images seen
+across every process); a model keeps no step counter of its own. A model with a schedule
+declares it as pure functions of (optimizer name, step): :meth:`StackModel.lr` (and, for SGD,
+:meth:`StackModel.momentum`), which the trainer applies to every parameter group of that
+optimizer before each ``train_step``. A model never writes ``param_groups`` itself.
 """
 
 from __future__ import annotations
@@ -23,6 +30,30 @@ from ganstack.data.base import ImageDataset
 from ganstack.errors import GanstackError
 
 LogFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Step:
+    """Where the loop is when it calls :meth:`StackModel.train_step`: the clock a model reads
+    instead of counting steps itself (counts of *steps done before this one*)."""
+
+    global_step: int = 0  # steps done in all phases before this one
+    phase: str = ""
+    phase_step: int = 0  # steps of ``phase`` done before this one
+    batch_size: int = 0  # images in each process's batch
+    world_size: int = 1  # processes taking part (each with its own part of a global batch)
+    dataset_size: int = 0  # training images
+
+    @property
+    def images(self) -> int:
+        """Real images seen before this step, by every process together."""
+        return self.global_step * self.batch_size * self.world_size
+
+    @property
+    def epoch(self) -> int:
+        """Whole passes over the training set before this step, counted in images (0 when
+        the dataset size is unknown)."""
+        return self.images // self.dataset_size if self.dataset_size > 0 else 0
 
 
 @dataclass
@@ -78,9 +109,27 @@ class StackModel(nn.Module):
     def enter_phase(self, phase: str, fresh: bool) -> None:
         """Called when ``phase`` starts (``fresh``) or is resumed mid-way (not ``fresh``)."""
 
-    def train_step(self, batch: dict[str, torch.Tensor], phase: str) -> dict[str, torch.Tensor]:
-        """One optimisation step on ``batch``; returns detached scalar losses."""
+    def train_step(self, batch: dict[str, torch.Tensor], phase: str, step: Step
+                   ) -> dict[str, torch.Tensor]:
+        """One optimisation step on ``batch``; returns detached scalar losses.
+
+        ``step`` says where the loop is (``step.phase == phase``); whatever depends on time
+        (a warm-up, a cadence) is a function of it: the model keeps no step counter, so its
+        state is the same whoever counts and however many processes train.
+        """
         raise NotImplementedError
+
+    # ---- schedules: pure functions of (optimizer name, step), applied by the trainer -------
+
+    def lr(self, name: str, step: Step) -> float | None:
+        """The learning rate of every parameter group of optimizer ``name`` for the step
+        ``step``, or None: the rate the optimizer was built with. The trainer sets it before
+        each :meth:`train_step` (times its NaN-rollback scale)."""
+        return None
+
+    def momentum(self, name: str, step: Step) -> float | None:
+        """As :meth:`lr`, for the ``momentum`` of an SGD optimizer's groups."""
+        return None
 
     # ---- sampling -------------------------------------------------------------------------
 

@@ -80,7 +80,7 @@ from ganstack import losses
 from ganstack.config import ConfigError
 from ganstack.data.base import ImageDataset
 from ganstack.errors import GanstackError
-from ganstack.models.base import DataInfo, LogFn, StackModel
+from ganstack.models.base import DataInfo, LogFn, StackModel, Step
 from ganstack.nn import init_normal_
 
 # --------------------------------------------------------------------------------------------
@@ -556,7 +556,8 @@ class LAPGAN(StackModel):
             return self.D[k](x, onehot)
         return self.D[k](low, x, onehot)
 
-    def train_step(self, batch: dict[str, torch.Tensor], phase: str) -> dict[str, torch.Tensor]:
+    def train_step(self, batch: dict[str, torch.Tensor], phase: str, step: Step
+                   ) -> dict[str, torch.Tensor]:
         cfg, n = self.cfg, self.levels
         self._schedule()
         x = self.preprocess(batch["images"])

@@ -69,7 +69,7 @@ from torch import nn
 from ganstack.config import ConfigError
 from ganstack.data.base import ImageDataset
 from ganstack.errors import GanstackError
-from ganstack.models.base import DataInfo, LogFn, StackModel
+from ganstack.models.base import DataInfo, LogFn, StackModel, Step
 from ganstack.nn import scale_grad
 
 # --------------------------------------------------------------------------------------------
@@ -682,7 +682,8 @@ class S2GAN(StackModel):
 
     # ---- training --------------------------------------------------------------------------
 
-    def train_step(self, batch: dict[str, torch.Tensor], phase: str) -> dict[str, torch.Tensor]:
+    def train_step(self, batch: dict[str, torch.Tensor], phase: str, step: Step
+                   ) -> dict[str, torch.Tensor]:
         if phase == "structure":
             return self._structure_step(batch)
         if phase == "fcn":

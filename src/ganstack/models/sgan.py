@@ -46,7 +46,7 @@ from ganstack.config import ConfigError
 from ganstack.data.base import ImageDataset
 from ganstack.errors import CheckpointError
 from ganstack.fileio import check_npz
-from ganstack.models.base import DataInfo, LogFn, StackModel
+from ganstack.models.base import DataInfo, LogFn, StackModel, Step
 from ganstack.nn import (
     GaussianNoise,
     conv_act,
@@ -659,14 +659,13 @@ class SGAN(StackModel):
 
     def enter_phase(self, phase: str, fresh: bool) -> None:
         self._regularise(joint=phase == "joint")  # not in the checkpoint: set on every entry
-        if not fresh:
-            return  # resumed mid-phase: optimizer state and lr come from the checkpoint
-        lr = self.cfg.joint_lr if phase == "joint" and self.cfg.joint_lr else self.cfg.lr
-        for opt in self.optimizers.values():
-            if self.cfg.reset_optimizers:
+        if fresh and self.cfg.reset_optimizers:
+            for opt in self.optimizers.values():
                 opt.state.clear()
-            for group in opt.param_groups:
-                group["lr"] = lr
+
+    def lr(self, name: str, step: Step) -> float | None:
+        """``joint_lr`` in the joint phase when set; ``lr`` (the optimizers' own) otherwise."""
+        return self.cfg.joint_lr if step.phase == "joint" and self.cfg.joint_lr else None
 
     def _draw_z(self, b: int) -> list[torch.Tensor]:
         return [torch.rand(b, d, device=self.device) for d in self.cfg.z_dims]
@@ -717,7 +716,8 @@ class SGAN(StackModel):
                 return steps
         return 7
 
-    def train_step(self, batch: dict[str, torch.Tensor], phase: str) -> dict[str, torch.Tensor]:
+    def train_step(self, batch: dict[str, torch.Tensor], phase: str, step: Step
+                   ) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         x = self.preprocess(batch["images"])
         y = batch["labels"]

@@ -72,7 +72,7 @@ from ganstack.config import ConfigError
 from ganstack.data.augment import multiscale_batch
 from ganstack.data.base import ImageDataset
 from ganstack.errors import GanstackError
-from ganstack.models.base import DataInfo, LogFn, StackModel
+from ganstack.models.base import DataInfo, LogFn, StackModel, Step
 from ganstack.models.text import CaptionBankMixin, pick_captions, require_text
 from ganstack.nn.stackgan import (
     BottleneckResBlock,
@@ -436,7 +436,8 @@ class StackGANv1(CaptionBankMixin, StackModel):
         if phase not in PHASES:
             raise GanstackError(f"stackgan_v1 has phases {list(PHASES)}, not '{phase}'")
 
-    def train_step(self, batch: dict[str, torch.Tensor], phase: str) -> dict[str, torch.Tensor]:
+    def train_step(self, batch: dict[str, torch.Tensor], phase: str, step: Step
+                   ) -> dict[str, torch.Tensor]:
         if phase == "stage1":
             return self._stage1_step(batch)
         if phase == "stage2":

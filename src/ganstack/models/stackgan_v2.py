@@ -50,7 +50,7 @@ from ganstack import losses
 from ganstack.config import ConfigError
 from ganstack.data.augment import multiscale_batch
 from ganstack.data.base import ImageDataset
-from ganstack.models.base import DataInfo, LogFn, StackModel
+from ganstack.models.base import DataInfo, LogFn, StackModel, Step
 from ganstack.models.text import CaptionBankMixin, pick_captions, require_text
 from ganstack.nn.stackgan import (
     GLU,
@@ -309,7 +309,8 @@ class StackGANv2(CaptionBankMixin, StackModel):
 
     # ---- training -------------------------------------------------------------------------
 
-    def train_step(self, batch: dict[str, torch.Tensor], phase: str) -> dict[str, torch.Tensor]:
+    def train_step(self, batch: dict[str, torch.Tensor], phase: str, step: Step
+                   ) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         reals = multiscale_batch(batch["images"], self.sizes, augment=cfg.augment)
         b = len(reals[0])

@@ -49,11 +49,14 @@ from ganstack.environment import environment
 from ganstack.errors import CheckpointError, ConfigError, GanstackError, NonFiniteLossError
 from ganstack.fileio import LOCK_NAME, lock_folder, read_regular, unlock_folder
 from ganstack.models import DataInfo, StackModel, build_model
+from ganstack.models.base import Step
 from ganstack.train import checkpoint as ckpt
 from ganstack.train import distributed, init_from
 from ganstack.viz import plot_curves, save_grid
 
 log = logging.getLogger("ganstack")
+
+SCHEDULED = ("lr", "momentum")  # the optimizer settings a model's schedule may set per step
 
 
 def resolve_device(name: str, what: str = "train.device") -> torch.device:
@@ -224,6 +227,11 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         if tc.fused_optimizers:
             fuse_optimizers(self.model.optimizers.values())
+        # The rates each parameter group was built with: what a model's schedule (lr,
+        # momentum) returning None means. Recorded before a checkpoint overwrites them.
+        self._base_hyper = {
+            name: [{k: g[k] for k in SCHEDULED if k in g} for g in opt.param_groups]
+            for name, opt in self.model.optimizers.items()}
         # Learning-rate scale after NaN rollbacks (train.nan_policy): applied around each
         # optimizer step, so it holds whatever learning rates the model itself sets.
         self.lr_scale = 1.0
@@ -662,8 +670,11 @@ class Trainer:
         self.model.train()
         while self.phase_step < steps:
             batch = self.batcher.batch(self.global_step)
+            step = Step(self.global_step, phase, self.phase_step, tc.batch_size,
+                        self.dist.world, len(self.train_ds))
+            self._apply_schedule(step)
             with autocast:
-                losses = self.model.train_step(batch, phase)
+                losses = self.model.train_step(batch, phase, step)
             if self.dist.enabled:
                 # Batch-norm running statistics follow rank 0 (as DDP's broadcast_buffers).
                 distributed.broadcast_tensors(list(self.model.buffers()))
@@ -803,6 +814,16 @@ class Trainer:
                 f"resume from the last good checkpoint with --resume, or set "
                 f"train.nan_policy=rollback to do both automatically."
             )
+
+    def _apply_schedule(self, step: Step) -> None:
+        """Set every optimizer's learning rate and momentum for ``step``: the model's schedule
+        (:meth:`StackModel.lr`, :meth:`StackModel.momentum`), or the rates it was built with."""
+        for name, opt in self.model.optimizers.items():
+            for key in SCHEDULED:
+                value = getattr(self.model, key)(name, step)
+                for group, base in zip(opt.param_groups, self._base_hyper[name], strict=True):
+                    if key in base:
+                        group[key] = base[key] if value is None else value
 
     def _scale_lr(self, opt: torch.optim.Optimizer, *_: Any) -> None:
         if self.lr_scale != 1.0:
