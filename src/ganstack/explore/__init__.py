@@ -269,8 +269,11 @@ class Explorer:
             torch.manual_seed(0)
             with self.model.sampling_mode():
                 out = self.model.generate(inputs)
+        # An output that is another name for the image (LAPGAN's level0) is shown once.
+        image = out.get("image")
         return {k: v[:n].detach().float().cpu() for k, v in out.items()
-                if torch.is_tensor(v) and k not in inputs and v.dim() >= 2 and len(v) >= n}
+                if torch.is_tensor(v) and k not in inputs and v.dim() >= 2 and len(v) >= n
+                and (k == "image" or image is None or v is not image)}
 
     def _probe(self) -> tuple[list[str], dict[str, list[str]]]:
         """The outputs that can be shown, coarse to fine, and the outputs each input changes
@@ -293,13 +296,14 @@ class Explorer:
             out = self.generate(self.inputs(req))
             changes[name] = [k for k in shown if not torch.equal(out[k], base[k])]
         # Coarse to fine: an output that fewer noise inputs reach sits higher in the stack;
-        # ties keep the model's order (image_outputs first, coarsest first), the image last.
+        # then the smaller first, then the model's order (image_outputs, coarsest first); the
+        # image last.
         declared = [k for k in self.model.image_outputs() if k in shown]
         order = declared + [k for k in shown if k not in declared]
 
-        def key(k: str) -> tuple[int, int, int]:
+        def key(k: str) -> tuple[int, int, int, int]:
             reach = sum(k in changes.get(n, []) for n in self.noise)
-            return (k == "image", reach, order.index(k))
+            return (k == "image", reach, base[k][0].numel(), order.index(k))
 
         return sorted(shown, key=key), {n: [k for k in sorted(shown, key=key) if k in c]
                                         for n, c in changes.items()}
