@@ -137,6 +137,16 @@ class EvalContext:
             self._classifiers[which] = (clf.to(self.device), meta)
         return self._classifiers[which]
 
+    def vs_model(self):  # type: ignore[no-untyped-def]
+        """The joint image-caption embedding of VS similarity and its record, trained on the
+        reference split (cached on disk)."""
+        if "vs" not in self._shared:
+            from ganstack.metrics.vs import get_vs_model
+
+            model, meta = get_vs_model(self.reference, self.held_out)
+            self._shared["vs"] = (model.to(self.device), meta)
+        return self._shared["vs"]
+
     def inception(self):  # type: ignore[no-untyped-def]
         if self._inception is None:
             from ganstack.metrics.inception import InceptionExtractor
@@ -446,11 +456,34 @@ def caption_targets(ds: ImageDataset, n: int, seed: int = 0
     order = torch.randperm(len(ds), generator=g)
     idx = order.repeat((n + len(ds) - 1) // len(ds))[:n]
     cap = torch.randint(emb.shape[1], (n,), generator=g)
-    targets = {}
+    targets = {"text": emb[idx, cap]}  # for VS similarity
     if "attributes" in ds.extras and "mentions" in ds.extras:
-        targets = {"attributes": ds.extras["attributes"][idx],
-                   "mentions": ds.extras["mentions"][idx, cap]}
+        targets |= {"attributes": ds.extras["attributes"][idx],
+                    "mentions": ds.extras["mentions"][idx, cap]}
     return {"text": emb[idx, cap]}, targets
+
+
+@METRICS.register("vs")
+def vs_similarity(ctx: EvalContext) -> dict[str, float]:
+    """Visual-semantic similarity (HDGAN, Zhang et al., CVPR 2018): the mean cosine of each
+    sample and the caption it was generated from in a joint image-caption embedding trained on
+    the reference split (:mod:`ganstack.metrics.vs`), with its std over samples, for every
+    output scale; `_shuffled`: against other samples' captions (the floor). Real held-out
+    images with their own captions (the ceiling) are the calibration's `real` row."""
+    if "text" not in ctx.targets:
+        return {}
+    model, meta = ctx.vs_model()
+    text = ctx.targets["text"]
+    perm = torch.randperm(len(text), generator=torch.Generator().manual_seed(0))
+    tag = f"{count_tag(ctx.n)}_{meta['name']}"
+    out: dict[str, float] = {}
+    sources = {"": ctx.images} | {f"_{k}": ctx.scaled(k) for k in ctx.extra_images}
+    for suffix, images in sources.items():
+        for kind, t in {"": text, "_shuffled": text[perm]}.items():
+            sim = model.similarity(images, t)
+            out[f"vs{tag}{suffix}{kind}"] = float(sim.mean())
+            out[f"vs_std{tag}{suffix}{kind}"] = float(sim.std()) if len(sim) > 1 else 0.0
+    return out
 
 
 def _acc(ctx: EvalContext, extractor: str) -> dict[str, float]:
@@ -546,7 +579,7 @@ for _name, (_model, _doc) in MODEL_MEASURES.items():
 
 
 # Metrics whose figures are calibrated (scored on real, blurred-real and blind sets too).
-CALIBRATED = ("acc", "is", "fid", "kid", "prdc", "caption",
+CALIBRATED = ("acc", "is", "fid", "kid", "prdc", "caption", "vs",
               "fid_inception", "kid_inception", "is_inception", "prdc_inception")
 BLUR_SIGMAS = (1.0, 2.0)
 
@@ -570,14 +603,20 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def held_out_targets(held_out: ImageDataset) -> dict[str, torch.Tensor]:
     """Each held-out image's attributes and the attributes named by one of its own captions
-    (seeded), for caption consistency of real images."""
-    if "attributes" not in held_out.extras or "mentions" not in held_out.extras:
+    (seeded), for caption consistency of real images; and that caption's embedding (``text``),
+    for VS similarity."""
+    emb = held_out.extras.get("embeddings")
+    has_attributes = "attributes" in held_out.extras and "mentions" in held_out.extras
+    if emb is None and not has_attributes:
         return {}
-    mentions = held_out.extras["mentions"]
-    cap = torch.randint(mentions.shape[1], (len(held_out),),
-                        generator=torch.Generator().manual_seed(0))
-    return {"attributes": held_out.extras["attributes"],
-            "mentions": mentions[torch.arange(len(held_out)), cap]}
+    count = emb.shape[1] if emb is not None else held_out.extras["mentions"].shape[1]
+    cap = torch.randint(count, (len(held_out),), generator=torch.Generator().manual_seed(0))
+    rows = torch.arange(len(held_out))
+    out = {} if emb is None else {"text": emb[rows, cap]}
+    if has_attributes:
+        out |= {"attributes": held_out.extras["attributes"],
+                "mentions": held_out.extras["mentions"][rows, cap]}
+    return out
 
 
 def calibration_rows(ctx: EvalContext, metrics: list[str]) -> dict | None:
