@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from ganstack.cli import main
 from ganstack.config import ConfigError, load_config
 from ganstack.data import Batcher, load_dataset
 from ganstack.models import DataInfo, build_model
+from ganstack.models.base import Step
 from ganstack.models.hdgan import HDGAN, kl_log_sigma, ls_loss
 from ganstack.run import load
 from ganstack.train.trainer import Trainer
@@ -42,8 +42,8 @@ def _model(*extra: str):
 
 
 def _step(phase_step: int = 0, phase: str = "joint", batch: int = 8, data: int = 48):
-    return types.SimpleNamespace(global_step=phase_step, phase=phase, phase_step=phase_step,
-                                 batch_size=batch, world_size=1, dataset_size=data)
+    return Step(global_step=phase_step, phase=phase, phase_step=phase_step, batch_size=batch,
+                world_size=1, dataset_size=data)
 
 
 def _paper(name: str, *extra: str) -> HDGAN:
@@ -178,8 +178,14 @@ def test_train_step_updates_g_and_every_d_and_logs_each_term():
 
 
 def test_a_few_steps_move_the_losses(tmp_path):
-    cfg = load_config("hdgan-shapes", TINY + ["train.phases.joint=8", "train.ema=0.9"])
-    assert Trainer(cfg, tmp_path / "run").fit() == "done"
+    cfg = load_config("hdgan-shapes", TINY + ["train.phases.joint=8", "train.ema=0.9",
+                                              "model.lr_decay_epochs=1"])
+    trainer = Trainer(cfg, tmp_path / "run")
+    assert trainer.fit() == "done"
+    # The trainer applied the model's schedule: 48 training images, batch 8, so the last step
+    # (7 done before it) is in the 2nd epoch: halved at 1-based epochs 1 and 2.
+    assert {g["lr"] for o in trainer.model.optimizers.values() for g in o.param_groups} == \
+        {2e-4 / 4}
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 8
     for key in ("loss/d", "loss/g", "loss/g_kl"):

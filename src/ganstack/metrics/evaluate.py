@@ -730,7 +730,7 @@ def evaluate(
                 *fake_stats.mean_cov(), *ctx.reference_stats("classifier")
             )
             targets_real = held_out_targets(held_out)
-            if targets_real and len(clf.attribute_heads):
+            if "attributes" in targets_real and len(clf.attribute_heads):
                 # Each real held-out image against one of its own captions: the ceiling.
                 res = caption_consistency(clf.predict_attributes(held_out.images),
                                           targets_real["attributes"],

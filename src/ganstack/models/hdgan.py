@@ -76,7 +76,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -86,11 +86,8 @@ from ganstack.config import ConfigError
 from ganstack.data.augment import multiscale_batch
 from ganstack.data.base import ImageDataset
 from ganstack.errors import GanstackError
-from ganstack.models.base import DataInfo, LogFn, StackModel
+from ganstack.models.base import DataInfo, LogFn, StackModel, Step
 from ganstack.models.text import CaptionBankMixin, pick_captions, require_text
-
-if TYPE_CHECKING:
-    from ganstack.models.base import Step
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -499,7 +496,7 @@ class HDGAN(CaptionBankMixin, StackModel):
             image = ls_loss(lr_, 1) + ls_loss(lf, 0)
         return pair, image
 
-    def train_step(self, batch: dict[str, torch.Tensor], phase: str, step: Step | None = None
+    def train_step(self, batch: dict[str, torch.Tensor], phase: str, step: Step
                    ) -> dict[str, torch.Tensor]:
         if phase not in PHASES:
             raise GanstackError(f"hdgan has phases {list(PHASES)}, not '{phase}'")
