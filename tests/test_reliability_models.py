@@ -37,7 +37,7 @@ from ganstack.models import MODELS, DataInfo, build_model
 from ganstack.run import load
 from ganstack.train.trainer import Trainer, load_run_config
 
-from . import test_dcgan, test_lapgan, test_s2gan, test_stackgan_v1, test_stackgan_v2
+from . import test_dcgan, test_hdgan, test_lapgan, test_s2gan, test_stackgan_v1, test_stackgan_v2
 from .killing import KilledRun, run_overrides
 from .test_reliability import FUZZ, YAML_SCALARS
 
@@ -53,6 +53,7 @@ RUNS = {
     "stackgan_v1": ("stackgan-v1-shapes", lambda _: test_stackgan_v1.TINY,
                     {"stage1": 10, "stage2": 10}),
     "stackgan_v2": ("stackgan-v2-shapes", lambda _: test_stackgan_v2.TINY, {"joint": 40}),
+    "hdgan": ("hdgan-shapes", lambda _: test_hdgan.TINY, {"joint": 40}),
     "s2gan": ("s2gan-rooms", lambda _: test_s2gan.TINY,
               {"structure": 4, "fcn": 4, "style": 4, "joint": 4}),
 }
@@ -127,6 +128,7 @@ MODEL_CONFIGS = {
     "dcgan": ("dcgan-mnist", DataInfo((1, 28, 28), 10, "mnist")),
     "stackgan_v1": ("stackgan-v1-shapes", DataInfo((3, 64, 64), 0, "shapes", 256)),
     "stackgan_v2": ("stackgan-v2-shapes", DataInfo((3, 64, 64), 0, "shapes", 256)),
+    "hdgan": ("hdgan-shapes", DataInfo((3, 64, 64), 0, "shapes", 256)),
     "s2gan": ("s2gan-rooms", DataInfo((3, 64, 64), 4, "rooms")),
 }
 BUILD_LIMIT = 512  # integers above this are only loaded, not built: `r_num=10**9` is a legal
