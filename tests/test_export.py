@@ -253,7 +253,7 @@ def test_from_pretrained_says_what_a_folder_is_when_it_is_not_an_export(run, exp
 
 
 @pytest.mark.parametrize("name", ["sgan", "lapgan", "dcgan", "s2gan", "stackgan_v1",
-                                  "stackgan_v2"])
+                                  "stackgan_v2", "hdgan"])
 def test_every_model_samples_with_its_generators_and_own_buffers_alone(name, mnist_dir):
     """What sampling_state leaves out (discriminators, encoders, the live generators when an
     EMA is kept) is NaN in the probe: any use of it would show in the samples."""
