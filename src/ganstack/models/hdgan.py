@@ -46,12 +46,13 @@ real images, w the mismatched ("wrong") real images with the same text, f the fa
 
 - ``objective: code`` (default): D = sum_s MSE(P_r,1) + 1/2 [MSE(P_w,0) + MSE(P_f,0)]
   + MSE(L_f,0) + 1/2 [MSE(L_w,1) + MSE(L_r,1)]: wrong images count as real for the image head;
-- ``objective: paper`` (the paper's objective, Eq. 2 as transcribed): unit weights, the image
-  head sees real and fake only, and the mismatched pair is (real image, another caption):
+- ``objective: paper`` (the paper's objective, from a second-hand transcription): unit
+  weights, the image head sees real and fake only, and the mismatched pair is (real image,
+  another caption):
   D = sum_s MSE(L_r,1) + MSE(P_r,1) + MSE(L_f,0) + MSE(P_f,0) + MSE(P(r, t_other),0);
 - G = kl_weight * KL + sum_s MSE(P(X_s, t), 1) + MSE(L(X_s), 1).
 
-Training step (one phase, ``joint``): draw z, run G once; one Adam step of the whole D (every
+Training step (phase ``joint``): draw z, run G once; one Adam step of the whole D (every
 scale, one optimizer as the code) on the detached fakes; one G step that reuses the same fakes
 (the code; ``g_resample_z: true`` draws z again and reruns G, as the first release did). Real
 images at every scale come from one random crop (76/64, i.e. the code's 304 -> 256) and its
@@ -60,7 +61,8 @@ draws a real image of another class; on a shuffled batch a roll is the same draw
 class check); the text per sample is the mean of 4 of its captions (``caption_sampling:
 mean4``, the code's ``num_emb`` 4). Adam 2e-4, betas (0.5, 0.999), the learning rate halved
 at the start of every 1-based epoch divisible by ``lr_decay_epochs`` (code: 100, COCO 50),
-expressed as :meth:`HDGAN.lr`, a function of the trainer's step.
+expressed as :meth:`HDGAN.lr`, a function of the trainer's step. The code keeps no EMA of G
+and samples with eval-mode batch norm; ``train.ema`` (off in the paper configs) adds one.
 
 The 512 variant (``super_output: true``; ``GeneratorSuperL1Loss``): the finest trunk features,
 detached, go through 2 residual blocks -> nearest x2 -> conv3x3 halving the channels -> BN ->
@@ -70,6 +72,8 @@ up-scale of the detached finest output) instead of the KL. Code vs paper: the pa
 draws a discriminator at 512; the released code has none (its trainer then fails on the 512
 output). ``super_adversarial: true`` (default) adds a discriminator at 512 trained with the
 others and the G adversarial terms at 512; false trains the 512 part on the L1 term alone.
+In phase ``super`` the discriminators of the side outputs keep training, as the code's 512
+stage would (its D step runs over every output).
 """
 
 from __future__ import annotations
