@@ -299,7 +299,8 @@ class Server:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ganstack", "-q", "explore", str(run), "--port",
-             str(self.port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+             str(self.port), "--threads", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
 
     def wait(self, timeout: float = 60.0) -> None:
         import urllib.request

@@ -290,6 +290,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="port (default 7860)")
     v.add_argument("--checkpoint", help="checkpoint name in RUN/checkpoints (default: latest)")
     v.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    v.add_argument("--threads", type=_int_in(0, 1024), default=0, metavar="N",
+                   help="torch CPU threads (default 0: torch's default; 1 is often the "
+                   "fastest for one small sample, and on a busy machine)")
 
     d = add("dataset", help="convert a dataset once into a folder that loads fast "
             "(data.name=prepared)", epilog=EPILOG_DATASET, formatter_class=fmt)
@@ -489,6 +492,10 @@ def _cmd_explore(args: argparse.Namespace) -> int:
     from ganstack.run import load
 
     require_server()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     explorer = Explorer(load(args.run, args.checkpoint, args.device), args.run)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: anyone who can reach this machine can use the page",

@@ -40,11 +40,12 @@ function seedControl(label, key, get, set, extra) {
   // A seed box, a resample button and (for noise) a hold box: one control per level.
   const box = el("div", { className: "level", "data-level": key });
   box.append(el("span", { className: "name", text: label }));
-  const input = el("input", { type: "number", min: 0, step: 1, value: get(),
+  const input = el("input", { type: "number", min: 0, max: Number.MAX_SAFE_INTEGER, step: 1,
+                              value: get(),
                               "data-seed": key, title: "the seed this input is drawn from" });
   input.addEventListener("change", () => {
-    const v = Number.parseInt(input.value, 10);
-    if (Number.isFinite(v) && v >= 0) { set(v); render(); } else input.value = get();
+    const v = Number(input.value);
+    if (Number.isSafeInteger(v) && v >= 0) { set(v); render(); } else input.value = get();
   });
   const button = el("button", { text: "resample", "data-resample": key,
                                 title: "draw this input again (a new seed)" });
@@ -116,8 +117,9 @@ function buildControls(m) {
   seedB.value = state.interp.seedB;
   interpSelect.addEventListener("change", () => { state.interp.input = interpSelect.value; render(); });
   seedB.addEventListener("change", () => {
-    const v = Number.parseInt(seedB.value, 10);
-    if (Number.isFinite(v) && v >= 0) state.interp.seedB = v;
+    const v = Number(seedB.value);
+    if (Number.isSafeInteger(v) && v >= 0) state.interp.seedB = v;
+    else seedB.value = state.interp.seedB;
     if (state.interp.input) render();
   });
   $("interp-new").addEventListener("click", () => {
