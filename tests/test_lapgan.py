@@ -284,33 +284,71 @@ def test_sgd_schedule_follows_the_code():
     torch.manual_seed(0)
     m = LAPGAN(_small(optimizer="sgd", lr=0.0, momentum_step=0.1, lr_decay=2.0), INFO)
     assert m.base_lrs == {f"{n}{k}": 0.02 for n in "GD" for k in range(3)}
-    m.epoch_size.fill_(32)
-    batch = _batch(16)
-    for epoch, momentum in [(0, 0.5), (0, 0.5), (1, 0.6), (1, 0.6), (2, 0.7), (2, 0.7),
-                            (3, 0.7)]:
-        m.train_step(batch, "independent", Step(phase="independent"))
-        group = m.optimizers["D2"].param_groups[0]
-        assert group["momentum"] == pytest.approx(momentum)
-        assert group["lr"] == pytest.approx(0.02 / 2.0**epoch)
-    assert int(m.images_seen) == 7 * 16
+    # 16 images a step, 32 in an epoch: the epoch is the real images seen // 32.
+    for t, (epoch, momentum) in enumerate([(0, 0.5), (0, 0.5), (1, 0.6), (1, 0.6), (2, 0.7),
+                                           (2, 0.7), (3, 0.7)]):
+        step = Step(t, "independent", t, batch_size=16, world_size=1, dataset_size=32)
+        assert step.epoch == epoch
+        assert m.momentum("D2", step) == pytest.approx(momentum)
+        assert m.lr("D2", step) == pytest.approx(0.02 / 2.0**epoch)
+    # Under torchrun every process counts the images of all: 2 processes of 8 images a step
+    # reach an epoch in as many steps as 1 process of 16 (the per-rank count ran 2x slow).
+    assert m.lr("G0", Step(2, "independent", 2, 8, 2, 32)) == pytest.approx(0.02 / 2)
+    assert m.lr("G0", Step(2, "independent", 2, 8, 1, 32)) == pytest.approx(0.02)
+    assert "images_seen" not in m.state_dict() and "epoch_size" not in m.state_dict()
     m = LAPGAN(_small(level_lr=[1e-3, 2e-3, 3e-3], coarse_d_lr_mult=2.0), INFO)
     assert [m.optimizers[f"G{k}"].param_groups[0]["lr"] for k in range(3)] == [1e-3, 2e-3, 3e-3]
     assert m.optimizers["D2"].param_groups[0]["lr"] == pytest.approx(6e-3)
     assert isinstance(m.optimizers["G0"], torch.optim.Adam)
+    assert m.lr("G0", Step(10**6, "independent", 10**6, 16, 1, 32)) is None  # Adam: constant
+    assert m.momentum("G0", Step(10**6, "independent", 10**6, 16, 1, 32)) is None
 
 
-def test_resume_is_exact_with_the_sgd_schedule(tmp_path, lap_overrides):
-    """The SGD schedule (its clock, images seen, crosses an epoch after the split); Adam's
-    resume is checked by tests/test_contract.py."""
+def _as_written_before_the_step(ckdir: Path) -> None:
+    """Give the newest checkpoint the clock buffers LAPGAN kept before the trainer's Step."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from ganstack.train import checkpoint as ckpt
+
+    record = ckpt.list_checkpoints(ckdir)[-1]
+    rec = json.loads(record.read_text())
+    weights = ckdir / rec["weights"]
+    tensors = load_file(str(weights))
+    tensors["model/images_seen"] = torch.tensor(rec["global_step"] * 40)
+    tensors["model/epoch_size"] = torch.tensor(10**6)  # wrong on purpose: it is not read
+    save_file(tensors, str(weights), metadata={"format": "ganstack",
+                                               "version": str(ckpt.FORMAT_VERSION)})
+    rec["sha256"] = ckpt.sha256_file(weights)
+    rec["record_sha256"] = ckpt._record_digest(rec)
+    record.write_text(json.dumps(rec))
+
+
+def test_resume_is_exact_with_the_sgd_schedule(tmp_path, lap_overrides, caplog):
+    """The SGD schedule (its clock, images seen, crosses an epoch after the split), resumed
+    from a checkpoint of an older version that still holds the model's own clock buffers;
+    Adam's resume is checked by tests/test_contract.py."""
     extra = ["model.optimizer=sgd", "model.momentum_step=0.1", "data.eval_size=200",
              "train.batch_size=40"]
     cfg = load_config("lapgan-mnist", lap_overrides + extra)
     straight = tmp_path / "straight"
-    assert Trainer(cfg, straight).fit() == "done"
+    trainer = Trainer(cfg, straight)
+    assert trainer.fit() == "done"
+    # The trainer set the rates of the last step from the model's schedule: past an epoch.
+    last = Step(4, "independent", 4, 40, 1, len(trainer.train_ds))
+    assert last.epoch >= 1
+    group = trainer.model.optimizers["D2"].param_groups[0]
+    assert group["momentum"] == trainer.model.momentum("D2", last) == pytest.approx(
+        0.5 + 0.1 * last.epoch)
+    assert group["lr"] == trainer.model.lr("D2", last)
     split = tmp_path / "split"
     assert Trainer(cfg, split).fit(max_steps=2) == "interrupted"
     assert len(logged_losses(split)) == 2
-    assert Trainer(cfg, split, resume=True).fit() == "done"
+    _as_written_before_the_step(split / "checkpoints")
+    with caplog.at_level("DEBUG", logger="ganstack"):
+        assert Trainer(cfg, split, resume=True).fit() == "done"
+    assert "dropped epoch_size, images_seen" in caplog.text
     assert logged_losses(split) == logged_losses(straight)
     assert len(logged_losses(straight)) == 5
     a, b = final_state(straight), final_state(split)

@@ -126,7 +126,7 @@ def test_ema_reset_quirk_copies_the_average_into_the_live_generator():
     model.enable_ema(0.9)
     b = Batcher(train, 8, 0).batch(0)
     for step in range(3):
-        model.train_step(b, "joint", Step(phase="joint"))
+        model.train_step(b, "joint", Step(step, "joint", step))
         live = list(model.netG.parameters())
         avg = list(model.ema["netG"].parameters())
         same = all(torch.equal(p, q) for p, q in zip(live, avg, strict=True))

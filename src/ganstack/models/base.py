@@ -13,7 +13,9 @@ Time belongs to the loop (issue 21 item 2). The trainer counts the steps and han
 across every process); a model keeps no step counter of its own. A model with a schedule
 declares it as pure functions of (optimizer name, step): :meth:`StackModel.lr` (and, for SGD,
 :meth:`StackModel.momentum`), which the trainer applies to every parameter group of that
-optimizer before each ``train_step``. A model never writes ``param_groups`` itself.
+optimizer before each ``train_step``. A model never writes ``param_groups`` itself. State
+that depends on what happened (optimizer moments, Adam's own step counts) stays optimizer state;
+a counter a model used to keep is listed in ``retired_state``, so older checkpoints still load.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ganstack.data.base import ImageDataset
 from ganstack.errors import GanstackError
 
 LogFn = Callable[[str], None]
+Tensors = dict[str, torch.Tensor]  # a batch, or the losses a step returns
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,9 @@ class StackModel(nn.Module):
     generator_names: ClassVar[tuple[str, ...]] = ()
     #: Distribution of the noise inputs: "uniform" (U[0,1)) or "normal".
     noise_distribution: ClassVar[str] = "normal"
+    #: Tensors that checkpoints of older versions hold and this model no longer keeps (step
+    #: counters the :class:`Step` replaced): dropped when such a checkpoint is loaded.
+    retired_state: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: Any, info: DataInfo) -> None:
         super().__init__()
@@ -109,8 +115,7 @@ class StackModel(nn.Module):
     def enter_phase(self, phase: str, fresh: bool) -> None:
         """Called when ``phase`` starts (``fresh``) or is resumed mid-way (not ``fresh``)."""
 
-    def train_step(self, batch: dict[str, torch.Tensor], phase: str, step: Step
-                   ) -> dict[str, torch.Tensor]:
+    def train_step(self, batch: Tensors, phase: str, step: Step) -> Tensors:
         """One optimisation step on ``batch``; returns detached scalar losses.
 
         ``step`` says where the loop is (``step.phase == phase``); whatever depends on time

@@ -30,7 +30,7 @@ from torch import nn
 
 from ganstack import losses
 from ganstack.config import ConfigError
-from ganstack.models.base import DataInfo, StackModel, Step
+from ganstack.models.base import DataInfo, StackModel, Step, Tensors
 from ganstack.nn.stackgan import init_normal_stackgan_
 
 
@@ -172,8 +172,7 @@ class DCGAN(StackModel):
             raise ValueError("a class-conditional DCGAN needs labels")
         return F.one_hot(y.long(), self.info.num_classes).float()
 
-    def train_step(self, batch: dict[str, torch.Tensor], phase: str, step: Step
-                   ) -> dict[str, torch.Tensor]:
+    def train_step(self, batch: Tensors, phase: str, step: Step) -> Tensors:
         x = batch["images"].float() / 127.5 - 1.0
         onehot = self._onehot(batch.get("labels"))
         b = len(x)

@@ -41,7 +41,8 @@ them:
 
 Optimiser: the code's plain SGD by default (lr 0.02, momentum 0.5 rising by 0.0008 per epoch
 up to 0.7, lr divided by 1.000004 per epoch, floor 1e-6; the clock is the number of training
-images seen, checkpointed with the model); ``optimizer: adam`` is a modern option.
+images seen by all processes together, from the trainer's step); ``optimizer: adam`` is a
+modern option.
 
 Options that are not the official code's (the bundled MNIST and shapes configs use some of
 them, each config says which and why): ``coarse_arch: conv`` (a small DCGAN-like coarsest
@@ -80,7 +81,7 @@ from ganstack import losses
 from ganstack.config import ConfigError
 from ganstack.data.base import ImageDataset
 from ganstack.errors import GanstackError
-from ganstack.models.base import DataInfo, LogFn, StackModel, Step
+from ganstack.models.base import DataInfo, StackModel, Step, Tensors
 from ganstack.nn import init_normal_
 
 # --------------------------------------------------------------------------------------------
@@ -426,6 +427,7 @@ class LAPGAN(StackModel):
     generator_names = ("G",)
     #: Measures ``ganstack eval --metrics`` hands to :meth:`model_measures`.
     measures: ClassVar[tuple[str, ...]] = ("level_acc",)
+    retired_state = ("images_seen", "epoch_size")  # the schedule's clock before the Step
 
     def __init__(self, cfg: LAPGANConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)
@@ -467,9 +469,6 @@ class LAPGAN(StackModel):
                 cfg.coarse_d_init_std))
         self.G = nn.ModuleList(gens)
         self.D = nn.ModuleList(discs)
-        # Images seen so far and the epoch length: the SGD schedule's clock (checkpointed).
-        self.register_buffer("images_seen", torch.zeros((), dtype=torch.long))
-        self.register_buffer("epoch_size", torch.zeros((), dtype=torch.long))
         self.base_lrs: dict[str, float] = {}
         self.optimizers = {}
         for k in range(n):
@@ -486,22 +485,20 @@ class LAPGAN(StackModel):
             return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum)
         return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2))
 
-    def setup(self, train: ImageDataset, evaluation: ImageDataset | None, log: LogFn) -> dict:
-        self.epoch_size.fill_(len(train))
-        return {}
+    # The code's per-epoch SGD schedule (epochs counted in the real images every process saw):
+    # lr / decay^epoch (>= 1e-6), momentum + step * epoch (capped). Adam: constant.
 
-    def _schedule(self) -> None:
-        """The code's per-epoch SGD schedule: momentum + step (capped), lr / decay (>= 1e-6)."""
+    def lr(self, name: str, step: Step) -> float | None:
+        if self.cfg.optimizer != "sgd":
+            return None
+        return max(self.base_lrs[name] / self.cfg.lr_decay**step.epoch, 1e-6)
+
+    def momentum(self, name: str, step: Step) -> float | None:
         cfg = self.cfg
-        if cfg.optimizer != "sgd" or int(self.epoch_size) <= 0:
-            return
-        epoch = int(self.images_seen) // int(self.epoch_size)
-        momentum = min(cfg.momentum + cfg.momentum_step * epoch,
-                       max(cfg.momentum_max, cfg.momentum))
-        for name, opt in self.optimizers.items():
-            lr = max(self.base_lrs[name] / cfg.lr_decay**epoch, 1e-6)
-            for group in opt.param_groups:
-                group["lr"], group["momentum"] = lr, momentum
+        if cfg.optimizer != "sgd":
+            return None
+        return min(cfg.momentum + cfg.momentum_step * step.epoch,
+                   max(cfg.momentum_max, cfg.momentum))
 
     @property
     def conditional(self) -> bool:
@@ -556,10 +553,8 @@ class LAPGAN(StackModel):
             return self.D[k](x, onehot)
         return self.D[k](low, x, onehot)
 
-    def train_step(self, batch: dict[str, torch.Tensor], phase: str, step: Step
-                   ) -> dict[str, torch.Tensor]:
+    def train_step(self, batch: Tensors, phase: str, step: Step) -> Tensors:
         cfg, n = self.cfg, self.levels
-        self._schedule()
         x = self.preprocess(batch["images"])
         onehot = self._onehot(batch.get("labels"))
         b = len(x)
@@ -597,7 +592,6 @@ class LAPGAN(StackModel):
             logs[f"g{k}_adv"] = loss.detach()
         self.optimize(g_total, [f"G{k}" for k in range(n)])
         self.set_requires_grad(self.D, True)
-        self.images_seen += b
         return logs
 
     # ---- sampling --------------------------------------------------------------------------

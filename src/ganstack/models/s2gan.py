@@ -69,7 +69,7 @@ from torch import nn
 from ganstack.config import ConfigError
 from ganstack.data.base import ImageDataset
 from ganstack.errors import GanstackError
-from ganstack.models.base import DataInfo, LogFn, StackModel, Step
+from ganstack.models.base import DataInfo, LogFn, StackModel, Step, Tensors
 from ganstack.nn import scale_grad
 
 # --------------------------------------------------------------------------------------------
@@ -474,6 +474,7 @@ class S2GAN(StackModel):
     #: Measures ``ganstack eval --metrics`` hands to :meth:`model_measures`.
     measures: ClassVar[tuple[str, ...]] = ("normal_consistency", "fid_normals", "structure",
                                            "style_noise")
+    retired_state = ("adam_calls",)  # the warm-up's clock before the Step
 
     def __init__(self, cfg: S2GANConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)
@@ -499,8 +500,6 @@ class S2GAN(StackModel):
                                       cfg.fcn_upsample, self.fcn_size),
                                   0.01 / math.sqrt(min(cfg.fcn_width, 1.0)))
         self.register_buffer("codebook", fibonacci_sphere(cfg.classes))
-        # Calls of each GAN optimizer in the current phase (the code's Adam warm-up counter).
-        self.register_buffer("adam_calls", torch.zeros(len(NETS), dtype=torch.long))
         self.optimizers = {}
         for n in NETS:
             decay = cfg.style_weight_decay if n.endswith("style") else 0.0
@@ -510,7 +509,6 @@ class S2GAN(StackModel):
         self.optimizers["fcn"] = torch.optim.SGD(self.fcn.parameters(), lr=cfg.fcn_lr,
                                                  momentum=cfg.fcn_momentum,
                                                  weight_decay=cfg.fcn_weight_decay)
-        self._base_lr = dict.fromkeys(NETS, cfg.lr)
 
     @property
     def conditional(self) -> bool:
@@ -625,39 +623,23 @@ class S2GAN(StackModel):
     # ---- optimisation helpers ---------------------------------------------------------------
 
     def enter_phase(self, phase: str, fresh: bool) -> None:
+        if fresh and self.cfg.reset_optimizers:
+            for opt in self.optimizers.values():
+                opt.state.clear()
+
+    def lr(self, name: str, step: Step) -> float | None:
+        """The phase's rate with the code's Adam warm-up: lr/50 for a network's first 10 calls
+        of the phase, lr/5 until call 30. The code counts a call whether the skip rule lets it
+        update or not (``numUpdates`` in adversarial_ct.lua), one per step: the phase's step."""
         cfg = self.cfg
-        if phase == "joint":
-            self._base_lr = {"G_struct": cfg.joint_lr_struct, "D_struct": cfg.joint_lr_struct,
-                             "G_style": cfg.joint_lr_style, "D_style": cfg.joint_lr_style}
-        else:
-            self._base_lr = dict.fromkeys(NETS, cfg.lr)
-        if fresh:
-            if cfg.reset_optimizers:
-                for opt in self.optimizers.values():
-                    opt.state.clear()
-            self.adam_calls.zero_()
-        for n in NETS:
-            for group in self.optimizers[n].param_groups:
-                group["lr"] = self._base_lr[n]
-
-    def _count_calls(self, names: tuple[str, ...]) -> None:
-        """One optimizer 'call' per network and step, skipped or not (the code's counter)."""
-        for n in names:
-            self.adam_calls[NETS.index(n)] += 1
-
-    def _step(self, loss: torch.Tensor, names: list[str]) -> None:
-        """Back-propagate ``loss`` and step the named optimizers (with the warm-up lr)."""
-        if not names:
-            return
-        for n in names:
-            if n in NETS:
-                calls = int(self.adam_calls[NETS.index(n)])  # counted before this step
-                factor = 1.0
-                if self.cfg.adam_warmup:
-                    factor = 1 / 50 if calls <= 10 else 1 / 5 if calls <= 30 else 1.0
-                for group in self.optimizers[n].param_groups:
-                    group["lr"] = self._base_lr[n] * factor
-        self.optimize(loss, names)
+        if name not in NETS:
+            return None  # the FCN's SGD: constant
+        lr = cfg.lr
+        if step.phase == "joint":
+            lr = cfg.joint_lr_struct if name.endswith("struct") else cfg.joint_lr_style
+        t = step.phase_step
+        factor = 1 / 50 if t < 10 else 1 / 5 if t < 30 else 1.0
+        return lr * factor if cfg.adam_warmup else lr
 
     def _balance(self, err_real: torch.Tensor, err_fake: torch.Tensor) -> tuple[bool, bool]:
         """The code's skip rule: (update D, update G) from D's errors on this batch."""
@@ -682,8 +664,7 @@ class S2GAN(StackModel):
 
     # ---- training --------------------------------------------------------------------------
 
-    def train_step(self, batch: dict[str, torch.Tensor], phase: str, step: Step
-                   ) -> dict[str, torch.Tensor]:
+    def train_step(self, batch: Tensors, phase: str, step: Step) -> Tensors:
         if phase == "structure":
             return self._structure_step(batch)
         if phase == "fcn":
@@ -704,7 +685,6 @@ class S2GAN(StackModel):
         real = self.struct_normals(self._real_normals(batch))
         b = len(real)
         h = self._half(b)
-        self._count_calls(("G_struct", "D_struct"))
         # ---- D: half real, half fake
         with torch.no_grad():
             fake = self.G_struct(self._z(h, cfg.z_struct))
@@ -712,13 +692,13 @@ class S2GAN(StackModel):
         upd_d, upd_g = self._balance(err_r, err_f)
         d_loss = 0.5 * (err_r + err_f)
         if upd_d:
-            self._step(d_loss, ["D_struct"])
+            self.optimize(d_loss, ["D_struct"])
         # ---- G: a whole batch of fresh fakes
         self.set_requires_grad([self.D_struct], False)
         fake = self.G_struct(self._z(b, cfg.z_struct))
         g_loss = F.softplus(-self.D_struct(fake)).mean()
         if upd_g:
-            self._step(g_loss, ["G_struct"])
+            self.optimize(g_loss, ["G_struct"])
         self.set_requires_grad([self.D_struct], True)
         return {"d_struct_real": err_r.detach(), "d_struct_fake": err_f.detach(),
                 "g_struct_adv": g_loss.detach(),
@@ -731,7 +711,7 @@ class S2GAN(StackModel):
         self.fcn.train()
         logits = self.fcn(x)
         loss = F.cross_entropy(logits, target)
-        self._step(loss, ["fcn"])
+        self.optimize(loss, ["fcn"])
         acc = (logits.detach().argmax(1) == target).float().mean()
         return {"fcn_ce": loss.detach(), "fcn_acc": acc}
 
@@ -741,7 +721,6 @@ class S2GAN(StackModel):
         c = self.style_normals(self._real_normals(batch))
         b = len(x)
         h = self._half(b)
-        self._count_calls(("G_style", "D_style"))
         # ---- D: real pairs (first half) and fakes on the normals of other frames (second half)
         c_fake = c[h : 2 * h]
         with torch.no_grad():
@@ -749,7 +728,7 @@ class S2GAN(StackModel):
         err_r, err_f = self._d_errors(self.D_style(x[:h], c[:h]), self.D_style(fake, c_fake))
         upd_d, upd_g = self._balance(err_r, err_f)
         if upd_d:
-            self._step(0.5 * (err_r + err_f), ["D_style"])
+            self.optimize(0.5 * (err_r + err_f), ["D_style"])
         # ---- G: fresh noise on every normal map of the batch
         self.set_requires_grad([self.D_style], False)
         z = self._z(b, cfg.z_style)
@@ -769,7 +748,7 @@ class S2GAN(StackModel):
             loss = adv + cfg.fcn_weight * ce
             logs["g_style_fcn"] = ce.detach()
         if upd_g:
-            self._step(loss, ["G_style"])
+            self.optimize(loss, ["G_style"])
         self.set_requires_grad([self.D_style], True)
         logs["skip_d"] = torch.tensor(float(not upd_d))
         logs["skip_g"] = torch.tensor(float(not upd_g))
@@ -782,7 +761,6 @@ class S2GAN(StackModel):
         c_real, n_real = self.style_normals(real), self.struct_normals(real)
         b = len(x)
         h = self._half(b)
-        self._count_calls(NETS)
         # ---- both discriminators: real halves, fakes from the chained generators
         with torch.no_grad():
             n_fake = self.G_struct(self._z(h, cfg.z_struct))
@@ -794,7 +772,7 @@ class S2GAN(StackModel):
         upd_dt, upd_gt = self._balance(tr, tf)
         d_names = [n for n, u in (("D_struct", upd_ds), ("D_style", upd_dt)) if u]
         d_loss = 0.5 * (sr + sf) * upd_ds + 0.5 * (tr + tf) * upd_dt
-        self._step(d_loss, d_names)
+        self.optimize(d_loss, d_names)
         # ---- generators: L_style + lamda * L_struct, the style gradient into G_struct scaled
         self.set_requires_grad([self.D_struct, self.D_style], False)
         n_fake = self.G_struct(self._z(b, cfg.z_struct))
@@ -811,7 +789,7 @@ class S2GAN(StackModel):
             loss = loss + cfg.joint_fcn_weight * ce
             logs["g_style_fcn"] = ce.detach()
         g_names = [n for n, u in (("G_struct", upd_gs), ("G_style", upd_gt)) if u]
-        self._step(loss, g_names)
+        self.optimize(loss, g_names)
         self.set_requires_grad([self.D_struct, self.D_style], True)
         logs["skip_d"] = torch.tensor(float(len(d_names) < 2))
         logs["skip_g"] = torch.tensor(float(len(g_names) < 2))
@@ -819,7 +797,10 @@ class S2GAN(StackModel):
 
     def optimize(self, loss: torch.Tensor, names) -> None:  # type: ignore[no-untyped-def]
         """As the base, but every generator's gradient is cleared first (a G update may be
-        skipped while the other's happens; no stale gradient may linger)."""
+        skipped while the other's happens; no stale gradient may linger). No names: nothing
+        (every update skipped)."""
+        if not names:
+            return
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
         loss.backward()

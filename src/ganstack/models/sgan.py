@@ -46,7 +46,7 @@ from ganstack.config import ConfigError
 from ganstack.data.base import ImageDataset
 from ganstack.errors import CheckpointError
 from ganstack.fileio import check_npz
-from ganstack.models.base import DataInfo, LogFn, StackModel, Step
+from ganstack.models.base import DataInfo, LogFn, StackModel, Step, Tensors
 from ganstack.nn import (
     GaussianNoise,
     conv_act,
@@ -716,8 +716,7 @@ class SGAN(StackModel):
                 return steps
         return 7
 
-    def train_step(self, batch: dict[str, torch.Tensor], phase: str, step: Step
-                   ) -> dict[str, torch.Tensor]:
+    def train_step(self, batch: Tensors, phase: str, step: Step) -> Tensors:
         cfg = self.cfg
         x = self.preprocess(batch["images"])
         y = batch["labels"]

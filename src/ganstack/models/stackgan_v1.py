@@ -72,7 +72,7 @@ from ganstack.config import ConfigError
 from ganstack.data.augment import multiscale_batch
 from ganstack.data.base import ImageDataset
 from ganstack.errors import GanstackError
-from ganstack.models.base import DataInfo, LogFn, StackModel, Step
+from ganstack.models.base import DataInfo, LogFn, StackModel, Step, Tensors
 from ganstack.models.text import CaptionBankMixin, pick_captions, require_text
 from ganstack.nn.stackgan import (
     BottleneckResBlock,
@@ -353,6 +353,7 @@ class StackGANv1(CaptionBankMixin, StackModel):
     Config = StackGANv1Config
     generator_names = ("netG1", "netG2")
     noise_distribution = "normal"
+    retired_state = ("stage1_steps", "stage2_steps")  # the lr schedule's clock before the Step
 
     def __init__(self, cfg: StackGANv1Config, info: DataInfo) -> None:
         super().__init__(cfg, info)
@@ -378,9 +379,6 @@ class StackGANv1(CaptionBankMixin, StackModel):
             for name, net in (("g1", "netG1"), ("d1", "netD1"), ("g2", "netG2"),
                               ("d2", "netD2"))
         }
-        # Steps taken in each stage (buffers: checkpoints keep them for the lr schedule).
-        self.register_buffer("stage1_steps", torch.zeros((), dtype=torch.long))
-        self.register_buffer("stage2_steps", torch.zeros((), dtype=torch.long))
 
     @property
     def conditional(self) -> bool:  # conditioned on text, not on class labels
@@ -436,8 +434,7 @@ class StackGANv1(CaptionBankMixin, StackModel):
         if phase not in PHASES:
             raise GanstackError(f"stackgan_v1 has phases {list(PHASES)}, not '{phase}'")
 
-    def train_step(self, batch: dict[str, torch.Tensor], phase: str, step: Step
-                   ) -> dict[str, torch.Tensor]:
+    def train_step(self, batch: Tensors, phase: str, step: Step) -> Tensors:
         if phase == "stage1":
             return self._stage1_step(batch)
         if phase == "stage2":
@@ -449,11 +446,11 @@ class StackGANv1(CaptionBankMixin, StackModel):
         every = self.cfg.decay_every(stage)
         return self.cfg.lr * 0.5 ** (steps // every) if every else self.cfg.lr
 
-    def _set_lr(self, stage: int, steps: torch.Tensor) -> None:
-        lr = self.lr_at(stage, int(steps))
-        for name in (f"g{stage}", f"d{stage}"):
-            for group in self.optimizers[name].param_groups:
-                group["lr"] = lr
+    def lr(self, name: str, step: Step) -> float | None:
+        """A stage's networks (``g1``, ``d1``: stage 1) in their own phase: halved every
+        ``decay_every`` steps of it."""
+        stage = int(name[1])
+        return self.lr_at(stage, step.phase_step) if step.phase == f"stage{stage}" else None
 
     def d_condition(self, mu: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """What the discriminators are conditioned on: the CA mean (detached) or the text."""
@@ -504,23 +501,17 @@ class StackGANv1(CaptionBankMixin, StackModel):
         real = multiscale_batch(batch["images"], [cfg.stage1_size], augment=cfg.augment)[0]
         emb = pick_captions(batch["embeddings"], cfg.captions)
         z = torch.randn(len(real), cfg.z_dim, device=real.device)
-        self._set_lr(1, self.stage1_steps)
         fake, mu, logvar = self.netG1(z, emb)
-        out = self._adversarial(1, real, fake, self.d_condition(mu, emb), self._kl(mu, logvar))
-        self.stage1_steps += 1
-        return out
+        return self._adversarial(1, real, fake, self.d_condition(mu, emb), self._kl(mu, logvar))
 
     def _stage2_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         real = multiscale_batch(batch["images"], [cfg.stage2_size], augment=cfg.augment)[0]
         emb = pick_captions(batch["embeddings"], cfg.captions)
         z = torch.randn(len(real), cfg.z_dim, device=real.device)
-        self._set_lr(2, self.stage2_steps)
         self.netG1.train(cfg.stage1_bn == "train")
         with torch.no_grad():  # Stage-I is fixed: never stepped, its output detached
             stage1, mu1, _ = self.netG1(z, emb)
         fake, mu2, logvar2 = self.netG2(stage1, emb)
         mu = mu2 if mu2 is not None else mu1  # "text only to Stage-I": D sees Stage-I's mu
-        out = self._adversarial(2, real, fake, self.d_condition(mu, emb), self._kl(mu2, logvar2))
-        self.stage2_steps += 1
-        return out
+        return self._adversarial(2, real, fake, self.d_condition(mu, emb), self._kl(mu2, logvar2))

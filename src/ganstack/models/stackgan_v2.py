@@ -50,7 +50,7 @@ from ganstack import losses
 from ganstack.config import ConfigError
 from ganstack.data.augment import multiscale_batch
 from ganstack.data.base import ImageDataset
-from ganstack.models.base import DataInfo, LogFn, StackModel, Step
+from ganstack.models.base import DataInfo, LogFn, StackModel, Step, Tensors
 from ganstack.models.text import CaptionBankMixin, pick_captions, require_text
 from ganstack.nn.stackgan import (
     GLU,
@@ -237,6 +237,7 @@ class StackGANv2(CaptionBankMixin, StackModel):
     Config = StackGANv2Config
     generator_names = ("netG",)
     noise_distribution = "normal"
+    retired_state = ("steps_done",)  # the ema_reset_every cadence's clock before the Step
 
     def __init__(self, cfg: StackGANv2Config, info: DataInfo) -> None:
         super().__init__(cfg, info)
@@ -262,8 +263,6 @@ class StackGANv2(CaptionBankMixin, StackModel):
         self.optimizers = {"g": torch.optim.Adam(self.netG.parameters(), cfg.lr, betas=betas)}
         for i, d in enumerate(self.netDs):
             self.optimizers[f"d{i}"] = torch.optim.Adam(d.parameters(), cfg.lr, betas=betas)
-        # Training steps taken (a buffer, so checkpoints keep it for ``ema_reset_every``).
-        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
 
     @property
     def conditional(self) -> bool:  # never class-conditional: text or nothing
@@ -309,8 +308,7 @@ class StackGANv2(CaptionBankMixin, StackModel):
 
     # ---- training -------------------------------------------------------------------------
 
-    def train_step(self, batch: dict[str, torch.Tensor], phase: str, step: Step
-                   ) -> dict[str, torch.Tensor]:
+    def train_step(self, batch: Tensors, phase: str, step: Step) -> Tensors:
         cfg = self.cfg
         reals = multiscale_batch(batch["images"], self.sizes, augment=cfg.augment)
         b = len(reals[0])
@@ -356,14 +354,13 @@ class StackGANv2(CaptionBankMixin, StackModel):
         self.optimize(g_total, ["g"])
         self.set_requires_grad(self.netDs, True)
         out["g"] = g_total.detach()
-        self._maybe_reset_to_ema()
+        self._maybe_reset_to_ema(step.global_step + 1)
         return out
 
-    def _maybe_reset_to_ema(self) -> None:
+    def _maybe_reset_to_ema(self, steps_done: int) -> None:
         """The official code's snapshot quirk (``ema_reset_every``): live G <- EMA."""
-        self.steps_done += 1
         every = self.cfg.ema_reset_every
-        if every and self.ema is not None and int(self.steps_done) % every == 0:
+        if every and self.ema is not None and steps_done % every == 0:
             with torch.no_grad():
                 for p_live, p_avg in zip(self.netG.parameters(), self.ema["netG"].parameters(),
                                          strict=True):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import random
@@ -47,6 +48,8 @@ from ganstack.fileio import (
     read_regular,
     sha256_file,
 )
+
+log = logging.getLogger("ganstack")
 
 __all__ = ["atomic_write_text", "has_rank_rng", "list_checkpoints", "read_checkpoint",
            "read_newest", "restore", "restore_rank_rng", "rng_state", "save_checkpoint",
@@ -386,6 +389,10 @@ def restore(
     """Load weights (and optionally optimizer and RNG states) into live objects."""
     sd = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
     own = model.state_dict()
+    retired = sorted(set(getattr(model, "retired_state", ())) & set(sd) - set(own))
+    if retired:  # an older version's step counters: the trainer's Step replaced them
+        log.debug("checkpoint: dropped %s (no longer kept by the model)", ", ".join(retired))
+        sd = {k: v for k, v in sd.items() if k not in retired}
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     if missing or unexpected:

@@ -232,12 +232,9 @@ class Trainer:
         self._base_hyper = {
             name: [{k: g[k] for k in SCHEDULED if k in g} for g in opt.param_groups]
             for name, opt in self.model.optimizers.items()}
-        # Learning-rate scale after NaN rollbacks (train.nan_policy): applied around each
-        # optimizer step, so it holds whatever learning rates the model itself sets.
+        # Learning-rate scale after NaN rollbacks (train.nan_policy): multiplies every rate
+        # the schedule sets (see _apply_schedule).
         self.lr_scale = 1.0
-        for opt in self.model.optimizers.values():
-            opt.register_step_pre_hook(self._scale_lr)
-            opt.register_step_post_hook(self._unscale_lr)
         self.model.reference = self.eval_ds if self.eval_ds is not None else self.train_ds
         self._hooks: list[Any] = []
         if self.dist.enabled:
@@ -817,25 +814,16 @@ class Trainer:
 
     def _apply_schedule(self, step: Step) -> None:
         """Set every optimizer's learning rate and momentum for ``step``: the model's schedule
-        (:meth:`StackModel.lr`, :meth:`StackModel.momentum`), or the rates it was built with."""
+        (:meth:`StackModel.lr`, :meth:`StackModel.momentum`), or the rates it was built with;
+        learning rates times the NaN-rollback scale."""
         for name, opt in self.model.optimizers.items():
             for key in SCHEDULED:
                 value = getattr(self.model, key)(name, step)
                 for group, base in zip(opt.param_groups, self._base_hyper[name], strict=True):
                     if key in base:
                         group[key] = base[key] if value is None else value
-
-    def _scale_lr(self, opt: torch.optim.Optimizer, *_: Any) -> None:
-        if self.lr_scale != 1.0:
-            opt._ganstack_lr = [g["lr"] for g in opt.param_groups]  # type: ignore[attr-defined]
-            for g in opt.param_groups:
-                g["lr"] = g["lr"] * self.lr_scale
-
-    def _unscale_lr(self, opt: torch.optim.Optimizer, *_: Any) -> None:
-        saved = opt.__dict__.pop("_ganstack_lr", None)
-        if saved is not None:
-            for g, lr in zip(opt.param_groups, saved, strict=True):
-                g["lr"] = lr
+                        if key == "lr" and self.lr_scale != 1.0:
+                            group[key] = group[key] * self.lr_scale
 
     def _roll_back(self, error: NonFiniteLossError, rollbacks: int) -> None:
         """train.nan_policy=rollback: the newest checkpoint again, every learning rate scaled
