@@ -53,6 +53,9 @@ LEVERS: dict[str, tuple[str, list[str], str]] = {
                                          "model.base_size=8", "train.phases.joint=6400"],
                   "as v2-all at 8 -> 16 -> 32 pixels (a step costs about a quarter), "
                   "4x the steps"),
+    "hd-all": ("hdgan-shapes", ["data.shapes_counts=[1]", "data.shapes_patterns=[plain]",
+                                "model.augment=false", "data.flip=true", "train.ema_warmup=true"],
+               "HDGAN's demo with v2-all's data, flips and EMA warm-up (16 -> 32 -> 64)"),
     "v1-base": ("stackgan-v1-shapes", V1_OLD, "the v1 demo before the study"),
     "v1-easyflip": ("stackgan-v1-shapes", [*EASY, *FLIP],
                     "easy data, caption-true flips without the zoom crop"),
@@ -80,6 +83,10 @@ LEVERS: dict[str, tuple[str, list[str], str]] = {
                                          "model.coarse_d_condition=projection"],
                         "one-hot class planes, 14 -> 28, the coarsest D conditioned by "
                         "projection (Miyato & Koyama 2018) instead of input planes"),
+    "lm-onehot2-proj-3k": ("lapgan-mnist", ["model.levels=2", "model.class_planes=onehot",
+                                            "model.coarse_d_condition=projection",
+                                            "train.phases.independent=3000"],
+                           "as lm-onehot2-proj, twice the steps (3,000)"),
     "ls-base": ("lapgan-shapes", ["model.levels=4", "model.class_planes=plane"],
                 "the shapes demo before the study: 8 -> 16 -> 32 -> 64, one class plane"),
     "ls-onehot3": ("lapgan-shapes", ["model.levels=3", "model.class_planes=onehot"],
@@ -136,7 +143,8 @@ METRICS = {"stackgan": ["fid", "caption"], "lapgan": ["acc", "fid", "prdc", "lev
 
 
 def family(config: str) -> str:
-    return config.split("-")[0]
+    name = config.split("-")[0]
+    return "stackgan" if name == "hdgan" else name  # HDGAN: the same captioned shapes
 
 
 def last_phase(config: str, overrides: list[str]) -> str:
