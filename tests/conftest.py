@@ -85,7 +85,12 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """Classifier caches go to a per-session temporary folder, never the user's."""
-    monkeypatch.setenv("GANSTACK_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Classifier caches go to a per-session temporary folder, never the user's. Session-scoped
+    so that module-scoped fixtures (a run trained and evaluated once per file) use it too: with
+    a function-scoped one they evaluated with the user's cached classifiers, and the tests with
+    the session's, which another process may have trained with other threads."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GANSTACK_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        yield
