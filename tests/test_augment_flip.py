@@ -190,10 +190,11 @@ def test_without_the_option_nothing_changes():
 
 
 def test_flip_option_is_checked():
+    # The demos flip caption-true by default: turning the model's own flip back on is refused.
     with pytest.raises(ConfigError, match="set model.augment=false"):
-        load_config("stackgan-v2-shapes", ["data.flip=true"])
+        load_config("stackgan-v2-shapes", ["model.augment=true"])
     with pytest.raises(ConfigError, match="set model.augment=false"):
-        load_config("stackgan-v1-shapes", ["data.flip=true"])
+        load_config("stackgan-v1-shapes", ["model.augment=true"])
     assert load_config("stackgan-v2-shapes", FLIP).data.flip
     load_config("dcgan-shapes", ["data.flip=true"])  # models without a flip of their own
     with pytest.raises(DataError, match="cannot"):

@@ -103,7 +103,9 @@ CONTRACTS: dict[str, Contract] = {
                        "model.g_hidden=8", "model.d_hidden=8", "model.g_kernels=[3,3,3]",
                        "model.d_kernels=[3,3]", "model.coarse_g_maps=8",
                        "model.coarse_d_maps=8", "train.phases.independent=5", "train.ema=0.9",
-                       *_COMMON],
+                       # The demo's settings before its lever study, which the pins record.
+                       "model.levels=3", "model.class_planes=plane",
+                       "model.coarse_d_condition=planes", *_COMMON],
         stops=(2,),
         fix=((("y", "z2"), ("level2",)), (("y", "z2", "z1"), ("level2", "level1")),
              (("y", "z1", "z0"), ())),
@@ -127,7 +129,9 @@ CONTRACTS: dict[str, Contract] = {
                    # (D's errors stay >= 0.004 away from the thresholds).
                    "model.lr=0.01", "model.skip_margin=0.27", "train.batch_size=16",
                    "train.phases.structure=2", "train.phases.fcn=2", "train.phases.style=2",
-                   "train.phases.joint=2", "train.ema=0.9", *_COMMON],
+                   "train.phases.joint=2", "train.ema=0.9",
+                   # The demo's settings before its lever study, which the pins record.
+                   "model.d_dropout=0.5", "model.d_spatial_dropout=0.2", *_COMMON],
         stops=(3, 5),  # in "fcn", in "style"
         fix=((("z1",), ("normals_struct", "normals")), (("z0",), ())),
     ),
@@ -139,7 +143,10 @@ CONTRACTS: dict[str, Contract] = {
                    "model.r_num=1", "model.caption_bank=8", "model.lr_decay_every=2",
                    "model.stage2_lr_decay_every=2", "train.batch_size=8",
                    "train.phases.stage1=3", "train.phases.stage2=3", "train.ema=0.9",
-                   *_COMMON],
+                   # The demo's settings before its lever study, which the pins record.
+                   "data.shapes_counts=[1,2]", "data.shapes_patterns=[plain,stripes,dots,gradient]",
+                   "model.augment=true", "data.flip=false", "model.ca=auto",
+                   "model.d_condition=auto", *_COMMON],
         stops=(3, 4),  # at the stage boundary, in "stage2"
         fix=((("text", "z", "ca1"), ("stage1",)), (("text",), ())),
     ),
@@ -150,7 +157,10 @@ CONTRACTS: dict[str, Contract] = {
                    "data.text_dim=32", "model.base_size=8", "model.branches=2",
                    "model.gf_dim=8", "model.df_dim=4", "model.ef_dim=8", "model.z_dim=8",
                    "model.r_num=1", "model.caption_bank=16", "train.batch_size=8",
-                   "train.phases.joint=6", "train.ema=0.9", *_COMMON],
+                   "train.phases.joint=6", "train.ema=0.9",
+                   # The demo's settings before its lever study, which the pins record.
+                   "data.shapes_counts=[1,2]", "data.shapes_patterns=[plain,stripes,dots,gradient]",
+                   "model.augment=true", "data.flip=false", "train.ema_warmup=false", *_COMMON],
         stops=(3,),
         fix=((("text", "ca"), ()), (("z",), ())),
     ),

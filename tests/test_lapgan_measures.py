@@ -155,7 +155,7 @@ def test_level_acc_through_ganstack_eval(tmp_path: Path, mnist_dir: Path, bar_ju
         "model.z_dim=8", "model.g_hidden=8", "model.d_hidden=8", "model.coarse_g_maps=8",
         "model.coarse_d_maps=8", "train.batch_size=20", "train.phases.independent=2",
         "train.sample_every=0", "train.checkpoint_every=0", "train.tensorboard=false",
-        "train.progress=false", "train.num_threads=1",
+        "train.progress=false", "train.num_threads=1", "model.levels=3",
     ]
     Trainer(load_config("lapgan-mnist", over), tmp_path / "run").fit()
     res = ganstack.load(tmp_path / "run").evaluate(n=40, metrics=["level_acc"])["metrics"]
