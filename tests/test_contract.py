@@ -171,7 +171,10 @@ CONTRACTS: dict[str, Contract] = {
                    "data.text_dim=32", "model.base_size=16", "model.side_outputs=2",
                    "model.gf_dim=2", "model.df_dim=4", "model.ef_dim=8", "model.z_dim=8",
                    "model.halve_at=[8,32]", "model.caption_bank=8", "train.batch_size=8",
-                   "train.phases.joint=6", "train.ema=0.9", *_COMMON],
+                   "train.phases.joint=6", "train.ema=0.9",
+                   # The demo's settings before its lever study, which the pins record.
+                   "data.shapes_counts=[1,2]", "data.shapes_patterns=[plain,stripes,dots,gradient]",
+                   "model.augment=true", "data.flip=false", "train.ema_warmup=false", *_COMMON],
         stops=(3,),
         fix=((("text", "ca"), ()), (("z",), ())),
     ),

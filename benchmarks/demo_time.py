@@ -1,0 +1,128 @@
+"""How long each CPU demo's training steps take on this machine, phase by phase.
+
+    python benchmarks/demo_time.py                          # every demo on embedded data
+    python benchmarks/demo_time.py stackgan-v2-shapes lapgan-mnist --threads 2
+
+For each config, in a fresh subprocess with ``--threads`` torch threads: every phase with
+steps is entered on a freshly built model, a few warm-up steps are run, then ``--repeats``
+timed runs of ``--steps`` steps; the median step time times the phase's steps, summed over
+the phases, estimates the training time of ``ganstack train CONFIG``. Not counted: loading
+the data, the model's one-off setup (e.g. an encoder's pretraining, S²-GAN's k-means
+codebook), checkpoints, sample grids, figures and the end-of-training evaluation, which
+together add about a minute to a demo (more the first time, when the evaluation's
+classifiers are trained and cached). Steps on fresh weights cost what steps on trained ones
+do (the same operations on the same shapes). Run it on an otherwise idle machine.
+
+Writes ``benchmarks/results/demo_time.json`` and ``demo_time.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+DEMOS = ["sgan-mnist", "stackgan-v2-shapes", "stackgan-v1-shapes", "hdgan-shapes",
+         "lapgan-mnist", "lapgan-shapes", "s2gan-rooms"]
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def measure(name: str, steps: int, repeats: int) -> dict:
+    """Runs inside the subprocess: one config's phases."""
+    import torch
+
+    from ganstack.config import load_config
+    from ganstack.data import Batcher, load_dataset
+    from ganstack.models import DataInfo, build_model
+    from ganstack.models.base import Step
+
+    cfg = load_config(name)
+    train, _ = load_dataset(cfg.data)
+    phases = {}
+    for phase, n in cfg.train.phases.items():
+        if n <= 0:
+            continue
+        torch.manual_seed(0)
+        model = build_model(cfg.model, DataInfo.of(train))
+        model.train()
+        model.enter_phase(phase, fresh=True)
+        batcher = Batcher(train, cfg.train.batch_size, 0)
+        bs = cfg.train.batch_size
+        for i in range(3):  # warm-up
+            model.train_step(batcher.batch(i), phase, Step(i, phase, i, bs, 1, len(train)))
+        times = []
+        for r in range(repeats):
+            t = time.perf_counter()
+            for i in range(3 + r * steps, 3 + (r + 1) * steps):
+                model.train_step(batcher.batch(i), phase, Step(i, phase, i, bs, 1, len(train)))
+            times.append(time.perf_counter() - t)
+        step_s = statistics.median(times) / steps
+        phases[phase] = {"steps": n, "step_ms": round(step_s * 1000, 2),
+                         "minutes": round(n * step_s / 60, 2)}
+    return {"config": name, "batch_size": cfg.train.batch_size, "phases": phases,
+            "train_minutes": round(sum(p["minutes"] for p in phases.values()), 2)}
+
+
+def table(results: dict) -> str:
+    lines = [f"Machine: {results['cpu']}, {results['threads']} torch threads; median of "
+             f"{results['repeats']} x {results['steps']} steps per phase. Estimated minutes of "
+             f"the training steps alone (`python benchmarks/demo_time.py`).", "",
+             "| config | phases (steps x ms) | training minutes |", "|---|---|---|"]
+    for r in results["configs"]:
+        ph = ", ".join(f"{p} {v['steps']:,} x {v['step_ms']:.0f}" for p, v in r["phases"].items())
+        lines.append(f"| `{r['config']}` | {ph} | {r['train_minutes']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("configs", nargs="*", help=f"bundled configs (default: {' '.join(DEMOS)})")
+    ap.add_argument("--steps", type=int, default=10, help="steps per timed run")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per phase (median kept)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        print(json.dumps(measure(args.child, args.steps, args.repeats)))
+        return
+    out = []
+    for name in args.configs or DEMOS:
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        res = subprocess.run([sys.executable, __file__, "--child", name, "--steps",
+                              str(args.steps), "--repeats", str(args.repeats), "--threads",
+                              str(args.threads)], capture_output=True, text=True, env=env)
+        if res.returncode:
+            sys.exit(f"{name} failed:\n{res.stderr[-2000:]}")
+        row = json.loads(res.stdout.strip().splitlines()[-1])
+        print(f"{name}: {row['train_minutes']:.1f} min {row['phases']}", flush=True)
+        out.append(row)
+    results = {"cpu": cpu_name(), "threads": args.threads, "steps": args.steps,
+               "repeats": args.repeats, "configs": out}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "demo_time.json").write_text(json.dumps(results, indent=1) + "\n")
+    (RESULTS / "demo_time.md").write_text(table(results))
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
