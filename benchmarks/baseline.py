@@ -71,6 +71,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganstack.environment import cpu_name
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
 BUNDLE_DIR = ROOT / "src" / "ganstack" / "configs" / "baselines"
@@ -363,16 +365,6 @@ def evaluate_baseline(g: Generator, cond: Conditioner, cfg, train_ds, eval_ds,  
 # ---------------------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _fmt(v: object) -> str:
     if isinstance(v, float):
         return f"{v:.4g}" if math.isfinite(v) else str(v)
@@ -482,7 +474,7 @@ def main(argv: list[str] | None = None) -> dict:
         "steps": steps,
         "images_seen": steps * BATCH,
         "images_per_s": round(steps * BATCH / trained["seconds"], 1),
-        "cpu": cpu_model(),
+        "cpu": cpu_name(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "command": command,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -31,16 +30,6 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 DEMOS = ["sgan-mnist", "stackgan-v2-shapes", "stackgan-v1-shapes", "hdgan-shapes",
          "lapgan-mnist", "lapgan-shapes", "s2gan-rooms"]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def measure(name: str, steps: int, repeats: int) -> dict:
@@ -116,6 +105,8 @@ def main() -> None:
         row = json.loads(res.stdout.strip().splitlines()[-1])
         print(f"{name}: {row['train_minutes']:.1f} min {row['phases']}", flush=True)
         out.append(row)
+    from ganstack.environment import cpu_name
+
     results = {"cpu": cpu_name(), "threads": args.threads, "steps": args.steps,
                "repeats": args.repeats, "configs": out}
     RESULTS.mkdir(exist_ok=True)

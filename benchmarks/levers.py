@@ -29,11 +29,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from ganstack.environment import cpu_name
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -217,16 +218,6 @@ def table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip() + f", {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -260,7 +251,7 @@ def main() -> None:
             print(f"{key}: {json.dumps(row)}", flush=True)
             # Re-read before writing: other invocations may have scored other levers meanwhile.
             results = json.loads(path.read_text()) if path.exists() else {"runs": {}}
-            results["cpu"] = cpu_name()
+            results["cpu"] = f"{cpu_name()}, {os.cpu_count()} cores"
             results["runs"][key] = row
             RESULTS.mkdir(exist_ok=True)
             path.write_text(json.dumps(results, indent=1) + "\n")

@@ -40,7 +40,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import platform
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ import torch
 
 import ganstack
 from ganstack.config import load_config
+from ganstack.environment import cpu_name
 from ganstack.models import MODELS
 from ganstack.train.trainer import Trainer
 
@@ -293,22 +293,12 @@ def _observed(tiny: TinyRun) -> dict:
     return {"losses": logged_losses(tiny.run), "sample": sample}
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _write_pins(model: str, entry: dict) -> None:
     """Replace ``model``'s entry of the pins file (locked: test processes may run at once)."""
     with open(PINS.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         pins = json.loads(PINS.read_text()) if PINS.exists() else {}
-        pins[model] = entry | {"written_on": f"{_cpu()}, torch {torch.__version__}"}
+        pins[model] = entry | {"written_on": f"{cpu_name()}, torch {torch.__version__}"}
         text = json.dumps(dict(sorted(pins.items())), indent=1)
         # Innermost lists and objects (a logged row, a shape, the pixel values) on one line.
         text = re.sub(r"[\[{][^\[\]{}]*[\]}]", lambda m: re.sub(r"\s*\n\s*", " ", m[0])
