@@ -34,10 +34,12 @@ COMMON = ["train.progress=false", "train.tensorboard=false", "train.sample_every
           "train.checkpoint_every=0", "train.num_threads=1"]
 
 
-def dataset_overrides(dataset: str, resolution: int, num_images: int) -> tuple[list[str], int]:
-    """Data overrides and LAPGAN levels for a dataset (shapes: coarsest level 8x8)."""
+def dataset_overrides(dataset: str, resolution: int, num_images: int
+                      ) -> tuple[list[str], int | None]:
+    """Data overrides and LAPGAN levels for a dataset (shapes: coarsest level 8x8; MNIST: the
+    bundled config's levels)."""
     if dataset == "mnist":
-        return [], 3
+        return [], None
     levels = {16: 2, 32: 3, 64: 4}[resolution]
     return [f"data.resolution={resolution}", f"data.num_images={num_images}"], levels
 
@@ -130,8 +132,10 @@ def main() -> None:
         for ds in args.datasets:
             steps = args.mnist_steps if ds == "mnist" else args.shapes_steps
             data, levels = dataset_overrides(ds, args.shapes_resolution, args.shapes_images)
-            lap_over = data + [f"model.levels={levels}", f"train.phases.independent={steps}"]
+            lap_over = data + [f"train.phases.independent={steps}"]
+            lap_over += [f"model.levels={levels}"] if levels else []
             lap_cfg = load_config(f"lapgan-{ds}", lap_over)
+            levels = lap_cfg.model.levels
             size = 28 if ds == "mnist" else args.shapes_resolution
             info = DataInfo((1 if ds == "mnist" else 3, size, size), 10 if ds == "mnist" else 24)
             match = matched_widths(build_model(lap_cfg.model, info), info)
