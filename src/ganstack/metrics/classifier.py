@@ -251,10 +251,11 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "ganstack"
 
 
-def _read_cached(model: DomainClassifier, weights: Path, meta_path: Path,
-                 warn: bool = True) -> dict | None:
-    """The record of a cached classifier, its weights loaded into ``model``; None when there
-    is none, or it is unusable (a warning then says why, and it is trained again)."""
+def read_cached(model: nn.Module, weights: Path, meta_path: Path, warn: bool = True,
+                what: str = "classifier") -> dict | None:
+    """The record of a cached network (a classifier, the VS embedding), its weights loaded
+    into ``model``; None when there is none, or it is unusable (a warning then says why, and
+    it is trained again)."""
     if not (weights.is_file() and meta_path.is_file()):
         return None
     try:
@@ -264,7 +265,7 @@ def _read_cached(model: DomainClassifier, weights: Path, meta_path: Path,
         return meta
     except (OSError, ValueError, SafetensorError, RuntimeError) as e:
         if warn:
-            log.warning("cached classifier %s is unusable (%s); retraining", weights, e)
+            log.warning("cached %s %s is unusable (%s); retraining", what, weights, e)
         return None
 
 
@@ -285,7 +286,7 @@ def get_classifier(
     folder = cache_dir() / "classifiers"
     weights, meta_path = folder / f"{key}.safetensors", folder / f"{key}.json"
     model = build_classifier(train.shape[0], train.num_classes, recipe)
-    meta = _read_cached(model, weights, meta_path)
+    meta = read_cached(model, weights, meta_path)
     if meta is not None:
         return model, meta
     # One process trains a given classifier at a time: the others wait for it on the lock
@@ -295,7 +296,7 @@ def get_classifier(
     with flock_file(lock, shared=False, on_wait=lambda: log.info(
             "another process is training the %s%s domain classifier (it holds %s); waiting "
             "for it", base, suffix, lock)):
-        meta = _read_cached(model, weights, meta_path, warn=False)  # written meanwhile?
+        meta = read_cached(model, weights, meta_path, warn=False)  # written meanwhile?
         if meta is not None:
             return model, meta
         return _train_and_cache(train, held_out, recipe, base, suffix, weights, meta_path)

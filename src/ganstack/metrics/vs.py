@@ -33,18 +33,16 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from ganstack.data.base import ImageDataset
 from ganstack.errors import GanstackError
 from ganstack.fileio import atomic_path, atomic_write_text, flock_file
-from ganstack.metrics.classifier import _shift, cache_dir
+from ganstack.metrics.classifier import _shift, cache_dir, read_cached
 
 log = logging.getLogger("ganstack")
 
@@ -176,21 +174,6 @@ def bounds(model: JointEmbedding, ds: ImageDataset) -> dict[str, float]:
             "shuffled": float(shuffled.mean()), "shuffled_std": float(shuffled.std())}
 
 
-def _read(model: JointEmbedding, weights: Path, meta_path: Path, warn: bool = True
-          ) -> dict | None:
-    if not (weights.is_file() and meta_path.is_file()):
-        return None
-    try:
-        meta = json.loads(meta_path.read_text())
-        model.load_state_dict(load_file(str(weights)))
-        model.eval()
-        return meta
-    except (OSError, ValueError, SafetensorError, RuntimeError) as e:
-        if warn:
-            log.warning("cached VS embedding %s is unusable (%s); retraining", weights, e)
-        return None
-
-
 def get_vs_model(train: ImageDataset, held_out: ImageDataset | None,
                  recipe: VSRecipe | None = None) -> tuple[JointEmbedding, dict]:
     """The joint embedding of ``train``'s images and captions, from the cache or trained now;
@@ -203,7 +186,7 @@ def get_vs_model(train: ImageDataset, held_out: ImageDataset | None,
     folder = cache_dir() / "vs"
     weights, meta_path = folder / f"{key}.safetensors", folder / f"{key}.json"
     model = JointEmbedding(train.shape[0], emb.shape[-1], recipe.dim, recipe.size)
-    meta = _read(model, weights, meta_path)
+    meta = read_cached(model, weights, meta_path, what="VS embedding")
     if meta is not None:
         return model, meta
     folder.mkdir(parents=True, exist_ok=True)
@@ -211,7 +194,7 @@ def get_vs_model(train: ImageDataset, held_out: ImageDataset | None,
     with flock_file(lock, shared=False, on_wait=lambda: log.info(
             "another process is training the %s VS embedding (it holds %s); waiting", base,
             lock)):
-        meta = _read(model, weights, meta_path, warn=False)
+        meta = read_cached(model, weights, meta_path, warn=False)
         if meta is not None:
             return model, meta
         log.info("training the %s VS embedding (cached afterwards in %s)", base, folder)
