@@ -184,10 +184,11 @@ def test_fcn_weight_zero_removes_its_gradient(rooms):
     assert all(torch.equal(fcn_before[k], v) for k, v in m.fcn.state_dict().items())
 
 
-def test_style_mode_seeking_term_is_the_papers_ratio_and_moves_g(rooms):
+@pytest.mark.parametrize("fcn_weight", [0.0, 0.1])  # with the FCN term too: it once replaced it
+def test_style_mode_seeking_term_is_the_papers_ratio_and_moves_g(rooms, fcn_weight):
     def step(weight: float) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         torch.manual_seed(0)
-        m = S2GAN(_small(fcn_weight=0.0, skip_rule=False, adam_warmup=False,
+        m = S2GAN(_small(fcn_weight=fcn_weight, skip_rule=False, adam_warmup=False,
                          style_mode_seeking=weight), INFO)
         m.enter_phase("style", fresh=True)
         torch.manual_seed(1)

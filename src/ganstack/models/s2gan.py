@@ -745,7 +745,7 @@ class S2GAN(StackModel):
             logs["g_style_ms_ratio"] = ratio.detach()
         if cfg.fcn_weight > 0:  # weight 0: the FCN is not even run (no gradient, no cost)
             ce = self._fcn_loss(fake, c)
-            loss = adv + cfg.fcn_weight * ce
+            loss = loss + cfg.fcn_weight * ce
             logs["g_style_fcn"] = ce.detach()
         if upd_g:
             self.optimize(loss, ["G_style"])
