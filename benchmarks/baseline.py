@@ -2,6 +2,7 @@
 
     python benchmarks/baseline.py sgan-mnist --minutes 5                 # seed 0
     python benchmarks/baseline.py stackgan-v2-shapes --minutes 10 --seed 1 --threads 2 --bundle
+    python benchmarks/baseline.py lapgan-mnist --equal-time --bundle     # steps from demo_time
 
 Trains the DCGAN of pytorch/examples (dcgan/main.py) on a demo config's data for exactly
 ``--minutes`` of wall time, then scores it with ganstack's evaluation protocol exactly as
@@ -53,7 +54,10 @@ a Markdown summary (``.md``) and a sample grid (``.png``) beside it: 10 rows of 
 each for class-conditional data, else 8 x 8. ``--bundle`` also writes the JSON to
 ``src/ganstack/configs/baselines/CONFIG.json``, the file a config's ``eval.baseline: CONFIG``
 shows beside the demo's own figures. Run it on an otherwise idle machine: a busy core makes
-fewer steps in the same minutes.
+fewer steps in the same minutes. ``--equal-time`` instead trains the number of steps that
+fills the demo's minutes at this recipe's step time, both timed side by side on idle cores by
+``benchmarks/demo_time.py``: the long training can then share the machine, since only the
+step count carries over.
 """
 
 from __future__ import annotations
@@ -230,25 +234,17 @@ class Conditioner:
 # ---------------------------------------------------------------------------------------------
 
 
-def train_for(g: Generator, d: Discriminator, batcher, cond: Conditioner,  # type: ignore[no-untyped-def]
-              seconds: float, seed: int, device: torch.device, progress: bool = True) -> dict:
-    """Train until ``seconds`` of wall time have passed (checked after every step)."""
-    from tqdm import tqdm
-
+def step_function(g: Generator, d: Discriminator, cond: Conditioner, seed: int,
+                  device: torch.device):  # type: ignore[no-untyped-def]
+    """One training step of the recipe as a function of a batch: returns (D loss, G loss)."""
     opt_g = torch.optim.Adam(g.parameters(), lr=LR, betas=BETAS)
     opt_d = torch.optim.Adam(d.parameters(), lr=LR, betas=BETAS)
     gen = torch.Generator().manual_seed(seed * 7919 + 1)  # noise and caption draws
     bce = nn.BCEWithLogitsLoss()
     g.train()
     d.train()
-    step = 0
-    losses = {"d": float("nan"), "g": float("nan")}
-    bar = tqdm(total=round(seconds, 1), unit="s", disable=not progress, leave=False,
-               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}")
-    t0 = time.perf_counter()
-    shown = 0.0
-    while True:
-        batch = batcher.batch(step)
+
+    def step(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         real = batch["images"].to(device).float() / 127.5 - 1.0
         c = cond.of_batch(batch, gen)
         c = None if c is None else c.to(device)
@@ -267,19 +263,39 @@ def train_for(g: Generator, d: Discriminator, batcher, cond: Conditioner,  # typ
         loss_g = bce(d(fake, c), ones)
         loss_g.backward()
         opt_g.step()
+        return loss_d, loss_g
+
+    return step
+
+
+def train_for(g: Generator, d: Discriminator, batcher, cond: Conditioner,  # type: ignore[no-untyped-def]
+              seconds: float, seed: int, device: torch.device, progress: bool = True,
+              max_steps: int | None = None) -> dict:
+    """Train until ``seconds`` of wall time have passed (checked after every step), or for
+    exactly ``max_steps`` steps when that is given."""
+    from tqdm import tqdm
+
+    step_fn = step_function(g, d, cond, seed, device)
+    by_steps = max_steps is not None
+    bar = tqdm(total=max_steps if by_steps else round(seconds, 1),
+               unit="step" if by_steps else "s", disable=not progress, leave=False,
+               bar_format=None if by_steps else "{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}")
+    step, shown, t0 = 0, 0.0, time.perf_counter()
+    while True:
+        loss_d, loss_g = step_fn(batcher.batch(step))
         step += 1
         elapsed = time.perf_counter() - t0
-        if progress and (elapsed - shown >= 0.5 or elapsed >= seconds):
-            losses = {"d": loss_d.item(), "g": loss_g.item()}
-            bar.set_postfix_str(f"step {step}, D {losses['d']:.3f}, G {losses['g']:.3f}",
+        done = step >= max_steps if by_steps else elapsed >= seconds
+        if progress and (elapsed - shown >= 0.5 or done):
+            bar.set_postfix_str(f"step {step}, D {loss_d.item():.3f}, G {loss_g.item():.3f}",
                                 refresh=False)
-            bar.update(min(elapsed, seconds) - shown)
-            shown = min(elapsed, seconds)
-        if elapsed >= seconds:
+            bar.update(step - bar.n if by_steps else min(elapsed, seconds) - shown)
+            shown = elapsed if by_steps else min(elapsed, seconds)
+        if done:
             break
     bar.close()
-    losses = {"d": loss_d.item(), "g": loss_g.item()}
-    return {"steps": step, "seconds": elapsed, "last_losses": losses}
+    return {"steps": step, "seconds": elapsed,
+            "last_losses": {"d": loss_d.item(), "g": loss_g.item()}}
 
 
 @torch.no_grad()
@@ -386,7 +402,8 @@ def render(r: dict) -> str:
         f"{r['recipe']}. Conditioning: {r['conditioning']}. Image {r['image_shape']}; "
         f"G {r['parameters']['G']:,} / D {r['parameters']['D']:,} parameters.",
         "",
-        f"{r['minutes']} min of training ({r['train_seconds']:.1f} s): {r['steps']} steps, "
+        f"Budget: {r.get('budget', 'wall time')}. "
+        f"{r['train_seconds'] / 60:.2f} min of training: {r['steps']} steps, "
         f"{r['images_seen']} images, {r['images_per_s']:.1f} img/s on {r['cpu']} "
         f"({r['threads']} torch threads, torch {r['torch']}).",
         "",
@@ -418,7 +435,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Train the standard DCGAN recipe on a demo config's data for a fixed wall "
                     "time and evaluate it with ganstack's protocol (see the module doc).")
     ap.add_argument("config", help="bundled config name or YAML file (its data and eval)")
-    ap.add_argument("--minutes", type=float, required=True, help="training wall time")
+    budget = ap.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--minutes", type=float, help="training wall time")
+    budget.add_argument("--steps", type=int, help="training steps (no clock)")
+    budget.add_argument("--equal-time", action="store_true",
+                        help="the steps that take the demo's training minutes, both timed on "
+                             "idle cores by benchmarks/demo_time.py (its demo_time.json); the "
+                             "run itself may then share the machine")
     ap.add_argument("--seed", type=int, default=0,
                     help="initialisation, batch order and training noise (default 0)")
     ap.add_argument("--threads", type=int, default=0,
@@ -434,9 +457,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="G's batch norm when sampling: running (eval, default) or batch stats")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
-    if not args.minutes > 0:
+    if args.minutes is not None and not args.minutes > 0:
         ap.error("--minutes must be > 0")
+    if args.steps is not None and args.steps < 1:
+        ap.error("--steps must be >= 1")
     return args
+
+
+def training_budget(args: argparse.Namespace, name: str) -> tuple[float | None, int | None, str]:
+    """(minutes, steps, how they were chosen): a wall-clock budget has no step count, a step
+    budget no clock; ``--equal-time`` converts the demo's minutes into this recipe's steps."""
+    if args.minutes is not None:
+        return args.minutes, None, "wall time"
+    if args.steps is not None:
+        return None, args.steps, "steps"
+    path = RESULTS / "demo_time.json"
+    if not path.exists():
+        sys.exit(f"{path} is missing: run `python benchmarks/demo_time.py {name}` on idle cores")
+    rows = {r["config"]: r for r in json.loads(path.read_text())["configs"]}
+    row = rows.get(name)
+    if row is None or "baseline_step_ms" not in row:
+        sys.exit(f"{path} has no demo and baseline timing of {name}: run "
+                 f"`python benchmarks/demo_time.py {name}` on idle cores")
+    minutes = row["train_minutes"]
+    steps = max(1, round(minutes * 60_000 / row["baseline_step_ms"]))
+    return minutes, steps, (f"equal time: the demo's {minutes} min of training steps at this "
+                            f"recipe's {row['baseline_step_ms']} ms per step, both timed on idle "
+                            f"cores by benchmarks/demo_time.py")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -459,8 +506,9 @@ def main(argv: list[str] | None = None) -> dict:
     g.to(device)
     d.to(device)
     batcher = Batcher(train_ds, BATCH, args.seed, device)
-    trained = train_for(g, d, batcher, cond, args.minutes * 60.0, args.seed, device,
-                        progress=not args.no_progress)
+    minutes, steps, budget = training_budget(args, name)
+    trained = train_for(g, d, batcher, cond, (minutes or 0.0) * 60.0, args.seed, device,
+                        progress=not args.no_progress, max_steps=steps)
     res, skipped, text = evaluate_baseline(g, cond, cfg, train_ds, eval_ds, measures,
                                            args.sample_bn, device)
 
@@ -470,7 +518,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "config": name,
         "seed": args.seed,
-        "minutes": args.minutes,
+        "minutes": minutes,
+        "budget": budget,
         "steps": steps,
         "images_seen": steps * BATCH,
         "images_per_s": round(steps * BATCH / trained["seconds"], 1),

@@ -3,15 +3,17 @@
     python benchmarks/demo_time.py                          # every demo on embedded data
     python benchmarks/demo_time.py stackgan-v2-shapes lapgan-mnist --threads 2
 
-For each config, in a fresh subprocess with ``--threads`` torch threads: every phase with
-steps is entered on a freshly built model, a few warm-up steps are run, then ``--repeats``
-timed runs of ``--steps`` steps; the median step time times the phase's steps, summed over
-the phases, estimates the training time of ``ganstack train CONFIG``. Not counted: loading
-the data, the model's one-off setup (e.g. an encoder's pretraining, S²-GAN's k-means
-codebook), checkpoints, sample grids, figures and the end-of-training evaluation, which
-together add about a minute to a demo (more the first time, when the evaluation's
-classifiers are trained and cached). Steps on fresh weights cost what steps on trained ones
-do (the same operations on the same shapes). Run it on an otherwise idle machine.
+For each config, in a fresh subprocess with ``--threads`` torch threads: every phase with steps
+is entered on a freshly built model, a few warm-up steps are run, then ``--repeats`` timed runs
+of ``--steps`` steps; the median step time times the phase's steps, summed over the phases,
+estimates the training time of ``ganstack train CONFIG``. The same is timed for the equal-time
+DCGAN baseline of ``benchmarks/baseline.py`` on the config's data, so that ``baseline.py CONFIG
+--equal-time`` trains the steps that fill the demo's minutes. Not counted: loading the data,
+the model's one-off setup (e.g. an encoder's pretraining, S²-GAN's k-means codebook),
+checkpoints, sample grids, figures and the end-of-training evaluation, which together add about
+a minute to a demo (more the first time, when the evaluation's classifiers are trained and
+cached). Steps on fresh weights cost what steps on trained ones do (the same operations on the
+same shapes). Run it on an otherwise idle machine.
 
 Writes ``benchmarks/results/demo_time.json`` and ``demo_time.md``.
 """
@@ -65,17 +67,48 @@ def measure(name: str, steps: int, repeats: int) -> dict:
         phases[phase] = {"steps": n, "step_ms": round(step_s * 1000, 2),
                          "minutes": round(n * step_s / 60, 2)}
     return {"config": name, "batch_size": cfg.train.batch_size, "phases": phases,
-            "train_minutes": round(sum(p["minutes"] for p in phases.values()), 2)}
+            "train_minutes": round(sum(p["minutes"] for p in phases.values()), 2),
+            "baseline_step_ms": round(baseline_step_s(cfg, train, steps, repeats) * 1000, 2)}
+
+
+def baseline_step_s(cfg, train, steps: int, repeats: int) -> float:  # type: ignore[no-untyped-def]
+    """Seconds per step of the equal-time DCGAN baseline (benchmarks/baseline.py) on the same
+    data, timed the same way, so that ``baseline.py --equal-time`` can turn the demo's minutes
+    into the baseline's steps."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import baseline
+
+    from ganstack.data import Batcher
+
+    kind, dim, _ = baseline.demo_conditioning(cfg, train)
+    torch.manual_seed(0)
+    g, d = baseline.build_networks(train.shape, kind, dim)
+    step = baseline.step_function(g, d, baseline.Conditioner(kind, dim), 0, torch.device("cpu"))
+    batcher = Batcher(train, baseline.BATCH, 0)
+    for i in range(3):  # warm-up
+        step(batcher.batch(i))
+    times = []
+    for r in range(repeats):
+        t = time.perf_counter()
+        for i in range(3 + r * steps, 3 + (r + 1) * steps):
+            step(batcher.batch(i))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) / steps
 
 
 def table(results: dict) -> str:
     lines = [f"Machine: {results['cpu']}, {results['threads']} torch threads; median of "
              f"{results['repeats']} x {results['steps']} steps per phase. Estimated minutes of "
              f"the training steps alone (`python benchmarks/demo_time.py`).", "",
-             "| config | phases (steps x ms) | training minutes |", "|---|---|---|"]
+             "| config | phases (steps x ms) | training minutes | DCGAN baseline ms/step "
+             "| baseline steps in the same minutes |", "|---|---|---|---|---|"]
     for r in results["configs"]:
         ph = ", ".join(f"{p} {v['steps']:,} x {v['step_ms']:.0f}" for p, v in r["phases"].items())
-        lines.append(f"| `{r['config']}` | {ph} | {r['train_minutes']:.1f} |")
+        ms = r.get("baseline_step_ms")
+        base = (f"{ms:.0f} | {round(r['train_minutes'] * 60_000 / ms):,}" if ms else "- | -")
+        lines.append(f"| `{r['config']}` | {ph} | {r['train_minutes']:.1f} | {base} |")
     return "\n".join(lines) + "\n"
 
 

@@ -803,7 +803,8 @@ def attach_baseline(result: dict, name: str) -> None:
     except (OSError, ValueError, KeyError, TypeError) as e:
         log.warning("ignoring the bundled baseline %s: %s", path, e)
         return
-    info = {k: base.get(k) for k in ("recipe", "minutes", "seed", "steps", "cpu", "command")}
+    info = {k: base.get(k) for k in ("recipe", "minutes", "budget", "seed", "steps", "cpu",
+                                       "command")}
     result["protocol"]["baseline"] = info | {"metrics": metrics}
     ours, theirs = result["protocol"].get("calibration"), protocol.get("calibration")
     same_judge = (protocol.get("classifier", {}).get("dataset_hash")
