@@ -11,6 +11,7 @@ from ganstack.data.rooms import load_rooms
 from ganstack.errors import GanstackError
 from ganstack.metrics import METRICS
 from ganstack.metrics.evaluate import EvalContext
+from ganstack.metrics.measures import MODEL_MEASURES
 from ganstack.models import DataInfo
 from ganstack.models.s2gan import (
     S2GAN,
@@ -167,11 +168,12 @@ def test_style_noise_is_zero_when_the_style_gan_ignores_its_noise(split):
 def test_measures_are_listed_and_dispatched(split):
     train, held = split
     for name in ("structure", "style_noise"):
-        assert name in METRICS and name in S2GAN.measures
+        assert MODEL_MEASURES[name] == "S²-GAN"
         ctx = EvalContext(train.images[:4], None, train, held)
         with pytest.raises(GanstackError, match=f"one of the S²-GAN measures.*--metrics {name}"):
             METRICS.get(name)(ctx)
-    res = _model().model_measures(["structure", "style_noise"], train, held, n=20)
+    ctx = EvalContext(train.images[:20], None, train, held, model=_model())
+    res = METRICS.get("structure")(ctx) | METRICS.get("style_noise")(ctx)
     assert "struct_pairwise_deg20_pool16" in res and "style_noise_std25_z8_chain" in res
     assert "style_scene_std120_train" in res  # 25 x 8 scenes asked, 120 in the split
 

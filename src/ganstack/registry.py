@@ -45,3 +45,8 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._items))
+
+
+def count_tag(n: int) -> str:
+    """A sample count as metric names carry it: 5000 -> '5k', 50000 -> '50k', 1234 -> '1234'."""
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)

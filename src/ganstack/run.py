@@ -271,6 +271,7 @@ class Run:
             images_from_npz,
             reference_option,
         )
+        from ganstack.metrics.measures import MODEL_MEASURES
 
         ec = self.config.eval
         train_ds, eval_ds = load_dataset(self.config.data)
@@ -291,30 +292,18 @@ class Run:
             extra = {k: to_uint8(out[k]) for k in self.model.image_outputs()[:-1]}
             source = f"{self.checkpoint} (step {self.step}), seed {seed}"
         names = list(metrics or ec.metrics)
-        own_names = [m for m in names if m == "noise" or m in getattr(self.model, "measures", ())]
+        own_names = [m for m in names if m in MODEL_MEASURES]
         if own_names and not self.full_model:
             raise GanstackError(
                 f"{', '.join(own_names)}: measures of the model itself may use networks an "
                 f"export does not hold (it has only the sampling generator); evaluate the run "
                 f"directory for these, or leave them out of --metrics")
-        model_measures = {}
-        if "noise" in names:  # a property of the model, not of a set of images
-            names.remove("noise")
-            measure = getattr(self.model, "noise_sensitivity", None)
-            if measure is None:
-                raise GanstackError(f"model '{self.model.name}' has no noise-sensitivity measure")
-            model_measures = measure(train_ds)
-        own = [m for m in names if m in getattr(self.model, "measures", ())]
-        if own:  # measures a model computes itself (e.g. S²-GAN's normal consistency)
-            names = [m for m in names if m not in own]
-            model_measures.update(self.model.model_measures(  # type: ignore[operator]
-                own, train_ds, eval_ds, n or ec.n))
         ref_images, ref_stats, ref_label = reference_option(ref, train_ds, eval_ds)
         res = evaluate(images, labels, train_ds, eval_ds, names, inception or ec.inception,
                        extra, targets, device=device or self.device,
                        calibrate=ec.calibrate if calibrate is None else calibrate,
-                       ref_stats=ref_stats, ref_label=ref_label, ref_images=ref_images)
-        res["metrics"].update(model_measures)
+                       ref_stats=ref_stats, ref_label=ref_label, ref_images=ref_images,
+                       model=self.model)
         if ec.baseline:
             attach_baseline(res, ec.baseline)
         res["protocol"]["samples"] = source

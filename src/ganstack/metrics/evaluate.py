@@ -37,14 +37,9 @@ from ganstack.metrics.classifier import (
 from ganstack.metrics.fid import frechet_distance, inception_score, kernel_inception_distance
 from ganstack.metrics.prdc import prdc
 from ganstack.metrics.stats import FeatureStats
-from ganstack.registry import Registry
+from ganstack.registry import Registry, count_tag
 
 log = logging.getLogger("ganstack")
-
-
-def count_tag(n: int) -> str:
-    """5000 -> '5k', 50000 -> '50k', 1234 -> '1234'."""
-    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
 
 
 _COUNT = re.compile(r"^([a-z_]*?[a-z])(\d+k?)(_.*)?$")
@@ -89,6 +84,9 @@ class EvalContext:
     # Other real images to compare with (``--ref eval``); the classifiers still train on
     # ``reference``.
     ref_images: ImageDataset | None = None
+    # The model that made the images, for the metrics that measure its networks
+    # (``ganstack.metrics.measures``); None for images alone.
+    model: object | None = None
     _classifiers: dict[str, tuple[DomainClassifier, dict]] = field(default_factory=dict)
     _inception: object | None = None
     _cache: dict = field(default_factory=dict)
@@ -105,7 +103,7 @@ class EvalContext:
         extractors and reference features."""
         return EvalContext(images, labels, self.reference, self.held_out, self.inception_path,
                            {}, dict(targets or {}), self.device, self.ref_stats,
-                           self.ref_label, self.ref_images, self._classifiers,
+                           self.ref_label, self.ref_images, None, self._classifiers,
                            self._inception, {}, self._shared)
 
     @property
@@ -529,55 +527,6 @@ def is_inception(ctx: EvalContext) -> dict[str, float]:
     return _is(ctx, "inception")
 
 
-def domain_classifiers(train: ImageDataset, held_out: ImageDataset | None
-                       ) -> dict[str, tuple[DomainClassifier, dict]]:
-    """Both domain classifiers (``classifier`` and ``alt``) trained on ``train``, the same
-    (and from the same disk cache) as :meth:`EvalContext.classifier` gives them: for the
-    measures a model computes itself."""
-    return {which: get_classifier(train, held_out,
-                                  recipe_for(train, "cnn" if which == "classifier" else which))
-            for which in DOMAIN_EXTRACTORS}
-
-
-# Measures a model computes from itself (its networks, not a set of images): ``ganstack eval``
-# hands them to the model (``noise``: SGAN's ``noise_sensitivity``; the others: the names in
-# a model's ``measures`` and its ``model_measures``). They are registered here so that
-# ``ganstack metrics`` lists them; evaluated on images alone they raise an error that says so.
-MODEL_MEASURES = {
-    "noise": ("SGAN", "SGAN: how much each level's output moves with its own noise, against "
-                      "the spread of real features at that level (0: the level ignores it)."),
-    "normal_consistency": ("S²-GAN", "S²-GAN: mean angle (degrees) between the normals an FCN "
-                                     "predicts from generated images and the normals they "
-                                     "were rendered from."),
-    "fid_normals": ("S²-GAN", "S²-GAN: FID of generated normal maps in the features of a "
-                              "classifier trained on the training normals."),
-    "structure": ("S²-GAN", "S²-GAN: diversity (mean pairwise angle) and realism (mean angle "
-                            "to the nearest training map) of generated normal maps, 16x16, "
-                            "degrees; real held-out maps as calibration."),
-    "style_noise": ("S²-GAN", "S²-GAN: per-pixel std of the Style-GAN's renderings of fixed "
-                              "normals across style noises ([-1, 1]), beside the std across "
-                              "real scenes."),
-    "level_acc": ("LAPGAN", "LAPGAN: class accuracy of the chain started from real coarse "
-                            "images at each level, beside the enlarged coarse images and the "
-                            "real images."),
-}
-
-
-def _model_measure(name: str, model: str, doc: str) -> MetricFn:
-    def measure(ctx: EvalContext) -> dict[str, float]:
-        raise GanstackError(f"'{name}' is one of the {model} measures, computed from the "
-                            f"model's networks, not from images: use `ganstack eval RUN "
-                            f"--metrics {name}` on a {model} run")
-
-    measure.__doc__ = doc
-    measure.__name__ = f"model_measure_{name}"
-    return measure
-
-
-for _name, (_model, _doc) in MODEL_MEASURES.items():
-    METRICS.register(_name)(_model_measure(_name, _model, _doc))
-
-
 # Metrics whose figures are calibrated (scored on real, blurred-real and blind sets too).
 CALIBRATED = ("acc", "is", "fid", "kid", "prdc", "caption", "vs",
               "fid_inception", "kid_inception", "is_inception", "prdc_inception")
@@ -681,6 +630,7 @@ def evaluate(
     ref_stats: dict[str, FeatureStats] | None = None,
     ref_label: str | None = None,
     ref_images: ImageDataset | None = None,
+    model: object | None = None,
 ) -> dict:
     """Compute ``metrics`` for uint8 ``images``; returns {"metrics": ..., "protocol": ...}.
 
@@ -690,7 +640,8 @@ def evaluate(
     (:func:`calibration_rows`). ``ref_stats``: reference statistics by extractor (a
     ``--ref FILE.npz``) that FID uses instead of ``reference``'s features; ``ref_label``
     names the reference in metric names; ``ref_images``: other real images to compare with
-    (the classifiers still train on ``reference``)."""
+    (the classifiers still train on ``reference``); ``model``: the model that made the images,
+    for the measures of its networks (:mod:`ganstack.metrics.measures`)."""
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise GanstackError("evaluate() takes uint8 images of shape (N, C, H, W)")
     if tuple(images.shape[1:]) != reference.shape:
@@ -700,7 +651,7 @@ def evaluate(
         )
     ctx = EvalContext(images, labels, reference, held_out, inception_path,
                       dict(extra_images or {}), dict(targets or {}), device,
-                      dict(ref_stats or {}), ref_label, ref_images)
+                      dict(ref_stats or {}), ref_label, ref_images, model)
     results: dict[str, float] = {}
     for name in metrics:
         results.update(METRICS.get(name, what="metric")(ctx))

@@ -32,7 +32,7 @@ def build_model(cfg, info: DataInfo) -> StackModel:  # type: ignore[no-untyped-d
 
     import torch
 
-    from ganstack.config import ConfigError
+    from ganstack.errors import ConfigError
     from ganstack.fileio import memory_budget
 
     cls = MODELS.get(cfg.name, what="model (model.name)")

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganstack import losses
-from ganstack.config import ConfigError
+from ganstack.errors import ConfigError
 from ganstack.models.base import DataInfo, StackModel, Step, Tensors
 from ganstack.nn.stackgan import init_normal_stackgan_
 

@@ -86,10 +86,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganstack.config import ConfigError
 from ganstack.data.augment import multiscale_batch
 from ganstack.data.base import ImageDataset
-from ganstack.errors import GanstackError
+from ganstack.errors import ConfigError, GanstackError
 from ganstack.models.base import DataInfo, LogFn, StackModel, Step
 from ganstack.models.text import CaptionBankMixin, pick_captions, require_text
 

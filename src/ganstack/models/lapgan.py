@@ -71,18 +71,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ganstack import losses
-from ganstack.config import ConfigError
 from ganstack.data.base import ImageDataset
-from ganstack.errors import GanstackError
+from ganstack.errors import ConfigError, GanstackError
 from ganstack.models.base import DataInfo, StackModel, Step, Tensors
 from ganstack.nn import init_normal_
+from ganstack.registry import count_tag
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -425,8 +425,6 @@ class LAPGAN(StackModel):
     Config = LAPGANConfig
     noise_distribution = "uniform"  # U[0, 1), mapped to the code's U(-1, 1) by 2z - 1
     generator_names = ("G",)
-    #: Measures ``ganstack eval --metrics`` hands to :meth:`model_measures`.
-    measures: ClassVar[tuple[str, ...]] = ("level_acc",)
     retired_state = ("images_seen", "epoch_size")  # the schedule's clock before the Step
 
     def __init__(self, cfg: LAPGANConfig, info: DataInfo) -> None:
@@ -651,20 +649,6 @@ class LAPGAN(StackModel):
 
     # ---- measures -------------------------------------------------------------------------
 
-    def model_measures(self, names: list[str], train: ImageDataset,
-                       evaluation: ImageDataset | None, n: int = 1000) -> dict[str, float]:
-        """The measures of :attr:`measures` (for ``ganstack eval``)."""
-        from ganstack.metrics.evaluate import domain_classifiers
-
-        out: dict[str, float] = {}
-        for name in names:
-            if name == "level_acc":
-                held = evaluation if evaluation is not None and len(evaluation) else train
-                out.update(self.level_accuracy(held, domain_classifiers(train, evaluation), n))
-            else:
-                raise GanstackError(f"LAPGAN has no measure '{name}'; it has {self.measures}")
-        return out
-
     @torch.no_grad()
     def chain_from(self, img: torch.Tensor, level: int, y: torch.Tensor | None = None,
                    generator: torch.Generator | None = None) -> torch.Tensor:
@@ -694,7 +678,7 @@ class LAPGAN(StackModel):
         Gaussian pyramid is built; for every level j >= 1 the chain starts from the *real*
         image at level j, conditioned on its true class, and runs the finer generators to
         full size (:meth:`chain_from`). Each domain classifier (``classifiers``: name ->
-        (classifier, record), as :func:`ganstack.metrics.evaluate.domain_classifiers` gives
+        (classifier, record), as :meth:`ganstack.metrics.evaluate.EvalContext.classifier` gives
         them) scores the outputs against the true class. Keys (N images, C the classifier):
 
         - ``level_accN_C_from_level{j}``: the chain from real level j (the class kept by the
@@ -707,7 +691,6 @@ class LAPGAN(StackModel):
         and the code), so ``from_level1`` measures the finest G on the inputs it trained on
         and ``from_level{L-1}`` every residual level on real coarsest images; a drop from
         ``from_level{j-1}`` to ``from_level{j}`` is class identity lost at level j-1."""
-        from ganstack.metrics.evaluate import count_tag
         from ganstack.viz import to_uint8
 
         if held.labels is None:

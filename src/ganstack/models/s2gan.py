@@ -60,17 +60,17 @@ import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganstack.config import ConfigError
 from ganstack.data.base import ImageDataset
-from ganstack.errors import GanstackError
+from ganstack.errors import ConfigError, GanstackError
 from ganstack.models.base import DataInfo, LogFn, StackModel, Step, Tensors
 from ganstack.nn import scale_grad
+from ganstack.registry import count_tag
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -471,9 +471,6 @@ class S2GAN(StackModel):
     Config = S2GANConfig
     noise_distribution = "uniform"  # U[0, 1), mapped to the code's U(-1, 1) by 2z - 1
     generator_names = ("G_struct", "G_style")
-    #: Measures ``ganstack eval --metrics`` hands to :meth:`model_measures`.
-    measures: ClassVar[tuple[str, ...]] = ("normal_consistency", "fid_normals", "structure",
-                                           "style_noise")
     retired_state = ("adam_calls",)  # the warm-up's clock before the Step
 
     def __init__(self, cfg: S2GANConfig, info: DataInfo) -> None:
@@ -886,23 +883,6 @@ class S2GAN(StackModel):
 
     # ---- measures -------------------------------------------------------------------------
 
-    def model_measures(self, names: list[str], train: ImageDataset,
-                       evaluation: ImageDataset | None, n: int = 1000) -> dict[str, float]:
-        """The measures of :attr:`measures` (for ``ganstack eval``)."""
-        out: dict[str, float] = {}
-        for name in names:
-            if name == "normal_consistency":
-                out.update(self.normal_consistency(evaluation or train, n))
-            elif name == "fid_normals":
-                out.update(self.fid_normals(train, evaluation, n))
-            elif name == "structure":
-                out.update(self.structure_measures(train, evaluation, n))
-            elif name == "style_noise":
-                out.update(self.style_noise_sensitivity(train, evaluation))
-            else:
-                raise GanstackError(f"S²-GAN has no measure '{name}'; it has {self.measures}")
-        return out
-
     @torch.no_grad()
     def normal_consistency(self, ds: ImageDataset, n: int = 1000, seed: int = 0,
                            judge: S2GAN | None = None, prefix: str = "fcn",
@@ -940,38 +920,6 @@ class S2GAN(StackModel):
         res[f"normal_err_deg_{prefix}_chain"] = float(angular_error_deg(pred, chain_target).mean())
         return res
 
-    def fid_normals(self, train: ImageDataset, evaluation: ImageDataset | None, n: int = 1000,
-                    seed: int = 0) -> dict[str, float]:
-        """FID of generated normal maps (Ĉ, at the image size) against the training normals, in
-        the feature space of a domain classifier trained on the training normals and labels."""
-        from ganstack.metrics.classifier import get_classifier
-        from ganstack.metrics.evaluate import count_tag
-        from ganstack.metrics.fid import frechet_distance
-        from ganstack.metrics.stats import FeatureStats
-        from ganstack.viz import to_uint8
-
-        def as_normals(ds: ImageDataset, suffix: str) -> ImageDataset:
-            base = ds.name.removesuffix(f"-{suffix}")
-            return ImageDataset(ds.extras["normals"], ds.labels, ds.num_classes,
-                                f"{base}-normals-{suffix}")
-
-        if "normals" not in train.extras or train.labels is None:
-            lack = "no labels" if train.labels is None else "no normals"
-            raise GanstackError(f"fid_normals needs a labelled dataset with normals (e.g. "
-                                f"rooms); '{train.name}' has {lack}")
-        ref = as_normals(train, "train")
-        held = as_normals(evaluation, "eval") if evaluation is not None and \
-            "normals" in evaluation.extras else None
-        clf, meta = get_classifier(ref, held)
-        fake = to_uint8(self.sample(n, generator=torch.Generator().manual_seed(seed))["normals"])
-        stats = []
-        for imgs in (fake, ref.images):
-            s = FeatureStats()
-            s.append(clf.predict(imgs)[0])
-            stats.append(s.mean_cov())
-        name = f"fid{count_tag(n)}_normals_{meta['name']}_train{len(ref)}"
-        return {name: frechet_distance(*stats[0], *stats[1])}
-
     @torch.no_grad()
     def structure_measures(self, train: ImageDataset, evaluation: ImageDataset | None,
                            n: int = 200, reference: int = 1000, seed: int = 0
@@ -994,8 +942,6 @@ class S2GAN(StackModel):
 
         A collapsed Structure-GAN has a small pairwise angle; a noisy one a large angle to
         its nearest real map. Only the G_struct is run (no image is rendered)."""
-        from ganstack.metrics.evaluate import count_tag
-
         if "normals" not in train.extras:
             raise GanstackError(f"the structure measures need a dataset with normals (rooms or "
                                 f"nyu_normals); '{train.name}' has none")
@@ -1034,8 +980,6 @@ class S2GAN(StackModel):
         - ``style_scene_stdMK_train``: the per-pixel standard deviation across M x K
           different real training images (how much real scenes differ), the reference.
         """
-        from ganstack.metrics.evaluate import count_tag
-
         ds = evaluation if evaluation is not None and "normals" in evaluation.extras \
             else train
         if "normals" not in ds.extras:

@@ -42,9 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganstack import losses
-from ganstack.config import ConfigError
 from ganstack.data.base import ImageDataset
-from ganstack.errors import CheckpointError
+from ganstack.errors import CheckpointError, ConfigError
 from ganstack.fileio import check_npz
 from ganstack.models.base import DataInfo, LogFn, StackModel, Step, Tensors
 from ganstack.nn import (

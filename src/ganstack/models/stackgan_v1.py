@@ -68,10 +68,9 @@ import torch
 from torch import nn
 
 from ganstack import losses
-from ganstack.config import ConfigError
 from ganstack.data.augment import multiscale_batch
 from ganstack.data.base import ImageDataset
-from ganstack.errors import GanstackError
+from ganstack.errors import ConfigError, GanstackError
 from ganstack.models.base import DataInfo, LogFn, StackModel, Step, Tensors
 from ganstack.models.text import CaptionBankMixin, pick_captions, require_text
 from ganstack.nn.stackgan import (

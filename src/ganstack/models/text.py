@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from ganstack.config import ConfigError
 from ganstack.data.base import ImageDataset
+from ganstack.errors import ConfigError
 from ganstack.models.base import DataInfo
 
 
