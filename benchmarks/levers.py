@@ -54,6 +54,9 @@ LEVERS: dict[str, tuple[str, list[str], str]] = {
                                          "model.base_size=8", "train.phases.joint=6400"],
                   "as v2-all at 8 -> 16 -> 32 pixels (a step costs about a quarter), "
                   "4x the steps"),
+    "v2-all-32-4400": ("stackgan-v2-shapes", [*EASY, *FLIP, *WARM, "data.resolution=32",
+                                              "model.base_size=8", "train.phases.joint=4400"],
+                       "as v2-all-32 with 4,400 steps, which fit 10 minutes"),
     "hd-all": ("hdgan-shapes", ["data.shapes_counts=[1]", "data.shapes_patterns=[plain]",
                                 "model.augment=false", "data.flip=true", "train.ema_warmup=true"],
                "HDGAN's demo with v2-all's data, flips and EMA warm-up (16 -> 32 -> 64)"),
@@ -92,6 +95,15 @@ LEVERS: dict[str, tuple[str, list[str], str]] = {
                 "the shapes demo before the study: 8 -> 16 -> 32 -> 64, one class plane"),
     "ls-onehot3": ("lapgan-shapes", ["model.levels=3", "model.class_planes=onehot"],
                    "one-hot class planes, three levels: 16 -> 32 -> 64"),
+    "ls-onehot3-proj": ("lapgan-shapes", ["model.levels=3", "model.class_planes=onehot",
+                                          "model.coarse_d_condition=projection"],
+                        "one-hot class planes, 16 -> 32 -> 64, the coarsest D conditioned by "
+                        "projection"),
+    "ls-easy-onehot3-proj": ("lapgan-shapes", [*EASY, "model.levels=3",
+                                               "model.class_planes=onehot",
+                                               "model.coarse_d_condition=projection"],
+                             "as ls-onehot3-proj on the easy shapes (one shape, plain "
+                             "background)"),
     # S²-GAN (issue 17)
     "s2-base": ("s2gan-rooms", ["model.d_dropout=0.5", "model.d_spatial_dropout=0.2",
                                 "data.resolution=64", "train.phases.structure=600",
@@ -109,7 +121,13 @@ LEVERS: dict[str, tuple[str, list[str], str]] = {
                                        "train.phases.fcn=300", "train.phases.style=2500",
                                        "train.phases.joint=50", "model.style_mode_seeking=1"],
                        "as s2-nodrop32, with the mode-seeking term (Mao et al. 2019, weight 1) "
-                       "on the Style-GAN's G"),
+                       "on the Style-GAN's G (runs before 08081cd lost the term to the FCN "
+                       "term)"),
+    "s2-nodrop32-ms5": ("s2gan-rooms", ["model.d_dropout=0", "model.d_spatial_dropout=0",
+                                        "data.resolution=32", "train.phases.structure=3000",
+                                        "train.phases.fcn=300", "train.phases.style=2500",
+                                        "train.phases.joint=50", "model.style_mode_seeking=5"],
+                        "as s2-nodrop32-ms at weight 5"),
 }
 
 # What each family's table shows: (column, calibration row or "measures", key pattern).
@@ -192,7 +210,9 @@ def cell(rows: dict, where: str, pattern: str) -> str:
 
 
 def table(results: dict) -> str:
-    lines = [f"Machine: {results.get('cpu', '?')}. Sampling seed 0; calibration rows at n = the "
+    lines = [f"Machine: {results.get('cpu', '?')} (the last run; each run records its CPU; the "
+             "figures depend on the steps, not the machine). Sampling seed 0; calibration rows "
+             "at n = the "
              "held-out size. `blind`: the same samples against shuffled conditions; `blur2`: "
              "real held-out images blurred by 2 px.", ""]
     for fam, cols in COLUMNS.items():
@@ -252,7 +272,7 @@ def main() -> None:
             # Re-read before writing: other invocations may have scored other levers meanwhile.
             results = json.loads(path.read_text()) if path.exists() else {"runs": {}}
             results["cpu"] = f"{cpu_name()}, {os.cpu_count()} cores"
-            results["runs"][key] = row
+            results["runs"][key] = row | {"cpu": cpu_name()}
             RESULTS.mkdir(exist_ok=True)
             path.write_text(json.dumps(results, indent=1) + "\n")
     (RESULTS / "levers.md").write_text(table(results))
