@@ -30,9 +30,9 @@ import argparse
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
+
+from _train import train_run
 
 from ganstack.environment import cpu_name
 
@@ -166,25 +166,9 @@ def family(config: str) -> str:
     return "stackgan" if name == "hdgan" else name  # HDGAN: the same captioned shapes
 
 
-def last_phase(config: str, overrides: list[str]) -> str:
-    from ganstack.config import load_config
-
-    return list(load_config(config, overrides).train.phases)[-1]
-
-
 def train(lever: str, seed: int, work: Path, threads: int) -> Path:
     config, overrides, _ = LEVERS[lever]
-    out = work / f"{lever}-s{seed}"
-    if (out / "checkpoints" / f"phase-{last_phase(config, overrides)}.json").exists():
-        return out  # finished: reuse it
-    cmd = [sys.executable, "-m", "ganstack", "train", config, "--out", str(out), "--resume",
-           "--no-eval", f"train.seed={seed}", f"train.num_threads={threads}",
-           "train.progress=false", "train.tensorboard=false", "train.sample_every=0",
-           "train.checkpoint_every=0", *overrides]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    with open(work / f"{lever}-s{seed}.log", "w") as logf:
-        subprocess.run(cmd, check=True, stdout=logf, stderr=subprocess.STDOUT, env=env)
-    return out
+    return train_run(config, overrides, work / f"{lever}-s{seed}", seed, threads)
 
 
 def score(run_dir: Path, fam: str) -> dict:
