@@ -93,3 +93,14 @@ def test_every_bundled_config_loads():
     for name in names:
         cfg = load_config(name)
         assert cfg.train.phases and all(v >= 0 for v in cfg.train.phases.values()), name
+
+
+def test_declared_ranges_say_their_bounds():
+    from ganstack.ranges import Range
+
+    assert Range(gt=0).says(integral=True) == "> 0"
+    assert Range(gt=0).says(integral=False) == "> 0 and finite"
+    assert Range(ge=1, le=1 << 16).says(integral=True) == "in 1..65536"
+    assert Range(gt=0, le=64.0).says(integral=False) == "in (0, 64]"
+    assert Range(ge=0, note="0: never").says(integral=True) == ">= 0 (0: never)"
+    assert not any(Range(ge=0).holds(v) for v in (float("nan"), float("inf"), -1))

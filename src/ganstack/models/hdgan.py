@@ -80,7 +80,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -91,6 +91,7 @@ from ganstack.data.base import ImageDataset
 from ganstack.errors import ConfigError, GanstackError
 from ganstack.models.base import DataInfo, LogFn, StackModel, Step
 from ganstack.models.text import CaptionBankMixin, pick_captions, require_text
+from ganstack.ranges import NonNegFloat, NonNegInt, PosFloat, PosInt, Range, Unit
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -106,53 +107,45 @@ class HDGANConfig:
     # Side outputs: `side_outputs` sizes, the first (coarsest) at `base_size`, each twice the
     # previous (code: 3 at 64, 128, 256). The data's resolution is the finest size (twice it
     # with `super_output`).
-    side_outputs: int = 3
+    side_outputs: Annotated[int, Range(ge=1, le=MAX_SIDE_OUTPUTS)] = 3
     base_size: int = 64
-    z_dim: int = 100  # code noise_dim
-    ef_dim: int = 128  # code emb_dim: the CA sample and D's text code
-    gf_dim: int = 128  # code G hid_dim: the 4x4 trunk has 8 gf channels
-    df_dim: int = 128  # code D hid_dim: the encoders end at 4 df channels
-    res_blocks: int = 1  # K, residual blocks at every trunk level (code num_resblock 1)
+    z_dim: PosInt = 100  # code noise_dim
+    ef_dim: PosInt = 128  # code emb_dim: the CA sample and D's text code
+    gf_dim: PosInt = 128  # code G hid_dim: the 4x4 trunk has 8 gf channels
+    df_dim: PosInt = 128  # code D hid_dim: the encoders end at 4 df channels
+    res_blocks: NonNegInt = 1  # K, residual blocks at every trunk level (code num_resblock 1)
     # Trunk sizes at which a conv halves the channels (code reduce_dim_at).
     halve_at: list[int] = field(default_factory=lambda: [8, 32, 128, 256])
     # R of each discriminator's image head (R x R patch scores), one per side output (plus one
     # for the 512 output with super_output); null: the code's 1 everywhere but 5 at the
     # finest (and at the super output). The paper's Fig. 3: [1, 3, 5].
-    image_patch: list[int] | None = None
-    kl_weight: float = 4.0  # code KL_COE (birds, flowers; COCO 2)
+    image_patch: Annotated[list[int] | None,
+                           Range(ge=1, le=8, note="R x R scores read off an 8x8 code")] = None
+    kl_weight: NonNegFloat = 4.0  # code KL_COE (birds, flowers; COCO 2)
     objective: Literal["code", "paper"] = "code"  # the D loss (module docstring)
     g_resample_z: bool = False  # code: the G step reuses the D step's fakes
     caption_sampling: Literal["one", "mean4"] = "mean4"  # code num_emb 4
     augment: bool = True  # 76/64 resize + random crop + flip (code: 304 -> 256 crop, flip)
-    lr: float = 2e-4  # Adam, G and D (code g_lr, d_lr)
-    beta1: float = 0.5
-    beta2: float = 0.999
+    lr: PosFloat = 2e-4  # Adam, G and D (code g_lr, d_lr)
+    beta1: Unit = 0.5
+    beta2: Unit = 0.999
     # Halve the learning rate at every (1-based) epoch of the phase divisible by N, i.e. after
     # N - 1, 2N - 1, ... epochs (code epoch_decay: 100; COCO 50); 0: never.
-    lr_decay_epochs: int = 100
+    lr_decay_epochs: NonNegInt = 100
     init: Literal["code", "default"] = "code"  # code weights_init; default: PyTorch's
     # The 512 variant: one more output at twice the finest size, trained in phase `super`.
     super_output: bool = False
-    super_res_blocks: int = 2  # code GeneratorSuperL1Loss num_resblock
-    l1_weight: float = 1.0  # code: the L1 term replaces the KL with weight 1
+    super_res_blocks: NonNegInt = 2  # code GeneratorSuperL1Loss num_resblock
+    l1_weight: NonNegFloat = 1.0  # code: the L1 term replaces the KL with weight 1
     super_adversarial: bool = True  # paper Fig. 1: a D at 512 (the code has none)
-    caption_bank: int = 256
+    caption_bank: PosInt = 256
     sample_bn: Literal["eval", "batch"] = "eval"  # code HDGan_test.py: netG.eval()
 
     def validate(self, where: str) -> None:
-        if not 1 <= self.side_outputs <= MAX_SIDE_OUTPUTS:
-            raise ConfigError(f"{where}.side_outputs must be in 1..{MAX_SIDE_OUTPUTS}, got "
-                              f"{self.side_outputs}")
         if self.base_size < 16 or self.base_size & (self.base_size - 1):
             raise ConfigError(f"{where}.base_size must be a power of two >= 16 (each "
                               f"discriminator encodes its images down to 8x8), got "
                               f"{self.base_size}")
-        for k in ("z_dim", "ef_dim", "gf_dim", "df_dim", "caption_bank"):
-            if getattr(self, k) <= 0:
-                raise ConfigError(f"{where}.{k} must be > 0, got {getattr(self, k)}")
-        for k in ("res_blocks", "super_res_blocks", "lr_decay_epochs"):
-            if getattr(self, k) < 0:
-                raise ConfigError(f"{where}.{k} must be >= 0, got {getattr(self, k)}")
         for s in self.halve_at:
             if s < 4 or s & (s - 1):
                 raise ConfigError(f"{where}.halve_at holds trunk sizes (powers of two >= 4), "
@@ -175,18 +168,6 @@ class HDGANConfig:
             raise ConfigError(f"{where}.image_patch needs one R per discriminator "
                               f"({len(self.disc_sizes())}: sizes {self.disc_sizes()}), got "
                               f"{self.image_patch}")
-        if any(not 1 <= r <= 8 for r in patches):
-            raise ConfigError(f"{where}.image_patch values must be in 1..8 (R x R scores read "
-                              f"off an 8x8 code), got {self.image_patch}")
-        for k in ("kl_weight", "l1_weight"):
-            if not 0 <= getattr(self, k) < math.inf:
-                raise ConfigError(f"{where}.{k} must be >= 0 and finite, got "
-                                  f"{getattr(self, k)}")
-        if not 0 < self.lr < math.inf:
-            raise ConfigError(f"{where}.lr must be > 0 and finite, got {self.lr}")
-        for k in ("beta1", "beta2"):
-            if not 0 <= getattr(self, k) < 1:
-                raise ConfigError(f"{where}.{k} must be in [0, 1), got {getattr(self, k)}")
 
     def sizes(self) -> list[int]:
         """The side outputs' sizes (without the super output)."""

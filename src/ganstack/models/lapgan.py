@@ -69,9 +69,8 @@ reports how often the domain classifier still reads the true class in the final 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -82,6 +81,7 @@ from ganstack.data.base import ImageDataset
 from ganstack.errors import ConfigError, GanstackError
 from ganstack.models.base import DataInfo, StackModel, Step, Tensors
 from ganstack.nn import init_normal_
+from ganstack.ranges import NonNegFloat, PosFloat, PosInt, Range, Unit
 from ganstack.registry import count_tag
 
 # --------------------------------------------------------------------------------------------
@@ -94,22 +94,22 @@ class LAPGANConfig:
     name: str = "lapgan"
     # Pyramid levels, the dataset's image size being the finest (MNIST 28 -> 14 -> 7: 3). The
     # paper picks the depth so that the coarsest level is at most 8x8 pixels.
-    levels: int = 3
+    levels: Annotated[int, Range(ge=1)] = 3
     # Class-conditional (the paper's CC-LAPGAN) when the data has labels; false: unconditional.
     conditional: bool = True
     # How the class enters a conv level: "plane" = Linear(K -> H*W) -> ReLU as one extra plane
     # (official classcond code); "onehot" = the one-hot vector broadcast as K constant planes.
     class_planes: Literal["plane", "onehot"] = "plane"
-    z_dim: int = 100  # noise size of the coarsest level (code and paper: 100)
-    coarse_g_hidden: int = 1200  # hidden units of the coarsest G's two layers (paper: 1200)
-    coarse_d_hidden: int = 600  # hidden units of the coarsest D's two layers (paper: 600)
+    z_dim: PosInt = 100  # noise size of the coarsest level (code and paper: 100)
+    coarse_g_hidden: PosInt = 1200  # hidden units of the coarsest G's two layers (paper: 1200)
+    coarse_d_hidden: PosInt = 600  # hidden units of the coarsest D's two layers (paper: 600)
     # Coarsest G's output: "linear" (code; its data was standardised) or "tanh" (fits [-1, 1]).
     coarse_output: Literal["linear", "tanh"] = "linear"
-    g_hidden: int = 64  # feature maps of a conv level's G (CIFAR code: 64)
-    d_hidden: int = 64  # feature maps of a conv level's D (CIFAR code: 64)
+    g_hidden: PosInt = 64  # feature maps of a conv level's G (CIFAR code: 64)
+    d_hidden: PosInt = 64  # feature maps of a conv level's D (CIFAR code: 64)
     g_kernels: list[int] = field(default_factory=lambda: [7, 7, 5])  # G's 3 convs (code 7,7,5)
     d_kernels: list[int] = field(default_factory=lambda: [5, 5])  # D's 2 convs (code 5, 5)
-    d_dropout: float = 0.5  # dropout in every D (code: 0.5)
+    d_dropout: Unit = 0.5  # dropout in every D (code: 0.5)
     # What a conv level's D sees: "sum" = l_k + h_k (code and paper: D adds them first);
     # "concat" = l_k and h_k as separate channels.
     d_input: Literal["sum", "concat"] = "sum"
@@ -120,8 +120,8 @@ class LAPGANConfig:
     # Linear -> BN -> ReLU at half size -> ConvTranspose up -> BN -> ReLU -> conv3 -> pixels;
     # D = conv3 -> LReLU -> conv4 s2 -> LReLU -> linear, the class as input planes.
     coarse_arch: Literal["mlp", "conv"] = "mlp"
-    coarse_g_maps: int = 64  # "conv" coarse G: maps after the upsampling (first layer: 2x)
-    coarse_d_maps: int = 64  # "conv" coarse D: maps of the first conv (second: 2x)
+    coarse_g_maps: PosInt = 64  # "conv" coarse G: maps after the upsampling (first layer: 2x)
+    coarse_d_maps: PosInt = 64  # "conv" coarse D: maps of the first conv (second: 2x)
     # How the class enters the "conv" coarse D: "planes" = input planes (`class_planes`);
     # "projection" = the inner product of a class embedding with D's last features, added to
     # its logit (Miyato & Koyama, "cGANs with Projection Discriminator", ICLR 2018), with no
@@ -133,30 +133,25 @@ class LAPGANConfig:
     # "adam" = Adam(lr, beta1, beta2), not the code's (a modern option; faster in short runs).
     optimizer: Literal["adam", "sgd"] = "sgd"
     # Learning rate; 0 = the optimizer's default (sgd: the code's CIFAR 0.02; adam: 2e-4).
-    lr: float = 0.0
+    lr: Annotated[float, Range(ge=0, note="0: the optimizer's default")] = 0.0
     # One learning rate per level, finest (level 0) first, for G and D of that level (not the
     # code's, which uses one lr); empty = `lr` everywhere.
-    level_lr: list[float] = field(default_factory=list)
+    level_lr: Annotated[list[float], Range(gt=0)] = field(default_factory=list)
     # The coarsest D's lr is multiplied by this (a ganstack option; code: 1).
-    coarse_d_lr_mult: float = 1.0
-    beta1: float = 0.5  # Adam
-    beta2: float = 0.999  # Adam
-    momentum: float = 0.5  # SGD, start (code: coarse-to-fine 0.5; classcond/FC scripts 0)
-    momentum_step: float = 0.0008  # SGD, per epoch (code)
-    momentum_max: float = 0.7  # SGD (code 0.7; the paper reportedly 0.8)
-    lr_decay: float = 1.000004  # SGD, lr /= this per epoch (code; classcond c2f: 1.00004)
+    coarse_d_lr_mult: PosFloat = 1.0
+    beta1: Unit = 0.5  # Adam
+    beta2: Unit = 0.999  # Adam
+    momentum: Unit = 0.5  # SGD, start (code: coarse-to-fine 0.5; classcond/FC scripts 0)
+    momentum_step: NonNegFloat = 0.0008  # SGD, per epoch (code)
+    momentum_max: Unit = 0.7  # SGD (code 0.7; the paper reportedly 0.8)
+    # SGD, lr /= this per epoch (code; classcond c2f: 1.00004)
+    lr_decay: Annotated[float, Range(ge=1)] = 1.000004
     # Initial weights of the coarsest level's MLPs: N(0, std) (code: G 0.05, D 0.005). Conv
     # levels keep PyTorch's default init, which matches Torch's U(+-1/sqrt(fan_in)).
-    coarse_g_init_std: float = 0.05
-    coarse_d_init_std: float = 0.005
+    coarse_g_init_std: PosFloat = 0.05
+    coarse_d_init_std: PosFloat = 0.005
 
     def validate(self, where: str) -> None:
-        if self.levels < 1:
-            raise ConfigError(f"{where}.levels must be >= 1, got {self.levels}")
-        for k in ("z_dim", "coarse_g_hidden", "coarse_d_hidden", "g_hidden", "d_hidden",
-                  "coarse_g_maps", "coarse_d_maps"):
-            if getattr(self, k) <= 0:
-                raise ConfigError(f"{where}.{k} must be > 0, got {getattr(self, k)}")
         if len(self.g_kernels) != 3 or any(k <= 0 or k % 2 == 0 for k in self.g_kernels):
             raise ConfigError(
                 f"{where}.g_kernels must be 3 odd positive sizes (the G's 3 'same' convs), got "
@@ -166,28 +161,10 @@ class LAPGANConfig:
             raise ConfigError(
                 f"{where}.d_kernels must be 2 odd positive sizes, got {self.d_kernels}"
             )
-        if not 0.0 <= self.d_dropout < 1.0:
-            raise ConfigError(f"{where}.d_dropout must be in [0, 1), got {self.d_dropout}")
-        if not (self.lr >= 0 and math.isfinite(self.lr)):  # NaN fails every comparison
-            raise ConfigError(f"{where}.lr must be >= 0 and finite (0: the optimizer's "
-                              f"default), got {self.lr}")
         if self.level_lr and len(self.level_lr) != self.levels:
             raise ConfigError(f"{where}.level_lr needs one lr per level ({self.levels}, finest "
                               f"first) or none, got {self.level_lr}")
-        if not all(v > 0 and math.isfinite(v) for v in [*self.level_lr,
-                                                        self.coarse_d_lr_mult]):
-            raise ConfigError(f"{where}.level_lr and coarse_d_lr_mult must be > 0 and finite, got "
-                              f"{self.level_lr}, {self.coarse_d_lr_mult}")
-        if not (1.0 <= self.lr_decay < math.inf and 0 <= self.momentum_step < math.inf):
-            raise ConfigError(f"{where}.lr_decay must be >= 1 and momentum_step >= 0, got "
-                              f"{self.lr_decay}, {self.momentum_step}")
-        for k in ("beta1", "beta2", "momentum", "momentum_max"):
-            if not 0.0 <= getattr(self, k) < 1.0:
-                raise ConfigError(f"{where}.{k} must be in [0, 1), got {getattr(self, k)}")
-        for k in ("coarse_g_init_std", "coarse_d_init_std"):
-            if not 0 < getattr(self, k) < math.inf:
-                raise ConfigError(f"{where}.{k} must be > 0 and finite, got "
-                                  f"{getattr(self, k)}")
+
 
     def base_lr(self) -> float:
         return self.lr or (0.02 if self.optimizer == "sgd" else 2e-4)

@@ -60,7 +60,7 @@ import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +70,7 @@ from ganstack.data.base import ImageDataset
 from ganstack.errors import ConfigError, GanstackError
 from ganstack.models.base import DataInfo, LogFn, StackModel, Step, Tensors
 from ganstack.nn import scale_grad
+from ganstack.ranges import NonNegFloat, PosFloat, PosInt, Range, Unit
 from ganstack.registry import count_tag
 
 # --------------------------------------------------------------------------------------------
@@ -77,6 +78,8 @@ from ganstack.registry import count_tag
 # --------------------------------------------------------------------------------------------
 
 MAX_WIDTH = 64.0  # the largest width / fcn_width multiplier accepted
+# A channel multiplier: larger would ask for more channels than torch has.
+Width = Annotated[float, Range(gt=0, le=MAX_WIDTH)]
 
 
 @dataclass
@@ -85,50 +88,53 @@ class S2GANConfig:
     # Structure-GAN output size (code: 72); a multiple of 8. The image size is the dataset's
     # (code: 128), a multiple of 16.
     normal_size: int = 72
-    z_struct: int = 100  # Structure-GAN noise (code: 100, U(-1, 1))
-    z_style: int = 100  # Style-GAN noise (code: 100, U(-1, 1))
-    width: float = 1.0  # channel multiplier of the four GAN networks (1 = the official tables)
+    z_struct: PosInt = 100  # Structure-GAN noise (code: 100, U(-1, 1))
+    z_style: PosInt = 100  # Style-GAN noise (code: 100, U(-1, 1))
+    width: Width = 1.0  # channel multiplier of the four GAN networks (1 = the official tables)
     # Conv init N(0, init_std) (code: 0.02). With width < 1 the std is divided by sqrt(width),
     # so narrow networks keep the official activation scale (std x sqrt(fan-in)); at width 1
     # this is the code's init. Without it a width-0.125 D starts with vanishing gradients.
-    init_std: float = 0.02
-    d_dropout: float = 0.5  # dropout before the discriminators' linear layer (code: 0.5)
-    d_spatial_dropout: float = 0.2  # SpatialDropout after D's 3rd and 4th convs (code: 0.2)
+    init_std: PosFloat = 0.02
+    d_dropout: Unit = 0.5  # dropout before the discriminators' linear layer (code: 0.5)
+    d_spatial_dropout: Unit = 0.2  # SpatialDropout after D's 3rd and 4th convs (code: 0.2)
     # ---- the FCN normal predictor (style-gan-fcn/train_fcn.lua)
     fcn_arch: Literal["alexnet", "small"] = "alexnet"  # small: a compact FCN for CPU demos
-    fcn_width: float = 1.0  # channel multiplier of the FCN (1 = the official train_fcn.lua)
-    fcn_upsample: int = 4  # nearest upsampling of the image before the FCN (code: 4, 128->512)
-    classes: int = 40  # codebook size k (code: 40)
-    codebook_samples: int = 100_000  # training-normal pixels the k-means runs on
-    codebook_iters: int = 25  # spherical k-means iterations
+    fcn_width: Width = 1.0  # channel multiplier of the FCN (1 = the official train_fcn.lua)
+    fcn_upsample: PosInt = 4  # nearest upsampling of the image before the FCN (code: 4, 128->512)
+    classes: Annotated[int, Range(ge=2)] = 40  # codebook size k (code: 40)
+    codebook_samples: PosInt = 100_000  # training-normal pixels the k-means runs on
+    codebook_iters: PosInt = 25  # spherical k-means iterations
     codebook_seed: int = 0
-    fcn_batch_size: int = 10  # images of each batch the FCN trains on (code: 10; 0: all)
-    fcn_lr: float = 0.01  # SGD (code: 0.01, momentum 0.9, weight decay 5e-4)
-    fcn_momentum: float = 0.9
-    fcn_weight_decay: float = 5e-4
+    # images of each batch the FCN trains on (code: 10; 0: all)
+    fcn_batch_size: Annotated[int, Range(ge=0, note="0: the whole batch")] = 10
+    fcn_lr: PosFloat = 0.01  # SGD (code: 0.01, momentum 0.9, weight decay 5e-4)
+    fcn_momentum: Unit = 0.9
+    fcn_weight_decay: NonNegFloat = 5e-4
     # ---- losses
-    fcn_weight: float = 0.1  # lambda of the FCN constraint in the style phase (0: "nofcn")
-    joint_fcn_weight: float = 0.0  # the FCN constraint in the joint phase (code: not used)
+    fcn_weight: NonNegFloat = 0.1  # lambda of the FCN constraint in the style phase (0: "nofcn")
+    joint_fcn_weight: NonNegFloat = 0.0  # the FCN constraint in the joint phase (code: not used)
     # Mode-seeking term of the Style-GAN's G in the style phase (Mao et al., "Mode Seeking
     # GANs", CVPR 2019, Eq. 3): weight / (mean |G(z1, C) - G(z2, C)| / mean |z1 - z2| + 1e-5)
     # on a second rendering of the batch's normals with other noise, so that the style noise
     # changes the image. 0 = off (code and paper; a ganstack option, one more G pass a step).
-    style_mode_seeking: float = 0.0
+    style_mode_seeking: NonNegFloat = 0.0
     # BN of the frozen FCN inside the Style-GAN loss: "batch" statistics (code) or "eval".
     fcn_bn: Literal["batch", "eval"] = "batch"
-    joint_style_to_struct: float = 0.1  # share of the Style-GAN gradient G_struct gets (lamda0)
-    joint_struct_adv: float = 1.0  # weight of G_struct's own adversarial loss (lamda)
+    # share of the Style-GAN gradient G_struct gets (lamda0)
+    joint_style_to_struct: NonNegFloat = 0.1
+    joint_struct_adv: NonNegFloat = 1.0  # weight of G_struct's own adversarial loss (lamda)
     # ---- optimisation (the code's adversarial_ct.lua and train scripts)
-    lr: float = 2e-4  # Adam, structure and style phases (code: 2e-4)
-    beta1: float = 0.5
-    beta2: float = 0.999
-    joint_lr_style: float = 1e-6  # joint phase: G_style and D_style (code: 1e-6)
-    joint_lr_struct: float = 1e-7  # joint phase: G_struct and D_struct (code: 1e-7)
+    lr: PosFloat = 2e-4  # Adam, structure and style phases (code: 2e-4)
+    beta1: Unit = 0.5
+    beta2: Unit = 0.999
+    joint_lr_style: PosFloat = 1e-6  # joint phase: G_style and D_style (code: 1e-6)
+    joint_lr_struct: PosFloat = 1e-7  # joint phase: G_struct and D_struct (code: 1e-7)
     # L2 weight decay of the Style-GAN's G and D (style-gan-nofcn: 1e-5; style-gan-fcn: 0)
-    style_weight_decay: float = 0.0
+    style_weight_decay: NonNegFloat = 0.0
     adam_warmup: bool = True  # the code's Adam: lr/50 for 10 calls, lr/5 until call 30
     skip_rule: bool = True  # the code's balancing: skip D or G by the margins below
-    skip_margin: float = 0.3  # skip D if an error < m, G if an error > 1 - m (code: 0.3)
+    # skip D if an error < m, G if an error > 1 - m (code: 0.3)
+    skip_margin: Annotated[float, Range(gt=0, lt=0.5)] = 0.3
     reset_optimizers: bool = True  # each official stage is its own script: fresh optimizers
     # Batch-norm statistics used when sampling: "batch" (code) or "eval" (running averages).
     sample_bn: Literal["eval", "batch"] = "batch"
@@ -138,33 +144,6 @@ class S2GANConfig:
         if self.normal_size < 8 or self.normal_size % 8:
             raise ConfigError(f"{where}.normal_size must be a positive multiple of 8 (the "
                               f"Structure-GAN doubles its size 3 times), got {self.normal_size}")
-        for k in ("z_struct", "z_style", "classes", "codebook_samples", "codebook_iters",
-                  "fcn_upsample"):
-            if getattr(self, k) <= 0:
-                raise ConfigError(f"{where}.{k} must be > 0, got {getattr(self, k)}")
-        if self.classes < 2:
-            raise ConfigError(f"{where}.classes must be >= 2, got {self.classes}")
-        for k in ("width", "fcn_width"):  # larger would ask for more channels than torch has
-            if getattr(self, k) > MAX_WIDTH:
-                raise ConfigError(f"{where}.{k} must be at most {MAX_WIDTH} ({MAX_WIDTH}x the "
-                                  f"paper's channel counts), got {getattr(self, k)}")
-        for k in ("width", "fcn_width", "init_std", "lr", "fcn_lr", "joint_lr_style",
-                  "joint_lr_struct"):
-            v = getattr(self, k)
-            if not (v > 0 and math.isfinite(v)):
-                raise ConfigError(f"{where}.{k} must be a finite number > 0, got {v}")
-        for k in ("fcn_weight", "joint_fcn_weight", "joint_style_to_struct", "joint_struct_adv",
-                  "style_weight_decay", "fcn_weight_decay", "style_mode_seeking"):
-            v = getattr(self, k)
-            if not (v >= 0 and math.isfinite(v)):
-                raise ConfigError(f"{where}.{k} must be a finite number >= 0, got {v}")
-        for k in ("beta1", "beta2", "fcn_momentum", "d_dropout", "d_spatial_dropout"):
-            if not 0.0 <= getattr(self, k) < 1.0:
-                raise ConfigError(f"{where}.{k} must be in [0, 1), got {getattr(self, k)}")
-        if not 0.0 < self.skip_margin < 0.5:
-            raise ConfigError(f"{where}.skip_margin must be in (0, 0.5), got {self.skip_margin}")
-        if self.fcn_batch_size < 0:
-            raise ConfigError(f"{where}.fcn_batch_size must be >= 0 (0: the whole batch)")
 
 
 # --------------------------------------------------------------------------------------------

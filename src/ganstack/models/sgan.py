@@ -31,10 +31,9 @@ z ~ U(0, 1), Adam(1e-4, 0.5, 0.999), weights adv 1 / cond 1 / ent 10. The CIFAR-
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -56,6 +55,7 @@ from ganstack.nn import (
     lrelu,
     scale_grad,
 )
+from ganstack.ranges import NonNegFloat, NonNegInt, PosFloat, Range, Unit
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -74,9 +74,9 @@ class SGANEncoderConfig:
     # Released weights in the official Lasagne .npz layout; when unset ganstack pretrains the
     # encoder on the training split (the official repo ships no training recipe).
     weights: str | None = None
-    pretrain_epochs: int = 8
-    pretrain_lr: float = 1e-3
-    pretrain_batch_size: int = 100
+    pretrain_epochs: NonNegInt = 8
+    pretrain_lr: PosFloat = 1e-3
+    pretrain_batch_size: Annotated[int, Range(ge=1)] = 100
     # Random horizontal flips while pretraining (reportedly how the paper trained its CIFAR-10
     # encoder, not confirmed in the paper's text; the official repo has no encoder training
     # script; not for digits).
@@ -88,32 +88,35 @@ class SGANConfig:
     name: str = "sgan"
     encoder: SGANEncoderConfig = field(default_factory=SGANEncoderConfig)
     # Noise size per level, bottom level first: [z0, z1, ...]. MNIST code: 50 and 50.
-    z_dims: list[int] = field(default_factory=lambda: [50, 50])
+    z_dims: Annotated[list[int], Range(ge=1, le=1 << 16)] = field(default_factory=lambda: [50, 50])
     # False: the top generator gets no label and has no conditional loss (the paper's
     # unconditional one-level baselines, "DCGAN (L_adv)" and "DCGAN (L_adv + L_ent)").
     use_labels: bool = True
-    width: float = 1.0  # channel multiplier of the image generator/discriminator (1 = official)
-    feature_hidden: int = 512  # hidden width of feature-level generators (official: 512)
+    # channel multiplier of the image generator/discriminator (1 = official)
+    width: Annotated[float, Range(gt=0, le=64)] = 1.0
+    # hidden width of feature-level generators (official: 512)
+    feature_hidden: Annotated[int, Range(ge=1, le=1 << 16)] = 512
     # Hidden width of feature-level discriminators (unset: the official 256 for mnist, 512 cifar).
-    feature_disc_hidden: int | None = None
-    adv_weight: float = 1.0  # lambda_1; 0 switches the generator's adversarial term off
-    cond_weight: float = 1.0  # lambda_2; 0 switches the conditional loss off
-    ent_weight: float = 10.0  # lambda_3; 0 switches the entropy loss (and Q training) off
+    feature_disc_hidden: Annotated[int | None, Range(ge=1, le=1 << 16)] = None
+    adv_weight: NonNegFloat = 1.0  # lambda_1; 0 switches the generator's adversarial term off
+    cond_weight: NonNegFloat = 1.0  # lambda_2; 0 switches the conditional loss off
+    ent_weight: NonNegFloat = 10.0  # lambda_3; 0 switches the entropy loss (and Q training) off
     # Per-level weights, bottom level first ([]: cond_weight / ent_weight at every level). The
     # paper and both official codes use one lambda_2 and one lambda_3 for all levels.
-    cond_weights: list[float] = field(default_factory=list)
-    ent_weights: list[float] = field(default_factory=list)
+    cond_weights: Annotated[list[float], Range(ge=0)] = field(default_factory=list)
+    ent_weights: Annotated[list[float], Range(ge=0)] = field(default_factory=list)
     # Generator adversarial loss: "ns" = -log D(G(z)) (MNIST code and the paper);
     # "saturating" = log(1 - D(G(z))) (the CIFAR code).
     g_loss: Literal["ns", "saturating"] = "ns"
-    joint_coupling: float = 0.0  # weight of L_G(i) in G(i+1)'s update in the joint phase
+    joint_coupling: NonNegFloat = 0.0  # weight of L_G(i) in G(i+1)'s update in the joint phase
     # Discriminator/Q initialisation: "normal" = N(0, 0.02) (train_independent.py);
     # "glorot" = Glorot-uniform weights (the D/Q definitions left in the MNIST train_joint.py).
     disc_init: Literal["normal", "glorot"] = "normal"
-    lr: float = 1e-4
-    joint_lr: float | None = None  # learning rate of the joint phase (unset: lr)
-    beta1: float = 0.5
-    beta2: float = 0.999
+    lr: NonNegFloat = 1e-4
+    # learning rate of the joint phase (unset: lr)
+    joint_lr: Annotated[float | None, Range(gt=0)] = None
+    beta1: Unit = 0.5
+    beta2: Unit = 0.999
     # The official stages are separate scripts, so Adam's state starts afresh in each phase.
     reset_optimizers: bool = True
     # Batch-norm statistics used when sampling: "eval" = running averages, "batch" = batch stats.
@@ -124,44 +127,25 @@ class SGANConfig:
     # "kclass" = one logit per class, real/fake = sigmoid(logsumexp(logits)), and a cross-entropy
     # loss on the real data's labels (CIFAR code; label-free when use_labels is false).
     disc: Literal["sigmoid", "kclass"] = "sigmoid"
-    label_weight: float = 1.0  # weight of the kclass discriminator's label loss (code: 1)
+    label_weight: NonNegFloat = 1.0  # weight of the kclass discriminator's label loss (code: 1)
     # Generator steps per discriminator step: "one" (MNIST code) or "adaptive": 1, 3, 5 or 7
     # while D's adversarial loss is above 0.65, 0.5, 0.3 or not (CIFAR code; each level by its
     # own D in the independent phase, every level by D0's loss in the joint phase).
     g_steps: Literal["one", "adaptive"] = "one"
     # Std of the Gaussian noise on each discriminator's input, bottom level first ([]: none, the
     # MNIST code; CIFAR code: [0.05, 0.2], images mean-subtracted, fc3 features).
-    d_input_noise: list[float] = field(default_factory=list)
-    d_dropout: float = 0.0  # dropout in the cifar image discriminator (CIFAR code: 0.1)
-    joint_d_dropout: float | None = None  # in the joint phase (code: 0.3; unset: d_dropout)
+    d_input_noise: Annotated[list[float], Range(ge=0)] = field(default_factory=list)
+    d_dropout: Unit = 0.0  # dropout in the cifar image discriminator (CIFAR code: 0.1)
+    # in the joint phase (code: 0.3; unset: d_dropout)
+    joint_d_dropout: Annotated[float | None, Range(ge=0, lt=1)] = None
     # Std of the two noise layers the CIFAR code adds inside feature discriminators in the joint
     # phase (code: 0.2; 0: none).
-    joint_feature_noise: float = 0.0
+    joint_feature_noise: NonNegFloat = 0.0
     # Subtract the training set's per-pixel mean image from every image the encoder and the
     # image discriminator see; G0's sigmoid output minus the same mean is the fake (CIFAR code).
     mean_image: bool = False
 
     def validate(self, where: str) -> None:
-        if any(not 0 < d <= 1 << 16 for d in self.z_dims):
-            raise ConfigError(f"{where}.z_dims must be in 1..65536, got {self.z_dims}")
-        if not (math.isfinite(self.width) and 0 < self.width <= 64):
-            raise ConfigError(f"{where}.width must be in (0, 64], got {self.width}")
-        for k in ("feature_hidden", "feature_disc_hidden"):
-            v = getattr(self, k)
-            if v is not None and not 1 <= v <= 1 << 16:
-                raise ConfigError(f"{where}.{k} must be in 1..65536, got {v}")
-        for k in ("beta1", "beta2"):
-            v = getattr(self, k)
-            if not 0 <= v < 1:
-                raise ConfigError(f"{where}.{k} must be in [0, 1), got {v}")
-        if self.joint_lr is not None and not (self.joint_lr > 0 and math.isfinite(self.joint_lr)):
-            raise ConfigError(f"{where}.joint_lr must be a finite number > 0, got {self.joint_lr}")
-        e = self.encoder
-        if e.pretrain_epochs < 0 or e.pretrain_batch_size < 1:
-            raise ConfigError(f"{where}.encoder.pretrain_epochs must be >= 0 and "
-                              f"pretrain_batch_size >= 1")
-        if not (e.pretrain_lr > 0 and math.isfinite(e.pretrain_lr)):
-            raise ConfigError(f"{where}.encoder.pretrain_lr must be a finite number > 0")
         if len(self.z_dims) != len(self.encoder.split) + 1:
             raise ConfigError(
                 f"{where}.z_dims has {len(self.z_dims)} entries but encoder.split "
@@ -174,10 +158,7 @@ class SGANConfig:
                 f"{where}.d_input_noise has {len(self.d_input_noise)} entries for "
                 f"{len(self.z_dims)} levels: give one std per level, bottom first (or [] for none)"
             )
-        drops = [self.d_dropout] + ([] if self.joint_d_dropout is None else [self.joint_d_dropout])
-        if any(not 0 <= d < 1 for d in drops):
-            raise ConfigError(f"{where}.d_dropout and joint_d_dropout must be in [0, 1)")
-        if self.encoder.arch == "mnist" and any(drops):
+        if self.encoder.arch == "mnist" and (self.d_dropout or self.joint_d_dropout):
             raise ConfigError(
                 f"{where}.d_dropout: the 'mnist' image discriminator has no dropout layers (as "
                 f"in the official MNIST code); set it to 0 or use encoder.arch=cifar"
@@ -189,16 +170,6 @@ class SGANConfig:
                     f"{where}.{k} has {len(v)} entries for {len(self.z_dims)} levels: give one "
                     f"weight per level, bottom first (or [] for {k[:-1]} at every level)"
                 )
-            if any(not (w >= 0 and math.isfinite(w)) for w in v):
-                raise ConfigError(f"{where}.{k} must hold finite numbers >= 0, got {v}")
-        noises = [*self.d_input_noise, self.joint_feature_noise]
-        if any(not (v >= 0 and math.isfinite(v)) for v in noises):
-            raise ConfigError(f"{where}.d_input_noise and joint_feature_noise must be >= 0")
-        for k in ("adv_weight", "cond_weight", "ent_weight", "joint_coupling", "lr",
-                  "label_weight"):
-            v = getattr(self, k)
-            if not (v >= 0 and math.isfinite(v)):
-                raise ConfigError(f"{where}.{k} must be a finite number >= 0, got {v}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
@@ -83,6 +83,7 @@ from ganstack.nn.stackgan import (
     init_normal_stackgan_,
     relu_up,
 )
+from ganstack.ranges import NonNegFloat, NonNegInt, PosFloat, PosInt, Range, Unit
 
 PHASES = ("stage1", "stage2")
 
@@ -100,11 +101,11 @@ class StackGANv1Config:
     variant: Literal["pytorch", "tf"] = "pytorch"
     stage1_size: int = 64  # paper 64
     stage2_size: int = 256  # paper 256 (128: the paper's 128x128 ablation); = data.resolution
-    z_dim: int = 100  # Nz
-    ef_dim: int = 128  # Ng = Nd: the CA output (code CONDITION_DIM / EMBEDDING_DIM)
-    gf_dim: int = 128  # code GF_DIM: Stage-I G starts at 8 gf x 4x4; Stage-II's encoder at gf
-    df_dim: int = 64  # code DF_DIM
-    r_num: int = 4  # Stage-II residual blocks (code default 4; COCO yml 2; paper: 2 at 128²)
+    z_dim: PosInt = 100  # Nz
+    ef_dim: PosInt = 128  # Ng = Nd: the CA output (code CONDITION_DIM / EMBEDDING_DIM)
+    gf_dim: PosInt = 128  # code GF_DIM: Stage-I G starts at 8 gf x 4x4; Stage-II's encoder at gf
+    df_dim: PosInt = 64  # code DF_DIM
+    r_num: NonNegInt = 4  # Stage-II residual blocks (code default 4; COCO yml 2; paper: 2 at 128²)
     # CA activation: relu (PyTorch: log sigma^2, sigma >= 1), lrelu (TF: log sigma,
     # truncated eps), linear (the paper's plain FC); auto = the variant's.
     ca: Literal["auto", "relu", "lrelu", "linear"] = "auto"
@@ -117,19 +118,20 @@ class StackGANv1Config:
     stage2_uncond: bool | None = None
     # Text per training sample: one caption at random (PyTorch) or the mean of 4 (TF).
     caption_sampling: Literal["auto", "one", "mean4"] = "auto"
-    kl_weight: float = 2.0  # code COEFF.KL (paper lambda = 1)
+    kl_weight: NonNegFloat = 2.0  # code COEFF.KL (paper lambda = 1)
     # Stage-I G during stage2: "train" (batch statistics, as both codebases) or "eval".
     stage1_bn: Literal["train", "eval"] = "train"
     augment: bool = True  # 76/64 resize + random crop + flip (code); false: none
-    lr: float = 2e-4  # Adam for every G and D (code)
-    beta1: float = 0.5
-    beta2: float = 0.999
+    lr: PosFloat = 2e-4  # Adam for every G and D (code)
+    beta1: Unit = 0.5
+    beta2: Unit = 0.999
     # Halve the learning rate every N steps of a stage (0: never). Paper: every 100 epochs
     # (CUB at batch 64: 138 steps an epoch, so 13,800); TF code: 50 epochs in Stage-I,
     # 100 in Stage-II; PyTorch COCO code: 20 epochs.
-    lr_decay_every: int = 13_800
-    stage2_lr_decay_every: int | None = None  # null: lr_decay_every
-    caption_bank: int = 256  # training captions kept to draw sampling conditions from
+    lr_decay_every: Annotated[int, Range(ge=0, note="0: never")] = 13_800
+    # null: lr_decay_every
+    stage2_lr_decay_every: Annotated[int | None, Range(ge=0, note="0: never")] = None
+    caption_bank: PosInt = 256  # training captions kept to draw sampling conditions from
     sample_bn: Literal["eval", "batch"] = "eval"  # code's sampling: netG.eval()
 
     def validate(self, where: str) -> None:
@@ -140,9 +142,6 @@ class StackGANv1Config:
         if s2 <= s1 or s2 % s1 or (s2 // s1) & (s2 // s1 - 1):
             raise ConfigError(f"{where}.stage2_size must be stage1_size ({s1}) times a power "
                               f"of two >= 2 (paper: 4x), got {s2}")
-        for k in ("z_dim", "ef_dim", "gf_dim", "df_dim", "caption_bank"):
-            if getattr(self, k) <= 0:
-                raise ConfigError(f"{where}.{k} must be > 0, got {getattr(self, k)}")
         ups1 = int(math.log2(s1 // 4))
         if (8 * self.gf_dim) % 2**ups1:
             raise ConfigError(f"{where}.gf_dim ({self.gf_dim}): Stage-I G halves 8 gf = "
@@ -156,20 +155,6 @@ class StackGANv1Config:
         if self.variant == "tf" and self.df_dim % 2:
             raise ConfigError(f"{where}.df_dim must be even in the tf variant (its residual "
                               f"blocks narrow the channels 4x), got {self.df_dim}")
-        if self.r_num < 0:
-            raise ConfigError(f"{where}.r_num must be >= 0, got {self.r_num}")
-        if not 0 <= self.kl_weight < math.inf:  # NaN fails every comparison
-            raise ConfigError(f"{where}.kl_weight must be >= 0 and finite, got "
-                              f"{self.kl_weight}")
-        if not 0 < self.lr < math.inf:
-            raise ConfigError(f"{where}.lr must be > 0 and finite, got {self.lr}")
-        for k in ("beta1", "beta2"):
-            if not 0 <= getattr(self, k) < 1:
-                raise ConfigError(f"{where}.{k} must be in [0, 1), got {getattr(self, k)}")
-        for k in ("lr_decay_every", "stage2_lr_decay_every"):
-            v = getattr(self, k)
-            if v is not None and v < 0:
-                raise ConfigError(f"{where}.{k} must be >= 0 steps (0: never), got {v}")
 
     # The variant's choices where an option says "auto".
     @property

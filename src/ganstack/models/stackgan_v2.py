@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
@@ -63,6 +63,7 @@ from ganstack.nn.stackgan import (
     glu_up,
     init_orthogonal_,
 )
+from ganstack.ranges import NonNegFloat, NonNegInt, PosFloat, PosInt, Range, Unit
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -76,64 +77,47 @@ class StackGANv2Config:
     name: str = "stackgan_v2"
     # Tree: `branches` scales, the first at `base_size` (code: 3 branches, 64 -> 128 -> 256).
     # The dataset's resolution must be base_size * 2^(branches - 1).
-    branches: int = 3
+    branches: Annotated[int, Range(ge=1, le=MAX_BRANCHES,
+                                   note="each doubles the image size")] = 3
     base_size: int = 64
     # Text-conditional when true (the data must carry caption embeddings); false: the
     # unconditional tree (z re-injected at every branch, as the code).
     text: bool = True
-    z_dim: int = 100  # code Z_DIM
-    ef_dim: int = 128  # condition size (code EMBEDDING_DIM / TEXT.DIMENSION CA output)
-    gf_dim: int = 64  # code GF_DIM: channels of h0 (F0 starts at gf * 2^(up-blocks))
-    df_dim: int = 64  # code DF_DIM
-    r_num: int = 2  # residual blocks per branch (code R_NUM)
-    kl_weight: float = 2.0  # code COEFF.KL (a mean over dimensions)
-    uncond_weight: float = 1.0  # code COEFF.UNCOND_LOSS (birds yml 1.0)
+    z_dim: PosInt = 100  # code Z_DIM
+    ef_dim: PosInt = 128  # condition size (code EMBEDDING_DIM / TEXT.DIMENSION CA output)
+    gf_dim: PosInt = 64  # code GF_DIM: channels of h0 (F0 starts at gf * 2^(up-blocks))
+    df_dim: PosInt = 64  # code DF_DIM
+    r_num: NonNegInt = 2  # residual blocks per branch (code R_NUM)
+    kl_weight: NonNegFloat = 2.0  # code COEFF.KL (a mean over dimensions)
+    uncond_weight: NonNegFloat = 1.0  # code COEFF.UNCOND_LOSS (birds yml 1.0)
     # Colour consistency (code COEFF.COLOR_LOSS): 0 for text (birds), 50 for the
     # unconditional configs (bedroom, church, dog, cat); lambda1 = 1 and lambda2 = 5 (code).
-    colour_weight: float = 0.0
-    colour_mean_weight: float = 1.0
-    colour_cov_weight: float = 5.0
+    colour_weight: NonNegFloat = 0.0
+    colour_mean_weight: NonNegFloat = 1.0
+    colour_cov_weight: NonNegFloat = 5.0
     # Per training sample, one of the image's captions at random (PyTorch code) or the mean of
     # 4 random ones (TF v1 code, `mean4`).
     caption_sampling: Literal["one", "mean4"] = "one"
     augment: bool = True  # 76/64 resize + random crop + flip (code); false: none
-    lr: float = 2e-4  # Adam for G and every D (code)
-    beta1: float = 0.5
-    beta2: float = 0.999
+    lr: PosFloat = 2e-4  # Adam for G and every D (code)
+    beta1: Unit = 0.5
+    beta2: Unit = 0.999
     init: Literal["orthogonal", "default"] = "orthogonal"  # code: orthogonal (gain 1)
     # The code's quirk: every N steps the live G is overwritten by its EMA (0: never).
-    ema_reset_every: int = 0
+    ema_reset_every: NonNegInt = 0
     # Captions kept (from the training split) to draw sampling conditions from.
-    caption_bank: int = 256
+    caption_bank: PosInt = 256
     sample_bn: Literal["eval", "batch"] = "eval"  # code's evaluate(): netG.eval()
 
     def validate(self, where: str) -> None:
-        if not 1 <= self.branches <= MAX_BRANCHES:  # (a huge count: 2 ** count below never ends)
-            raise ConfigError(f"{where}.branches must be in 1..{MAX_BRANCHES} (each doubles the "
-                              f"image size), got {self.branches}")
         if self.base_size < 4 or self.base_size & (self.base_size - 1):
             raise ConfigError(f"{where}.base_size must be a power of two >= 4 (the first "
                               f"branch starts at 4x4 and doubles), got {self.base_size}")
-        for k in ("z_dim", "ef_dim", "gf_dim", "df_dim", "caption_bank"):
-            if getattr(self, k) <= 0:
-                raise ConfigError(f"{where}.{k} must be > 0, got {getattr(self, k)}")
         if self.gf_dim % 2 ** (self.branches - 1):
             raise ConfigError(f"{where}.gf_dim ({self.gf_dim}) must be divisible by "
                               f"2^(branches-1) = {2 ** (self.branches - 1)}: every branch "
                               f"halves the channels")
-        for k in ("r_num", "ema_reset_every"):
-            if getattr(self, k) < 0:
-                raise ConfigError(f"{where}.{k} must be >= 0, got {getattr(self, k)}")
-        for k in ("kl_weight", "uncond_weight", "colour_weight", "colour_mean_weight",
-                  "colour_cov_weight"):
-            if not 0 <= getattr(self, k) < math.inf:  # NaN fails every comparison
-                raise ConfigError(f"{where}.{k} must be >= 0 and finite, got "
-                                  f"{getattr(self, k)}")
-        if not 0 < self.lr < math.inf:
-            raise ConfigError(f"{where}.lr must be > 0 and finite, got {self.lr}")
-        for k in ("beta1", "beta2"):
-            if not 0 <= getattr(self, k) < 1:
-                raise ConfigError(f"{where}.{k} must be in [0, 1), got {getattr(self, k)}")
+
 
     def sizes(self) -> list[int]:
         return [self.base_size * 2**i for i in range(self.branches)]
