@@ -111,10 +111,10 @@ def test_tiny_mnist_run_writes_result(baseline, mnist_dir, tmp_path, monkeypatch
     _quick_classifiers(monkeypatch)
     out = tmp_path / "res" / "baseline.json"
     sets = ["data.name=mnist", f"data.path={mnist_dir}", "data.eval_size=50", "eval.n=100"]
-    result = baseline.main(["sgan-mnist", "--minutes", "0.05", "--seed", "3", "--threads", "1",
+    result = baseline.main(["sgan-mnist", "--steps", "3", "--seed", "3", "--threads", "1",
                             "--out", str(out), "--bundle", "--no-progress", "--set", *sets])
     saved = json.loads(out.read_text())
-    assert saved["steps"] == result["steps"] > 0
+    assert saved["steps"] == result["steps"] == 3 and saved["budget"] == "steps"
     for key in ("config", "seed", "minutes", "steps", "images_seen", "images_per_s", "cpu",
                 "torch", "threads", "command", "metrics", "protocol"):
         assert key in saved, key
@@ -129,3 +129,22 @@ def test_tiny_mnist_run_writes_result(baseline, mnist_dir, tmp_path, monkeypatch
     assert out.with_suffix(".png").is_file() and out.with_suffix(".md").is_file()
     assert json.loads((tmp_path / "bundled" / "sgan-mnist.json").read_text()) == saved
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("baseline sgan-mnist")
+
+
+def test_budgets_wall_time_steps_and_equal_time(baseline, tmp_path, monkeypatch):
+    def budget(*argv: str) -> tuple:
+        return baseline.training_budget(baseline.parse_args(["lapgan-mnist", *argv]),
+                                        "lapgan-mnist")
+
+    monkeypatch.setattr(baseline, "RESULTS", tmp_path)
+    assert budget("--minutes", "2.5") == (2.5, None, "wall time")
+    assert budget("--steps", "7") == (None, 7, "steps")
+    with pytest.raises(SystemExit, match="demo_time.py lapgan-mnist"):
+        budget("--equal-time")  # no timing yet: says which command makes it
+    timing = {"configs": [{"config": "lapgan-mnist", "train_minutes": 9.8,
+                           "baseline_step_ms": 105.0}]}
+    (tmp_path / "demo_time.json").write_text(json.dumps(timing))
+    minutes, steps, how = budget("--equal-time")
+    assert (minutes, steps) == (9.8, round(9.8 * 60_000 / 105.0)) and "105.0 ms" in how
+    with pytest.raises(SystemExit):
+        baseline.parse_args(["lapgan-mnist", "--minutes", "1", "--steps", "2"])  # one budget
