@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-
-def to_signed(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1]."""
-    return images.float().div(127.5).sub(1.0)
+from ganstack.nn.ops import resize, to_signed
 
 
 def random_crop_flip(x: torch.Tensor, size: int, flip: bool = True,
@@ -47,15 +43,6 @@ def mirror_batch(batch: dict[str, torch.Tensor], mirror: torch.Tensor
     return out
 
 
-def resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear resize to ``size`` x ``size``, anti-aliased when shrinking (as PIL's)."""
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    shrink = size < x.shape[-1]
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                         antialias=shrink)
-
-
 def multiscale_batch(images: torch.Tensor, sizes: list[int], crop_ratio: float = 76 / 64,
                      flip: bool = True, augment: bool = True) -> list[torch.Tensor]:
     """StackGAN-v2's real images at every scale from *one* crop (the official code/main.py and
@@ -66,10 +53,10 @@ def multiscale_batch(images: torch.Tensor, sizes: list[int], crop_ratio: float =
     x = to_signed(images)
     top = max(sizes)
     if augment and crop_ratio > 1:
-        x = random_crop_flip(resize(x, int(round(top * crop_ratio))), top, flip)
+        x = random_crop_flip(resize(x, int(round(top * crop_ratio)), antialias=True), top, flip)
     else:
-        x = resize(x, top)
+        x = resize(x, top, antialias=True)
         if augment and flip:
             mirror = torch.rand(len(x)) < 0.5
             x = torch.where(mirror.to(x.device)[:, None, None, None], x.flip(3), x)
-    return [resize(x, s) for s in sizes]
+    return [resize(x, s, antialias=True) for s in sizes]

@@ -29,6 +29,7 @@ from torch import nn
 from ganstack.data.base import ImageDataset
 from ganstack.errors import GanstackError
 from ganstack.fileio import atomic_path, atomic_write_text, flock_file
+from ganstack.nn import to_signed
 
 log = logging.getLogger("ganstack")
 
@@ -86,9 +87,7 @@ class DomainClassifier(nn.Module):
         self.head = nn.Linear(128, num_classes)
         self.attribute_heads = nn.ModuleList([nn.Linear(128, k) for k in attribute_sizes])
 
-    @staticmethod
-    def preprocess(images: torch.Tensor) -> torch.Tensor:
-        return images.float() / 127.5 - 1.0
+    preprocess = staticmethod(to_signed)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 or [0,255] float images -> (features, logits)."""

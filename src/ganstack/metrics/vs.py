@@ -43,6 +43,7 @@ from ganstack.data.base import ImageDataset
 from ganstack.errors import GanstackError
 from ganstack.fileio import atomic_path, atomic_write_text, flock_file
 from ganstack.metrics.classifier import _shift, cache_dir, read_cached
+from ganstack.nn import to_signed
 
 log = logging.getLogger("ganstack")
 
@@ -84,7 +85,7 @@ class JointEmbedding(nn.Module):
 
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (or [0, 255] float) images -> unit vectors."""
-        x = images.float() / 127.5 - 1.0
+        x = to_signed(images)
         if x.shape[-1] != self.size or x.shape[-2] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="area")
         return F.normalize(self.image(x), dim=1)

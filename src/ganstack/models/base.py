@@ -20,8 +20,9 @@ a counter a model used to keep is listed in ``retired_state``, so older checkpoi
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -30,6 +31,7 @@ from torch import nn
 
 from ganstack.data.base import ImageDataset
 from ganstack.errors import GanstackError
+from ganstack.nn import batch_norms, bn_state
 
 LogFn = Callable[[str], None]
 Tensors = dict[str, torch.Tensor]  # a batch, or the losses a step returns
@@ -94,6 +96,7 @@ class StackModel(nn.Module):
         self.info = info
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.ema: nn.ModuleDict | None = None
+        self._sampling = 0  # open sampling blocks: net() gives the EMA copies while > 0
         self.ema_decay = 0.0
         #: Real images a figure may show beside samples (set by the trainer; None elsewhere).
         self.reference: ImageDataset | None = None
@@ -254,8 +257,22 @@ class StackModel(nn.Module):
             res["y"] = res["y"].long()
         return res
 
-    def sampling_mode(self) -> _SamplingMode:
-        return _SamplingMode(self)
+    @contextlib.contextmanager
+    def sampling_mode(self) -> Iterator[StackModel]:
+        """The generators as sampling runs them: EMA copies selected, eval mode, or batch
+        statistics with ``cfg.sample_bn: batch`` (as during training; the running averages and
+        batch counters are left untouched, so sampling never changes the state a checkpoint
+        holds, and a resumed run stays equal to an unbroken one)."""
+        was_training = self.training
+        self.eval()
+        with self._using_ema():
+            batch = getattr(self.cfg, "sample_bn", "eval") == "batch"  # not every model has it
+            nets = [self.net(n) for n in self.generator_names] if batch else []
+            with bn_state(nets, momentum=0.0):
+                try:
+                    yield self
+                finally:
+                    self.train(was_training)
 
     def image_outputs(self) -> list[str]:
         """The image outputs of :meth:`generate`, coarsest first, ``image`` (the finest) last.
@@ -328,36 +345,35 @@ class StackModel(nn.Module):
         generators on freshly drawn inputs. It uses its own random generator: training is
         unaffected, and each EMA update copies the live statistics back anyway.
         """
-        if self.ema is None:
+        if self.ema is None or not batch_norms(self.ema):
             return
-        bns = [m for m in self.ema.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if not bns:
-            return
-        momenta = [m.momentum for m in bns]
         was_training = self.training
         self.eval()
-        for m in bns:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the batches below
-            m.train()
-        self._sampling = True  # type: ignore[attr-defined]
         dev = self.device
-        try:
+        # momentum None: a cumulative average over the batches below; the counters count them.
+        with bn_state([self.ema], momentum=None, keep_counts=False) as bns, self._using_ema():
+            for m in bns:
+                m.reset_running_stats()
             # The global RNG is left as it was (a generator may draw from it), so that a run
             # that writes a checkpoint trains on exactly as one that does not.
             with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
                 gen = torch.Generator().manual_seed(seed)
                 for _ in range(batches):
                     self.generate(self.draw_inputs(batch_size, generator=gen))
+        self.train(was_training)
+
+    @contextlib.contextmanager
+    def _using_ema(self) -> Iterator[None]:
+        """:meth:`net` gives the EMA copies inside the block (nested blocks count)."""
+        self._sampling += 1
+        try:
+            yield
         finally:
-            self._sampling = False  # type: ignore[attr-defined]
-            for m, momentum in zip(bns, momenta, strict=True):
-                m.momentum = momentum
-            self.train(was_training)
+            self._sampling -= 1
 
     def net(self, name: str) -> nn.Module:
         """The module used for sampling: the EMA copy while sampling when EMA is on."""
-        if self.ema is not None and getattr(self, "_sampling", False) and name in self.ema:
+        if self.ema is not None and self._sampling and name in self.ema:
             return self.ema[name]
         return getattr(self, name)
 
@@ -377,42 +393,3 @@ class StackModel(nn.Module):
         loss.backward()
         for opt in opts:
             opt.step()
-
-    @staticmethod
-    def set_requires_grad(modules: Iterable[nn.Module], flag: bool) -> None:
-        for m in modules:
-            m.requires_grad_(flag)
-
-
-class _SamplingMode:
-    """Context: generators in the model's sampling BN mode, EMA copies selected."""
-
-    def __init__(self, model: StackModel) -> None:
-        self.model = model
-
-    def __enter__(self) -> StackModel:
-        self.was_training = self.model.training
-        self.model.eval()
-        self.model._sampling = True  # type: ignore[attr-defined]
-        self.saved_bn: list[tuple[nn.Module, float | None, torch.Tensor | None]] = []
-        if getattr(self.model.cfg, "sample_bn", "eval") == "batch":
-            # Batch statistics, as during training; momentum 0 keeps the running averages intact
-            # and the batch counters are put back on exit, so sampling never changes the state
-            # a checkpoint holds (a resumed run would otherwise differ from an unbroken one).
-            for name in self.model.generator_names:
-                for m in self.model.net(name).modules():
-                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                        tracked = (None if m.num_batches_tracked is None
-                                   else m.num_batches_tracked.clone())
-                        self.saved_bn.append((m, m.momentum, tracked))
-                        m.momentum = 0.0
-                        m.train()
-        return self.model
-
-    def __exit__(self, *exc: object) -> None:
-        for m, momentum, tracked in self.saved_bn:
-            m.momentum = momentum
-            if tracked is not None:
-                m.num_batches_tracked.copy_(tracked)
-        self.model._sampling = False  # type: ignore[attr-defined]
-        self.model.train(self.was_training)

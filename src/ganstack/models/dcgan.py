@@ -30,7 +30,7 @@ from torch import nn
 from ganstack import losses
 from ganstack.errors import ConfigError
 from ganstack.models.base import DataInfo, StackModel, Step, Tensors
-from ganstack.nn.stackgan import init_normal_stackgan_
+from ganstack.nn import frozen, init_normal_, to_signed, to_unit
 from ganstack.ranges import NonNegFloat, PosFloat, PosInt, Unit
 
 
@@ -121,7 +121,7 @@ class Discriminator(nn.Module):
 
 def _init(module: nn.Module, std: float) -> nn.Module:
     """N(0, std) weights and N(1, std) BN scales (std <= 0: PyTorch's default init)."""
-    return init_normal_stackgan_(module, std) if std > 0 else module
+    return init_normal_(module, std, bn_std=std) if std > 0 else module
 
 
 class DCGAN(StackModel):
@@ -160,7 +160,7 @@ class DCGAN(StackModel):
         return F.one_hot(y.long(), self.info.num_classes).float()
 
     def train_step(self, batch: Tensors, phase: str, step: Step) -> Tensors:
-        x = batch["images"].float() / 127.5 - 1.0
+        x = to_signed(batch["images"])
         onehot = self._onehot(batch.get("labels"))
         b = len(x)
         with torch.no_grad():
@@ -168,11 +168,10 @@ class DCGAN(StackModel):
         real_logit, fake_logit = self.D(x, onehot), self.D(fake, onehot)
         d_loss = losses.d_adversarial(real_logit, fake_logit)
         self.optimize(d_loss, ["D"])
-        self.set_requires_grad([self.D], False)
-        fake = self.G(torch.randn(b, self.cfg.z_dim, device=x.device), onehot)
-        g_loss = losses.g_adversarial(self.D(fake, onehot), self.cfg.g_loss)
-        self.optimize(g_loss, ["G"])
-        self.set_requires_grad([self.D], True)
+        with frozen(self.D):
+            fake = self.G(torch.randn(b, self.cfg.z_dim, device=x.device), onehot)
+            g_loss = losses.g_adversarial(self.D(fake, onehot), self.cfg.g_loss)
+            self.optimize(g_loss, ["G"])
         acc = 0.5 * ((real_logit.detach() > 0).float().mean()
                      + (fake_logit.detach() < 0).float().mean())
         return {"d_adv": d_loss.detach(), "d_acc": acc, "g_adv": g_loss.detach()}
@@ -182,4 +181,4 @@ class DCGAN(StackModel):
 
     def generate(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         img = self.net("G")(inputs["z"], self._onehot(inputs.get("y")))
-        return {"image": ((img + 1.0) / 2.0).clamp(0.0, 1.0)}
+        return {"image": to_unit(img, clamp=True)}

@@ -91,6 +91,7 @@ from ganstack.data.base import ImageDataset
 from ganstack.errors import ConfigError, GanstackError
 from ganstack.models.base import DataInfo, LogFn, StackModel, Step
 from ganstack.models.text import CaptionBankMixin, pick_captions, require_text
+from ganstack.nn import frozen, init_normal_, to_unit
 from ganstack.ranges import NonNegFloat, NonNegInt, PosFloat, PosInt, Range, Unit
 
 # --------------------------------------------------------------------------------------------
@@ -344,18 +345,6 @@ class ScaleDiscriminator(nn.Module):
         return self.forward(x, emb)[0]
 
 
-def init_code_(module: nn.Module) -> nn.Module:
-    """The code's weights_init: conv weights N(0, 0.02) (biases kept), BN scale N(1, 0.02),
-    shift 0; linear layers keep PyTorch's default."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-            nn.init.normal_(m.weight, 1.0, 0.02)
-            nn.init.zeros_(m.bias)
-    return module
-
-
 # --------------------------------------------------------------------------------------------
 # The model
 # --------------------------------------------------------------------------------------------
@@ -387,7 +376,9 @@ class HDGAN(CaptionBankMixin, StackModel):
              for s, r in zip(self.d_sizes, cfg.patches(), strict=True)]
         )
         if cfg.init == "code":
-            init_code_(self)
+            # The code's weights_init: convs N(0, 0.02) (biases kept), BN N(1, 0.02); linear
+            # layers keep PyTorch's default.
+            init_normal_(self, bn_std=0.02, linear=False, zero_bias=False)
         self._init_bank(cfg.caption_bank, info.text_dim)
         betas = (cfg.beta1, cfg.beta2)
         base = [p for n, p in self.netG.named_parameters() if not n.startswith("super.")]
@@ -442,8 +433,7 @@ class HDGAN(CaptionBankMixin, StackModel):
 
     def generate(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         images, _, _ = self.net("netG")(inputs["z"], inputs["text"], inputs.get("ca"))
-        return {name: (x.float() + 1) / 2
-                for name, x in zip(self.image_outputs(), images, strict=True)}
+        return {name: to_unit(x) for name, x in zip(self.image_outputs(), images, strict=True)}
 
     def figures(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         from ganstack.viz import scales_grid
@@ -512,30 +502,29 @@ class HDGAN(CaptionBankMixin, StackModel):
         if cfg.g_resample_z:
             z = torch.randn(b, cfg.z_dim, device=dev)
             fakes, mu, log_sigma = self.netG(z, emb, with_super=super_phase)
-        self.set_requires_grad(self.netDs, False)
-        g_total = torch.zeros((), device=dev)
-        # In phase `super` only the super output's terms reach trainable weights.
-        g_scales = [len(self.sizes)] if super_phase else list(range(len(self.sizes)))
-        for i in g_scales:
-            if i >= len(self.netDs):
-                continue
-            pair, image = self.netDs[i](fakes[i], emb)
-            g_pair, g_image = ls_loss(pair, 1), ls_loss(image, 1)
-            out[f"g{i}_pair"], out[f"g{i}_image"] = g_pair.detach(), g_image.detach()
-            g_total = g_total + g_pair + g_image
-        if super_phase:
-            up = F.interpolate(fakes[len(self.sizes) - 1].detach(), size=cfg.out_size(),
-                               mode="bilinear", align_corners=False)
-            l1 = F.l1_loss(fakes[-1], up)
-            g_total = g_total + cfg.l1_weight * l1
-            out["g_l1"] = l1.detach()
-            self.optimize(g_total, ["g_super"])
-        else:
-            kl = kl_log_sigma(mu, log_sigma)
-            g_total = g_total + cfg.kl_weight * kl
-            out["g_kl"] = kl.detach()
-            self.optimize(g_total, ["g"])
-        self.set_requires_grad(self.netDs, True)
+        with frozen(self.netDs):
+            g_total = torch.zeros((), device=dev)
+            # In phase `super` only the super output's terms reach trainable weights.
+            g_scales = [len(self.sizes)] if super_phase else list(range(len(self.sizes)))
+            for i in g_scales:
+                if i >= len(self.netDs):
+                    continue
+                pair, image = self.netDs[i](fakes[i], emb)
+                g_pair, g_image = ls_loss(pair, 1), ls_loss(image, 1)
+                out[f"g{i}_pair"], out[f"g{i}_image"] = g_pair.detach(), g_image.detach()
+                g_total = g_total + g_pair + g_image
+            if super_phase:
+                up = F.interpolate(fakes[len(self.sizes) - 1].detach(), size=cfg.out_size(),
+                                   mode="bilinear", align_corners=False)
+                l1 = F.l1_loss(fakes[-1], up)
+                g_total = g_total + cfg.l1_weight * l1
+                out["g_l1"] = l1.detach()
+                self.optimize(g_total, ["g_super"])
+            else:
+                kl = kl_log_sigma(mu, log_sigma)
+                g_total = g_total + cfg.kl_weight * kl
+                out["g_kl"] = kl.detach()
+                self.optimize(g_total, ["g"])
         out["g"] = g_total.detach()
         return out
 

@@ -70,6 +70,7 @@ reports how often the domain classifier still reads the true class in the final 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Annotated, Literal
 
 import torch
@@ -80,7 +81,7 @@ from ganstack import losses
 from ganstack.data.base import ImageDataset
 from ganstack.errors import ConfigError, GanstackError
 from ganstack.models.base import DataInfo, StackModel, Step, Tensors
-from ganstack.nn import init_normal_
+from ganstack.nn import frozen, init_normal_, to_signed, to_unit
 from ganstack.ranges import NonNegFloat, PosFloat, PosInt, Range, Unit
 from ganstack.registry import count_tag
 
@@ -485,15 +486,8 @@ class LAPGAN(StackModel):
 
     # ---- data conventions ------------------------------------------------------------------
 
-    @staticmethod
-    def preprocess(images: torch.Tensor) -> torch.Tensor:
-        """uint8 -> [-1, 1]."""
-        return images.float() / 127.5 - 1.0
-
-    @staticmethod
-    def to_unit(x: torch.Tensor) -> torch.Tensor:
-        """[-1, 1] -> [0, 1], clamped."""
-        return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+    preprocess = staticmethod(to_signed)  # uint8 -> [-1, 1]
+    to_unit = staticmethod(partial(to_unit, clamp=True))  # [-1, 1] -> [0, 1], clamped
 
     def _onehot(self, y: torch.Tensor | None) -> torch.Tensor | None:
         if not self.conditional:
@@ -557,16 +551,15 @@ class LAPGAN(StackModel):
         self.optimize(d_total, [f"D{k}" for k in range(n)])
 
         # ---- generator step, every level (fresh noise; D gets no gradient)
-        self.set_requires_grad(self.D, False)
-        zs = self._draw_z(b)
-        g_total = x.new_zeros(())
-        for k in range(n):
-            fake = self._fake(k, lows[k], zs[k], onehot)
-            loss = losses.g_adversarial(self._disc(k, lows[k], fake, onehot), cfg.g_loss)
-            g_total = g_total + loss
-            logs[f"g{k}_adv"] = loss.detach()
-        self.optimize(g_total, [f"G{k}" for k in range(n)])
-        self.set_requires_grad(self.D, True)
+        with frozen(self.D):
+            zs = self._draw_z(b)
+            g_total = x.new_zeros(())
+            for k in range(n):
+                fake = self._fake(k, lows[k], zs[k], onehot)
+                loss = losses.g_adversarial(self._disc(k, lows[k], fake, onehot), cfg.g_loss)
+                g_total = g_total + loss
+                logs[f"g{k}_adv"] = loss.detach()
+            self.optimize(g_total, [f"G{k}" for k in range(n)])
         return logs
 
     # ---- sampling --------------------------------------------------------------------------

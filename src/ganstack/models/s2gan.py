@@ -60,6 +60,7 @@ import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Literal
 
 import torch
@@ -67,9 +68,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganstack.data.base import ImageDataset
+from ganstack.data.rooms import decode_normals
 from ganstack.errors import ConfigError, GanstackError
 from ganstack.models.base import DataInfo, LogFn, StackModel, Step, Tensors
-from ganstack.nn import scale_grad
+from ganstack.nn import bn_state, frozen, init_normal_, resize, scale_grad, to_signed, to_unit
 from ganstack.ranges import NonNegFloat, PosFloat, PosInt, Range, Unit
 from ganstack.registry import count_tag
 
@@ -161,18 +163,6 @@ def normalize(n: torch.Tensor) -> torch.Tensor:
     return n / (n * n).sum(1, keepdim=True).clamp_min(1e-20).sqrt()
 
 
-def resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear resize to size x size (Torch's image.scale / SpatialReSampling)."""
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-
-
-def decode_normals(p: torch.Tensor) -> torch.Tensor:
-    """uint8 p -> n = p / 127.5 - 1 (the code's donkey.lua: ``div_num=127.5, sub_num=-1``)."""
-    return p.float() / 127.5 - 1.0
-
-
 def angular_error_deg(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-pixel angle (degrees) between two normal maps (N, 3, H, W), normalised first."""
     cos = (normalize(pred) * normalize(target)).sum(1).clamp(-1.0, 1.0)
@@ -257,24 +247,16 @@ def spherical_kmeans(x: torch.Tensor, k: int, iters: int, seed: int) -> torch.Te
 
 
 
-def init_official_(module: nn.Module, std: float = 0.02) -> nn.Module:
-    """The code's init (``weights_init`` in its train.lua scripts): every (transposed)
-    convolution N(0, std), bias 0; BN scale N(1, 0.02), shift 0; Linear layers keep the framework
-    default (Torch's U(+-1/sqrt(fan_in)), which PyTorch's default equals)."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(m.weight, 0.0, std)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, 0.02)
-            nn.init.zeros_(m.bias)
-    return module
-
-
 # --------------------------------------------------------------------------------------------
 # Networks (the official layer tables; channel counts scaled by the width multiplier)
 # --------------------------------------------------------------------------------------------
+
+
+def _init(module: nn.Module, std: float = 0.02) -> nn.Module:
+    """The code's init (``weights_init`` in its train.lua scripts): (transposed) convolutions
+    N(0, std), bias 0; BN scale N(1, 0.02); Linear layers keep Torch's default, which PyTorch's
+    equals (U(+-1/sqrt(fan_in)))."""
+    return init_normal_(module, std, bn_std=0.02, linear=False)
 
 
 def _ch(c: int, width: float) -> int:
@@ -465,14 +447,14 @@ class S2GAN(StackModel):
         self.fcn_size = h // 4  # the FCN's output and its targets (code: 32 for 128)
         ns, wd = cfg.normal_size, cfg.width
         std = cfg.init_std / math.sqrt(min(wd, 1.0))
-        self.G_struct = init_official_(StructureGenerator(cfg.z_struct, ns, wd), std)
-        self.D_struct = init_official_(
+        self.G_struct = _init(StructureGenerator(cfg.z_struct, ns, wd), std)
+        self.D_struct = _init(
             StructureDiscriminator(ns, wd, cfg.d_dropout, cfg.d_spatial_dropout), std)
-        self.G_style = init_official_(StyleGenerator(cfg.z_style, h, wd), std)
-        self.D_style = init_official_(
+        self.G_style = _init(StyleGenerator(cfg.z_style, h, wd), std)
+        self.D_style = _init(
             StyleDiscriminator(h, wd, cfg.d_dropout, cfg.d_spatial_dropout), std)
         # The code's FCN init is N(0, 0.01), scaled the same way.
-        self.fcn = init_official_(FCN(cfg.fcn_arch, cfg.classes, cfg.fcn_width,
+        self.fcn = _init(FCN(cfg.fcn_arch, cfg.classes, cfg.fcn_width,
                                       cfg.fcn_upsample, self.fcn_size),
                                   0.01 / math.sqrt(min(cfg.fcn_width, 1.0)))
         self.register_buffer("codebook", fibonacci_sphere(cfg.classes))
@@ -526,14 +508,8 @@ class S2GAN(StackModel):
 
     # ---- data conventions ------------------------------------------------------------------
 
-    @staticmethod
-    def preprocess(images: torch.Tensor) -> torch.Tensor:
-        """uint8 -> [-1, 1]."""
-        return images.float() / 127.5 - 1.0
-
-    @staticmethod
-    def to_unit(x: torch.Tensor) -> torch.Tensor:
-        return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+    preprocess = staticmethod(to_signed)  # uint8 -> [-1, 1]
+    to_unit = staticmethod(partial(to_unit, clamp=True))  # [-1, 1] -> [0, 1], clamped
 
     def _real_normals(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if "normals" not in batch:
@@ -571,26 +547,13 @@ class S2GAN(StackModel):
     def _frozen_fcn(self) -> Iterator[None]:
         """The FCN as a fixed judge: no parameter gradients; BN on batch statistics (code)
         without touching the running averages, or in eval mode."""
-        fcn = self.fcn
-        was = fcn.training
-        fcn.requires_grad_(False)
-        bns = [m for m in fcn.modules() if isinstance(m, nn.BatchNorm2d)]
-        momenta = [m.momentum for m in bns]
-        tracked = [m.num_batches_tracked.clone() for m in bns]
-        if self.cfg.fcn_bn == "eval":
-            fcn.eval()
-        else:
-            fcn.train()
-            for m in bns:
-                m.momentum = 0.0
+        fcn, was = self.fcn, self.fcn.training
+        fcn.train(self.cfg.fcn_bn == "batch")
         try:
-            yield
+            with frozen(fcn), bn_state([fcn] if fcn.training else [], momentum=0.0):
+                yield
         finally:
-            for m, mom, t in zip(bns, momenta, tracked, strict=True):
-                m.momentum = mom
-                m.num_batches_tracked.copy_(t)
             fcn.train(was)
-            fcn.requires_grad_(True)
 
     def _fcn_loss(self, image: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
         with self._frozen_fcn():
@@ -670,12 +633,11 @@ class S2GAN(StackModel):
         if upd_d:
             self.optimize(d_loss, ["D_struct"])
         # ---- G: a whole batch of fresh fakes
-        self.set_requires_grad([self.D_struct], False)
-        fake = self.G_struct(self._z(b, cfg.z_struct))
-        g_loss = F.softplus(-self.D_struct(fake)).mean()
-        if upd_g:
-            self.optimize(g_loss, ["G_struct"])
-        self.set_requires_grad([self.D_struct], True)
+        with frozen(self.D_struct):
+            fake = self.G_struct(self._z(b, cfg.z_struct))
+            g_loss = F.softplus(-self.D_struct(fake)).mean()
+            if upd_g:
+                self.optimize(g_loss, ["G_struct"])
         return {"d_struct_real": err_r.detach(), "d_struct_fake": err_f.detach(),
                 "g_struct_adv": g_loss.detach(),
                 "skip_d": torch.tensor(float(not upd_d)), "skip_g": torch.tensor(float(not upd_g))}
@@ -706,26 +668,25 @@ class S2GAN(StackModel):
         if upd_d:
             self.optimize(0.5 * (err_r + err_f), ["D_style"])
         # ---- G: fresh noise on every normal map of the batch
-        self.set_requires_grad([self.D_style], False)
-        z = self._z(b, cfg.z_style)
-        fake = self.G_style(z, c)
-        adv = F.softplus(-self.D_style(fake, c)).mean()
-        logs = {"d_style_real": err_r.detach(), "d_style_fake": err_f.detach(),
-                "g_style_adv": adv.detach()}
-        loss = adv
-        if cfg.style_mode_seeking > 0:
-            z2 = self._z(b, cfg.z_style)
-            ratio = ((fake - self.G_style(z2, c)).abs().mean()
-                     / (z - z2).abs().mean())
-            loss = loss + cfg.style_mode_seeking / (ratio + 1e-5)
-            logs["g_style_ms_ratio"] = ratio.detach()
-        if cfg.fcn_weight > 0:  # weight 0: the FCN is not even run (no gradient, no cost)
-            ce = self._fcn_loss(fake, c)
-            loss = loss + cfg.fcn_weight * ce
-            logs["g_style_fcn"] = ce.detach()
-        if upd_g:
-            self.optimize(loss, ["G_style"])
-        self.set_requires_grad([self.D_style], True)
+        with frozen(self.D_style):
+            z = self._z(b, cfg.z_style)
+            fake = self.G_style(z, c)
+            adv = F.softplus(-self.D_style(fake, c)).mean()
+            logs = {"d_style_real": err_r.detach(), "d_style_fake": err_f.detach(),
+                    "g_style_adv": adv.detach()}
+            loss = adv
+            if cfg.style_mode_seeking > 0:
+                z2 = self._z(b, cfg.z_style)
+                ratio = ((fake - self.G_style(z2, c)).abs().mean()
+                         / (z - z2).abs().mean())
+                loss = loss + cfg.style_mode_seeking / (ratio + 1e-5)
+                logs["g_style_ms_ratio"] = ratio.detach()
+            if cfg.fcn_weight > 0:  # weight 0: the FCN is not even run (no gradient, no cost)
+                ce = self._fcn_loss(fake, c)
+                loss = loss + cfg.fcn_weight * ce
+                logs["g_style_fcn"] = ce.detach()
+            if upd_g:
+                self.optimize(loss, ["G_style"])
         logs["skip_d"] = torch.tensor(float(not upd_d))
         logs["skip_g"] = torch.tensor(float(not upd_g))
         return logs
@@ -750,23 +711,22 @@ class S2GAN(StackModel):
         d_loss = 0.5 * (sr + sf) * upd_ds + 0.5 * (tr + tf) * upd_dt
         self.optimize(d_loss, d_names)
         # ---- generators: L_style + lamda * L_struct, the style gradient into G_struct scaled
-        self.set_requires_grad([self.D_struct, self.D_style], False)
-        n_fake = self.G_struct(self._z(b, cfg.z_struct))
-        c_hat = scale_grad(self.chain_normals(n_fake), cfg.joint_style_to_struct)
-        img = self.G_style(self._z(b, cfg.z_style), c_hat)
-        l_style = F.softplus(-self.D_style(img, c_hat)).mean()
-        l_struct = F.softplus(-self.D_struct(n_fake)).mean()
-        loss = l_style + cfg.joint_struct_adv * l_struct
-        logs = {"d_struct_real": sr.detach(), "d_struct_fake": sf.detach(),
-                "d_style_real": tr.detach(), "d_style_fake": tf.detach(),
-                "g_struct_adv": l_struct.detach(), "g_style_adv": l_style.detach()}
-        if cfg.joint_fcn_weight > 0:
-            ce = self._fcn_loss(img, c_hat)
-            loss = loss + cfg.joint_fcn_weight * ce
-            logs["g_style_fcn"] = ce.detach()
-        g_names = [n for n, u in (("G_struct", upd_gs), ("G_style", upd_gt)) if u]
-        self.optimize(loss, g_names)
-        self.set_requires_grad([self.D_struct, self.D_style], True)
+        with frozen(self.D_struct, self.D_style):
+            n_fake = self.G_struct(self._z(b, cfg.z_struct))
+            c_hat = scale_grad(self.chain_normals(n_fake), cfg.joint_style_to_struct)
+            img = self.G_style(self._z(b, cfg.z_style), c_hat)
+            l_style = F.softplus(-self.D_style(img, c_hat)).mean()
+            l_struct = F.softplus(-self.D_struct(n_fake)).mean()
+            loss = l_style + cfg.joint_struct_adv * l_struct
+            logs = {"d_struct_real": sr.detach(), "d_struct_fake": sf.detach(),
+                    "d_style_real": tr.detach(), "d_style_fake": tf.detach(),
+                    "g_struct_adv": l_struct.detach(), "g_style_adv": l_style.detach()}
+            if cfg.joint_fcn_weight > 0:
+                ce = self._fcn_loss(img, c_hat)
+                loss = loss + cfg.joint_fcn_weight * ce
+                logs["g_style_fcn"] = ce.detach()
+            g_names = [n for n, u in (("G_struct", upd_gs), ("G_style", upd_gt)) if u]
+            self.optimize(loss, g_names)
         logs["skip_d"] = torch.tensor(float(len(d_names) < 2))
         logs["skip_g"] = torch.tensor(float(len(g_names) < 2))
         return logs

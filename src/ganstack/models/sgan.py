@@ -49,6 +49,7 @@ from ganstack.nn import (
     GaussianNoise,
     conv_act,
     deconv5,
+    frozen,
     init_glorot_,
     init_normal_,
     linear_act,
@@ -727,29 +728,28 @@ class SGAN(StackModel):
             counts = [self.adaptive_g_steps(float(d_adv[0]))] * n
         else:  # each level by its own D (train_gan0.py, train_gan1.py)
             counts = [self.adaptive_g_steps(float(a)) for a in d_adv]
-        self.set_requires_grad(self.D, False)
-        for t in range(max(counts)):
-            active = [i for i in range(n) if counts[i] > t]
-            zs = self._draw_z(b)
-            fakes, conds = self._levels(real, top, zs, joint, only=set(active))
-            g_total = x.new_zeros(())
-            for i in active:
-                l_fake, q = self.D[i](fakes[i])
-                adv = losses.g_adversarial(l_fake, cfg.g_loss)
-                ent = losses.entropy(q, zs[i])
-                pred = self.encoder.segment(i, fakes[i].view(b, *self.rep_shapes[i]))
-                if i == n - 1:
-                    cond = (losses.conditional_label(pred, y) if self.conditional
-                            else pred.new_zeros(()))
-                else:
-                    cond = losses.conditional_feature(pred.flatten(1), conds[i])
-                g_total = g_total + cfg.adv_weight * adv + self.cond_weight(i) * cond
-                g_total = g_total + self.ent_weight(i) * ent
-                logs[f"g{i}_adv"] = adv.detach()
-                logs[f"g{i}_cond"] = cond.detach()
-                logs[f"g{i}_ent"] = ent.detach()
-            self.optimize(g_total, [f"G{i}" for i in active])
-        self.set_requires_grad(self.D, True)
+        with frozen(self.D):
+            for t in range(max(counts)):
+                active = [i for i in range(n) if counts[i] > t]
+                zs = self._draw_z(b)
+                fakes, conds = self._levels(real, top, zs, joint, only=set(active))
+                g_total = x.new_zeros(())
+                for i in active:
+                    l_fake, q = self.D[i](fakes[i])
+                    adv = losses.g_adversarial(l_fake, cfg.g_loss)
+                    ent = losses.entropy(q, zs[i])
+                    pred = self.encoder.segment(i, fakes[i].view(b, *self.rep_shapes[i]))
+                    if i == n - 1:
+                        cond = (losses.conditional_label(pred, y) if self.conditional
+                                else pred.new_zeros(()))
+                    else:
+                        cond = losses.conditional_feature(pred.flatten(1), conds[i])
+                    g_total = g_total + cfg.adv_weight * adv + self.cond_weight(i) * cond
+                    g_total = g_total + self.ent_weight(i) * ent
+                    logs[f"g{i}_adv"] = adv.detach()
+                    logs[f"g{i}_cond"] = cond.detach()
+                    logs[f"g{i}_ent"] = ent.detach()
+                self.optimize(g_total, [f"G{i}" for i in active])
         if cfg.g_steps == "adaptive":
             for i in range(n):
                 logs[f"g{i}_steps"] = torch.tensor(float(counts[i]))

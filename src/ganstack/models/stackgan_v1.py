@@ -73,6 +73,7 @@ from ganstack.data.base import ImageDataset
 from ganstack.errors import ConfigError, GanstackError
 from ganstack.models.base import DataInfo, LogFn, StackModel, Step, Tensors
 from ganstack.models.text import CaptionBankMixin, pick_captions, require_text
+from ganstack.nn import frozen, init_normal_, to_unit
 from ganstack.nn.stackgan import (
     BottleneckResBlock,
     CondAugment,
@@ -80,7 +81,6 @@ from ganstack.nn.stackgan import (
     ResBlock,
     conv3x3,
     d_encoder,
-    init_normal_stackgan_,
     relu_up,
 )
 from ganstack.ranges import NonNegFloat, NonNegInt, PosFloat, PosInt, Range, Unit
@@ -355,7 +355,7 @@ class StackGANv1(CaptionBankMixin, StackModel):
         self.netG2 = Stage2Generator(cfg, d, c)
         self.netD2 = Discriminator(cfg, cfg.stage2_size, c, d, stage2=True,
                                    uncond=cfg.uncond_head)
-        init_normal_stackgan_(self)
+        init_normal_(self, bn_std=0.02)
         self._init_bank(cfg.caption_bank, d)
         betas = (cfg.beta1, cfg.beta2)
         self.optimizers = {
@@ -399,7 +399,7 @@ class StackGANv1(CaptionBankMixin, StackModel):
         text = inputs["text"]
         stage1, _, _ = self.net("netG1")(inputs["z"], text, inputs.get("ca1"))
         image, _, _ = self.net("netG2")(stage1, text, inputs.get("ca2"))
-        return {"stage1": (stage1.float() + 1) / 2, "image": (image.float() + 1) / 2}
+        return {"stage1": to_unit(stage1), "image": to_unit(image)}
 
     def figures(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         from ganstack.viz import scales_grid
@@ -460,15 +460,14 @@ class StackGANv1(CaptionBankMixin, StackModel):
         d_loss = losses.matching_aware_d_v1(lg["real"], lg["wrong"], lg["fake"], lg["real_u"],
                                          lg["fake_u"])
         self.optimize(d_loss, [f"d{stage}"])
-        self.set_requires_grad([netD], False)
-        h = netD.encode(fake)
-        adv = losses.bce(netD.cond_logits(h, cond), 1)
-        u = netD.uncond_logits(h)
-        if u is not None:
-            adv = adv + losses.bce(u, 1)
-        g_loss = adv if extra is None else adv + self.cfg.kl_weight * extra
-        self.optimize(g_loss, [f"g{stage}"])
-        self.set_requires_grad([netD], True)
+        with frozen(netD):
+            h = netD.encode(fake)
+            adv = losses.bce(netD.cond_logits(h, cond), 1)
+            u = netD.uncond_logits(h)
+            if u is not None:
+                adv = adv + losses.bce(u, 1)
+            g_loss = adv if extra is None else adv + self.cfg.kl_weight * extra
+            self.optimize(g_loss, [f"g{stage}"])
         out = {f"d{stage}": d_loss.detach(), f"g{stage}": g_loss.detach(),
                f"g{stage}_adv": adv.detach()}
         if extra is not None:

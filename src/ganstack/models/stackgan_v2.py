@@ -52,6 +52,7 @@ from ganstack.data.base import ImageDataset
 from ganstack.errors import ConfigError
 from ganstack.models.base import DataInfo, LogFn, StackModel, Step, Tensors
 from ganstack.models.text import CaptionBankMixin, pick_captions, require_text
+from ganstack.nn import frozen, to_unit
 from ganstack.nn.stackgan import (
     GLU,
     CondAugment,
@@ -275,8 +276,7 @@ class StackGANv2(CaptionBankMixin, StackModel):
 
     def generate(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         images, _, _ = self.net("netG")(inputs["z"], inputs.get("text"), inputs.get("ca"))
-        out = {name: (x.float() + 1) / 2 for name, x in zip(self.image_outputs(), images,
-                                                            strict=True)}
+        out = {name: to_unit(x) for name, x in zip(self.image_outputs(), images, strict=True)}
         return out
 
     def figures(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -314,29 +314,28 @@ class StackGANv2(CaptionBankMixin, StackModel):
             self.optimize(loss, [f"d{i}"])
             out[f"d{i}"] = loss.detach()
         # G step.
-        self.set_requires_grad(self.netDs, False)
-        g_total = torch.zeros((), device=z.device)
-        for i, d in enumerate(self.netDs):
-            fc, fu = d(fakes[i], mu)
-            if cfg.text:
-                g = losses.bce(fc, 1) + cfg.uncond_weight * losses.bce(fu, 1)
-            else:
-                g = losses.bce(fu, 1)
-            out[f"g{i}_adv"] = g.detach()
-            g_total = g_total + g
-        if cfg.colour_weight > 0 and len(fakes) > 1:
-            colour = sum(losses.colour_consistency(fakes[i], fakes[i - 1],
-                                                   cfg.colour_mean_weight,
-                                                   cfg.colour_cov_weight)
-                         for i in range(1, len(fakes)))
-            g_total = g_total + cfg.colour_weight * colour
-            out["g_colour"] = colour.detach()
-        if mu is not None and logvar is not None:
-            kl = losses.kl_standard_normal(mu, logvar)
-            g_total = g_total + cfg.kl_weight * kl
-            out["g_kl"] = kl.detach()
-        self.optimize(g_total, ["g"])
-        self.set_requires_grad(self.netDs, True)
+        with frozen(self.netDs):
+            g_total = torch.zeros((), device=z.device)
+            for i, d in enumerate(self.netDs):
+                fc, fu = d(fakes[i], mu)
+                if cfg.text:
+                    g = losses.bce(fc, 1) + cfg.uncond_weight * losses.bce(fu, 1)
+                else:
+                    g = losses.bce(fu, 1)
+                out[f"g{i}_adv"] = g.detach()
+                g_total = g_total + g
+            if cfg.colour_weight > 0 and len(fakes) > 1:
+                colour = sum(losses.colour_consistency(fakes[i], fakes[i - 1],
+                                                       cfg.colour_mean_weight,
+                                                       cfg.colour_cov_weight)
+                             for i in range(1, len(fakes)))
+                g_total = g_total + cfg.colour_weight * colour
+                out["g_colour"] = colour.detach()
+            if mu is not None and logvar is not None:
+                kl = losses.kl_standard_normal(mu, logvar)
+                g_total = g_total + cfg.kl_weight * kl
+                out["g_kl"] = kl.detach()
+            self.optimize(g_total, ["g"])
         out["g"] = g_total.detach()
         self._maybe_reset_to_ema(step.global_step + 1)
         return out

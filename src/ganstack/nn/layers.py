@@ -16,15 +16,22 @@ def lrelu() -> nn.Module:
     return nn.LeakyReLU(0.2)
 
 
-def init_normal_(module: nn.Module, std: float = 0.02) -> nn.Module:
-    """Weights ~ N(0, std), biases 0, batch-norm scale 1 and shift 0 (every submodule)."""
+def init_normal_(module: nn.Module, std: float = 0.02, bn_std: float = 0.0,
+                 linear: bool = True, zero_bias: bool = True) -> nn.Module:
+    """The DCGAN family's init, in every submodule: convolution, transposed-convolution and
+    (with ``linear``) linear weights ~ N(0, std), their biases 0 (left as they are without
+    ``zero_bias``); batch-norm scale ~ N(1, bn_std) (exactly 1 when bn_std is 0), shift 0.
+    Layers it does not name keep PyTorch's default init."""
     for m in module.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) or (linear and isinstance(m, nn.Linear)):
             nn.init.normal_(m.weight, 0.0, std)
-            if m.bias is not None:
+            if zero_bias and m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            nn.init.ones_(m.weight)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if bn_std:
+                nn.init.normal_(m.weight, 1.0, bn_std)
+            else:
+                nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
     return module
 

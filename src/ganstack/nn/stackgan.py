@@ -189,17 +189,3 @@ def init_orthogonal_(module: nn.Module) -> nn.Module:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
     return module
-
-
-def init_normal_stackgan_(module: nn.Module, std: float = 0.02) -> nn.Module:
-    """StackGAN-v1's (and DCGAN's) init: conv/linear weights ~ N(0, std), biases 0, BN scale
-    ~ N(1, std), shift 0 (the code: std 0.02)."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.normal_(m.weight, 0.0, std)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-            nn.init.normal_(m.weight, 1.0, std)
-            nn.init.zeros_(m.bias)
-    return module
