@@ -7,6 +7,7 @@ from ganstack.models import DataInfo
 from ganstack.models.base import Step
 from ganstack.models.sgan import SGAN, SGANConfig, SGANEncoder
 from ganstack.nn.layers import deconv5
+from ganstack.ranges import check_ranges
 
 from .conftest import REFERENCE
 
@@ -232,5 +233,5 @@ def test_per_level_loss_weights():
     assert plain.cond_weight(1) == plain.cond_weight(0) == 2.0
     with pytest.raises(Exception, match="one weight per level"):
         _small(cond_weights=[1.0]).validate("model")
-    with pytest.raises(Exception, match="finite numbers >= 0"):
-        _small(ent_weights=[1.0, float("nan")]).validate("model")
+    with pytest.raises(Exception, match="ent_weights must be >= 0 and finite"):
+        check_ranges(_small(ent_weights=[1.0, float("nan")]), "model")
