@@ -29,6 +29,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/python -m mypy src/
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

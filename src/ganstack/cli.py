@@ -191,7 +191,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="only warnings and errors")
 
     def add(*a: typing.Any, **k: typing.Any) -> argparse.ArgumentParser:
-        return sub.add_parser(*a, parents=[common], **k)
+        return sub.add_parser(*a, parents=[common], **k)  # type: ignore[list-item]
 
     t = add("train", help="train a model from a config", epilog=EPILOG_TRAIN,
                        formatter_class=fmt)
@@ -364,7 +364,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except ImportError:  # pragma: no cover
         import contextlib
 
-        logging_redirect_tqdm = contextlib.nullcontext  # type: ignore[assignment]
+        logging_redirect_tqdm = contextlib.nullcontext
     main_rank = trainer.dist.is_main
     with trainer:  # under torchrun: leaves the process group at the end
         with logging_redirect_tqdm():

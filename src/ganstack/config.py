@@ -313,7 +313,7 @@ def unknown_key_message(key: str, valid: list[str], where: str) -> str:
     return f"unknown config key '{full}'.{hint} Valid keys here: {', '.join(sorted(valid))}"
 
 
-def build(cls: type, data: Any, where: str = "") -> Any:
+def build(cls: Any, data: Any, where: str = "") -> Any:
     """Build dataclass ``cls`` from a mapping, checking keys and types."""
     if data is None:
         data = {}
@@ -353,8 +353,8 @@ def bundled_configs() -> dict[str, str]:
             raw = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError:
             raw = {}
-        out[p.stem] = str(raw.get("description", "")).strip().splitlines()[0:1]
-        out[p.stem] = out[p.stem][0] if out[p.stem] else ""
+        lines = str(raw.get("description", "")).strip().splitlines()
+        out[p.stem] = lines[0] if lines else ""
     return out
 
 

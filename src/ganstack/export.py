@@ -276,7 +276,7 @@ class Pretrained(Run):
         di = meta["data_info"]
         self.info = DataInfo(tuple(di["shape"]), di["num_classes"], str(di.get("name", "")),
                              di.get("text_dim", 0))
-        source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
+        source = s if isinstance(s := meta.get("source"), dict) else {}
         step = source.get("step", 0)
         self.record = {"global_step": step if isinstance(step, int) and step >= 0 else 0,
                        "model": meta["model"], "data_info": di}

@@ -10,7 +10,6 @@ one side only must also be finite (NaN fails every bound).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import typing
 from dataclasses import dataclass
@@ -63,7 +62,6 @@ NonNegFloat = Annotated[float, Range(ge=0)]
 Unit = Annotated[float, Range(ge=0, lt=1)]  # betas, momenta, dropout rates
 
 
-@functools.cache
 def _ranges(cls: type) -> dict[str, tuple[Range, bool]]:
     """Each ranged field of ``cls``: its Range and whether its numbers are integers."""
     out = {}

@@ -249,7 +249,7 @@ class Run:
             # A failed write (a full disk) leaves no hidden partial file. The temporary name
             # ends with .npz, or NumPy would append it.
             with atomic_path(path, suffix=".tmp.npz") as tmp:
-                np.savez_compressed(tmp, **arrays)
+                np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
         return path
 
     def evaluate(self, n: int | None = None, metrics: list[str] | None = None,

@@ -82,7 +82,7 @@ def plot_curves(metrics_jsonl: Path, out: Path) -> bool:
         ax.set_xlabel("step")
         ax.set_yscale("symlog", linthresh=1e-2)
         ax.legend(fontsize=7)
-    phase_starts = {}
+    phase_starts: dict[str, int] = {}
     for r in rows:
         phase_starts.setdefault(r.get("phase"), r["step"])
     for ax in axes[0]:
@@ -112,7 +112,7 @@ def side_by_side(scales: list[torch.Tensor], per_row: int = 4) -> torch.Tensor:
 
 
 @torch.no_grad()
-def scales_grid(model, rows: int, generator: torch.Generator | None = None) -> torch.Tensor:  # type: ignore[no-untyped-def]
+def scales_grid(model, rows: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """(rows, scales, C, H, W): each row one sample, every scale of it side by side (coarser
     scales enlarged to the finest size with nearest-neighbour, so their pixels show)."""
     inputs = model.draw_inputs(rows, generator=generator)

@@ -21,9 +21,10 @@ import io
 import math
 import pickle
 import re
+from collections.abc import Callable
 from pathlib import Path
 from struct import error as struct_error
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from ganstack.fileio import memory_budget, read_regular
 try:
     from numpy._core import multiarray as _multiarray
 except ImportError:  # pragma: no cover - NumPy 1.x
-    from numpy.core import multiarray as _multiarray
+    from numpy.core import multiarray as _multiarray  # type: ignore[no-redef]
 
 # (module, name) pairs a data pickle may reference: NumPy's array reconstruction and nothing else.
 _ALLOWED = {
@@ -93,7 +94,10 @@ class _DataUnpickler(pickle._Unpickler):  # Python's own: each instruction can b
     """Admits the names in ``_ALLOWED`` and calls them only the way NumPy's pickles do, with
     the arguments checked; the arrays it builds hold at most ``limit`` items in all."""
 
-    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch: ClassVar[dict[int, Callable[..., None]]] = dict(pickle._Unpickler.dispatch)
+    # The pure-Python unpickler's working state (set by its load(); not in the type stubs).
+    stack: list[Any]
+    append: Callable[[Any], None]
 
     def __init__(self, file: Any, limit: int) -> None:
         super().__init__(file, encoding="bytes")
@@ -136,7 +140,8 @@ class _DataUnpickler(pickle._Unpickler):  # Python's own: each instruction can b
                     "latin1", "latin-1"):
                 raise _Malformed("an encoding other than latin1")
             return func(*args)
-        if func is copyreg._reconstructor and args == (object, object, None):
+        reconstructor = copyreg._reconstructor  # type: ignore[attr-defined]
+        if func is reconstructor and args == (object, object, None):
             return object()
         if func is object and not args:
             return object()
@@ -170,7 +175,7 @@ class _DataUnpickler(pickle._Unpickler):  # Python's own: each instruction can b
             self._check_array_state(state)
             inst.__setstate__(state)
         elif isinstance(inst, np.dtype):
-            inst.__setstate__(self._dtype_state(inst, state))
+            inst.__setstate__(self._dtype_state(inst, state))  # type: ignore[attr-defined]
         else:
             raise _Refused(f"setting the state of a {type(inst).__name__}")
 

@@ -114,7 +114,7 @@ class ImageDataset:
 
         h = hashlib.sha256()
         h.update(str(tuple(self.images.shape)).encode())
-        h.update(self.images.contiguous().numpy())  # no copy: the images may be mapped
+        h.update(self.images.contiguous().numpy())  # type: ignore[arg-type]  # no copy: the images may be mapped
         if self.labels is not None:
             h.update(self.labels.contiguous().numpy().tobytes())
         for key in sorted(k for k in self.extras if not k.endswith("_mirror")):

@@ -17,7 +17,8 @@ from ganstack.data.base import ImageDataset
 from ganstack.errors import DataError
 from ganstack.fileio import read_regular
 
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES: dict[int, Any] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4",
+                               0x0D: ">f4", 0x0E: ">f8"}
 
 
 # A gzipped IDX file may expand at most this many times. Real ones expand about 5x (MNIST

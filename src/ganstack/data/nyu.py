@@ -103,7 +103,7 @@ def _read(path: Path, size: int) -> np.ndarray:
         with Image.open(path) as im:
             im = im.convert("RGB")
             if size and im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path} is not a readable image ({e}); replace it, remove its pair "

@@ -362,7 +362,7 @@ def _decode_files(job: tuple) -> tuple[list, dict]:
 
     paths, channels, resolution, crop = job
     counts = dict.fromkeys(_CONVERSION_LOG, 0)
-    out = []
+    out: list[tuple[np.ndarray | None, str | None]] = []
     for p in paths:
         try:
             if crop == "centre":
@@ -402,7 +402,7 @@ def _decode_lsun(job: tuple) -> tuple[list, dict]:
     from PIL import Image
 
     items, resolution, crop = job
-    out = []
+    out: list[tuple[np.ndarray | None, str | None]] = []
     for _key, value in items:
         try:
             with Image.open(io.BytesIO(value)) as im:
@@ -506,9 +506,9 @@ def _convert_folder(src: Path, tmp: Path, o: dict, progress: bool) -> dict:
     if resolution == 0:  # headers first: all images must share one size
         sizes: dict[tuple[int, int], list[str]] = {}
         keep = []
-        jobs = _chunks([str(p) for p in paths], 256)
         with _bar(len(paths), "reading headers", progress) as bar:
-            for j, res in enumerate(_ordered_map(_probe_files, jobs, workers)):
+            probes = _chunks([str(p) for p in paths], 256)
+            for j, res in enumerate(_ordered_map(_probe_files, probes, workers)):
                 for k, r in enumerate(res):
                     i = j * 256 + k
                     if isinstance(r, str):

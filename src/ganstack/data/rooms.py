@@ -29,6 +29,7 @@ holds every scene attribute (names in ``meta["attribute_names"]``).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -168,7 +169,8 @@ def _render_chunk(params: list[dict[str, np.ndarray]], h: int, w: int
         ly = oy - b[:, 4:5] / 2
         ldx, ldz = c * dx - sn * dz, sn * dx + c * dz
         halves = (b[:, 2:3], b[:, 4:5] / 2, b[:, 3:4])
-        near, far, face, sign = None, None, None, None
+        near: Any = None  # the slab test's running (near, far, face, sign), per ray
+        far = face = sign = near
         for axis, (o_a, d_a) in enumerate(((lx, ldx), (ly, dy), (lz, ldz))):
             with np.errstate(divide="ignore", invalid="ignore"):
                 inv = 1.0 / d_a

@@ -182,7 +182,7 @@ def _cub_boxes(root: Path) -> dict[str, tuple[float, float, float, float]]:
                 or not all(math.isfinite(v) for v in box)):
             raise DataError(f"{boxes} line {n} should be '<image id> x y width height' (an id "
                             f"of images.txt and four numbers)")
-        out[ids[parts[0]]] = box  # type: ignore[assignment]
+        out[ids[parts[0]]] = box
     return out
 
 

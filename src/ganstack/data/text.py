@@ -126,7 +126,7 @@ class SentenceTransformerEncoder:
         return v * (self.dim**0.5 / v.norm(dim=1, keepdim=True).clamp(min=1e-8))
 
 
-def build_encoder(kind: str, dim: int = 256, model: str = "", seed: int = 0):  # type: ignore[no-untyped-def]
+def build_encoder(kind: str, dim: int = 256, model: str = "", seed: int = 0):
     """The caption encoder a config names (``data.text_encoder``)."""
     if kind == "hash":
         return HashedTextEncoder(dim, seed)
@@ -141,7 +141,7 @@ def build_encoder(kind: str, dim: int = 256, model: str = "", seed: int = 0):  #
                         f"sentence-transformers")
 
 
-def encode_caption_lists(encoder, captions: list[list[str]]) -> torch.Tensor:  # type: ignore[no-untyped-def]
+def encode_caption_lists(encoder, captions: list[list[str]]) -> torch.Tensor:
     """Captions of every image (the same number each) -> (N, captions, dim) float32."""
     counts = {len(c) for c in captions}
     if len(counts) != 1 or 0 in counts:
@@ -169,7 +169,7 @@ def mirror_caption(caption: str) -> str:
     return _LEFT_RIGHT.sub(swap, caption)
 
 
-def encode_mirrored(encoder, captions: list[list[str]], embeddings: torch.Tensor  # type: ignore[no-untyped-def]
+def encode_mirrored(encoder, captions: list[list[str]], embeddings: torch.Tensor
                     ) -> torch.Tensor:
     """(N, captions, dim) embeddings of every caption's :func:`mirror_caption`: captions that
     name neither left nor right keep their ``embeddings``; only the others are encoded."""

@@ -39,7 +39,7 @@ def require_server() -> None:
 
 
 def static_file(name: str) -> bytes:
-    return resources.files("ganstack.explore").joinpath("static", name).read_bytes()
+    return resources.files("ganstack.explore").joinpath("static").joinpath(name).read_bytes()
 
 
 def create_app(explorer: Explorer) -> Any:

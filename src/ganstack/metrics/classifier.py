@@ -181,7 +181,7 @@ def train_classifier(
     train: ImageDataset,
     held_out: ImageDataset | None,
     recipe: ClassifierRecipe,
-    log_fn=log.info,  # type: ignore[no-untyped-def]
+    log_fn=log.info,
 ) -> tuple[DomainClassifier, float | None]:
     """Train a classifier on ``train``; returns it and its accuracy on ``held_out``."""
     if train.labels is None:

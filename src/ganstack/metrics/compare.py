@@ -464,7 +464,7 @@ def compare(a: str | Path, b: str | Path, inception: str | None = None,
                             f"from different feature extractors")
     from ganstack.metrics.fid import frechet_distance, kernel_inception_distance
 
-    fid = frechet_distance(a_side.mu, a_side.sigma, b_side.mu, b_side.sigma)
+    fid = frechet_distance(a_side.mu, a_side.sigma, b_side.mu, b_side.sigma)  # type: ignore[arg-type]
     kid_mean = kid_std = None
     note = None
     if kid is False:
@@ -475,7 +475,7 @@ def compare(a: str | Path, b: str | Path, inception: str | None = None,
         kid_mean, kid_std = kernel_inception_distance(a_side.features, b_side.features)
     feature_space = (space.describe() if space is not None else
                      {"kind": "statistics", "dim": int(a_side.mu.shape[0])})  # type: ignore[union-attr]
-    res = {"fid": fid, "kid": kid_mean, "kid_std": kid_std, "a": a_side.describe(),
+    res: dict[str, Any] = {"fid": fid, "kid": kid_mean, "kid_std": kid_std, "a": a_side.describe(),
            "b": b_side.describe(), "feature_space": feature_space}
     if note:
         res["kid_note"] = note

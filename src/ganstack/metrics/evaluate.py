@@ -135,7 +135,7 @@ class EvalContext:
             self._classifiers[which] = (clf.to(self.device), meta)
         return self._classifiers[which]
 
-    def vs_model(self):  # type: ignore[no-untyped-def]
+    def vs_model(self):
         """The joint image-caption embedding of VS similarity and its record, trained on the
         reference split (cached on disk)."""
         if "vs" not in self._shared:
@@ -145,7 +145,7 @@ class EvalContext:
             self._shared["vs"] = (model.to(self.device), meta)
         return self._shared["vs"]
 
-    def inception(self):  # type: ignore[no-untyped-def]
+    def inception(self):
         if self._inception is None:
             from ganstack.metrics.inception import InceptionExtractor
 
@@ -246,7 +246,8 @@ class EvalContext:
             cache[key] = self._extract(extractor, images)
         return cache[key]
 
-    def reference_stats(self, extractor: str, real: str = "real") -> tuple[np.ndarray, ...]:
+    def reference_stats(self, extractor: str, real: str = "real"
+                        ) -> tuple[np.ndarray, np.ndarray]:
         if real == "real" and extractor in self.ref_stats:
             return self.ref_stats[extractor].mean_cov()
         if real == "real":
@@ -305,7 +306,7 @@ def shuffled_inception_score(probs: torch.Tensor) -> tuple[float, float]:
 
 
 def _is(ctx: EvalContext, extractor: str) -> dict[str, float]:
-    mean, std = shuffled_inception_score(ctx.outputs(extractor, "fake")[1])
+    mean, std = shuffled_inception_score(ctx.outputs(extractor, "fake")[1])  # type: ignore[arg-type]
     name = f"is{count_tag(ctx.n)}_{ctx.extractor_tag(extractor)}"
     return {name: mean, f"{name}_std": std}
 

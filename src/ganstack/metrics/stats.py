@@ -273,7 +273,7 @@ class FeatureStats:
         path = Path(path)
         try:
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
-                np.savez(f, **arrays)
+                np.savez(f, **arrays)  # type: ignore[arg-type]
         except OSError as e:
             raise GanstackError(
                 f"could not write feature statistics to {path}: {e}"

@@ -133,7 +133,7 @@ def own_captions(ds: ImageDataset, seed: int = 0) -> torch.Tensor:
     return emb[torch.arange(len(ds)), cap]
 
 
-def train_vs(train: ImageDataset, recipe: VSRecipe, log_fn=log.info  # type: ignore[no-untyped-def]
+def train_vs(train: ImageDataset, recipe: VSRecipe, log_fn=log.info
              ) -> JointEmbedding:
     emb = _captions(train)
     g = torch.Generator().manual_seed(recipe.seed)

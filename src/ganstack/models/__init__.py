@@ -22,7 +22,7 @@ MODELS.register(DCGAN.name)(DCGAN)
 MODELS.register(HDGAN.name)(HDGAN)
 
 
-def build_model(cfg, info: DataInfo) -> StackModel:  # type: ignore[no-untyped-def]
+def build_model(cfg, info: DataInfo) -> StackModel:
     """Instantiate the model named by ``cfg.name``.
 
     The model is first built on the meta device (no memory for its weights), so that widths

@@ -371,7 +371,7 @@ class StackModel(nn.Module):
         finally:
             self._sampling -= 1
 
-    def net(self, name: str) -> nn.Module:
+    def net(self, name: str) -> Any:
         """The module used for sampling: the EMA copy while sampling when EMA is on."""
         if self.ema is not None and self._sampling and name in self.ema:
             return self.ema[name]

@@ -493,7 +493,7 @@ class HDGAN(CaptionBankMixin, StackModel):
         # D step: every scale, one optimizer.
         d_total = torch.zeros((), device=dev)
         for i in judged:
-            pair, image = self.d_losses(self.netDs[i], reals[i], fakes[i].detach(), emb)
+            pair, image = self.d_losses(self.netDs[i], reals[i], fakes[i].detach(), emb)  # type: ignore[arg-type]
             out[f"d{i}_pair"], out[f"d{i}_image"] = pair.detach(), image.detach()
             d_total = d_total + pair + image
         self.optimize(d_total, ["d"])

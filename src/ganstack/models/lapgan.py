@@ -455,7 +455,7 @@ class LAPGAN(StackModel):
             self.optimizers[f"D{k}"] = self._optimizer(self.D[k].parameters(),
                                                        self.base_lrs[f"D{k}"])
 
-    def _optimizer(self, params, lr: float) -> torch.optim.Optimizer:  # type: ignore[no-untyped-def]
+    def _optimizer(self, params, lr: float) -> torch.optim.Optimizer:
         cfg = self.cfg
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum)

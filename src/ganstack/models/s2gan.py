@@ -433,6 +433,7 @@ class S2GAN(StackModel):
     noise_distribution = "uniform"  # U[0, 1), mapped to the code's U(-1, 1) by 2z - 1
     generator_names = ("G_struct", "G_style")
     retired_state = ("adam_calls",)  # the warm-up's clock before the Step
+    codebook: torch.Tensor  # buffer (k, 3): the FCN's classes, unit normals
 
     def __init__(self, cfg: S2GANConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)
@@ -731,7 +732,7 @@ class S2GAN(StackModel):
         logs["skip_g"] = torch.tensor(float(len(g_names) < 2))
         return logs
 
-    def optimize(self, loss: torch.Tensor, names) -> None:  # type: ignore[no-untyped-def]
+    def optimize(self, loss: torch.Tensor, names) -> None:
         """As the base, but every generator's gradient is cleared first (a G update may be
         skipped while the other's happens; no stale gradient may linger). No names: nothing
         (every update skipped)."""
@@ -787,7 +788,7 @@ class S2GAN(StackModel):
         return torch.cat(out)
 
     @torch.no_grad()
-    def grid(self, rows: int, cols: int, vary, generator: torch.Generator | None = None,  # type: ignore[no-untyped-def]
+    def grid(self, rows: int, cols: int, vary, generator: torch.Generator | None = None,
              key: str = "image") -> torch.Tensor:
         """As the base; for ``image`` (the trainer's sample grids) each row of images comes
         below a row of the normals they were rendered from (2 x ``rows`` rows)."""

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -213,7 +213,7 @@ class SGANEncoder(nn.Module):
     def __init__(self, arch: str, split: list[str]) -> None:
         super().__init__()
         layers = ENCODER_ARCHS[arch]()
-        self.layers = nn.ModuleDict(layers)
+        self.layers = nn.ModuleDict(dict(layers))
         names = [n for n, _ in layers]
         cut_points = names[:-1]
         positions = []
@@ -261,7 +261,7 @@ class SGANEncoder(nn.Module):
                 arrays = [f[f"arr_{i}"] for i in range(len(f.files))]
         except (OSError, ValueError, KeyError) as e:
             raise CheckpointError(f"cannot read encoder weights {path}: {e}") from None
-        params = []
+        params: list[tuple[Any, bool]] = []  # (tensor, transposed); a missing bias is None
         for name in self.layers:
             for m in self.layers[name].modules():
                 if isinstance(m, nn.Conv2d):
@@ -326,8 +326,8 @@ class FeatureDiscriminator(nn.Module):
         self.q = nn.Sequential(*q, nn.Sigmoid()) if arch == "mnist" else nn.Sequential(*q)
 
     def set_regularisation(self, input_noise: float, dropout: float, inner_noise: float) -> None:
-        self.noise[0].std = input_noise
-        self.noise[1].std = self.noise[2].std = inner_noise
+        self.noise[0].std = input_noise  # type: ignore[assignment]
+        self.noise[1].std = self.noise[2].std = inner_noise  # type: ignore[assignment]
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = self.noise[0](h.flatten(1))
@@ -454,7 +454,7 @@ class CifarImageDiscriminator(nn.Module):
     def set_regularisation(self, input_noise: float, dropout: float, inner_noise: float) -> None:
         self.noise.std = input_noise
         for d in self.drop:
-            d.p = dropout
+            d.p = dropout  # type: ignore[assignment]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = self.trunk(self.noise(x))
@@ -480,6 +480,7 @@ class SGAN(StackModel):
 
     name = "sgan"
     Config = SGANConfig
+    mean_image: torch.Tensor  # buffer (with cfg.mean_image): the training images' mean
     noise_distribution = "uniform"
 
     def __init__(self, cfg: SGANConfig, info: DataInfo) -> None:
@@ -545,7 +546,7 @@ class SGAN(StackModel):
             return torch.zeros(n, 0, device=self.device)
         return F.one_hot(y.long(), self.info.num_classes).float()
 
-    def _adam(self, params) -> torch.optim.Optimizer:  # type: ignore[no-untyped-def]
+    def _adam(self, params) -> torch.optim.Optimizer:
         # The official Adam puts eps inside the square root; the difference is negligible.
         return torch.optim.Adam(params, lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2))
 
@@ -567,7 +568,7 @@ class SGAN(StackModel):
         if ecfg.weights:
             self.encoder.load_lasagne_npz(ecfg.weights)
             log(f"encoder: loaded {ecfg.weights}")
-            out = {"encoder_source": str(ecfg.weights)}
+            out: dict[str, Any] = {"encoder_source": str(ecfg.weights)}
         else:
             out = self._pretrain_encoder(train, log)
         if evaluation is not None:
@@ -624,7 +625,7 @@ class SGAN(StackModel):
             drop = cfg.joint_d_dropout
         inner = cfg.joint_feature_noise if joint else 0.0
         for i, d in enumerate(self.D):
-            d.set_regularisation(noise[i], drop, inner)
+            d.set_regularisation(noise[i], drop, inner)  # type: ignore[operator]
 
     # ---- training --------------------------------------------------------------------------
 
@@ -832,7 +833,7 @@ class SGAN(StackModel):
 
 
 @torch.no_grad()
-def classifier_accuracy(model: nn.Module, preprocess, ds: ImageDataset, bs: int = 500) -> float:  # type: ignore[no-untyped-def]
+def classifier_accuracy(model: nn.Module, preprocess, ds: ImageDataset, bs: int = 500) -> float:
     """Top-1 accuracy of a classifier on a labelled dataset."""
     was = model.training
     model.eval()

@@ -441,7 +441,7 @@ class StackGANv1(CaptionBankMixin, StackModel):
         return mu.detach() if self.cfg.d_cond == "mu" else emb
 
     @staticmethod
-    def d_logits(netD: nn.Module, real: torch.Tensor, fake: torch.Tensor, cond: torch.Tensor
+    def d_logits(netD: Discriminator, real: torch.Tensor, fake: torch.Tensor, cond: torch.Tensor
                  ) -> dict[str, torch.Tensor | None]:
         """D's logits on the (real, matching), (real, mismatched) and (fake, matching) pairs,
         plus the unconditional ones on real and fake images when D has that head. The
@@ -457,7 +457,7 @@ class StackGANv1(CaptionBankMixin, StackModel):
         """One D step, then one G step (G's loss: adversarial + ``extra``)."""
         netD = self.netD1 if stage == 1 else self.netD2
         lg = self.d_logits(netD, real, fake.detach(), cond)
-        d_loss = losses.matching_aware_d_v1(lg["real"], lg["wrong"], lg["fake"], lg["real_u"],
+        d_loss = losses.matching_aware_d_v1(lg["real"], lg["wrong"], lg["fake"], lg["real_u"],  # type: ignore[arg-type]
                                          lg["fake_u"])
         self.optimize(d_loss, [f"d{stage}"])
         with frozen(netD):

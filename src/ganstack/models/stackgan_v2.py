@@ -330,7 +330,7 @@ class StackGANv2(CaptionBankMixin, StackModel):
                                                        cfg.colour_cov_weight)
                              for i in range(1, len(fakes)))
                 g_total = g_total + cfg.colour_weight * colour
-                out["g_colour"] = colour.detach()
+                out["g_colour"] = colour.detach()  # type: ignore[union-attr]
             if mu is not None and logvar is not None:
                 kl = losses.kl_standard_normal(mu, logvar)
                 g_total = g_total + cfg.kl_weight * kl

@@ -113,7 +113,7 @@ def rng_state(device: torch.device | None = None) -> tuple[dict[str, torch.Tenso
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     meta = {
         "python": [py[0], list(py[1]), py[2]],
-        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],  # type: ignore[attr-defined]
     }
     return tensors, meta
 

@@ -75,7 +75,7 @@ def read_source(spec: str) -> Source:
                                   f"weights; drop ':{name}'")
             meta = read_export_config(path)
             tensors = read_weights(path, meta["weights"]["sha256"])
-            source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
+            source = s if isinstance(s := meta.get("source"), dict) else {}
             step = source.get("step")
             return Source(spec, path.resolve(), "export", source.get("checkpoint"),
                           step if isinstance(step, int) else None, meta["model"],

@@ -224,7 +224,7 @@ class Trainer:
             if self.dist.is_main:
                 log.info("%s", init_from.summary(self.init_report))
         if tc.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if tc.fused_optimizers:
             fuse_optimizers(self.model.optimizers.values())
         # The rates each parameter group was built with: what a model's schedule (lr,
@@ -735,7 +735,7 @@ class Trainer:
         t0 = time.perf_counter()
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             self.model.recalibrate_ema_bn()
-            conditions, targets = None, {}
+            conditions, targets = None, dict[str, torch.Tensor]()
             if "text" in self.model.condition_dims():
                 conditions, targets = caption_targets(self.eval_ds or self.train_ds,
                                                       ec.during_n, 0)
