@@ -201,10 +201,11 @@ def count_parameters(m: nn.Module) -> int:
 def demo_conditioning(cfg, train) -> tuple[str, int, tuple[str, ...]]:  # type: ignore[no-untyped-def]
     """How the demo model of ``cfg`` is conditioned: ("class", K), ("text", D) or ("none", 0),
     and the names of the measures only that model computes (not applicable here)."""
+    from ganstack.metrics.measures import MODEL_MEASURES
     from ganstack.models import DataInfo, build_model
 
     demo = build_model(cfg.model, DataInfo.of(train))
-    measures = tuple(getattr(demo, "measures", ()))
+    measures = tuple(MODEL_MEASURES)  # they need a ganstack model's networks
     if "text" in demo.condition_dims():
         return "text", int(demo.condition_dims()["text"]), measures
     if demo.conditional:
@@ -367,7 +368,7 @@ def evaluate_baseline(g: Generator, cond: Conditioner, cfg, train_ds, eval_ds,  
     z = torch.randn(n, NZ, generator=gen)
     images = to_uint8(generate(g, z, conditions, sample_bn, device))
     names = list(ec.metrics)
-    skipped = [m for m in names if m == "noise" or m in measures]  # the demo model's own
+    skipped = [m for m in names if m in measures]  # the demo model's own
     names = [m for m in names if m not in skipped]
     res = evaluate(images, labels, train_ds, eval_ds, names, ec.inception, {}, targets,
                    calibrate=ec.calibrate, device=device)

@@ -148,3 +148,12 @@ def test_budgets_wall_time_steps_and_equal_time(baseline, tmp_path, monkeypatch)
     assert (minutes, steps) == (9.8, round(9.8 * 60_000 / 105.0)) and "105.0 ms" in how
     with pytest.raises(SystemExit):
         baseline.parse_args(["lapgan-mnist", "--minutes", "1", "--steps", "2"])  # one budget
+
+
+def test_model_measures_are_skipped_not_asked_of_images(baseline):
+    # LAPGAN's and S²-GAN's measures need a ganstack model's networks: the baseline has none.
+    cfg = load_config("stackgan-v2-shapes", TINY_SHAPES)
+    train, _ = load_dataset(cfg.data)
+    _, _, measures = baseline.demo_conditioning(cfg, train)
+    assert {"level_acc", "structure", "style_noise", "noise"} <= set(measures)
+    assert not {"fid", "caption", "acc"} & set(measures)
