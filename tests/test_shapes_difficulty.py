@@ -69,10 +69,10 @@ def test_default_config_loads_the_same_data_as_before():
     full = load_dataset(DataConfig(**base, shapes_counts=[1, 2], shapes_patterns=PATTERNS))
     assert (train.fingerprint(), held.fingerprint()) == tuple(d.fingerprint() for d in full)
     assert train.meta["shapes_counts"] == [1, 2] and train.meta["shapes_patterns"] == PATTERNS
-    # ... and the same scenes as before the options existed. Pinned on what every CPU draws
-    # alike (numpy's integer draws): the rendered pixels and the float caption embeddings
-    # can differ in their last bits between CPUs (an Intel Xeon and an AMD EPYC do), and
-    # with them the whole-split fingerprint.
+    # ... and the same scenes as before the options existed, pinned on the integer tables
+    # numpy draws alike on every CPU (the pixels are pinned by the test above). The float
+    # caption embeddings differ in their last bits between CPUs (an Intel Xeon's and an AMD
+    # EPYC's do), and with them the whole-split fingerprint, so that is not pinned.
     h = hashlib.sha256()
     for key in ("attributes", "mentions"):
         h.update(train.extras[key].contiguous().numpy().tobytes())
