@@ -20,10 +20,24 @@ def train_run(config: str, overrides: list[str], out: Path, seed: int, threads: 
     in ``out`` is reused and an interrupted one resumed, so a benchmark can be re-invoked."""
     if (out / "checkpoints" / f"phase-{last_phase(config, overrides)}.json").exists():
         return out
-    cmd = [sys.executable, "-m", "ganstack", "train", config, "--out", str(out), "--resume",
-           "--no-eval", f"train.seed={seed}", f"train.num_threads={threads}",
-           "train.progress=false", "train.tensorboard=false", "train.sample_every=0",
-           "train.checkpoint_every=0", *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ganstack",
+        "train",
+        config,
+        "--out",
+        str(out),
+        "--resume",
+        "--no-eval",
+        f"train.seed={seed}",
+        f"train.num_threads={threads}",
+        "train.progress=false",
+        "train.tensorboard=false",
+        "train.sample_every=0",
+        "train.checkpoint_every=0",
+        *overrides,
+    ]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f"{out.name}.log", "w") as logf:

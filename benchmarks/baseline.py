@@ -89,8 +89,10 @@ BETAS = (0.5, 0.999)
 TEXT_PLANES = 4  # planes of D's caption map
 MAX_MULT = 8  # widths stop doubling at 8 * ngf / 8 * ndf (sizes above 64)
 EVAL_SEED = 0  # the samples that are scored and shown: the same for every --seed
-RECIPE = ("DCGAN, pytorch/examples dcgan/main.py: ngf=ndf=64, nz=100, BN, ReLU/LeakyReLU(0.2), "
-          "tanh, N(0,0.02) init, Adam 2e-4 (0.5, 0.999), batch 64, non-saturating BCE")
+RECIPE = (
+    "DCGAN, pytorch/examples dcgan/main.py: ngf=ndf=64, nz=100, BN, ReLU/LeakyReLU(0.2), "
+    "tanh, N(0,0.02) init, Adam 2e-4 (0.5, 0.999), batch 64, non-saturating BCE"
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,18 +118,24 @@ def widths(base: int, k: int) -> list[int]:
 class Generator(nn.Module):
     """[z, condition] as a 1x1 map -> s0 x s0 -> k stride-2 up-convolutions -> tanh."""
 
-    def __init__(self, channels: int, size: int, cond_dim: int = 0, nz: int = NZ,
-                 ngf: int = NGF) -> None:
+    def __init__(
+        self, channels: int, size: int, cond_dim: int = 0, nz: int = NZ, ngf: int = NGF
+    ) -> None:
         super().__init__()
         s0, k = size_plan(size)
         self.nz, self.cond_dim = nz, cond_dim
         maps = widths(ngf, k)[::-1]  # ngf * 2^(k-1) ... ngf
-        layers: list[nn.Module] = [nn.ConvTranspose2d(nz + cond_dim, maps[0], s0, 1, 0,
-                                                      bias=False),
-                                   nn.BatchNorm2d(maps[0]), nn.ReLU(True)]
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(nz + cond_dim, maps[0], s0, 1, 0, bias=False),
+            nn.BatchNorm2d(maps[0]),
+            nn.ReLU(True),
+        ]
         for a, b in zip(maps, maps[1:]):
-            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b),
-                       nn.ReLU(True)]
+            layers += [
+                nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(b),
+                nn.ReLU(True),
+            ]
         layers += [nn.ConvTranspose2d(maps[-1], channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.main = nn.Sequential(*layers)
 
@@ -142,19 +150,25 @@ class Discriminator(nn.Module):
     ``cond_dim``: the number of one-hot planes (``text=False``) or the caption vector's size,
     projected to ``TEXT_PLANES`` planes by a learned linear layer (``text=True``)."""
 
-    def __init__(self, channels: int, size: int, cond_dim: int = 0, text: bool = False,
-                 ndf: int = NDF) -> None:
+    def __init__(
+        self, channels: int, size: int, cond_dim: int = 0, text: bool = False, ndf: int = NDF
+    ) -> None:
         super().__init__()
         s0, k = size_plan(size)
         self.size = size
         self.project = nn.Linear(cond_dim, TEXT_PLANES) if text and cond_dim else None
         planes = TEXT_PLANES if self.project is not None else cond_dim
         maps = widths(ndf, k)
-        layers: list[nn.Module] = [nn.Conv2d(channels + planes, maps[0], 4, 2, 1, bias=False),
-                                   nn.LeakyReLU(0.2, True)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(channels + planes, maps[0], 4, 2, 1, bias=False),
+            nn.LeakyReLU(0.2, True),
+        ]
         for a, b in zip(maps, maps[1:]):
-            layers += [nn.Conv2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b),
-                       nn.LeakyReLU(0.2, True)]
+            layers += [
+                nn.Conv2d(a, b, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(b),
+                nn.LeakyReLU(0.2, True),
+            ]
         layers += [nn.Conv2d(maps[-1], 1, s0, 1, 0, bias=False)]
         self.main = nn.Sequential(*layers)
 
@@ -175,8 +189,9 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build_networks(shape: tuple[int, int, int], conditioning: str, cond_dim: int
-                   ) -> tuple[Generator, Discriminator]:
+def build_networks(
+    shape: tuple[int, int, int], conditioning: str, cond_dim: int
+) -> tuple[Generator, Discriminator]:
     """G and D for images of ``shape`` (C, H, W); ``conditioning``: none, class or text."""
     c, h, w = shape
     if h != w:
@@ -219,8 +234,7 @@ class Conditioner:
     def __init__(self, kind: str, dim: int) -> None:
         self.kind, self.dim = kind, dim
 
-    def of_batch(self, batch: dict[str, torch.Tensor], gen: torch.Generator
-                 ) -> torch.Tensor | None:
+    def of_batch(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor | None:
         if self.kind == "class":
             return F.one_hot(batch["labels"].long(), self.dim).float()
         if self.kind == "text":
@@ -235,8 +249,9 @@ class Conditioner:
 # ---------------------------------------------------------------------------------------------
 
 
-def step_function(g: Generator, d: Discriminator, cond: Conditioner, seed: int,
-                  device: torch.device):  # type: ignore[no-untyped-def]
+def step_function(
+    g: Generator, d: Discriminator, cond: Conditioner, seed: int, device: torch.device
+):  # type: ignore[no-untyped-def]
     """One training step of the recipe as a function of a batch: returns (D loss, G loss)."""
     opt_g = torch.optim.Adam(g.parameters(), lr=LR, betas=BETAS)
     opt_d = torch.optim.Adam(d.parameters(), lr=LR, betas=BETAS)
@@ -269,18 +284,30 @@ def step_function(g: Generator, d: Discriminator, cond: Conditioner, seed: int,
     return step
 
 
-def train_for(g: Generator, d: Discriminator, batcher, cond: Conditioner,  # type: ignore[no-untyped-def]
-              seconds: float, seed: int, device: torch.device, progress: bool = True,
-              max_steps: int | None = None) -> dict:
+def train_for(
+    g: Generator,
+    d: Discriminator,
+    batcher,
+    cond: Conditioner,  # type: ignore[no-untyped-def]
+    seconds: float,
+    seed: int,
+    device: torch.device,
+    progress: bool = True,
+    max_steps: int | None = None,
+) -> dict:
     """Train until ``seconds`` of wall time have passed (checked after every step), or for
     exactly ``max_steps`` steps when that is given."""
     from tqdm import tqdm
 
     step_fn = step_function(g, d, cond, seed, device)
     by_steps = max_steps is not None
-    bar = tqdm(total=max_steps if by_steps else round(seconds, 1),
-               unit="step" if by_steps else "s", disable=not progress, leave=False,
-               bar_format=None if by_steps else "{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}")
+    bar = tqdm(
+        total=max_steps if by_steps else round(seconds, 1),
+        unit="step" if by_steps else "s",
+        disable=not progress,
+        leave=False,
+        bar_format=None if by_steps else "{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}",
+    )
     step, shown, t0 = 0, 0.0, time.perf_counter()
     while True:
         loss_d, loss_g = step_fn(batcher.batch(step))
@@ -288,20 +315,30 @@ def train_for(g: Generator, d: Discriminator, batcher, cond: Conditioner,  # typ
         elapsed = time.perf_counter() - t0
         done = step >= max_steps if by_steps else elapsed >= seconds
         if progress and (elapsed - shown >= 0.5 or done):
-            bar.set_postfix_str(f"step {step}, D {loss_d.item():.3f}, G {loss_g.item():.3f}",
-                                refresh=False)
+            bar.set_postfix_str(
+                f"step {step}, D {loss_d.item():.3f}, G {loss_g.item():.3f}", refresh=False
+            )
             bar.update(step - bar.n if by_steps else min(elapsed, seconds) - shown)
             shown = elapsed if by_steps else min(elapsed, seconds)
         if done:
             break
     bar.close()
-    return {"steps": step, "seconds": elapsed,
-            "last_losses": {"d": loss_d.item(), "g": loss_g.item()}}
+    return {
+        "steps": step,
+        "seconds": elapsed,
+        "last_losses": {"d": loss_d.item(), "g": loss_g.item()},
+    }
 
 
 @torch.no_grad()
-def generate(g: Generator, z: torch.Tensor, cond: torch.Tensor | None, sample_bn: str,
-             device: torch.device, batch_size: int = 500) -> torch.Tensor:
+def generate(
+    g: Generator,
+    z: torch.Tensor,
+    cond: torch.Tensor | None,
+    sample_bn: str,
+    device: torch.device,
+    batch_size: int = 500,
+) -> torch.Tensor:
     """Images in [0, 1] (N, C, H, W) on the CPU, in batches. ``sample_bn``: eval (running
     statistics) or batch (each batch's own statistics; running ones left untouched)."""
     saved = []
@@ -325,8 +362,13 @@ def generate(g: Generator, z: torch.Tensor, cond: torch.Tensor | None, sample_bn
     return torch.cat(out)
 
 
-def sample_grid(g: Generator, cond: Conditioner, eval_conditions: torch.Tensor | None,
-                sample_bn: str, device: torch.device) -> torch.Tensor:
+def sample_grid(
+    g: Generator,
+    cond: Conditioner,
+    eval_conditions: torch.Tensor | None,
+    sample_bn: str,
+    device: torch.device,
+) -> torch.Tensor:
     """(rows, cols, C, H, W): 10 rows of one class each (classes spread over K), else 8 x 8
     (text: the first 64 evaluation captions)."""
     gen = torch.Generator().manual_seed(EVAL_SEED + 1)
@@ -344,9 +386,16 @@ def sample_grid(g: Generator, cond: Conditioner, eval_conditions: torch.Tensor |
     return x.reshape(rows, cols, *x.shape[1:])
 
 
-def evaluate_baseline(g: Generator, cond: Conditioner, cfg, train_ds, eval_ds,  # type: ignore[no-untyped-def]
-                      measures: tuple[str, ...], sample_bn: str, device: torch.device
-                      ) -> tuple[dict, list[str], torch.Tensor | None]:
+def evaluate_baseline(
+    g: Generator,
+    cond: Conditioner,
+    cfg,
+    train_ds,
+    eval_ds,  # type: ignore[no-untyped-def]
+    measures: tuple[str, ...],
+    sample_bn: str,
+    device: torch.device,
+) -> tuple[dict, list[str], torch.Tensor | None]:
     """Score G as ``Run.evaluate`` scores a demo. Returns (evaluate()'s result, the metrics
     left out as properties of the demo model, the text conditions used)."""
     from ganstack.metrics.evaluate import caption_targets, evaluate
@@ -370,8 +419,18 @@ def evaluate_baseline(g: Generator, cond: Conditioner, cfg, train_ds, eval_ds,  
     names = list(ec.metrics)
     skipped = [m for m in names if m in measures]  # the demo model's own
     names = [m for m in names if m not in skipped]
-    res = evaluate(images, labels, train_ds, eval_ds, names, ec.inception, {}, targets,
-                   calibrate=ec.calibrate, device=device)
+    res = evaluate(
+        images,
+        labels,
+        train_ds,
+        eval_ds,
+        names,
+        ec.inception,
+        {},
+        targets,
+        calibrate=ec.calibrate,
+        device=device,
+    )
     res["protocol"]["samples"] = f"DCGAN baseline, seed {EVAL_SEED}"
     res["protocol"]["seconds"] = round(time.perf_counter() - t0, 1)
     return res, skipped, conditions if cond.kind == "text" else None
@@ -389,11 +448,14 @@ def _fmt(v: object) -> str:
 
 
 def summary_line(r: dict) -> str:
-    mets = ", ".join(f"{k} {_fmt(v)}" for k, v in r["metrics"].items()
-                     if not k.endswith(("_shuffled", "_std")))
-    return (f"baseline {r['config']} seed {r['seed']}: {r['steps']} steps, "
-            f"{r['images_seen']} images in {r['train_seconds']:.1f} s "
-            f"({r['images_per_s']:.1f} img/s, {r['threads']} threads); {mets}")
+    mets = ", ".join(
+        f"{k} {_fmt(v)}" for k, v in r["metrics"].items() if not k.endswith(("_shuffled", "_std"))
+    )
+    return (
+        f"baseline {r['config']} seed {r['seed']}: {r['steps']} steps, "
+        f"{r['images_seen']} images in {r['train_seconds']:.1f} s "
+        f"({r['images_per_s']:.1f} img/s, {r['threads']} threads); {mets}"
+    )
 
 
 def render(r: dict) -> str:
@@ -434,28 +496,52 @@ def write_json(path: Path, data: dict) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description="Train the standard DCGAN recipe on a demo config's data for a fixed wall "
-                    "time and evaluate it with ganstack's protocol (see the module doc).")
+        "time and evaluate it with ganstack's protocol (see the module doc)."
+    )
     ap.add_argument("config", help="bundled config name or YAML file (its data and eval)")
     budget = ap.add_mutually_exclusive_group(required=True)
     budget.add_argument("--minutes", type=float, help="training wall time")
     budget.add_argument("--steps", type=int, help="training steps (no clock)")
-    budget.add_argument("--equal-time", action="store_true",
-                        help="the steps that take the demo's training minutes, both timed on "
-                             "idle cores by benchmarks/demo_time.py (its demo_time.json); the "
-                             "run itself may then share the machine")
-    ap.add_argument("--seed", type=int, default=0,
-                    help="initialisation, batch order and training noise (default 0)")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch CPU threads (default 0: torch's default)")
-    ap.add_argument("--out", help="result JSON path (default: "
-                    "benchmarks/results/baseline-CONFIG-seedS.json); .md and .png go beside it")
-    ap.add_argument("--bundle", action="store_true",
-                    help="also write the JSON to src/ganstack/configs/baselines/CONFIG.json")
-    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                    help="config overrides, e.g. eval.n=2000 data.path=...")
+    budget.add_argument(
+        "--equal-time",
+        action="store_true",
+        help="the steps that take the demo's training minutes, both timed on "
+        "idle cores by benchmarks/demo_time.py (its demo_time.json); the "
+        "run itself may then share the machine",
+    )
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="initialisation, batch order and training noise (default 0)",
+    )
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)"
+    )
+    ap.add_argument(
+        "--out",
+        help="result JSON path (default: "
+        "benchmarks/results/baseline-CONFIG-seedS.json); .md and .png go beside it",
+    )
+    ap.add_argument(
+        "--bundle",
+        action="store_true",
+        help="also write the JSON to src/ganstack/configs/baselines/CONFIG.json",
+    )
+    ap.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. eval.n=2000 data.path=...",
+    )
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    ap.add_argument("--sample-bn", choices=["eval", "batch"], default="eval",
-                    help="G's batch norm when sampling: running (eval, default) or batch stats")
+    ap.add_argument(
+        "--sample-bn",
+        choices=["eval", "batch"],
+        default="eval",
+        help="G's batch norm when sampling: running (eval, default) or batch stats",
+    )
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     if args.minutes is not None and not args.minutes > 0:
@@ -478,13 +564,21 @@ def training_budget(args: argparse.Namespace, name: str) -> tuple[float | None, 
     rows = {r["config"]: r for r in json.loads(path.read_text())["configs"]}
     row = rows.get(name)
     if row is None or "baseline_step_ms" not in row:
-        sys.exit(f"{path} has no demo and baseline timing of {name}: run "
-                 f"`python benchmarks/demo_time.py {name}` on idle cores")
+        sys.exit(
+            f"{path} has no demo and baseline timing of {name}: run "
+            f"`python benchmarks/demo_time.py {name}` on idle cores"
+        )
     minutes = row["train_minutes"]
     steps = max(1, round(minutes * 60_000 / row["baseline_step_ms"]))
-    return minutes, steps, (f"equal time: the demo's {minutes} min of training steps at this "
-                            f"recipe's {row['baseline_step_ms']} ms per step, both timed on idle "
-                            f"cores by benchmarks/demo_time.py")
+    return (
+        minutes,
+        steps,
+        (
+            f"equal time: the demo's {minutes} min of training steps at this "
+            f"recipe's {row['baseline_step_ms']} ms per step, both timed on idle "
+            f"cores by benchmarks/demo_time.py"
+        ),
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -508,14 +602,25 @@ def main(argv: list[str] | None = None) -> dict:
     d.to(device)
     batcher = Batcher(train_ds, BATCH, args.seed, device)
     minutes, steps, budget = training_budget(args, name)
-    trained = train_for(g, d, batcher, cond, (minutes or 0.0) * 60.0, args.seed, device,
-                        progress=not args.no_progress, max_steps=steps)
-    res, skipped, text = evaluate_baseline(g, cond, cfg, train_ds, eval_ds, measures,
-                                           args.sample_bn, device)
+    trained = train_for(
+        g,
+        d,
+        batcher,
+        cond,
+        (minutes or 0.0) * 60.0,
+        args.seed,
+        device,
+        progress=not args.no_progress,
+        max_steps=steps,
+    )
+    res, skipped, text = evaluate_baseline(
+        g, cond, cfg, train_ds, eval_ds, measures, args.sample_bn, device
+    )
 
     steps = trained["steps"]
-    command = " ".join(["python", "benchmarks/baseline.py",
-                        *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join(
+        ["python", "benchmarks/baseline.py", *(sys.argv[1:] if argv is None else argv)]
+    )
     result = {
         "config": name,
         "seed": args.seed,

@@ -17,17 +17,27 @@ import json
 import sys
 from pathlib import Path
 
-ROWS = (("real", "real held-out digits (ceiling)"), ("blur1", "the same, blurred σ = 1 px"),
-        ("blur2", "the same, blurred σ = 2 px (floor)"),
-        ("blind", "condition-blind: the run's samples vs shuffled labels"),
-        ("baseline", "equal-time conditional DCGAN (pytorch/examples recipe)"),
-        ("model", "this run"))
+ROWS = (
+    ("real", "real held-out digits (ceiling)"),
+    ("blur1", "the same, blurred σ = 1 px"),
+    ("blur2", "the same, blurred σ = 2 px (floor)"),
+    ("blind", "condition-blind: the run's samples vs shuffled labels"),
+    ("baseline", "equal-time conditional DCGAN (pytorch/examples recipe)"),
+    ("model", "this run"),
+)
 # (column title, generic metric name prefix, extractor suffix)
-COLUMNS = (("acc", "acc", "cnn"), ("acc alt", "acc", "alt"),
-           ("FID", "fid", "cnn"), ("FID alt", "fid", "alt"),
-           ("precision", "precision", "cnn"), ("recall", "recall", "cnn"),
-           ("recall alt", "recall", "alt"), ("coverage", "coverage", "cnn"),
-           ("coverage alt", "coverage", "alt"), ("IS", "is", "cnn"))
+COLUMNS = (
+    ("acc", "acc", "cnn"),
+    ("acc alt", "acc", "alt"),
+    ("FID", "fid", "cnn"),
+    ("FID alt", "fid", "alt"),
+    ("precision", "precision", "cnn"),
+    ("recall", "recall", "cnn"),
+    ("recall alt", "recall", "alt"),
+    ("coverage", "coverage", "cnn"),
+    ("coverage alt", "coverage", "alt"),
+    ("IS", "is", "cnn"),
+)
 
 
 def find(row: dict, prefix: str, suffix: str) -> float | None:
@@ -44,8 +54,10 @@ def table(result: dict, title: str = "this run") -> str:
         raise SystemExit("eval.json has no calibration rows (evaluate with eval.calibrate=true)")
     rows = cal["rows"]
     present = [c for c in COLUMNS if any(find(r, c[1], c[2]) is not None for r in rows.values())]
-    lines = [f"| at n = {cal['n']} | " + " | ".join(c[0] for c in present) + " |",
-             "|---|" + "---|" * len(present)]
+    lines = [
+        f"| at n = {cal['n']} | " + " | ".join(c[0] for c in present) + " |",
+        "|---|" + "---|" * len(present),
+    ]
     for key, label in ROWS:
         if key not in rows:
             continue
@@ -59,8 +71,9 @@ def table(result: dict, title: str = "this run") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("eval_json", help="a run's eval.json")
     p.add_argument("--title", default="this run", help="the label of the run's own row")
     p.add_argument("--out", help="also write the table to this file")

@@ -44,8 +44,9 @@ def make_folder(root: Path, n: int, size: int, classes: int = 10) -> int:
         (root / f"class{c}").mkdir(parents=True, exist_ok=True)
     for i in range(n):
         coarse = torch.from_numpy(rng.integers(0, 256, (1, 3, 4, 4)).astype(np.float32))
-        field = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic",
-                                                align_corners=False)[0]
+        field = torch.nn.functional.interpolate(
+            coarse, size=(size, size), mode="bicubic", align_corners=False
+        )[0]
         img = field.permute(1, 2, 0).numpy() + rng.normal(0, 6, (size, size, 3))
         path = root / f"class{i % 10}" / f"{i:06d}.png"
         Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path)
@@ -58,8 +59,9 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=10_000, help="images (default 10,000)")
     ap.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     ap.add_argument("--repeats", type=int, default=3, help="timed loads of each (default 3)")
-    ap.add_argument("--out", default=str(RESULTS / "dataset_load"),
-                    help="results path without extension")
+    ap.add_argument(
+        "--out", default=str(RESULTS / "dataset_load"), help="results path without extension"
+    )
     args = ap.parse_args()
 
     import logging
@@ -79,12 +81,17 @@ def main() -> int:
         meta = convert(src, dest, progress=False)
         convert_s = time.perf_counter() - t0
         u8_bytes = (dest / "images.u8").stat().st_size
-        print(f"{args.n} PNGs ({png_bytes / 2**20:.1f} MiB) generated in {gen_s:.1f} s; "
-              f"converted in {convert_s:.2f} s ({os.cpu_count()} workers) to images.u8 "
-              f"({u8_bytes / 2**20:.1f} MiB)", flush=True)
+        print(
+            f"{args.n} PNGs ({png_bytes / 2**20:.1f} MiB) generated in {gen_s:.1f} s; "
+            f"converted in {convert_s:.2f} s ({os.cpu_count()} workers) to images.u8 "
+            f"({u8_bytes / 2**20:.1f} MiB)",
+            flush=True,
+        )
 
-        configs = {"folder": DataConfig(name="folder", path=str(src)),
-                   "prepared": DataConfig(name="prepared", path=str(dest))}
+        configs = {
+            "folder": DataConfig(name="folder", path=str(src)),
+            "prepared": DataConfig(name="prepared", path=str(dest)),
+        }
         times: dict[str, list[float]] = {k: [] for k in configs}
         check = {}
         for r in range(args.repeats):
@@ -106,17 +113,23 @@ def main() -> int:
     env = environment()
     result = {
         "benchmark": "dataset_load",
-        "images": args.n, "size": args.size, "classes": 10,
-        "png_mib": round(png_bytes / 2**20, 2), "images_u8_mib": round(u8_bytes / 2**20, 2),
-        "convert_s": round(convert_s, 3), "convert_workers": os.cpu_count(),
+        "images": args.n,
+        "size": args.size,
+        "classes": 10,
+        "png_mib": round(png_bytes / 2**20, 2),
+        "images_u8_mib": round(u8_bytes / 2**20, 2),
+        "convert_s": round(convert_s, 3),
+        "convert_workers": os.cpu_count(),
         "load_s": {k: [round(t, 4) for t in v] for k, v in times.items()},
         "median_s": {k: round(v, 4) for k, v in med.items()},
         "speedup": round(ratio, 1),
         "mapped_only_s": round(mapped_s, 4),
         "identical_splits": same,
-        "note": (f"median of {args.repeats} interleaved loads each, in one process, warm page "
-                 f"cache; the machine was shared with training jobs and other work during the "
-                 f"run, so the absolute times are noisy, the ratio less so"),
+        "note": (
+            f"median of {args.repeats} interleaved loads each, in one process, warm page "
+            f"cache; the machine was shared with training jobs and other work during the "
+            f"run, so the absolute times are noisy, the ratio less so"
+        ),
         "shape": meta["images"]["shape"],
         "environment": env,
     }
@@ -126,10 +139,10 @@ def main() -> int:
     runs = {k: ", ".join(f"{t:.3f}" for t in v) for k, v in times.items()}
     md = f"""# Data loading: converted dataset vs image folder
 
-`python benchmarks/dataset_load.py --n {args.n} --size {args.size}` on {env['cpu']}
-({env['cpu_count']} logical CPUs; **shared with training jobs and other work during the run**:
-absolute times are noisy, the side-by-side ratio less so), Python {env['python']}, torch
-{env['torch']}.
+`python benchmarks/dataset_load.py --n {args.n} --size {args.size}` on {env["cpu"]}
+({env["cpu_count"]} logical CPUs; **shared with training jobs and other work during the run**:
+absolute times are noisy, the side-by-side ratio less so), Python {env["python"]}, torch
+{env["torch"]}.
 
 {args.n:,} PNGs of {args.size}x{args.size}x3 in 10 class sub-folders ({png_bytes / 2**20:.1f} MiB),
 converted once by `ganstack dataset` in {convert_s:.2f} s ({os.cpu_count()} decoding processes)
@@ -139,12 +152,12 @@ warm page cache:
 
 | source | median (s) | loads (s) |
 |---|---:|---|
-| `data.name=folder` (decode every PNG) | {med['folder']:.3f} | {runs['folder']} |
-| `data.name=prepared` (map images.u8, copy the training split) | {med['prepared']:.3f} \
-| {runs['prepared']} |
+| `data.name=folder` (decode every PNG) | {med["folder"]:.3f} | {runs["folder"]} |
+| `data.name=prepared` (map images.u8, copy the training split) | {med["prepared"]:.3f} \
+| {runs["prepared"]} |
 
 **{ratio:.1f}x faster** from the converted folder (the bar: 5x). Both give the same training and
-held-out splits (fingerprints {'equal' if same else '**differ**'}). With data.eval_size=0 the
+held-out splits (fingerprints {"equal" if same else "**differ**"}). With data.eval_size=0 the
 dataset is the mapping alone and loads in {mapped_s * 1000:.1f} ms: nothing is read until a
 batch needs it.
 """

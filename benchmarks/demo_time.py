@@ -30,8 +30,15 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-DEMOS = ["sgan-mnist", "stackgan-v2-shapes", "stackgan-v1-shapes", "hdgan-shapes",
-         "lapgan-mnist", "lapgan-shapes", "s2gan-rooms"]
+DEMOS = [
+    "sgan-mnist",
+    "stackgan-v2-shapes",
+    "stackgan-v1-shapes",
+    "hdgan-shapes",
+    "lapgan-mnist",
+    "lapgan-shapes",
+    "s2gan-rooms",
+]
 
 
 def measure(name: str, steps: int, repeats: int) -> dict:
@@ -64,11 +71,18 @@ def measure(name: str, steps: int, repeats: int) -> dict:
                 model.train_step(batcher.batch(i), phase, Step(i, phase, i, bs, 1, len(train)))
             times.append(time.perf_counter() - t)
         step_s = statistics.median(times) / steps
-        phases[phase] = {"steps": n, "step_ms": round(step_s * 1000, 2),
-                         "minutes": round(n * step_s / 60, 2)}
-    return {"config": name, "batch_size": cfg.train.batch_size, "phases": phases,
-            "train_minutes": round(sum(p["minutes"] for p in phases.values()), 2),
-            "baseline_step_ms": round(baseline_step_s(cfg, train, steps, repeats) * 1000, 2)}
+        phases[phase] = {
+            "steps": n,
+            "step_ms": round(step_s * 1000, 2),
+            "minutes": round(n * step_s / 60, 2),
+        }
+    return {
+        "config": name,
+        "batch_size": cfg.train.batch_size,
+        "phases": phases,
+        "train_minutes": round(sum(p["minutes"] for p in phases.values()), 2),
+        "baseline_step_ms": round(baseline_step_s(cfg, train, steps, repeats) * 1000, 2),
+    }
 
 
 def baseline_step_s(cfg, train, steps: int, repeats: int) -> float:  # type: ignore[no-untyped-def]
@@ -99,22 +113,27 @@ def baseline_step_s(cfg, train, steps: int, repeats: int) -> float:  # type: ign
 
 
 def table(results: dict) -> str:
-    lines = [f"Machine: {results['cpu']}, {results['threads']} torch threads; median of "
-             f"{results['repeats']} x {results['steps']} steps per phase. Estimated minutes of "
-             f"the training steps alone (`python benchmarks/demo_time.py`).", "",
-             "| config | phases (steps x ms) | training minutes | DCGAN baseline ms/step "
-             "| baseline steps in the same minutes |", "|---|---|---|---|---|"]
+    lines = [
+        f"Machine: {results['cpu']}, {results['threads']} torch threads; median of "
+        f"{results['repeats']} x {results['steps']} steps per phase. Estimated minutes of "
+        f"the training steps alone (`python benchmarks/demo_time.py`).",
+        "",
+        "| config | phases (steps x ms) | training minutes | DCGAN baseline ms/step "
+        "| baseline steps in the same minutes |",
+        "|---|---|---|---|---|",
+    ]
     for r in results["configs"]:
         ph = ", ".join(f"{p} {v['steps']:,} x {v['step_ms']:.0f}" for p, v in r["phases"].items())
         ms = r.get("baseline_step_ms")
-        base = (f"{ms:.0f} | {round(r['train_minutes'] * 60_000 / ms):,}" if ms else "- | -")
+        base = f"{ms:.0f} | {round(r['train_minutes'] * 60_000 / ms):,}" if ms else "- | -"
         lines.append(f"| `{r['config']}` | {ph} | {r['train_minutes']:.1f} | {base} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("configs", nargs="*", help=f"bundled configs (default: {' '.join(DEMOS)})")
     ap.add_argument("--steps", type=int, default=10, help="steps per timed run")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per phase (median kept)")
@@ -130,9 +149,23 @@ def main() -> None:
     out = []
     for name in args.configs or DEMOS:
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-        res = subprocess.run([sys.executable, __file__, "--child", name, "--steps",
-                              str(args.steps), "--repeats", str(args.repeats), "--threads",
-                              str(args.threads)], capture_output=True, text=True, env=env)
+        res = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                name,
+                "--steps",
+                str(args.steps),
+                "--repeats",
+                str(args.repeats),
+                "--threads",
+                str(args.threads),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if res.returncode:
             sys.exit(f"{name} failed:\n{res.stderr[-2000:]}")
         row = json.loads(res.stdout.strip().splitlines()[-1])
@@ -140,8 +173,13 @@ def main() -> None:
         out.append(row)
     from ganstack.environment import cpu_name
 
-    results = {"cpu": cpu_name(), "threads": args.threads, "steps": args.steps,
-               "repeats": args.repeats, "configs": out}
+    results = {
+        "cpu": cpu_name(),
+        "threads": args.threads,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "configs": out,
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "demo_time.json").write_text(json.dumps(results, indent=1) + "\n")
     (RESULTS / "demo_time.md").write_text(table(results))

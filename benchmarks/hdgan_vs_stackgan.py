@@ -62,20 +62,30 @@ def budget(minutes: float | None) -> dict[str, dict]:
     rows = {r["config"]: r for r in timing["configs"]}
     missing = [c for c in MODELS.values() if c not in rows]
     if missing:
-        raise SystemExit(f"{path} has no timing of {' '.join(missing)}: run "
-                         f"`python benchmarks/demo_time.py {' '.join(MODELS.values())} "
-                         "--threads 1` on idle cores first")
+        raise SystemExit(
+            f"{path} has no timing of {' '.join(missing)}: run "
+            f"`python benchmarks/demo_time.py {' '.join(MODELS.values())} "
+            "--threads 1` on idle cores first"
+        )
     if not minutes:  # the StackGAN-v2 demo's own steps, unrounded
         (v2,) = rows["stackgan-v2-shapes"]["phases"].values()
         minutes = v2["steps"] * v2["step_ms"] / 60_000
     out = {}
     for name, config in MODELS.items():
-        (phase, ph), = rows[config]["phases"].items()  # both demos train one phase
-        out[name] = {"config": config, "phase": phase, "step_ms": ph["step_ms"],
-                     "steps": max(1, round(minutes * 60_000 / ph["step_ms"])),
-                     "images_per_s": round(rows[config]["batch_size"] * 1000 / ph["step_ms"], 1)}
-    return {"minutes": minutes, "cpu": timing.get("cpu"), "threads": timing.get("threads"),
-            "models": out}
+        ((phase, ph),) = rows[config]["phases"].items()  # both demos train one phase
+        out[name] = {
+            "config": config,
+            "phase": phase,
+            "step_ms": ph["step_ms"],
+            "steps": max(1, round(minutes * 60_000 / ph["step_ms"])),
+            "images_per_s": round(rows[config]["batch_size"] * 1000 / ph["step_ms"], 1),
+        }
+    return {
+        "minutes": minutes,
+        "cpu": timing.get("cpu"),
+        "threads": timing.get("threads"),
+        "models": out,
+    }
 
 
 def score(run_dir: Path) -> dict:
@@ -87,8 +97,10 @@ def score(run_dir: Path) -> dict:
     res = run.evaluate(metrics=METRICS, seed=0, calibrate=True)
     cal = res["protocol"].get("calibration") or {"rows": {}}
     rows = {name: {k: round(v, 4) for k, v in row.items()} for name, row in cal["rows"].items()}
-    return {"rows": rows,
-            "metrics": {strip_count(k): round(v, 4) for k, v in res["metrics"].items()}}
+    return {
+        "rows": rows,
+        "metrics": {strip_count(k): round(v, 4) for k, v in res["metrics"].items()},
+    }
 
 
 def pick(d: dict, pattern: str) -> float | None:
@@ -105,45 +117,69 @@ def table(res: dict) -> str:
     lines = [
         f"Equal training time: {b['minutes']:.2f} min of training steps per run at the step times "
         f"of `benchmarks/demo_time.py` ({b['cpu']}, {b['threads']} torch thread(s)): "
-        + ", ".join(f"{n} {m['steps']:,} steps ({m['step_ms']:.0f} ms, "
-                    f"{m['images_per_s']} img/s)" for n, m in b["models"].items())
+        + ", ".join(
+            f"{n} {m['steps']:,} steps ({m['step_ms']:.0f} ms, {m['images_per_s']} img/s)"
+            for n, m in b["models"].items()
+        )
         + ". Sampling seed 0, the 480 held-out captions; `blind`: the same samples against "
         "shuffled captions. Reproduce: `python benchmarks/hdgan_vs_stackgan.py --seeds "
-        + " ".join(str(s) for s in res["seeds"]) + "`.", "",
-        "| model | seed | " + " | ".join(f"{a} (blind)" for a in ATTRS)
+        + " ".join(str(s) for s in res["seeds"])
+        + "`.",
+        "",
+        "| model | seed | "
+        + " | ".join(f"{a} (blind)" for a in ATTRS)
         + " | all attributes (shuffled) | VS (shuffled pairs) | FID per scale, coarse to fine |",
-        "|---|---|" + "---|" * (len(ATTRS) + 3)]
+        "|---|---|" + "---|" * (len(ATTRS) + 3),
+    ]
     for key, r in res["runs"].items():
         name, seed = key.rsplit("-s", 1)
         m, blind = r["rows"].get("model", {}), r["rows"].get("blind", {})
-        cells = [f"{fmt(pick(m, f'caption_{a}_shapescnn'))} "
-                 f"({fmt(pick(blind, f'caption_{a}_shapescnn'))})" for a in ATTRS]
-        cells.append(f"{fmt(pick(m, 'caption_attr_shapescnn'))} "
-                     f"({fmt(pick(blind, 'caption_attr_shapescnn'))})")
+        cells = [
+            f"{fmt(pick(m, f'caption_{a}_shapescnn'))} "
+            f"({fmt(pick(blind, f'caption_{a}_shapescnn'))})"
+            for a in ATTRS
+        ]
+        cells.append(
+            f"{fmt(pick(m, 'caption_attr_shapescnn'))} "
+            f"({fmt(pick(blind, 'caption_attr_shapescnn'))})"
+        )
         vs = pick(r["metrics"], r"vs_[a-z0-9]+")
         vs_blind = pick(r["metrics"], r"vs_[a-z0-9]+_shuffled")
         cells.append(f"{fmt(vs, 3)} ({fmt(vs_blind, 3)})")
-        scales = sorted((k for k in r["metrics"]
-                         if re.fullmatch(r"fid_shapescnn_train\d+_scale\d+", k)),
-                        key=lambda k: int(k.rsplit("scale", 1)[1]))
+        scales = sorted(
+            (k for k in r["metrics"] if re.fullmatch(r"fid_shapescnn_train\d+_scale\d+", k)),
+            key=lambda k: int(k.rsplit("scale", 1)[1]),
+        )
         cells.append(" / ".join(f"{r['metrics'][k]:.0f}" for k in scales) or "–")
         lines.append(f"| {name} | {seed} | " + " | ".join(cells) + " |")
     real = next(iter(res["runs"].values()), {}).get("rows", {}).get("real", {})
     if real:
-        lines += ["", "Real held-out images: all attributes "
-                  f"{fmt(pick(real, 'caption_attr_shapescnn'))}, VS "
-                  f"{fmt(pick(real, r'vs_[a-z0-9]+'), 3)}."]
-    lines += ["", "Published (second-hand, at 256x256 on the papers' data; **not reproduced**):",
-              "", "| figure | HDGAN | StackGAN-v2 |", "|---|---|---|"]
+        lines += [
+            "",
+            "Real held-out images: all attributes "
+            f"{fmt(pick(real, 'caption_attr_shapescnn'))}, VS "
+            f"{fmt(pick(real, r'vs_[a-z0-9]+'), 3)}.",
+        ]
+    lines += [
+        "",
+        "Published (second-hand, at 256x256 on the papers' data; **not reproduced**):",
+        "",
+        "| figure | HDGAN | StackGAN-v2 |",
+        "|---|---|---|",
+    ]
     lines += [f"| {f} | {h} | {s} |" for f, h, s in PUBLISHED]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, help="training minutes per run (default: the "
-                    "StackGAN-v2 demo's, from demo_time.json)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--minutes",
+        type=float,
+        help="training minutes per run (default: the StackGAN-v2 demo's, from demo_time.json)",
+    )
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--work", default="runs/hdgan_vs_stackgan", help="where the runs are kept")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
@@ -161,20 +197,31 @@ def main() -> None:
         def run(item: tuple[str, int]) -> Path:
             name, seed = item
             m = plan["models"][name]
-            return train_run(m["config"], [f"train.phases.{m['phase']}={m['steps']}"],
-                             work / f"{m['config']}-{m['steps']}-s{seed}", seed, args.threads)
+            return train_run(
+                m["config"],
+                [f"train.phases.{m['phase']}={m['steps']}"],
+                work / f"{m['config']}-{m['steps']}-s{seed}",
+                seed,
+                args.threads,
+            )
 
         with ThreadPoolExecutor(args.jobs) as pool:
             dirs = list(pool.map(run, todo))
         import torch
 
         torch.set_num_threads(max(args.threads, 1))
-        res = {"budget": plan, "seeds": args.seeds, "cpu": f"{cpu_name()}, {os.cpu_count()} cores",
-               "runs": {}}
+        res = {
+            "budget": plan,
+            "seeds": args.seeds,
+            "cpu": f"{cpu_name()}, {os.cpu_count()} cores",
+            "runs": {},
+        }
         for (name, seed), run_dir in zip(todo, dirs, strict=True):
             res["runs"][f"{name}-s{seed}"] = score(run_dir)
-            print(f"{name} seed {seed}: {json.dumps(res['runs'][f'{name}-s{seed}']['rows'])}",
-                  flush=True)
+            print(
+                f"{name} seed {seed}: {json.dumps(res['runs'][f'{name}-s{seed}']['rows'])}",
+                flush=True,
+            )
         RESULTS.mkdir(exist_ok=True)
         path.write_text(json.dumps(res, indent=1) + "\n")
     (RESULTS / "hdgan_vs_stackgan.md").write_text(table(res))

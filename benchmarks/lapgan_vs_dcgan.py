@@ -30,12 +30,18 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-COMMON = ["train.progress=false", "train.tensorboard=false", "train.sample_every=0",
-          "train.checkpoint_every=0", "train.num_threads=1"]
+COMMON = [
+    "train.progress=false",
+    "train.tensorboard=false",
+    "train.sample_every=0",
+    "train.checkpoint_every=0",
+    "train.num_threads=1",
+]
 
 
-def dataset_overrides(dataset: str, resolution: int, num_images: int
-                      ) -> tuple[list[str], int | None]:
+def dataset_overrides(
+    dataset: str, resolution: int, num_images: int
+) -> tuple[list[str], int | None]:
     """Data overrides and LAPGAN levels for a dataset (shapes: coarsest level 8x8; MNIST: the
     bundled config's levels)."""
     if dataset == "mnist":
@@ -62,17 +68,23 @@ def matched_widths(lap_model, info) -> dict:  # type: ignore[no-untyped-def]
     g_target, d_target = count_parameters(lap_model.G), count_parameters(lap_model.D)
     g_dim = _bisect(lambda w: count_parameters(Generator(z, k, w, c, h)), g_target)
     d_dim = _bisect(lambda w: count_parameters(Discriminator(k, w, c, h)), d_target)
-    return {"g_dim": g_dim, "d_dim": d_dim,
-            "lapgan_params": {"G": g_target, "D": d_target},
-            "dcgan_params": {"G": count_parameters(Generator(z, k, g_dim, c, h)),
-                             "D": count_parameters(Discriminator(k, d_dim, c, h))}}
+    return {
+        "g_dim": g_dim,
+        "d_dim": d_dim,
+        "lapgan_params": {"G": g_target, "D": d_target},
+        "dcgan_params": {
+            "G": count_parameters(Generator(z, k, g_dim, c, h)),
+            "D": count_parameters(Discriminator(k, d_dim, c, h)),
+        },
+    }
 
 
 _DATA: dict = {}
 
 
-def run_one(config: str, overrides: list[str], seed: int, out: Path, n: int,
-            metrics: list[str]) -> dict:
+def run_one(
+    config: str, overrides: list[str], seed: int, out: Path, n: int, metrics: list[str]
+) -> dict:
     import ganstack
     from ganstack.config import load_config
     from ganstack.data import load_dataset
@@ -90,11 +102,20 @@ def run_one(config: str, overrides: list[str], seed: int, out: Path, n: int,
     # What real held-out images score under the same classifier (the ceiling).
     row["real_data"] = res["protocol"].get("real_data", {})
     steps = sum(cfg.train.phases.values())
-    row.update(train_seconds=round(train_s, 1), images_seen=steps * cfg.train.batch_size,
-               images_per_s=round(steps * cfg.train.batch_size / train_s, 1))
-    print(f"  {config} seed {seed}: " + ", ".join(
-        f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
-        if k != "real_data"), flush=True)
+    row.update(
+        train_seconds=round(train_s, 1),
+        images_seen=steps * cfg.train.batch_size,
+        images_per_s=round(steps * cfg.train.batch_size / train_s, 1),
+    )
+    print(
+        f"  {config} seed {seed}: "
+        + ", ".join(
+            f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in row.items()
+            if k != "real_data"
+        ),
+        flush=True,
+    )
     return row
 
 
@@ -110,12 +131,18 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--mnist-steps", type=int, default=800)
     ap.add_argument("--shapes-steps", type=int, default=2000)
-    ap.add_argument("--shapes-resolution", type=int, default=32, choices=[16, 32, 64],
-                    help="64 is the bundled config's 8 -> 16 -> 32 -> 64 (slow on a CPU)")
+    ap.add_argument(
+        "--shapes-resolution",
+        type=int,
+        default=32,
+        choices=[16, 32, 64],
+        help="64 is the bundled config's 8 -> 16 -> 32 -> 64 (slow on a CPU)",
+    )
     ap.add_argument("--shapes-images", type=int, default=2400)
     ap.add_argument("--n", type=int, default=2000, help="samples per evaluation")
-    ap.add_argument("--datasets", nargs="+", default=["mnist", "shapes"],
-                    choices=["mnist", "shapes"])
+    ap.add_argument(
+        "--datasets", nargs="+", default=["mnist", "shapes"], choices=["mnist", "shapes"]
+    )
     args = ap.parse_args()
 
     import torch
@@ -126,8 +153,11 @@ def main() -> None:
     torch.set_num_threads(1)
     RESULTS.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
-    report: dict = {"args": vars(args), "machine": f"{platform.machine()}, 1 torch thread",
-                    "datasets": {}}
+    report: dict = {
+        "args": vars(args),
+        "machine": f"{platform.machine()}, 1 torch thread",
+        "datasets": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for ds in args.datasets:
             steps = args.mnist_steps if ds == "mnist" else args.shapes_steps
@@ -139,12 +169,23 @@ def main() -> None:
             size = 28 if ds == "mnist" else args.shapes_resolution
             info = DataInfo((1 if ds == "mnist" else 3, size, size), 10 if ds == "mnist" else 24)
             match = matched_widths(build_model(lap_cfg.model, info), info)
-            dc_over = data + [f"model.g_dim={match['g_dim']}", f"model.d_dim={match['d_dim']}",
-                              f"train.phases.train={steps}"]
-            print(f"{ds}: {steps} steps x batch {lap_cfg.train.batch_size}; widths {match}",
-                  flush=True)
-            entry = {"steps": steps, "batch_size": lap_cfg.train.batch_size,
-                     "resolution": size, "levels": levels, "widths": match, "runs": {}}
+            dc_over = data + [
+                f"model.g_dim={match['g_dim']}",
+                f"model.d_dim={match['d_dim']}",
+                f"train.phases.train={steps}",
+            ]
+            print(
+                f"{ds}: {steps} steps x batch {lap_cfg.train.batch_size}; widths {match}",
+                flush=True,
+            )
+            entry = {
+                "steps": steps,
+                "batch_size": lap_cfg.train.batch_size,
+                "resolution": size,
+                "levels": levels,
+                "widths": match,
+                "runs": {},
+            }
             lap_metrics = ["acc", "is", "fid", "fid_scales", "fid_levels"]
             for model, config, over, mets in [
                 ("LAPGAN", f"lapgan-{ds}", lap_over, lap_metrics),
@@ -196,10 +237,19 @@ def render(report: dict) -> str:
             "",
         ]
         lap = e["runs"]["LAPGAN"]
-        level_keys = sorted({k for r in lap for k in r if "_level" in k},
-                            key=lambda k: (k.endswith("matched"), k))
-        head = ["model", "acc", "IS", "FID", *[short(k) for k in level_keys], "images seen",
-                "train s", "img/s"]
+        level_keys = sorted(
+            {k for r in lap for k in r if "_level" in k}, key=lambda k: (k.endswith("matched"), k)
+        )
+        head = [
+            "model",
+            "acc",
+            "IS",
+            "FID",
+            *[short(k) for k in level_keys],
+            "images seen",
+            "train s",
+            "img/s",
+        ]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for model, rows in e["runs"].items():
             keys = {short(k): k for r in rows for k in r}
@@ -207,20 +257,26 @@ def render(report: dict) -> str:
             for metric in ("acc", "is", "fid"):
                 cells.append(_cell(rows, keys[metric]) if metric in keys else "n/a")
             cells += [_cell(rows, k) for k in level_keys]
-            cells += [str(rows[0]["images_seen"]), _cell(rows, "train_seconds"),
-                      _cell(rows, "images_per_s")]
+            cells += [
+                str(rows[0]["images_seen"]),
+                _cell(rows, "train_seconds"),
+                _cell(rows, "images_per_s"),
+            ]
             lines.append("| " + " | ".join(cells) + " |")
         real = lap[0].get("real_data", {})
         if real:  # the same measures on the held-out real images
             by = {k.rsplit("_", 1)[-1] if "_fid_" not in k else "fid": v for k, v in real.items()}
             cells = ["real held-out images"] + [
-                f"{by[m]:.3f}" if m in by else "n/a" for m in ("acc", "is", "fid")]
+                f"{by[m]:.3f}" if m in by else "n/a" for m in ("acc", "is", "fid")
+            ]
             cells += ["" for _ in level_keys] + ["", "", ""]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    lines.append("`fid_levelK`: level K's samples enlarged to full size against the "
-                 "full-resolution training images; `fid_levelK_matched`: against the training "
-                 "images brought to level K's scale (0 = as good as real data at that scale).")
+    lines.append(
+        "`fid_levelK`: level K's samples enlarged to full size against the "
+        "full-resolution training images; `fid_levelK_matched`: against the training "
+        "images brought to level K's scale (0 = as good as real data at that scale)."
+    )
     return "\n".join(lines) + "\n"
 
 

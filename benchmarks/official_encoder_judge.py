@@ -25,8 +25,12 @@ from ganstack.models.sgan import SGANEncoder
 
 def score(enc: SGANEncoder, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     with torch.no_grad():
-        probs = torch.cat([enc(images[s : s + 1000].float() / 255).softmax(1)
-                           for s in range(0, len(images), 1000)])
+        probs = torch.cat(
+            [
+                enc(images[s : s + 1000].float() / 255).softmax(1)
+                for s in range(0, len(images), 1000)
+            ]
+        )
     pred = probs.argmax(1)
     return {
         "acc": float((pred == labels).double().mean()),

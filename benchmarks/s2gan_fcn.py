@@ -40,10 +40,18 @@ VARIANTS = {"with FCN constraint (0.1)": 0.1, "without (0)": 0.0}
 
 
 def _common(seed: int, fcn_steps: int, style_steps: int) -> list[str]:
-    return [f"train.seed={seed}", "train.num_threads=1", "train.progress=false",
-            "train.tensorboard=false", "train.sample_every=0", "train.checkpoint_every=0",
-            "train.phases.structure=0", f"train.phases.fcn={fcn_steps}",
-            f"train.phases.style={style_steps}", "train.phases.joint=0"]
+    return [
+        f"train.seed={seed}",
+        "train.num_threads=1",
+        "train.progress=false",
+        "train.tensorboard=false",
+        "train.sample_every=0",
+        "train.checkpoint_every=0",
+        "train.phases.structure=0",
+        f"train.phases.fcn={fcn_steps}",
+        f"train.phases.style={style_steps}",
+        "train.phases.joint=0",
+    ]
 
 
 def image_fid(images, train, held) -> float:  # type: ignore[no-untyped-def]
@@ -79,15 +87,23 @@ def _done(out: Path, phase: str) -> bool:
     return (out / "checkpoints" / f"phase-{phase}.json").is_file()
 
 
-def run_one(weight: float, seed: int, fcn_steps: int, style_steps: int, judge, n: int,  # type: ignore[no-untyped-def]
-            out: Path) -> tuple[dict, list]:
+def run_one(
+    weight: float,
+    seed: int,
+    fcn_steps: int,
+    style_steps: int,
+    judge,
+    n: int,  # type: ignore[no-untyped-def]
+    out: Path,
+) -> tuple[dict, list]:
     import ganstack
     from ganstack.config import load_config
     from ganstack.data import load_dataset
     from ganstack.viz import to_uint8
 
-    cfg = load_config("s2gan-rooms", _common(seed, fcn_steps, style_steps)
-                      + [f"model.fcn_weight={weight}"])
+    cfg = load_config(
+        "s2gan-rooms", _common(seed, fcn_steps, style_steps) + [f"model.fcn_weight={weight}"]
+    )
     from ganstack.train.trainer import Trainer
 
     if not _done(out, "style"):
@@ -97,21 +113,27 @@ def run_one(weight: float, seed: int, fcn_steps: int, style_steps: int, judge, n
     model = ganstack.load(out).model
     train, held = load_dataset(cfg.data)
     res = model.normal_consistency(held, n, seed=seed, chain=False)
-    res.update(model.normal_consistency(held, n, seed=seed, judge=judge, prefix="judge",
-                                        chain=False))
+    res.update(
+        model.normal_consistency(held, n, seed=seed, judge=judge, prefix="judge", chain=False)
+    )
     # Image FID of the rendered held-out normal maps (the same frames as above).
     import torch
 
     idx = torch.randperm(len(held), generator=torch.Generator().manual_seed(seed))[:n]
-    images = model.render(held.extras["normals"][idx],
-                          generator=torch.Generator().manual_seed(seed))
+    images = model.render(
+        held.extras["normals"][idx], generator=torch.Generator().manual_seed(seed)
+    )
     res[f"fid{len(idx)}_rooms{CLASSIFIER_EPOCHS}ep"] = image_fid(to_uint8(images), train, held)
     res["train_seconds"] = round(train_s, 1)
     if weight == 0.0:  # the floor: real held-out images of the same frames
         res[f"fid{len(idx)}_rooms{CLASSIFIER_EPOCHS}ep_real_held_out"] = image_fid(
-            held.images[idx], train, held)
-    figure = [held.extras["normals"][idx[:10]].float() / 255, held.images[idx[:10]].float() / 255,
-              images[:10]]
+            held.images[idx], train, held
+        )
+    figure = [
+        held.extras["normals"][idx[:10]].float() / 255,
+        held.images[idx[:10]].float() / 255,
+        images[:10],
+    ]
     return res, figure
 
 
@@ -119,11 +141,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--fcn-steps", type=int, default=500, help="FCN phase steps (demo: 500)")
-    ap.add_argument("--style-steps", type=int, default=600,
-                    help="Style-GAN phase steps (demo: 1200)")
+    ap.add_argument(
+        "--style-steps", type=int, default=600, help="Style-GAN phase steps (demo: 1200)"
+    )
     ap.add_argument("--n", type=int, default=500, help="held-out frames measured")
-    ap.add_argument("--keep", help="keep the run directories in this folder; finished runs "
-                    "found there are reused (add seeds without retraining the others)")
+    ap.add_argument(
+        "--keep",
+        help="keep the run directories in this folder; finished runs "
+        "found there are reused (add seeds without retraining the others)",
+    )
     args = ap.parse_args()
     import torch
 
@@ -137,29 +163,40 @@ def main() -> None:
             judge = train_judge(seed, args.fcn_steps, root / f"judge-{seed}")
             for name, weight in VARIANTS.items():
                 out = root / f"s{seed}-w{weight}"
-                r, fig = run_one(weight, seed, args.fcn_steps, args.style_steps, judge, args.n,
-                                 out)
+                r, fig = run_one(weight, seed, args.fcn_steps, args.style_steps, judge, args.n, out)
                 rows[name].append(r)
                 if seed == args.seeds[0]:
                     figure = fig if not figure else figure + fig[2:]
-                print(f"seed {seed} {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()),
-                      flush=True)
+                print(
+                    f"seed {seed} {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()),
+                    flush=True,
+                )
     summary = {}
     for name, rs in rows.items():
         keys = rs[0].keys()
-        summary[name] = {k: {"mean": statistics.fmean(r[k] for r in rs),
-                             "std": statistics.pstdev([r[k] for r in rs]) if len(rs) > 1 else 0.0,
-                             "runs": [r[k] for r in rs]} for k in keys}
+        summary[name] = {
+            k: {
+                "mean": statistics.fmean(r[k] for r in rs),
+                "std": statistics.pstdev([r[k] for r in rs]) if len(rs) > 1 else 0.0,
+                "runs": [r[k] for r in rs],
+            }
+            for k in keys
+        }
     protocol = {
         "config": "s2gan-rooms (32x32 normals, 64x64 images, width 0.125, small FCN)",
-        "seeds": args.seeds, "fcn_steps": args.fcn_steps, "style_steps": args.style_steps,
-        "batch_size": 64, "held_out_frames": args.n,
+        "seeds": args.seeds,
+        "fcn_steps": args.fcn_steps,
+        "style_steps": args.style_steps,
+        "batch_size": 64,
+        "held_out_frames": args.n,
         "judge": "a second FCN of the same design, trained alone with seed + 1000",
-        "threads": 1, "total_seconds": round(time.perf_counter() - t0, 1),
+        "threads": 1,
+        "total_seconds": round(time.perf_counter() - t0, 1),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "s2gan_fcn.json").write_text(json.dumps({"protocol": protocol,
-                                                        "results": summary}, indent=1))
+    (RESULTS / "s2gan_fcn.json").write_text(
+        json.dumps({"protocol": protocol, "results": summary}, indent=1)
+    )
     (RESULTS / "s2gan_fcn.md").write_text(markdown(summary, protocol))
     from ganstack.viz import save_grid
 
@@ -177,10 +214,12 @@ def markdown(summary: dict, protocol: dict) -> str:
     names = list(summary)
     keys = list(summary[names[0]])
     fid_key = next((k for k in keys if k.startswith("fid") and "real" not in k), None)
-    cols = [("own FCN: rendered", "normal_err_deg_fcn_rendered"),
-            ("own FCN: real images", "normal_err_deg_fcn_real"),
-            ("judge FCN: rendered", "normal_err_deg_judge_rendered"),
-            ("judge FCN: real images", "normal_err_deg_judge_real")]
+    cols = [
+        ("own FCN: rendered", "normal_err_deg_fcn_rendered"),
+        ("own FCN: real images", "normal_err_deg_fcn_real"),
+        ("judge FCN: rendered", "normal_err_deg_judge_rendered"),
+        ("judge FCN: real images", "normal_err_deg_judge_real"),
+    ]
     if fid_key:
         cols.append((f"image FID ({fid_key})", fid_key))
     lines = [
@@ -198,8 +237,11 @@ def markdown(summary: dict, protocol: dict) -> str:
     for name in names:
         ref = next((k for k in summary[name] if k.endswith("_real_held_out")), None)
         if ref:
-            lines.append("| real held-out images (reference) | " + " | ".join(
-                "" for _ in cols[:-1]) + f" | {cell(summary[name][ref])} |")
+            lines.append(
+                "| real held-out images (reference) | "
+                + " | ".join("" for _ in cols[:-1])
+                + f" | {cell(summary[name][ref])} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -45,29 +45,43 @@ def run_one(name: str, variant: tuple[str, list[str]], steps: int, seed: int, ou
 
     config, extra = variant
     if config == "sgan-mnist":
-        phases = [f"train.phases.independent={steps * 3 // 4}",
-                  f"train.phases.joint={steps - steps * 3 // 4}"]
+        phases = [
+            f"train.phases.independent={steps * 3 // 4}",
+            f"train.phases.joint={steps - steps * 3 // 4}",
+        ]
     else:
         phases = [f"train.phases.independent={steps}", "train.phases.joint=0"]
-    overrides = extra + phases + [
-        f"train.seed={seed}", "train.ema=0.99", "train.ema_warmup=false", "train.progress=false",
-        "train.tensorboard=false", "train.sample_every=0", "train.checkpoint_every=0",
-        "model.encoder.pretrain_epochs=4", "eval.n=2000",
-    ]
+    overrides = (
+        extra
+        + phases
+        + [
+            f"train.seed={seed}",
+            "train.ema=0.99",
+            "train.ema_warmup=false",
+            "train.progress=false",
+            "train.tensorboard=false",
+            "train.sample_every=0",
+            "train.checkpoint_every=0",
+            "model.encoder.pretrain_epochs=4",
+            "eval.n=2000",
+        ]
+    )
     cfg = load_config(config, overrides)
     t0 = time.perf_counter()
     Trainer(cfg, out).fit()
     res = ganstack.load(out).evaluate(metrics=["acc", "is", "fid", "noise"], seed=seed)
-    metrics = {k.replace("_mnist5kcnn", ""): v
-               for k, v in res["metrics"].items() if not k.endswith("_std")}
+    metrics = {
+        k.replace("_mnist5kcnn", ""): v for k, v in res["metrics"].items() if not k.endswith("_std")
+    }
     metrics["seconds"] = time.perf_counter() - t0
     # Did the Q heads learn? Their MSE in the last logged interval (1/12 = 0.083: chance).
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     if cfg.model.ent_weight > 0:
         for i in range(len(cfg.model.z_dims)):
             metrics[f"q{i}_mse"] = last[f"loss/d{i}_ent"]
-    print(f"{name} seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()),
-          flush=True)
+    print(
+        f"{name} seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()), flush=True
+    )
     return metrics
 
 
@@ -75,8 +89,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=400, help="training steps per variant")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--resume", action="store_true",
-                    help="keep the runs already in the results file (same steps) and run the rest")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs already in the results file (same steps) and run the rest",
+    )
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     partial = RESULTS / "sgan_ablation.partial.json"  # every finished run, as it finishes
@@ -96,8 +113,15 @@ def main() -> None:
                     partial.write_text(json.dumps({"steps": args.steps, "runs": done}, indent=1))
                 runs.setdefault(name, []).append(done[key])
     partial.unlink(missing_ok=True)
-    keys = ["acc2k", "is2k", "fid2k_train4500", "noise_sensitivity_z0", "noise_sensitivity_z1",
-            "q0_mse", "q1_mse"]
+    keys = [
+        "acc2k",
+        "is2k",
+        "fid2k_train4500",
+        "noise_sensitivity_z0",
+        "noise_sensitivity_z1",
+        "q0_mse",
+        "q1_mse",
+    ]
     table = {}
     for name, rows in runs.items():
         table[name] = {}
@@ -106,20 +130,26 @@ def main() -> None:
             if vals:
                 sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
                 table[name][k] = {"mean": statistics.mean(vals), "std": sd, "n": len(vals)}
-    (RESULTS / "sgan_ablation.json").write_text(json.dumps(
-        {"steps": args.steps, "seeds": args.seeds, "runs": runs, "table": table}, indent=1))
-    head = ("| variant | cond. accuracy | IS | FID | noise sensitivity z0 | z1 "
-            "| Q0 MSE | Q1 MSE |\n"
-            "|---|---|---|---|---|---|---|---|\n")
+    (RESULTS / "sgan_ablation.json").write_text(
+        json.dumps(
+            {"steps": args.steps, "seeds": args.seeds, "runs": runs, "table": table}, indent=1
+        )
+    )
+    head = (
+        "| variant | cond. accuracy | IS | FID | noise sensitivity z0 | z1 "
+        "| Q0 MSE | Q1 MSE |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+    )
     lines = []
     for name, t in table.items():
         cells = [f"{t[k]['mean']:.3f} ± {t[k]['std']:.3f}" if k in t else "n/a" for k in keys]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    md = (f"{args.steps} steps per variant, seeds {args.seeds}, mean ± std over seeds; "
-          f"2,000 samples, classifier mnist5kcnn, FID against the 4,500 training digits; "
-          f"Q MSE: the posterior heads' error on z in the last 50 steps (1/12 = 0.083 is "
-          f"chance, n/a: no entropy loss).\n\n"
-          + head + "\n".join(lines) + "\n")
+    md = (
+        f"{args.steps} steps per variant, seeds {args.seeds}, mean ± std over seeds; "
+        f"2,000 samples, classifier mnist5kcnn, FID against the 4,500 training digits; "
+        f"Q MSE: the posterior heads' error on z in the last 50 steps (1/12 = 0.083 is "
+        f"chance, n/a: no entropy loss).\n\n" + head + "\n".join(lines) + "\n"
+    )
     (RESULTS / "sgan_ablation.md").write_text(md)
     print(md)
 

@@ -41,11 +41,18 @@ def run_one(variant: str, seed: int, steps: int, every: int, out: str) -> dict:
 
     run = Path(out)
     overrides = [
-        VARIANTS[variant], f"train.phases.independent={steps}", "train.phases.joint=0",
-        f"train.seed={seed}", "train.progress=false", "train.tensorboard=false",
-        "train.sample_every=0", f"train.checkpoint_every={every}",
-        f"train.keep_checkpoints={steps // every + 1}", "train.num_threads=1",
-        "model.encoder.pretrain_epochs=4", "eval.at_end=false",
+        VARIANTS[variant],
+        f"train.phases.independent={steps}",
+        "train.phases.joint=0",
+        f"train.seed={seed}",
+        "train.progress=false",
+        "train.tensorboard=false",
+        "train.sample_every=0",
+        f"train.checkpoint_every={every}",
+        f"train.keep_checkpoints={steps // every + 1}",
+        "train.num_threads=1",
+        "model.encoder.pretrain_epochs=4",
+        "eval.at_end=false",
         "train.ema_warmup=false",  # the EMA its stored results were measured with
     ]
     cfg = load_config("sgan-mnist-no-joint", overrides)
@@ -68,9 +75,15 @@ def run_one(variant: str, seed: int, steps: int, every: int, out: str) -> dict:
         grid = r.model.grid(10, 10, vary=["z0"], generator=torch.Generator().manual_seed(1))
         tag = "with" if variant == "with L_ent" else "without"
         save_grid(grid, RESULTS / f"sgan_entropy-{tag}.png")
-    print(f"{variant} seed {seed}: " + "; ".join(
-        f"step {p['step']} z0 {p['noise_sensitivity_z0']:.3f} z1 {p['noise_sensitivity_z1']:.3f}"
-        for p in points), flush=True)
+    print(
+        f"{variant} seed {seed}: "
+        + "; ".join(
+            f"step {p['step']} z0 {p['noise_sensitivity_z0']:.3f} "
+            f"z1 {p['noise_sensitivity_z1']:.3f}"
+            for p in points
+        ),
+        flush=True,
+    )
     return {"variant": variant, "seed": seed, "points": points}
 
 
@@ -82,12 +95,16 @@ def _fmt(values: list[float]) -> str:
 
 
 def table(runs: list[dict], steps: int, seeds: list[int]) -> str:
-    lines = [f"`sgan-mnist-no-joint`, {steps} steps, seeds {seeds}, mean ± std over seeds. "
-             "Noise sensitivity: output spread when only that level's noise varies, over the "
-             "spread of real data at that level (0: the noise is ignored). Q MSE: the posterior "
-             "head's error on z (1/12 = 0.083 is chance).", "",
-             "| step | z0 with L_ent | z0 without | ratio | z1 with L_ent | z1 without | ratio "
-             "| Q0 MSE | Q1 MSE |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"`sgan-mnist-no-joint`, {steps} steps, seeds {seeds}, mean ± std over seeds. "
+        "Noise sensitivity: output spread when only that level's noise varies, over the "
+        "spread of real data at that level (0: the noise is ignored). Q MSE: the posterior "
+        "head's error on z (1/12 = 0.083 is chance).",
+        "",
+        "| step | z0 with L_ent | z0 without | ratio | z1 with L_ent | z1 without | ratio "
+        "| Q0 MSE | Q1 MSE |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     by = {(r["variant"], p["step"]): [] for r in runs for p in r["points"]}
     for r in runs:
         for p in r["points"]:
@@ -119,13 +136,25 @@ def main() -> None:
         ap.error("--steps must be >= 1 and --every in [1, --steps]")
     RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run_one, v, s, args.steps, args.every, f"{tmp}/{i}-{s}")
-                   for s in args.seeds for i, v in enumerate(VARIANTS)]
+        futures = [
+            pool.submit(run_one, v, s, args.steps, args.every, f"{tmp}/{i}-{s}")
+            for s in args.seeds
+            for i, v in enumerate(VARIANTS)
+        ]
         runs = [f.result() for f in futures]
     md = table(runs, args.steps, args.seeds)
-    (RESULTS / "sgan_entropy.json").write_text(json.dumps(
-        {"config": "sgan-mnist-no-joint", "steps": args.steps, "every": args.every,
-         "seeds": args.seeds, "runs": runs}, indent=1))
+    (RESULTS / "sgan_entropy.json").write_text(
+        json.dumps(
+            {
+                "config": "sgan-mnist-no-joint",
+                "steps": args.steps,
+                "every": args.every,
+                "seeds": args.seeds,
+                "runs": runs,
+            },
+            indent=1,
+        )
+    )
     (RESULTS / "sgan_entropy.md").write_text(md)
     print(md)
 

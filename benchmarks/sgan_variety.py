@@ -43,21 +43,32 @@ NOW = ["train.ema_warmup=true", "train.phases.independent=1200", "train.phases.j
 LEVERS: dict[str, tuple[list[str], str]] = {
     "base": (OLD, "sgan-mnist before this study: EMA 0.999 from the first step, 1,500 + 300"),
     "warmup": (WARM, "EMA warm-up: decay min(0.999, (1+t)/(10+t)), 0.995 at the end"),
-    "ema0.99": (["train.ema=0.99", *OLD[1:], "train.ema_warmup=false"],
-                "a short constant EMA, decay 0.99"),
-    "warmup+ent50": ([*WARM, "model.ent_weights=[10,50]"],
-                     "warm-up, entropy weight 50 at the top level (10 at the bottom)"),
-    "warmup+cond0.1": ([*WARM, "model.cond_weights=[1,0.1]"],
-                       "warm-up, conditional weight 0.1 at the top level"),
+    "ema0.99": (
+        ["train.ema=0.99", *OLD[1:], "train.ema_warmup=false"],
+        "a short constant EMA, decay 0.99",
+    ),
+    "warmup+ent50": (
+        [*WARM, "model.ent_weights=[10,50]"],
+        "warm-up, entropy weight 50 at the top level (10 at the bottom)",
+    ),
+    "warmup+cond0.1": (
+        [*WARM, "model.cond_weights=[1,0.1]"],
+        "warm-up, conditional weight 0.1 at the top level",
+    ),
     "warmup+joint600": (NOW, "warm-up, 1,200 independent + 600 joint steps (the demo now)"),
-    "demo+dnoise": ([*NOW, "model.d_input_noise=[0,0.2]"],
-                    "the demo now, Gaussian noise of std 0.2 on D1's fc3 input (the CIFAR code's)"),
-    "demo+coupling": ([*NOW, "model.joint_coupling=0.01"],
-                      "the demo now, G1 gets 0.01 x G0's loss gradient in the joint phase "
-                      "(the CIFAR code's coupling)"),
-    "warmup+nojoint": (["train.ema_warmup=true", "train.phases.independent=1800",
-                        "train.phases.joint=0"],
-                       "warm-up, 1,800 independent steps and no joint phase (SGAN-no-joint)"),
+    "demo+dnoise": (
+        [*NOW, "model.d_input_noise=[0,0.2]"],
+        "the demo now, Gaussian noise of std 0.2 on D1's fc3 input (the CIFAR code's)",
+    ),
+    "demo+coupling": (
+        [*NOW, "model.joint_coupling=0.01"],
+        "the demo now, G1 gets 0.01 x G0's loss gradient in the joint phase "
+        "(the CIFAR code's coupling)",
+    ),
+    "warmup+nojoint": (
+        ["train.ema_warmup=true", "train.phases.independent=1800", "train.phases.joint=0"],
+        "warm-up, 1,800 independent steps and no joint phase (SGAN-no-joint)",
+    ),
 }
 
 METRICS = ["acc", "fid", "prdc"]
@@ -68,9 +79,22 @@ def train(lever: str, seed: int, work: Path, threads: int) -> Path:
     last = "independent" if "train.phases.joint=0" in LEVERS[lever][0] else "joint"
     if (out / "checkpoints" / f"phase-{last}.json").exists():  # finished: reuse it
         return out
-    cmd = [sys.executable, "-m", "ganstack", "train", "sgan-mnist", "--out", str(out),
-           "--resume", "--no-eval", f"train.seed={seed}", f"train.num_threads={threads}",
-           "train.progress=false", "train.tensorboard=false", *LEVERS[lever][0]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ganstack",
+        "train",
+        "sgan-mnist",
+        "--out",
+        str(out),
+        "--resume",
+        "--no-eval",
+        f"train.seed={seed}",
+        f"train.num_threads={threads}",
+        "train.progress=false",
+        "train.tensorboard=false",
+        *LEVERS[lever][0],
+    ]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     with open(work / f"{lever}-s{seed}.log", "w") as logf:
         subprocess.run(cmd, check=True, stdout=logf, stderr=subprocess.STDOUT, env=env)
@@ -97,13 +121,16 @@ def score(run_dir: Path, checkpoint: str | None = None) -> dict[str, dict[str, f
 
     def measure(images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         res = evaluate(images, labels, train_ds, held, METRICS, calibrate=False)
-        return {_short(k): round(v, 4) for k, v in res["metrics"].items()
-                if not k.endswith(("_std", "_shuffled")) and not k.startswith("class")}
+        return {
+            _short(k): round(v, 4)
+            for k, v in res["metrics"].items()
+            if not k.endswith(("_std", "_shuffled")) and not k.startswith("class")
+        }
 
     out: dict[str, dict[str, float]] = {}
     labels = torch.arange(N) % 10
     keep = m.ema
-    for weights in (["sampling", "live"] if keep is not None else ["live"]):
+    for weights in ["sampling", "live"] if keep is not None else ["live"]:
         m.ema = keep if weights == "sampling" else None
         with torch.no_grad():
             inputs = m.draw_inputs(N, labels.tolist(), generator=torch.Generator().manual_seed(1))
@@ -119,8 +146,7 @@ def score(run_dir: Path, checkpoint: str | None = None) -> dict[str, dict[str, f
     return out
 
 
-COLUMNS = ["acc", "fid", "fid_alt", "precision", "recall", "recall_alt", "coverage",
-           "coverage_alt"]
+COLUMNS = ["acc", "fid", "fid_alt", "precision", "recall", "recall_alt", "coverage", "coverage_alt"]
 
 
 def table(results: dict) -> str:
@@ -140,14 +166,16 @@ def table(results: dict) -> str:
             cells = [f"{vals[c]:.3g}" if c in vals else "–" for c in COLUMNS]
             lines.append(f"| {lever} | {seed} | {what} | " + " | ".join(cells) + " |")
     lines += ["", "Levers:", ""]
-    lines += [f"- `{k}`: {desc} ({' '.join(o) or 'no overrides'})"
-              for k, (o, desc) in LEVERS.items()]
+    lines += [
+        f"- `{k}`: {desc} ({' '.join(o) or 'no overrides'})" for k, (o, desc) in LEVERS.items()
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--work", default="runs/sgan_variety", help="where the runs are kept")

@@ -60,8 +60,12 @@ FLOP_OPS = ("conv", "mm", "addmm", "bmm", "baddbmm", "linear", "matmul")
 
 def _flop_op(key: str) -> bool:
     name = key.removeprefix("aten::")
-    return any(name == k or name.startswith(k) or name.endswith(k) or f"{k}_" in name
-               for k in FLOP_OPS) or "convolution" in name
+    return (
+        any(
+            name == k or name.startswith(k) or name.endswith(k) or f"{k}_" in name for k in FLOP_OPS
+        )
+        or "convolution" in name
+    )
 
 
 def training_data(cfg):  # type: ignore[no-untyped-def]
@@ -123,8 +127,11 @@ def measure(name: str, steps: int, repeats: int, overrides: list[str], tag: str 
         nonlocal step
         for _ in range(k):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                model.train_step(batcher.batch(step), phase,
-                                 Step(step, phase, step, cfg.train.batch_size, 1, len(train)))
+                model.train_step(
+                    batcher.batch(step),
+                    phase,
+                    Step(step, phase, step, cfg.train.batch_size, 1, len(train)),
+                )
             step += 1
 
     run(3)  # warm-up
@@ -164,8 +171,10 @@ def measure(name: str, steps: int, repeats: int, overrides: list[str], tag: str 
     extra = {}
     if bf16:
         bf16_peak = matmul_peak(dtype="bfloat16")
-        extra = {"bf16_matmul_peak_gflop_s": round(bf16_peak, 1),
-                 "fraction_of_bf16_peak": round(achieved / bf16_peak, 3)}
+        extra = {
+            "bf16_matmul_peak_gflop_s": round(bf16_peak, 1),
+            "fraction_of_bf16_peak": round(achieved / bf16_peak, 3),
+        }
     return {
         "overrides": overrides,
         "config": name,
@@ -204,8 +213,13 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "python": platform.python_version()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
 
 
 def main() -> None:
@@ -213,20 +227,30 @@ def main() -> None:
     ap.add_argument("configs", nargs="*", help="bundled config names (default: all)")
     ap.add_argument("--steps", type=int, default=5, help="training steps per timed run")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs (the median is kept)")
-    ap.add_argument("--out", default="speed",
-                    help="file stem of the results in benchmarks/results (default: speed)")
-    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                    help="config overrides for every config, e.g. train.precision=bf16")
+    ap.add_argument(
+        "--out",
+        default="speed",
+        help="file stem of the results in benchmarks/results (default: speed)",
+    )
+    ap.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides for every config, e.g. train.precision=bf16",
+    )
     ap.add_argument("--tag", default="", help="suffix of the profile files (profile-CONFIG-TAG)")
-    ap.add_argument("--table", action="store_true",
-                    help="only rewrite OUT.md from OUT.json (no measurement)")
+    ap.add_argument(
+        "--table", action="store_true", help="only rewrite OUT.md from OUT.json (no measurement)"
+    )
     ap.add_argument("--_one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.table:
         result = json.loads((RESULTS / f"{args.out}.json").read_text())
-        (RESULTS / f"{args.out}.md").write_text(table(result, result["rows"][0].get(
-            "overrides", [])))
+        (RESULTS / f"{args.out}.md").write_text(
+            table(result, result["rows"][0].get("overrides", []))
+        )
         print((RESULTS / f"{args.out}.md").read_text())
         return
     if args._one:
@@ -239,23 +263,41 @@ def main() -> None:
     else:  # the configs on embedded data: CPU demos first, then the paper-width ones
         from ganstack.config import load_config
 
-        embedded = [n for n in bundled_configs()
-                    if load_config(n).data.name in ("mnist5k", "shapes", "rooms")]
+        embedded = [
+            n
+            for n in bundled_configs()
+            if load_config(n).data.name in ("mnist5k", "shapes", "rooms")
+        ]
         names = [n for n in embedded if not n.endswith("-paper")]
         names += [n for n in embedded if n.endswith("-paper")]
     rows = []
     for name in names:
         extra = ["--tag", args.tag] + (["--set", *args.set] if args.set else [])
-        out = subprocess.run([sys.executable, __file__, "--_one", name, "--steps",
-                              str(args.steps), "--repeats", str(args.repeats), *extra],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--_one",
+                name,
+                "--steps",
+                str(args.steps),
+                "--repeats",
+                str(args.repeats),
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+        )
         if out.returncode != 0:
             print(f"{name}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
             continue
         row = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(row)
-        print(f"{name}: {row['train_images_per_s']} img/s training, "
-              f"{row['fraction_of_peak']:.0%} of peak", flush=True)
+        print(
+            f"{name}: {row['train_images_per_s']} img/s training, "
+            f"{row['fraction_of_peak']:.0%} of peak",
+            flush=True,
+        )
     result = {"machine": machine(), "rows": rows}
     (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=1))
     md = table(result, args.set)
@@ -272,29 +314,43 @@ def table(result: dict, overrides: list[str]) -> str:
     for r in rows:
         r["fraction_of_peak"] = r["achieved_gflop_s"] / peak
         r["matmul_peak_gflop_s"] = round(peak, 1)
-    head = ("| config | train img/s | step ms | sample img/s | GFLOP/step | GFLOP/s | "
-            "matmul peak | of peak | time in conv/matmul | their GFLOP/s | ops/step | "
-            "train peak RSS MiB | peak RSS MiB |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-    lines = [f"| {r['config']} | {r['train_images_per_s']} | {r['train_step_ms']} | "
-             f"{r['sample_images_per_s']} | {r['gflop_per_step']} | {r['achieved_gflop_s']} | "
-             f"{r['matmul_peak_gflop_s']} | {r['fraction_of_peak']:.0%} | "
-             f"{r.get('conv_matmul_time_share', 0):.0%} | {r.get('conv_matmul_gflop_s', 'n/a')} | "
-             f"{r.get('aten_ops_per_step', 'n/a')} | "
-             f"{r.get('train_peak_rss_mib', 'n/a')} | {r['peak_rss_mib']} |"
-             for r in rows]
+    head = (
+        "| config | train img/s | step ms | sample img/s | GFLOP/step | GFLOP/s | "
+        "matmul peak | of peak | time in conv/matmul | their GFLOP/s | ops/step | "
+        "train peak RSS MiB | peak RSS MiB |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = [
+        f"| {r['config']} | {r['train_images_per_s']} | {r['train_step_ms']} | "
+        f"{r['sample_images_per_s']} | {r['gflop_per_step']} | {r['achieved_gflop_s']} | "
+        f"{r['matmul_peak_gflop_s']} | {r['fraction_of_peak']:.0%} | "
+        f"{r.get('conv_matmul_time_share', 0):.0%} | {r.get('conv_matmul_gflop_s', 'n/a')} | "
+        f"{r.get('aten_ops_per_step', 'n/a')} | "
+        f"{r.get('train_peak_rss_mib', 'n/a')} | {r['peak_rss_mib']} |"
+        for r in rows
+    ]
     if any("fraction_of_bf16_peak" in r for r in rows):  # bf16 runs: their own peak too
         head = head.replace("| of peak |", "| of peak | bf16 peak | of bf16 peak |", 1).replace(
-            "|---|---|\n", "|---|---|---|---|\n", 1)
-        lines = [x.replace(f"| {r['fraction_of_peak']:.0%} |",
-                           f"| {r['fraction_of_peak']:.0%} | {r.get('bf16_matmul_peak_gflop_s')} | "
-                           f"{r.get('fraction_of_bf16_peak', 0):.0%} |", 1)
-                 for x, r in zip(lines, rows, strict=True)]
+            "|---|---|\n", "|---|---|---|---|\n", 1
+        )
+        lines = [
+            x.replace(
+                f"| {r['fraction_of_peak']:.0%} |",
+                f"| {r['fraction_of_peak']:.0%} | {r.get('bf16_matmul_peak_gflop_s')} | "
+                f"{r.get('fraction_of_bf16_peak', 0):.0%} |",
+                1,
+            )
+            for x, r in zip(lines, rows, strict=True)
+        ]
     m = result["machine"]
-    return (f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['threads']} "
-            f"threads); fp32 matmul peak {peak:.1f} GFLOP/s (median of the run)."
-            + (f" Overrides: {' '.join(overrides)}." if overrides else "")
-            + f"\n\n{head}" + "\n".join(lines) + "\n")
+    return (
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['threads']} "
+        f"threads); fp32 matmul peak {peak:.1f} GFLOP/s (median of the run)."
+        + (f" Overrides: {' '.join(overrides)}." if overrides else "")
+        + f"\n\n{head}"
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

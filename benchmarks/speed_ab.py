@@ -102,14 +102,26 @@ def main() -> None:
             run(v, args.steps)
             times[v].append((time.perf_counter() - t) / args.steps)
     base = statistics.median(times["base"])
-    rows = {v: {"step_ms": round(statistics.median(t) * 1000, 2),
-                "ratio_to_base": round(statistics.median(t) / base, 3),
-                "runs_ms": [round(x * 1000, 1) for x in t]} for v, t in times.items()}
-    out = {"config": args.config, "batch_size": runs["base"][3], "steps_per_run": args.steps,
-           "repeats": args.repeats, "threads": torch.get_num_threads(), "variants": rows}
+    rows = {
+        v: {
+            "step_ms": round(statistics.median(t) * 1000, 2),
+            "ratio_to_base": round(statistics.median(t) / base, 3),
+            "runs_ms": [round(x * 1000, 1) for x in t],
+        }
+        for v, t in times.items()
+    }
+    out = {
+        "config": args.config,
+        "batch_size": runs["base"][3],
+        "steps_per_run": args.steps,
+        "repeats": args.repeats,
+        "threads": torch.get_num_threads(),
+        "variants": rows,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.out or 'speed_ab-' + args.config}.json").write_text(
-        json.dumps(out, indent=1))
+        json.dumps(out, indent=1)
+    )
     for v, r in rows.items():
         print(f"{args.config} {v}: {r['step_ms']} ms a step, {r['ratio_to_base']:.3f} x base")
 

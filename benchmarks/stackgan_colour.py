@@ -33,20 +33,30 @@ def run_one(alpha: float, steps: int, seed: int, out: Path) -> dict:
     from ganstack.config import load_config
     from ganstack.train.trainer import Trainer
 
-    cfg = load_config("stackgan-v2-shapes-uncond", [
-        f"model.colour_weight={alpha}", f"train.phases.joint={steps}", f"train.seed={seed}",
-        "train.progress=false", "train.tensorboard=false", "train.sample_every=0",
-        "train.checkpoint_every=0", "eval.n=2000",
-    ])
+    cfg = load_config(
+        "stackgan-v2-shapes-uncond",
+        [
+            f"model.colour_weight={alpha}",
+            f"train.phases.joint={steps}",
+            f"train.seed={seed}",
+            "train.progress=false",
+            "train.tensorboard=false",
+            "train.sample_every=0",
+            "train.checkpoint_every=0",
+            "eval.n=2000",
+        ],
+    )
     t0 = time.perf_counter()
     with Trainer(cfg, out) as t:
         t.fit()
     res = ganstack.load(out).evaluate(metrics=["colour", "fid", "fid_scales"], seed=seed)
-    m = {k.replace("_shapescnn", "").replace("_train5520", ""): v
-         for k, v in res["metrics"].items()}
+    m = {
+        k.replace("_shapescnn", "").replace("_train5520", ""): v for k, v in res["metrics"].items()
+    }
     m["seconds"] = time.perf_counter() - t0
-    print(f"alpha {alpha} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()),
-          flush=True)
+    print(
+        f"alpha {alpha} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()), flush=True
+    )
     return m
 
 
@@ -82,9 +92,15 @@ def main() -> None:
             for seed in args.seeds:
                 out = Path(tmp) / f"alpha{alpha:g}-{seed}"
                 runs.setdefault(f"{alpha:g}", []).append(run_one(alpha, args.steps, seed, out))
-    keys = ["colour_mean2k_scale0_scale1", "colour_mean2k_scale1_image",
-            "colour_cov2k_scale0_scale1", "colour_cov2k_scale1_image",
-            "fid2k_scale0", "fid2k_scale1", "fid2k"]
+    keys = [
+        "colour_mean2k_scale0_scale1",
+        "colour_mean2k_scale1_image",
+        "colour_cov2k_scale0_scale1",
+        "colour_cov2k_scale1_image",
+        "fid2k_scale0",
+        "fid2k_scale1",
+        "fid2k",
+    ]
     table = {}
     for alpha, rows in runs.items():
         table[alpha] = {}
@@ -94,23 +110,40 @@ def main() -> None:
                 sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
                 table[alpha][k] = {"mean": statistics.mean(vals), "std": sd, "n": len(vals)}
     real = real_distances()
-    (RESULTS / "stackgan_colour.json").write_text(json.dumps(
-        {"steps": args.steps, "seeds": args.seeds, "runs": runs, "table": table,
-         "real": real}, indent=1))
-    head = ("| alpha | mean dist 16->32 | mean dist 32->64 | cov dist 16->32 | cov dist 32->64 "
-            "| FID 16 | FID 32 | FID 64 |\n|---|---|---|---|---|---|---|---|\n")
+    (RESULTS / "stackgan_colour.json").write_text(
+        json.dumps(
+            {"steps": args.steps, "seeds": args.seeds, "runs": runs, "table": table, "real": real},
+            indent=1,
+        )
+    )
+    head = (
+        "| alpha | mean dist 16->32 | mean dist 32->64 | cov dist 16->32 | cov dist 32->64 "
+        "| FID 16 | FID 32 | FID 64 |\n|---|---|---|---|---|---|---|---|\n"
+    )
     lines = []
     for alpha, t in table.items():
-        cells = [f"{t[k]['mean']:.4f} ± {t[k]['std']:.4f}" if k.startswith("colour") else
-                 f"{t[k]['mean']:.1f} ± {t[k]['std']:.1f}" for k in keys if k in t]
+        cells = [
+            f"{t[k]['mean']:.4f} ± {t[k]['std']:.4f}"
+            if k.startswith("colour")
+            else f"{t[k]['mean']:.1f} ± {t[k]['std']:.1f}"
+            for k in keys
+            if k in t
+        ]
         lines.append(f"| {alpha} | " + " | ".join(cells) + " |")
-    lines.append("| real images (down-scales) | " + " | ".join(
-        f"{real[k]:.4f}" for k in keys[:4]) + " | | | |")
-    md = (f"StackGAN-v2 unconditional shapes demo, {args.steps} steps per run, seeds "
-          f"{args.seeds}, mean ± std over seeds; 2,000 samples; colour distances between "
-          f"neighbouring scales of the same sample (pixels in [-1, 1]); FID with the shapes "
-          f"classifier against the training split, coarser scales enlarged to 64.\n\n"
-          + head + "\n".join(lines) + "\n")
+    lines.append(
+        "| real images (down-scales) | "
+        + " | ".join(f"{real[k]:.4f}" for k in keys[:4])
+        + " | | | |"
+    )
+    md = (
+        f"StackGAN-v2 unconditional shapes demo, {args.steps} steps per run, seeds "
+        f"{args.seeds}, mean ± std over seeds; 2,000 samples; colour distances between "
+        f"neighbouring scales of the same sample (pixels in [-1, 1]); FID with the shapes "
+        f"classifier against the training split, coarser scales enlarged to 64.\n\n"
+        + head
+        + "\n".join(lines)
+        + "\n"
+    )
     (RESULTS / "stackgan_colour.md").write_text(md)
     print(md)
 

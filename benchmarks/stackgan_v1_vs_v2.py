@@ -29,8 +29,14 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-COMMON = ["train.progress=false", "train.tensorboard=false", "train.sample_every=0",
-          "train.checkpoint_every=0", "train.num_threads=1", "eval.at_end=false"]
+COMMON = [
+    "train.progress=false",
+    "train.tensorboard=false",
+    "train.sample_every=0",
+    "train.checkpoint_every=0",
+    "train.num_threads=1",
+    "eval.at_end=false",
+]
 
 
 def overrides(model: str, steps: int, seed: int) -> list[str]:
@@ -39,9 +45,12 @@ def overrides(model: str, steps: int, seed: int) -> list[str]:
         return extra + [f"train.phases.joint={steps}"]
     s1 = steps // 2
     s2 = steps - s1
-    return extra + [f"train.phases.stage1={s1}", f"train.phases.stage2={s2}",
-                    f"model.lr_decay_every={max(1, s1 // 3)}",
-                    f"model.stage2_lr_decay_every={max(1, s2 // 3)}"]
+    return extra + [
+        f"train.phases.stage1={s1}",
+        f"train.phases.stage2={s2}",
+        f"model.lr_decay_every={max(1, s1 // 3)}",
+        f"model.stage2_lr_decay_every={max(1, s2 // 3)}",
+    ]
 
 
 def tidy(metrics: dict[str, float]) -> dict[str, float]:
@@ -67,8 +76,10 @@ def reuse_run(run: Path, cfg) -> float:  # type: ignore[no-untyped-def]
             raise SystemExit(f"{run}: its {part} config differs from the bundled one")
     for key in ("phases", "batch_size", "seed", "ema"):
         if getattr(got.train, key) != getattr(cfg.train, key):
-            raise SystemExit(f"{run}: train.{key} is {getattr(got.train, key)}, the benchmark "
-                             f"needs {getattr(cfg.train, key)}")
+            raise SystemExit(
+                f"{run}: train.{key} is {getattr(got.train, key)}, the benchmark "
+                f"needs {getattr(cfg.train, key)}"
+            )
     last = list(cfg.train.phases)[-1]
     if not (run / "checkpoints" / f"phase-{last}.json").exists():
         raise SystemExit(f"{run} has not finished training (no phase-{last} checkpoint)")
@@ -76,8 +87,15 @@ def reuse_run(run: Path, cfg) -> float:  # type: ignore[no-untyped-def]
     return float(rows[-1]["elapsed_s"])
 
 
-def run_one(model: str, steps: int, seed: int, n: int, out: Path,
-            existing: Path | None = None, extra: list[str] | None = None) -> dict:
+def run_one(
+    model: str,
+    steps: int,
+    seed: int,
+    n: int,
+    out: Path,
+    existing: Path | None = None,
+    extra: list[str] | None = None,
+) -> dict:
     import ganstack
     from ganstack.config import load_config
     from ganstack.train.trainer import Trainer
@@ -113,9 +131,11 @@ def run_one(model: str, steps: int, seed: int, n: int, out: Path,
 
 
 def table(results: dict[str, dict]) -> str:
-    lines = ["| model | G updates (images) | train time | output | FID (at 64x64) | IS | "
-             "caption attr | caption all | caption attr, shuffled |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | G updates (images) | train time | output | FID (at 64x64) | IS | "
+        "caption attr | caption all | caption attr, shuffled |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in results.items():
         m = r["metrics"]
         for out in r["outputs"]:
@@ -138,10 +158,17 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=2000, help="samples per evaluation")
     p.add_argument("--runs", help="keep the run directories here (default: a temporary one)")
-    p.add_argument("--also-tf", action="store_true", help="also train StackGAN-v1 with "
-                   "model.variant=tf (D conditioned on the raw text, LeakyReLU CA)")
-    p.add_argument("--v2-run", type=Path, help="an existing stackgan-v2-shapes run to evaluate "
-                   "instead of training v2")
+    p.add_argument(
+        "--also-tf",
+        action="store_true",
+        help="also train StackGAN-v1 with "
+        "model.variant=tf (D conditioned on the raw text, LeakyReLU CA)",
+    )
+    p.add_argument(
+        "--v2-run",
+        type=Path,
+        help="an existing stackgan-v2-shapes run to evaluate instead of training v2",
+    )
     args = p.parse_args()
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,15 +180,19 @@ def main() -> None:
         for name, model, folder, extra in todo:
             print(f"training {name} for {args.steps} G updates ...", flush=True)
             existing = args.v2_run if model == "v2" else None
-            results[name] = run_one(model, args.steps, args.seed, args.n, root / folder,
-                                    existing, extra)
+            results[name] = run_one(
+                model, args.steps, args.seed, args.n, root / folder, existing, extra
+            )
             print(json.dumps(results[name]["metrics"], indent=1), flush=True)
     real = next(iter(results.values()))["protocol"].get("real_data", {})
     doc = {
         "what": "StackGAN-v1 vs StackGAN-v2 shapes demos, equal generator updates and images",
-        "steps": args.steps, "seed": args.seed, "samples": args.n,
+        "steps": args.steps,
+        "seed": args.seed,
+        "samples": args.n,
         "measured_with": "1 torch thread on a shared 2-core CPU (other jobs running)",
-        "real_held_out": real, "results": results,
+        "real_held_out": real,
+        "results": results,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "stackgan_v1_vs_v2.json").write_text(json.dumps(doc, indent=1) + "\n")

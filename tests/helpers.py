@@ -23,8 +23,12 @@ def final_state(run: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in tensors.items() if k.startswith(("model/", "optim/"))}
 
 
-def assert_resume_is_exact(cfg, tmp_path: Path, stop_at: int | Sequence[int] = 3,  # type: ignore[no-untyped-def]
-                           straight: Path | None = None) -> None:
+def assert_resume_is_exact(
+    cfg,
+    tmp_path: Path,
+    stop_at: int | Sequence[int] = 3,  # type: ignore[no-untyped-def]
+    straight: Path | None = None,
+) -> None:
     """Train ``cfg`` straight through, and again stopped after ``stop_at`` steps (in all) and
     resumed: the logged losses and the final weights and optimizer state must be identical.
 

@@ -24,16 +24,19 @@ from ganstack.train import checkpoint as ckpt
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
-def run_overrides(tiny_overrides: list[str], phases: dict[str, int],
-                  checkpoint_every: int) -> list[str]:
+def run_overrides(
+    tiny_overrides: list[str], phases: dict[str, int], checkpoint_every: int
+) -> list[str]:
     """A model's tiny overrides with these phase lengths, one thread, no EMA, no evaluation."""
     drop = ("train.phases", "train.checkpoint_every")
     return [o for o in tiny_overrides if not o.startswith(drop)] + [
         *(f"train.phases.{name}={steps}" for name, steps in phases.items()),
-        f"train.checkpoint_every={checkpoint_every}", "train.num_threads=1",
+        f"train.checkpoint_every={checkpoint_every}",
+        "train.num_threads=1",
         # The EMA's batch-norm recalibration costs ~1 s per checkpoint on CPU; without it a
         # checkpoint every step is affordable.
-        "train.ema=0", "eval.at_end=false",
+        "train.ema=0",
+        "eval.at_end=false",
     ]
 
 
@@ -58,13 +61,17 @@ def leftovers(ckdir: Path) -> list[str]:
     """Evidence of a write cut short: temporaries, or weights without their JSON record."""
     names = set(os.listdir(ckdir)) if ckdir.is_dir() else set()
     tmp = [n for n in names if n.startswith(".") and n.endswith(".tmp")]
-    orphans = [n for n in names if n.endswith(".safetensors")
-               and n.replace(".safetensors", ".json") not in names]
+    orphans = [
+        n
+        for n in names
+        if n.endswith(".safetensors") and n.replace(".safetensors", ".json") not in names
+    ]
     return sorted(tmp + orphans)
 
 
-def _wait_for(cond: Callable[[], bool], proc: subprocess.Popen, timeout: float = 60.0,
-              poll: float = 0.02) -> bool:
+def _wait_for(
+    cond: Callable[[], bool], proc: subprocess.Popen, timeout: float = 60.0, poll: float = 0.02
+) -> bool:
     """True once ``cond()`` holds; False if the process ends first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -97,8 +104,18 @@ class KilledRun:
 
     def start(self, i: int) -> tuple[subprocess.Popen, Path]:
         log = self.tmp / f"log{i}.txt"
-        cmd = [sys.executable, "-m", "ganstack", "train", self.config, "--out", str(self.run),
-               "--no-eval", *(["--resume"] if i else []), *self.overrides]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ganstack",
+            "train",
+            self.config,
+            "--out",
+            str(self.run),
+            "--no-eval",
+            *(["--resume"] if i else []),
+            *self.overrides,
+        ]
         with open(log, "w") as f:
             return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=ENV), log
 
@@ -123,8 +140,11 @@ class KilledRun:
             if i % 2:  # while a checkpoint is being written: as soon as a temporary file shows
                 skip = self.rng.randrange(3)  # let 0-2 checkpoint writes pass first
                 for j in range(skip + 1):
-                    seen = _wait_for(lambda: any(n.endswith(".tmp") for n in os.listdir(ckdir)),
-                                     proc, poll=0.0005)
+                    seen = _wait_for(
+                        lambda: any(n.endswith(".tmp") for n in os.listdir(ckdir)),
+                        proc,
+                        poll=0.0005,
+                    )
                     if j < skip:
                         time.sleep(0.03)
             else:  # at a random moment
@@ -147,8 +167,9 @@ class KilledRun:
             _, tensors = ckpt.read_checkpoint(found[-1])  # checks the SHA-256
             assert any(k.startswith("model/") for k in tensors)
             for path in found[:-1]:
-                if (not (ckdir / f"{path.stem}.safetensors").exists()
-                        and path.stem.startswith("step-")):
+                if not (ckdir / f"{path.stem}.safetensors").exists() and path.stem.startswith(
+                    "step-"
+                ):
                     s.half_pruned += 1
                     continue
                 ckpt.read_checkpoint(path)

@@ -14,11 +14,25 @@ def _cifar_folder(tmp_path, n=6):
     folder.mkdir()
     rng = np.random.default_rng(0)
     for i in range(1, 6):
-        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 b"labels": [int(v) for v in rng.integers(0, 10, n)]}
+        batch = {
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"labels": [int(v) for v in rng.integers(0, 10, n)],
+        }
         (folder / f"data_batch_{i}").write_bytes(pickle.dumps(batch, protocol=2))
-    meta = {b"label_names": [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog",
-                             b"frog", b"horse", b"ship", b"truck"]}
+    meta = {
+        b"label_names": [
+            b"airplane",
+            b"automobile",
+            b"bird",
+            b"cat",
+            b"deer",
+            b"dog",
+            b"frog",
+            b"horse",
+            b"ship",
+            b"truck",
+        ]
+    }
     (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
     return tmp_path, folder
 

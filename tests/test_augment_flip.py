@@ -34,8 +34,10 @@ FLIP = ["data.flip=true", "model.augment=false"]
 def test_mirror_caption_swaps_left_and_right_words_only():
     assert mirror_caption("a red star at the top left") == "a red star at the top right"
     assert mirror_caption("Right of the LEFT box, left") == "Left of the RIGHT box, right"
-    assert mirror_caption("a bright leftover in the upper right corner") == \
-        "a bright leftover in the upper left corner"
+    assert (
+        mirror_caption("a bright leftover in the upper right corner")
+        == "a bright leftover in the upper left corner"
+    )
     assert mirror_caption("a blue disc in the middle") == "a blue disc in the middle"
     for text in ("the left wing", "a green box in the lower right corner"):
         assert mirror_caption(mirror_caption(text)) == text
@@ -79,8 +81,14 @@ def test_mirror_batch_flips_only_the_chosen_samples_and_swaps_their_conditions()
     emb, emb_m = torch.randn(4, 10, 6), torch.randn(4, 10, 6)
     attrs = torch.randint(0, 5, (4, 7))
     labels = torch.arange(4)
-    batch = {"images": images, "labels": labels, "embeddings": emb, "embeddings_mirror": emb_m,
-             "attributes": attrs, "attributes_mirror": attrs + 10}
+    batch = {
+        "images": images,
+        "labels": labels,
+        "embeddings": emb,
+        "embeddings_mirror": emb_m,
+        "attributes": attrs,
+        "attributes_mirror": attrs + 10,
+    }
     mask = torch.tensor([True, False, False, True])
     out = mirror_batch(batch, mask)
     assert set(out) == {"images", "labels", "embeddings", "attributes"}
@@ -92,8 +100,9 @@ def test_mirror_batch_flips_only_the_chosen_samples_and_swaps_their_conditions()
 
 
 def _flip_data(**kw):
-    cfg = DataConfig(name="shapes", num_images=240, resolution=32, eval_size=48,
-                     text_dim=64, flip=True, **kw)
+    cfg = DataConfig(
+        name="shapes", num_images=240, resolution=32, eval_size=48, text_dim=64, flip=True, **kw
+    )
     return load_dataset(cfg)
 
 
@@ -110,12 +119,14 @@ def test_mirrored_embeddings_encode_the_mirrored_captions():
             if mirror_caption(text) == text:
                 assert torch.equal(emb_m[i, j], emb[i, j])
     assert changed > 20
-    assert torch.equal(train.extras["attributes_mirror"],
-                       mirror_attributes(train.extras["attributes"]))
+    assert torch.equal(
+        train.extras["attributes_mirror"], mirror_attributes(train.extras["attributes"])
+    )
     assert held.meta["flip"] and "embeddings_mirror" in held.extras  # split keeps them
     # The same data without the flip has the same fingerprint: the same domain classifier.
-    plain_train, plain_held = load_dataset(DataConfig(name="shapes", num_images=240,
-                                                      resolution=32, eval_size=48, text_dim=64))
+    plain_train, plain_held = load_dataset(
+        DataConfig(name="shapes", num_images=240, resolution=32, eval_size=48, text_dim=64)
+    )
     assert train.fingerprint() == plain_train.fingerprint()
     assert held.fingerprint() == plain_held.fingerprint()
     # Without left or right in any caption, the embeddings are kept, not re-encoded.
@@ -148,8 +159,9 @@ def test_batcher_flips_half_of_each_batch_with_the_conditions_that_match():
         idx = batcher.indices(step)
         for b in range(24):
             m = bool(mask[b])
-            assert torch.equal(out["images"][b], raw["images"][b].flip(2) if m else
-                               raw["images"][b])
+            assert torch.equal(
+                out["images"][b], raw["images"][b].flip(2) if m else raw["images"][b]
+            )
             key = "embeddings_mirror" if m else "embeddings"
             assert torch.equal(out["embeddings"][b], train.extras[key][idx[b]])
             assert torch.equal(out["labels"][b], raw["labels"][b])
@@ -180,8 +192,9 @@ def test_flip_masks_are_the_same_for_any_number_of_processes():
 
 
 def test_without_the_option_nothing_changes():
-    train, _ = load_dataset(DataConfig(name="shapes", num_images=96, resolution=16,
-                                       eval_size=48, text_dim=32))
+    train, _ = load_dataset(
+        DataConfig(name="shapes", num_images=96, resolution=16, eval_size=48, text_dim=32)
+    )
     assert "flip" not in train.meta and not any(k.endswith("_mirror") for k in train.extras)
     batcher = Batcher(train, 8, seed=0)
     assert not batcher.flip
@@ -200,8 +213,16 @@ def test_flip_option_is_checked():
     with pytest.raises(DataError, match="cannot"):
         load_dataset(DataConfig(name="mnist5k", eval_size=0, flip=True))
     with pytest.raises(DataError, match="pickle"):
-        load_dataset(DataConfig(name="shapes", num_images=20, resolution=8, eval_size=0,
-                                flip=True, text_encoder="pickle"))
+        load_dataset(
+            DataConfig(
+                name="shapes",
+                num_images=20,
+                resolution=8,
+                eval_size=0,
+                flip=True,
+                text_encoder="pickle",
+            )
+        )
 
 
 def test_make_shapes_mirror_adds_only_the_mirror_extras():

@@ -20,8 +20,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "baseline.py"
 # As tests/test_stackgan_v2.py: 16x16 shapes, with the demo's tree shrunk to match (the demo
 # model is built to learn how it is conditioned).
-TINY_SHAPES = ["data.resolution=16", "data.num_images=96", "data.eval_size=48",
-               "data.text_dim=32", "model.base_size=4", "model.branches=3"]
+TINY_SHAPES = [
+    "data.resolution=16",
+    "data.num_images=96",
+    "data.eval_size=48",
+    "data.text_dim=32",
+    "model.base_size=4",
+    "model.branches=3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +53,11 @@ def test_size_plan(baseline):
 def test_networks_mnist_class_conditional(baseline):
     g, d = baseline.build_networks((1, 28, 28), "class", 10)
     convs = [m for m in g.main if isinstance(m, torch.nn.ConvTranspose2d)]
-    assert [(m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0]) for m in convs] == \
-        [(110, 128, 7, 1), (128, 64, 4, 2), (64, 1, 4, 2)]
+    assert [(m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0]) for m in convs] == [
+        (110, 128, 7, 1),
+        (128, 64, 4, 2),
+        (64, 1, 4, 2),
+    ]
     assert d.main[0].in_channels == 1 + 10
     z, y = torch.randn(5, 100), torch.nn.functional.one_hot(torch.arange(5), 10).float()
     x = g(z, y)
@@ -102,8 +111,11 @@ def _quick_classifiers(monkeypatch: pytest.MonkeyPatch) -> None:
     ev = importlib.import_module("ganstack.metrics.evaluate")
     original = getattr(ev, "recipe_for", None)
     if original is not None:
-        monkeypatch.setattr(ev, "recipe_for", lambda ds, arch="cnn": dataclasses.replace(
-            original(ds, arch), epochs=1))
+        monkeypatch.setattr(
+            ev,
+            "recipe_for",
+            lambda ds, arch="cnn": dataclasses.replace(original(ds, arch), epochs=1),
+        )
 
 
 def test_tiny_mnist_run_writes_result(baseline, mnist_dir, tmp_path, monkeypatch, capsys):
@@ -111,12 +123,39 @@ def test_tiny_mnist_run_writes_result(baseline, mnist_dir, tmp_path, monkeypatch
     _quick_classifiers(monkeypatch)
     out = tmp_path / "res" / "baseline.json"
     sets = ["data.name=mnist", f"data.path={mnist_dir}", "data.eval_size=50", "eval.n=100"]
-    result = baseline.main(["sgan-mnist", "--steps", "3", "--seed", "3", "--threads", "1",
-                            "--out", str(out), "--bundle", "--no-progress", "--set", *sets])
+    result = baseline.main(
+        [
+            "sgan-mnist",
+            "--steps",
+            "3",
+            "--seed",
+            "3",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+            "--bundle",
+            "--no-progress",
+            "--set",
+            *sets,
+        ]
+    )
     saved = json.loads(out.read_text())
     assert saved["steps"] == result["steps"] == 3 and saved["budget"] == "steps"
-    for key in ("config", "seed", "minutes", "steps", "images_seen", "images_per_s", "cpu",
-                "torch", "threads", "command", "metrics", "protocol"):
+    for key in (
+        "config",
+        "seed",
+        "minutes",
+        "steps",
+        "images_seen",
+        "images_per_s",
+        "cpu",
+        "torch",
+        "threads",
+        "command",
+        "metrics",
+        "protocol",
+    ):
         assert key in saved, key
     assert saved["config"] == "sgan-mnist" and saved["seed"] == 3 and saved["threads"] == 1
     assert saved["images_seen"] == 64 * saved["steps"]
@@ -133,16 +172,18 @@ def test_tiny_mnist_run_writes_result(baseline, mnist_dir, tmp_path, monkeypatch
 
 def test_budgets_wall_time_steps_and_equal_time(baseline, tmp_path, monkeypatch):
     def budget(*argv: str) -> tuple:
-        return baseline.training_budget(baseline.parse_args(["lapgan-mnist", *argv]),
-                                        "lapgan-mnist")
+        return baseline.training_budget(
+            baseline.parse_args(["lapgan-mnist", *argv]), "lapgan-mnist"
+        )
 
     monkeypatch.setattr(baseline, "RESULTS", tmp_path)
     assert budget("--minutes", "2.5") == (2.5, None, "wall time")
     assert budget("--steps", "7") == (None, 7, "steps")
     with pytest.raises(SystemExit, match="demo_time.py lapgan-mnist"):
         budget("--equal-time")  # no timing yet: says which command makes it
-    timing = {"configs": [{"config": "lapgan-mnist", "train_minutes": 9.8,
-                           "baseline_step_ms": 105.0}]}
+    timing = {
+        "configs": [{"config": "lapgan-mnist", "train_minutes": 9.8, "baseline_step_ms": 105.0}]
+    }
     (tmp_path / "demo_time.json").write_text(json.dumps(timing))
     minutes, steps, how = budget("--equal-time")
     assert (minutes, steps) == (9.8, round(9.8 * 60_000 / 105.0)) and "105.0 ms" in how

@@ -14,12 +14,29 @@ from ganstack.cli import main
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, mnist_dir):
     out = tmp_path_factory.mktemp("cli") / "run"
-    code = main(["-q", "train", "sgan-mnist", "--out", str(out), "--no-eval",
-                 "data.name=mnist", f"data.path={mnist_dir}", "data.eval_size=50",
-                 "model.width=0.25", "model.feature_hidden=32", "model.feature_disc_hidden=32",
-                 "model.encoder.pretrain_epochs=1", "train.batch_size=25",
-                 "train.phases.independent=3", "train.phases.joint=2", "train.progress=false",
-                 "train.tensorboard=false", "eval.n=100"])
+    code = main(
+        [
+            "-q",
+            "train",
+            "sgan-mnist",
+            "--out",
+            str(out),
+            "--no-eval",
+            "data.name=mnist",
+            f"data.path={mnist_dir}",
+            "data.eval_size=50",
+            "model.width=0.25",
+            "model.feature_hidden=32",
+            "model.feature_disc_hidden=32",
+            "model.encoder.pretrain_epochs=1",
+            "train.batch_size=25",
+            "train.phases.independent=3",
+            "train.phases.joint=2",
+            "train.progress=false",
+            "train.tensorboard=false",
+            "eval.n=100",
+        ]
+    )
     assert code == 0
     return out
 
@@ -44,8 +61,9 @@ def test_sample_npz_format(run_dir, tmp_path, capsys):
 
 def test_sample_with_labels_and_fixed_inputs(run_dir, tmp_path):
     out = tmp_path / "s.npz"
-    main(["sample", str(run_dir), "--n", "8", "--out", str(out), "--label", "7",
-          "--fix", "z1", "z0"])
+    main(
+        ["sample", str(run_dir), "--n", "8", "--out", str(out), "--label", "7", "--fix", "z1", "z0"]
+    )
     with np.load(out) as f:
         assert f["labels"].tolist() == [7] * 8
         imgs = f["images"].astype(int)
@@ -57,8 +75,12 @@ def test_sample_with_labels_and_fixed_inputs(run_dir, tmp_path):
 
 def test_eval_writes_protocol_named_metrics(run_dir, tmp_path, capsys):
     out = tmp_path / "e.json"
-    assert main(["eval", str(run_dir), "--n", "100", "--metrics", "acc", "is", "fid",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            ["eval", str(run_dir), "--n", "100", "--metrics", "acc", "is", "fid", "--out", str(out)]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     names = set(res["metrics"])
     assert {"acc100_mnistcnn", "is100_mnistcnn", "fid100_mnistcnn_train250"} <= names
@@ -83,8 +105,10 @@ def test_eval_of_a_sample_file(run_dir, tmp_path):
     s = tmp_path / "s.npz"
     main(["sample", str(run_dir), "--n", "50", "--out", str(s)])
     out = tmp_path / "e.json"
-    assert main(["eval", str(run_dir), "--samples", str(s), "--metrics", "acc",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["eval", str(run_dir), "--samples", str(s), "--metrics", "acc", "--out", str(out)])
+        == 0
+    )
     assert "acc50_mnistcnn" in json.loads(out.read_text())["metrics"]
 
 
@@ -111,15 +135,20 @@ def test_user_errors_are_one_line_with_exit_code_2(argv, fragment, capsys):
 
 def test_sample_rejects_bad_requests(run_dir, tmp_path, capsys):
     assert main(["sample", str(run_dir), "--n", "4", "--out", str(tmp_path / "x.jpg")]) == 2
-    assert main(["sample", str(run_dir), "--n", "4", "--label", "12",
-                 "--out", str(tmp_path / "x.png")]) == 2
+    assert (
+        main(
+            ["sample", str(run_dir), "--n", "4", "--label", "12", "--out", str(tmp_path / "x.png")]
+        )
+        == 2
+    )
     assert "labels must lie in [0, 9]" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("cmd", [[], ["train"], ["sample"], ["eval"], ["configs"]])
 def test_help_for_every_command(cmd):
-    res = subprocess.run([sys.executable, "-m", "ganstack", *cmd, "--help"],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "ganstack", *cmd, "--help"], capture_output=True, text=True
+    )
     assert res.returncode == 0 and "usage: ganstack" in res.stdout
 
 
@@ -142,12 +171,41 @@ def test_metrics_and_datasets_list_every_entry(capsys):
 
 def test_eval_against_the_held_out_split(run_dir, tmp_path):
     out = tmp_path / "e.json"
-    assert main(["eval", str(run_dir), "--n", "60", "--metrics", "fid", "--ref", "eval",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(run_dir),
+                "--n",
+                "60",
+                "--metrics",
+                "fid",
+                "--ref",
+                "eval",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     assert "fid60_mnistcnn_eval50" in res["metrics"] and "calibration" not in res["protocol"]
-    assert main(["eval", str(run_dir), "--n", "60", "--metrics", "fid", "--no-calibrate",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(run_dir),
+                "--n",
+                "60",
+                "--metrics",
+                "fid",
+                "--no-calibrate",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     assert "fid60_mnistcnn_train250" in res["metrics"] and "calibration" not in res["protocol"]
     assert main(["eval", str(run_dir), "--ref", "stats.txt"]) == 2

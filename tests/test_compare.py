@@ -23,8 +23,20 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, mnist_dir):
     out = tmp_path_factory.mktemp("compare") / "run"
-    assert main(["-q", "train", "sgan-mnist", "--out", str(out), "--no-eval",
-                 *tiny_config_overrides(mnist_dir, batch_size=25)]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "sgan-mnist",
+                "--out",
+                str(out),
+                "--no-eval",
+                *tiny_config_overrides(mnist_dir, batch_size=25),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -69,6 +81,7 @@ def _user_error(argv, capsys) -> str:
 
 # ------------------------------------------------------------------------------ sample DIR/
 
+
 def test_sample_folder_depends_on_the_seed_and_index_only(run_dir, tmp_path, capsys):
     d7, d13, other = tmp_path / "n7", tmp_path / "n13", tmp_path / "seed1"
     assert main(["sample", str(run_dir), "--n", "7", "--out", f"{d7}/"]) == 0
@@ -106,6 +119,7 @@ def test_sample_indexed_across_chunks(run_dir):
 
 
 # ------------------------------------------------------------------------------ fid
+
 
 def test_fid_of_halves_is_small_beside_a_shifted_set(sets, data_yaml, tmp_path, capsys):
     same = _fid([sets["a"], sets["b"], "--dataset", data_yaml], tmp_path, "same.json")
@@ -188,8 +202,7 @@ def test_a_run_against_images_uses_the_runs_classifier(run_dir, sets, tmp_path, 
     assert f"{run_dir}: run, 60 samples" in capsys.readouterr().out
 
 
-def test_fid_errors_are_one_line_with_exit_code_2(sets, data_yaml, tmp_path, capsys,
-                                                  monkeypatch):
+def test_fid_errors_are_one_line_with_exit_code_2(sets, data_yaml, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("GANSTACK_INCEPTION", raising=False)
     empty = tmp_path / "empty.npz"
     np.savez(empty, labels=np.arange(3))
@@ -232,9 +245,11 @@ def test_fid_errors_are_one_line_with_exit_code_2(sets, data_yaml, tmp_path, cap
 
 # ------------------------------------------------------------------------------ other flags
 
+
 def test_version_and_eval_device(run_dir, tmp_path, monkeypatch):
-    res = subprocess.run([sys.executable, "-m", "ganstack", "--version"],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "ganstack", "--version"], capture_output=True, text=True
+    )
     assert res.returncode == 0 and res.stdout.startswith("ganstack ")
     assert res.stdout.split()[1][0].isdigit()
 
@@ -249,6 +264,22 @@ def test_version_and_eval_device(run_dir, tmp_path, monkeypatch):
 
     monkeypatch.setattr(ganstack.run, "load", spy)
     out = tmp_path / "e.json"
-    assert main(["-q", "eval", str(run_dir), "--n", "20", "--metrics", "acc", "--device", "cpu",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "eval",
+                str(run_dir),
+                "--n",
+                "20",
+                "--metrics",
+                "acc",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert seen == ["cpu"] and "acc20_mnistcnn" in json.loads(out.read_text())["metrics"]

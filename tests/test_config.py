@@ -2,12 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from ganstack.config import (
-    ConfigError,
-    bundled_configs,
-    load_config,
-    parse_override,
-)
+from ganstack.config import ConfigError, bundled_configs, load_config, parse_override
 
 
 def test_bundled_demo_config_loads_with_its_phases():
@@ -19,8 +14,15 @@ def test_bundled_demo_config_loads_with_its_phases():
 
 
 def test_overrides_are_typed_and_nested():
-    cfg = load_config("sgan-mnist", ["train.batch_size=64", "model.ent_weight=0",
-                                     "model.encoder.split=[pool2, fc3]", "model.z_dims=[8,8,8]"])
+    cfg = load_config(
+        "sgan-mnist",
+        [
+            "train.batch_size=64",
+            "model.ent_weight=0",
+            "model.encoder.split=[pool2, fc3]",
+            "model.z_dims=[8,8,8]",
+        ],
+    )
     assert cfg.train.batch_size == 64 and isinstance(cfg.train.batch_size, int)
     assert cfg.model.ent_weight == 0.0 and isinstance(cfg.model.ent_weight, float)
     assert cfg.model.encoder.split == ["pool2", "fc3"]

@@ -66,8 +66,14 @@ PIN_VALUES = 16  # pixels pinned per image output, evenly spaced over the flatte
 FIX_SAMPLES = 5  # samples drawn for the sampling checks
 MAX_STEPS = 12  # a tiny run trains at most this many steps in all
 
-_COMMON = ["train.log_every=1", "train.sample_every=0", "train.checkpoint_every=0",
-           "train.tensorboard=false", "train.progress=false", "train.num_threads=1"]
+_COMMON = [
+    "train.log_every=1",
+    "train.sample_every=0",
+    "train.checkpoint_every=0",
+    "train.tensorboard=false",
+    "train.progress=false",
+    "train.num_threads=1",
+]
 _MNIST = ["data.name=mnist", "data.eval_size=50", "train.batch_size=20"]
 
 
@@ -88,93 +94,190 @@ class Contract:
 CONTRACTS: dict[str, Contract] = {
     "sgan": Contract(
         "sgan-mnist",
-        lambda mnist: [*_MNIST, f"data.path={mnist}", "model.width=0.25",
-                       "model.feature_hidden=32", "model.feature_disc_hidden=32",
-                       "model.encoder.pretrain_epochs=1", "train.phases.independent=4",
-                       "train.phases.joint=4", "train.ema=0.999", "train.ema_warmup=true",
-                       *_COMMON],
+        lambda mnist: [
+            *_MNIST,
+            f"data.path={mnist}",
+            "model.width=0.25",
+            "model.feature_hidden=32",
+            "model.feature_disc_hidden=32",
+            "model.encoder.pretrain_epochs=1",
+            "train.phases.independent=4",
+            "train.phases.joint=4",
+            "train.ema=0.999",
+            "train.ema_warmup=true",
+            *_COMMON,
+        ],
         stops=(3, 4, 6),  # in "independent", at the boundary, in "joint"
         fix=((("y", "z1"), ("h1",)), (("y", "z0"), ())),
     ),
     "lapgan": Contract(
         "lapgan-mnist",
-        lambda mnist: [*_MNIST, f"data.path={mnist}", "model.z_dim=8",
-                       "model.coarse_g_hidden=32", "model.coarse_d_hidden=32",
-                       "model.g_hidden=8", "model.d_hidden=8", "model.g_kernels=[3,3,3]",
-                       "model.d_kernels=[3,3]", "model.coarse_g_maps=8",
-                       "model.coarse_d_maps=8", "train.phases.independent=5", "train.ema=0.9",
-                       # The demo's settings before its lever study, which the pins record.
-                       "model.levels=3", "model.class_planes=plane",
-                       "model.coarse_d_condition=planes", *_COMMON],
+        lambda mnist: [
+            *_MNIST,
+            f"data.path={mnist}",
+            "model.z_dim=8",
+            "model.coarse_g_hidden=32",
+            "model.coarse_d_hidden=32",
+            "model.g_hidden=8",
+            "model.d_hidden=8",
+            "model.g_kernels=[3,3,3]",
+            "model.d_kernels=[3,3]",
+            "model.coarse_g_maps=8",
+            "model.coarse_d_maps=8",
+            "train.phases.independent=5",
+            "train.ema=0.9",
+            # The demo's settings before its lever study, which the pins record.
+            "model.levels=3",
+            "model.class_planes=plane",
+            "model.coarse_d_condition=planes",
+            *_COMMON,
+        ],
         stops=(2,),
-        fix=((("y", "z2"), ("level2",)), (("y", "z2", "z1"), ("level2", "level1")),
-             (("y", "z1", "z0"), ())),
+        fix=(
+            (("y", "z2"), ("level2",)),
+            (("y", "z2", "z1"), ("level2", "level1")),
+            (("y", "z1", "z0"), ()),
+        ),
     ),
     "dcgan": Contract(
         "dcgan-mnist",
-        lambda mnist: [*_MNIST, f"data.path={mnist}", "model.z_dim=8", "model.g_dim=8",
-                       "model.d_dim=8", "train.phases.train=4", "train.ema=0.9", *_COMMON],
+        lambda mnist: [
+            *_MNIST,
+            f"data.path={mnist}",
+            "model.z_dim=8",
+            "model.g_dim=8",
+            "model.d_dim=8",
+            "train.phases.train=4",
+            "train.ema=0.9",
+            *_COMMON,
+        ],
         stops=(2,),
         fix=((("y",), ()), (("z",), ())),
     ),
     "s2gan": Contract(
         "s2gan-rooms",
-        lambda _: ["data.num_images=96", "data.resolution=16", "data.eval_size=16",
-                   "model.normal_size=8", "model.z_struct=8", "model.z_style=8",
-                   "model.width=0.0625", "model.fcn_width=0.25", "model.classes=12",
-                   "model.codebook_samples=5000", "model.codebook_iters=5",
-                   # Adam's warm-up (lr / 50 for 10 calls) would leave the generators all but
-                   # still in 8 steps: too little for the EMA check to tell one decay from another.
-                   # With this margin the skip rule skips G_struct's steps and not G_style's
-                   # (D's errors stay >= 0.004 away from the thresholds).
-                   "model.lr=0.01", "model.skip_margin=0.27", "train.batch_size=16",
-                   "train.phases.structure=2", "train.phases.fcn=2", "train.phases.style=2",
-                   "train.phases.joint=2", "train.ema=0.9",
-                   # The demo's settings before its lever study, which the pins record.
-                   "model.d_dropout=0.5", "model.d_spatial_dropout=0.2", *_COMMON],
+        lambda _: [
+            "data.num_images=96",
+            "data.resolution=16",
+            "data.eval_size=16",
+            "model.normal_size=8",
+            "model.z_struct=8",
+            "model.z_style=8",
+            "model.width=0.0625",
+            "model.fcn_width=0.25",
+            "model.classes=12",
+            "model.codebook_samples=5000",
+            "model.codebook_iters=5",
+            # Adam's warm-up (lr / 50 for 10 calls) would leave the generators all but
+            # still in 8 steps: too little for the EMA check to tell one decay from another.
+            # With this margin the skip rule skips G_struct's steps and not G_style's
+            # (D's errors stay >= 0.004 away from the thresholds).
+            "model.lr=0.01",
+            "model.skip_margin=0.27",
+            "train.batch_size=16",
+            "train.phases.structure=2",
+            "train.phases.fcn=2",
+            "train.phases.style=2",
+            "train.phases.joint=2",
+            "train.ema=0.9",
+            # The demo's settings before its lever study, which the pins record.
+            "model.d_dropout=0.5",
+            "model.d_spatial_dropout=0.2",
+            *_COMMON,
+        ],
         stops=(3, 5),  # in "fcn", in "style"
         fix=((("z1",), ("normals_struct", "normals")), (("z0",), ())),
     ),
     "stackgan_v1": Contract(
         "stackgan-v1-shapes",
-        lambda _: ["data.num_images=48", "data.eval_size=24", "data.text_dim=32",
-                   "data.resolution=32", "model.stage1_size=16", "model.stage2_size=32",
-                   "model.gf_dim=4", "model.df_dim=4", "model.ef_dim=8", "model.z_dim=8",
-                   "model.r_num=1", "model.caption_bank=8", "model.lr_decay_every=2",
-                   "model.stage2_lr_decay_every=2", "train.batch_size=8",
-                   "train.phases.stage1=3", "train.phases.stage2=3", "train.ema=0.9",
-                   # The demo's settings before its lever study, which the pins record.
-                   "data.shapes_counts=[1,2]", "data.shapes_patterns=[plain,stripes,dots,gradient]",
-                   "model.augment=true", "data.flip=false", "model.ca=auto",
-                   "model.d_condition=auto", *_COMMON],
+        lambda _: [
+            "data.num_images=48",
+            "data.eval_size=24",
+            "data.text_dim=32",
+            "data.resolution=32",
+            "model.stage1_size=16",
+            "model.stage2_size=32",
+            "model.gf_dim=4",
+            "model.df_dim=4",
+            "model.ef_dim=8",
+            "model.z_dim=8",
+            "model.r_num=1",
+            "model.caption_bank=8",
+            "model.lr_decay_every=2",
+            "model.stage2_lr_decay_every=2",
+            "train.batch_size=8",
+            "train.phases.stage1=3",
+            "train.phases.stage2=3",
+            "train.ema=0.9",
+            # The demo's settings before its lever study, which the pins record.
+            "data.shapes_counts=[1,2]",
+            "data.shapes_patterns=[plain,stripes,dots,gradient]",
+            "model.augment=true",
+            "data.flip=false",
+            "model.ca=auto",
+            "model.d_condition=auto",
+            *_COMMON,
+        ],
         stops=(3, 4),  # at the stage boundary, in "stage2"
         fix=((("text", "z", "ca1"), ("stage1",)), (("text",), ())),
     ),
     "stackgan_v2": Contract(
         "stackgan-v2-shapes",
         # One z and one CA sample feed every scale: no level has noise of its own.
-        lambda _: ["data.resolution=16", "data.num_images=96", "data.eval_size=48",
-                   "data.text_dim=32", "model.base_size=8", "model.branches=2",
-                   "model.gf_dim=8", "model.df_dim=4", "model.ef_dim=8", "model.z_dim=8",
-                   "model.r_num=1", "model.caption_bank=16", "train.batch_size=8",
-                   "train.phases.joint=6", "train.ema=0.9",
-                   # The demo's settings before its lever study, which the pins record.
-                   "data.shapes_counts=[1,2]", "data.shapes_patterns=[plain,stripes,dots,gradient]",
-                   "model.augment=true", "data.flip=false", "train.ema_warmup=false", *_COMMON],
+        lambda _: [
+            "data.resolution=16",
+            "data.num_images=96",
+            "data.eval_size=48",
+            "data.text_dim=32",
+            "model.base_size=8",
+            "model.branches=2",
+            "model.gf_dim=8",
+            "model.df_dim=4",
+            "model.ef_dim=8",
+            "model.z_dim=8",
+            "model.r_num=1",
+            "model.caption_bank=16",
+            "train.batch_size=8",
+            "train.phases.joint=6",
+            "train.ema=0.9",
+            # The demo's settings before its lever study, which the pins record.
+            "data.shapes_counts=[1,2]",
+            "data.shapes_patterns=[plain,stripes,dots,gradient]",
+            "model.augment=true",
+            "data.flip=false",
+            "train.ema_warmup=false",
+            *_COMMON,
+        ],
         stops=(3,),
         fix=((("text", "ca"), ()), (("z",), ())),
     ),
     "hdgan": Contract(
         "hdgan-shapes",
         # One z and one CA sample feed the single trunk: every side output depends on all.
-        lambda _: ["data.resolution=32", "data.num_images=96", "data.eval_size=48",
-                   "data.text_dim=32", "model.base_size=16", "model.side_outputs=2",
-                   "model.gf_dim=2", "model.df_dim=4", "model.ef_dim=8", "model.z_dim=8",
-                   "model.halve_at=[8,32]", "model.caption_bank=8", "train.batch_size=8",
-                   "train.phases.joint=6", "train.ema=0.9",
-                   # The demo's settings before its lever study, which the pins record.
-                   "data.shapes_counts=[1,2]", "data.shapes_patterns=[plain,stripes,dots,gradient]",
-                   "model.augment=true", "data.flip=false", "train.ema_warmup=false", *_COMMON],
+        lambda _: [
+            "data.resolution=32",
+            "data.num_images=96",
+            "data.eval_size=48",
+            "data.text_dim=32",
+            "model.base_size=16",
+            "model.side_outputs=2",
+            "model.gf_dim=2",
+            "model.df_dim=4",
+            "model.ef_dim=8",
+            "model.z_dim=8",
+            "model.halve_at=[8,32]",
+            "model.caption_bank=8",
+            "train.batch_size=8",
+            "train.phases.joint=6",
+            "train.ema=0.9",
+            # The demo's settings before its lever study, which the pins record.
+            "data.shapes_counts=[1,2]",
+            "data.shapes_patterns=[plain,stripes,dots,gradient]",
+            "model.augment=true",
+            "data.flip=false",
+            "train.ema_warmup=false",
+            *_COMMON,
+        ],
         stops=(3,),
         fix=((("text", "ca"), ()), (("z",), ())),
     ),
@@ -183,9 +286,11 @@ CONTRACTS: dict[str, Contract] = {
 
 def _contract(model: str) -> Contract:
     if model not in CONTRACTS:
-        pytest.fail(f"model '{model}' is registered but has no entry in CONTRACTS "
-                    f"(tests/test_contract.py): give it a tiny config there, then write its "
-                    f"pins with GANSTACK_UPDATE_PINS=1")
+        pytest.fail(
+            f"model '{model}' is registered but has no entry in CONTRACTS "
+            f"(tests/test_contract.py): give it a tiny config there, then write its "
+            f"pins with GANSTACK_UPDATE_PINS=1"
+        )
     return CONTRACTS[model]
 
 
@@ -198,7 +303,8 @@ def _known_bug(request: pytest.FixtureRequest, model: str, check: str) -> None:
 def test_every_registered_model_has_a_contract():
     assert sorted(CONTRACTS) == MODELS.names(), (
         f"registered but no contract: {sorted(set(MODELS.names()) - set(CONTRACTS))}; "
-        f"a contract for no registered model: {sorted(set(CONTRACTS) - set(MODELS.names()))}")
+        f"a contract for no registered model: {sorted(set(CONTRACTS) - set(MODELS.names()))}"
+    )
 
 
 # ---- one tiny run per model, shared by the checks ------------------------------------------
@@ -224,14 +330,17 @@ def _spy_on_ema(model, cfg, record: list) -> None:  # type: ignore[no-untyped-de
         decay = cfg.train.ema
         if cfg.train.ema_warmup:
             decay = min(decay, (1 + t) / (10 + t))
-        before = {n: [p.detach().clone() for p in model.ema[n].parameters()]
-                  for n in model.generator_names}
+        before = {
+            n: [p.detach().clone() for p in model.ema[n].parameters()]
+            for n in model.generator_names
+        }
         update(step)
         worst, moved, buffers = 0.0, 0.0, True
         for n in model.generator_names:
             live, avg = getattr(model, n), model.ema[n]
-            for p_old, p_live, p_new in zip(before[n], live.parameters(), avg.parameters(),
-                                            strict=True):
+            for p_old, p_live, p_new in zip(
+                before[n], live.parameters(), avg.parameters(), strict=True
+            ):
                 if not p_old.numel():
                     continue
                 old, new, cur = p_old.double(), p_new.detach().double(), p_live.detach().double()
@@ -240,8 +349,9 @@ def _spy_on_ema(model, cfg, record: list) -> None:  # type: ignore[no-untyped-de
                 ulps = 4 * torch.finfo(p_new.dtype).eps * torch.maximum(old.abs(), cur.abs())
                 worst = max(worst, float(((new - expected).abs() / (ulps + 1e-30)).max()))
                 moved = max(moved, float((cur - old).abs().max()))
-            buffers &= all(torch.equal(a, b)
-                           for a, b in zip(avg.buffers(), live.buffers(), strict=True))
+            buffers &= all(
+                torch.equal(a, b) for a, b in zip(avg.buffers(), live.buffers(), strict=True)
+            )
         record.append((worst, moved, buffers))
 
     model.update_ema = spy
@@ -288,8 +398,12 @@ def _observed(tiny: TinyRun) -> dict:
         x = out[name].double()
         flat = x.flatten()
         idx = torch.linspace(0, len(flat) - 1, PIN_VALUES).round().long()
-        sample[name] = {"shape": list(x.shape), "mean": float(x.mean()), "std": float(x.std()),
-                        "values": [float(v) for v in flat[idx]]}
+        sample[name] = {
+            "shape": list(x.shape),
+            "mean": float(x.mean()),
+            "std": float(x.std()),
+            "values": [float(v) for v in flat[idx]],
+        }
     return {"losses": logged_losses(tiny.run), "sample": sample}
 
 
@@ -301,9 +415,20 @@ def _write_pins(model: str, entry: dict) -> None:
         pins[model] = entry | {"written_on": f"{cpu_name()}, torch {torch.__version__}"}
         text = json.dumps(dict(sorted(pins.items())), indent=1)
         # Innermost lists and objects (a logged row, a shape, the pixel values) on one line.
-        text = re.sub(r"[\[{][^\[\]{}]*[\]}]", lambda m: re.sub(r"\s*\n\s*", " ", m[0])
-                      .replace("[ ", "[").replace(" ]", "]").replace("{ ", "{")
-                      .replace(" }", "}"), text) + "\n"
+        text = (
+            re.sub(
+                r"[\[{][^\[\]{}]*[\]}]",
+                lambda m: (
+                    re.sub(r"\s*\n\s*", " ", m[0])
+                    .replace("[ ", "[")
+                    .replace(" ]", "]")
+                    .replace("{ ", "{")
+                    .replace(" }", "}")
+                ),
+                text,
+            )
+            + "\n"
+        )
         tmp = PINS.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(PINS)
@@ -314,14 +439,18 @@ def _close(path: str, got, want) -> list[str]:  # type: ignore[no-untyped-def]
     """Where ``got`` differs from ``want`` (nested dicts, lists, numbers)."""
     if isinstance(want, dict):
         if not isinstance(got, dict) or got.keys() != want.keys():
-            return [f"{path}: keys {sorted(got) if isinstance(got, dict) else got} != "
-                    f"{sorted(want)}"]
+            return [
+                f"{path}: keys {sorted(got) if isinstance(got, dict) else got} != {sorted(want)}"
+            ]
         return [e for k in want for e in _close(f"{path}.{k}", got[k], want[k])]
     if isinstance(want, list):
         if not isinstance(got, list) or len(got) != len(want):
             return [f"{path}: {got} != {want}"]
-        return [e for i, (g, w) in enumerate(zip(got, want, strict=True))
-                for e in _close(f"{path}[{i}]", g, w)]
+        return [
+            e
+            for i, (g, w) in enumerate(zip(got, want, strict=True))
+            for e in _close(f"{path}[{i}]", g, w)
+        ]
     if isinstance(want, float) or isinstance(got, float):
         rtol, atol = (0.0, PIXEL_ATOL) if ".sample." in path else (RTOL, ATOL)
         ok = got == want if EXACT else abs(got - want) <= atol + rtol * abs(want)
@@ -337,14 +466,17 @@ def test_pins(tiny: TinyRun, request):
         return
     pins = json.loads(PINS.read_text()) if PINS.exists() else {}
     if tiny.model not in pins:
-        pytest.fail(f"no pins for model '{tiny.model}' in {PINS.name}: write them with "
-                    f"GANSTACK_UPDATE_PINS=1 pytest tests/test_contract.py -k pins")
+        pytest.fail(
+            f"no pins for model '{tiny.model}' in {PINS.name}: write them with "
+            f"GANSTACK_UPDATE_PINS=1 pytest tests/test_contract.py -k pins"
+        )
     want = {k: v for k, v in pins[tiny.model].items() if k != "written_on"}
     diffs = _close(tiny.model, got, want)
-    tol = ("bit for bit" if EXACT
-           else f"losses rtol={RTOL}, atol={ATOL}; pixels atol={PIXEL_ATOL}")
-    assert not diffs, (f"{len(diffs)} values differ from the pins ({tol}; pins written on "
-                       f"{pins[tiny.model].get('written_on')}):\n" + "\n".join(diffs[:20]))
+    tol = "bit for bit" if EXACT else f"losses rtol={RTOL}, atol={ATOL}; pixels atol={PIXEL_ATOL}"
+    assert not diffs, (
+        f"{len(diffs)} values differ from the pins ({tol}; pins written on "
+        f"{pins[tiny.model].get('written_on')}):\n" + "\n".join(diffs[:20])
+    )
 
 
 # ---- exact resume ---------------------------------------------------------------------------
@@ -367,17 +499,20 @@ def test_ema_follows_the_documented_update_and_is_what_sampling_uses(tiny: TinyR
     steps = sum(tiny.cfg.train.phases.values())  # type: ignore[attr-defined]
     assert len(tiny.ema_updates) == steps, "one EMA update per training step"
     for t, (worst, _, buffers) in enumerate(tiny.ema_updates):
-        assert worst <= 1, f"step {t}: the EMA is off the documented update ({worst:.3g} x " \
-                           f"the rounding allowed)"
+        assert worst <= 1, (
+            f"step {t}: the EMA is off the documented update ({worst:.3g} x the rounding allowed)"
+        )
         assert buffers, f"step {t}: the EMA's buffers are not the live generator's"
     assert max(m for _, m, _ in tiny.ema_updates) > 1e-4, "the live weights never moved"
 
     run = ganstack.load(tiny.run)
     model = run.model
     assert model.ema is not None
-    assert any(not torch.equal(p, q) for n in model.generator_names
-               for p, q in zip(getattr(model, n).parameters(), model.ema[n].parameters(),
-                               strict=True)), "the EMA weights equal the live ones"
+    assert any(
+        not torch.equal(p, q)
+        for n in model.generator_names
+        for p, q in zip(getattr(model, n).parameters(), model.ema[n].parameters(), strict=True)
+    ), "the EMA weights equal the live ones"
     with model.sampling_mode():
         assert all(model.net(n) is model.ema[n] for n in model.generator_names)
     with_ema = run.sample_indexed(FIX_SAMPLES, seed=0)["image"]
@@ -435,9 +570,11 @@ def test_fix_per_level(tiny: TinyRun, loaded, request):
             assert shared == (name in fixed), f"--fix {' '.join(fixed)}: input {name}"
         for name in same:
             rows = out[name]
-            assert all(not _differs(rows[i], rows[0]) for i in range(FIX_SAMPLES)), \
+            assert all(not _differs(rows[i], rows[0]) for i in range(FIX_SAMPLES)), (
                 f"--fix {' '.join(fixed)}: {name} varies"
+            )
         for name in set(model.image_outputs()) - set(same):
             rows = out[name]
-            assert all(_differs(rows[i], rows[0]) for i in range(1, FIX_SAMPLES)), \
+            assert all(_differs(rows[i], rows[0]) for i in range(1, FIX_SAMPLES)), (
                 f"--fix {' '.join(fixed)}: {name} does not vary"
+            )

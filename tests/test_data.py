@@ -113,9 +113,12 @@ def test_extras_travel_with_their_images_through_split_and_batches():
     x, y = bar_digits(100)
     images = torch.from_numpy(x).unsqueeze(1)
     tag = torch.arange(100)  # extra i identifies image i
-    ds = ImageDataset(images, torch.from_numpy(y.astype(np.int64)),
-                      extras={"tag": tag, "emb": tag[:, None, None].float().expand(100, 2, 3)},
-                      captions=[[f"image {i}"] for i in range(100)])
+    ds = ImageDataset(
+        images,
+        torch.from_numpy(y.astype(np.int64)),
+        extras={"tag": tag, "emb": tag[:, None, None].float().expand(100, 2, 3)},
+        captions=[[f"image {i}"] for i in range(100)],
+    )
     tr, ev = train_eval_split(ds, 20, seed=1)
     assert [c[0] for c in ev.captions] == [f"image {int(t)}" for t in ev.extras["tag"]]
     b = Batcher(tr, 10, seed=2).batch(3)

@@ -22,8 +22,12 @@ from ganstack.data.prepared import convert, load_prepared
 from ganstack.errors import DataError
 
 
-def make_folder(root: Path, n_per_class: int = 6, size: tuple[int, int] = (12, 10),
-                classes: tuple[str, ...] = ("cat", "dog", "eel")) -> Path:
+def make_folder(
+    root: Path,
+    n_per_class: int = 6,
+    size: tuple[int, int] = (12, 10),
+    classes: tuple[str, ...] = ("cat", "dog", "eel"),
+) -> Path:
     rng = np.random.default_rng(0)
     for c in classes:
         (root / c).mkdir(parents=True, exist_ok=True)
@@ -68,8 +72,9 @@ def test_parallel_workers_match_serial(tmp_path: Path) -> None:
     src = make_folder(tmp_path / "many", n_per_class=100, size=(9, 7))  # 300: a pool is used
     convert(src, tmp_path / "a", workers=1, progress=False)
     convert(src, tmp_path / "b", workers=2, progress=False)  # headers and decoding in parallel
-    assert (tmp_path / "a" / "images.u8").read_bytes() == (tmp_path / "b" / "images.u8"
-                                                           ).read_bytes()
+    assert (tmp_path / "a" / "images.u8").read_bytes() == (
+        tmp_path / "b" / "images.u8"
+    ).read_bytes()
 
 
 def test_resolution_and_crop(src: Path, tmp_path: Path) -> None:
@@ -79,8 +84,7 @@ def test_resolution_and_crop(src: Path, tmp_path: Path) -> None:
     assert torch.equal(ds.images, folder_ds(src, resolution=8).images)  # centre crop + Lanczos
     meta = convert(src, tmp_path / "s", resolution=8, crop="none", workers=1, progress=False)
     assert meta["crop"] == "none" and meta["conversions"] == {"resized": 18}
-    first = np.asarray(Image.open(src / "cat" / "000.png").resize((8, 8),
-                                                                  Image.Resampling.LANCZOS))
+    first = np.asarray(Image.open(src / "cat" / "000.png").resize((8, 8), Image.Resampling.LANCZOS))
     assert np.array_equal(prepared_ds(tmp_path / "s").images[0].permute(1, 2, 0).numpy(), first)
     gray = convert(src, tmp_path / "g", resolution=6, channels=1, workers=1, progress=False)
     assert gray["images"]["shape"] == [18, 1, 6, 6]
@@ -89,8 +93,7 @@ def test_resolution_and_crop(src: Path, tmp_path: Path) -> None:
 
 
 def test_stylegan2_ada_zip(src: Path, tmp_path: Path) -> None:
-    meta = convert(src, tmp_path / "z", resolution=8, write_zip=True, workers=1,
-                   progress=False)
+    meta = convert(src, tmp_path / "z", resolution=8, write_zip=True, workers=1, progress=False)
     assert meta["zip"]["file"] == "dataset.zip"
     ds = prepared_ds(tmp_path / "z")
     with zipfile.ZipFile(tmp_path / "z" / "dataset.zip") as z:
@@ -129,7 +132,8 @@ def test_held_out_split_copied_when_it_fits(src: Path, tmp_path: Path) -> None:
 
 
 def test_held_out_split_stays_mapped_when_it_does_not_fit(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     src = make_folder(tmp_path / "big", size=(64, 64))  # grayscale rows of one 4 KiB page
     convert(src, tmp_path / "l", channels=1, workers=1, progress=False)
     monkeypatch.setattr(prep, "IN_MEMORY_LIMIT", 30_000)  # 6 rows fit, 12 do not
@@ -141,7 +145,8 @@ def test_held_out_split_stays_mapped_when_it_does_not_fit(
     assert "lazy" in tr.meta and len(tr) == len(rtr) == 12
     # The same images with the same labels, in another order.
     key = lambda ds: sorted(  # noqa: E731
-        (int(y), bytes(x.numpy().tobytes())) for x, y in zip(ds.images, ds.labels))
+        (int(y), bytes(x.numpy().tobytes())) for x, y in zip(ds.images, ds.labels)
+    )
     assert key(tr) == key(rtr)
     # Still the file's mapping: a row that is not a filled-in hole shows a change on disk.
     kept = [i for i in range(len(tr)) if torch.equal(tr.images[i], full.images[i])][-1]
@@ -158,8 +163,12 @@ def test_cli_and_errors(src: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     # an existing prepared dataset: --force replaces it
     assert main(["-q", "dataset", str(src), str(dest), "--workers", "1"]) == 2
     assert "pass --force" in capsys.readouterr().err
-    assert main(["-q", "dataset", str(src), str(dest), "--workers", "1", "--force",
-                 "--resolution", "4"]) == 0
+    assert (
+        main(
+            ["-q", "dataset", str(src), str(dest), "--workers", "1", "--force", "--resolution", "4"]
+        )
+        == 0
+    )
     assert load_prepared(dest).shape == (3, 4, 4)
     # any other non-empty folder is never overwritten
     other = tmp_path / "other"
@@ -188,16 +197,21 @@ def test_missing_source_and_mixed_sizes(tmp_path: Path) -> None:
 def test_unreadable_files_counted_and_listed(src: Path, tmp_path: Path) -> None:
     (src / "dog" / "bad1.png").write_bytes(b"not a png")
     (src / "eel" / "bad2.jpg").write_bytes(b"\xff\xd8 truncated")
-    with pytest.raises(DataError, match=r"2 file\(s\) in .* cannot be read as images: "
-                                        r"dog/bad1.png .*eel/bad2.jpg .*--skip-bad"):
+    with pytest.raises(
+        DataError,
+        match=r"2 file\(s\) in .* cannot be read as images: "
+        r"dog/bad1.png .*eel/bad2.jpg .*--skip-bad",
+    ):
         convert(src, tmp_path / "x", resolution=8, workers=1, progress=False)
     assert not (tmp_path / "x").exists()
-    meta = convert(src, tmp_path / "x", resolution=8, workers=1, skip_bad=True,
-                   progress=False)
-    assert meta["count"] == 18 and [s[0] for s in meta["skipped"]] == ["dog/bad1.png",
-                                                                       "eel/bad2.jpg"]
-    assert torch.equal(prepared_ds(tmp_path / "x").images,
-                       folder_ds(src, resolution=8, skip_bad=True).images)
+    meta = convert(src, tmp_path / "x", resolution=8, workers=1, skip_bad=True, progress=False)
+    assert meta["count"] == 18 and [s[0] for s in meta["skipped"]] == [
+        "dog/bad1.png",
+        "eel/bad2.jpg",
+    ]
+    assert torch.equal(
+        prepared_ds(tmp_path / "x").images, folder_ds(src, resolution=8, skip_bad=True).images
+    )
 
 
 def test_corrupt_prepared_folder(src: Path, tmp_path: Path) -> None:
@@ -256,11 +270,11 @@ def test_lsun_lmdb_streamed(tmp_path: Path) -> None:
     env.close()
     with pytest.raises(DataError, match=r"1 file\(s\) .* entry 5 .*--skip-bad"):
         convert(path, tmp_path / "p", resolution=8, workers=2, progress=False)
-    meta = convert(path, tmp_path / "p", resolution=8, workers=2, skip_bad=True,
-                   progress=False)
+    meta = convert(path, tmp_path / "p", resolution=8, workers=2, skip_bad=True, progress=False)
     assert meta["source"]["format"] == "lsun" and meta["count"] == 5
-    ref = load_dataset(DataConfig(name="lsun", path=str(path), resolution=8, eval_size=0,
-                                  num_images=5))[0]
+    ref = load_dataset(
+        DataConfig(name="lsun", path=str(path), resolution=8, eval_size=0, num_images=5)
+    )[0]
     assert torch.equal(prepared_ds(tmp_path / "p").images, ref.images)
 
 
@@ -282,8 +296,9 @@ def test_bad_arguments_and_destinations(src: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("mapped_split", [False, True])
-def test_train_sgan_on_a_prepared_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         mapped_split: bool) -> None:
+def test_train_sgan_on_a_prepared_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mapped_split: bool
+) -> None:
     from ganstack.config import load_config
     from ganstack.train.trainer import Trainer
     from tests.conftest import bar_digits
@@ -295,13 +310,27 @@ def test_train_sgan_on_a_prepared_folder(tmp_path: Path, monkeypatch: pytest.Mon
     convert(tmp_path / "digits", tmp_path / "p", channels=1, workers=1, progress=False)
     if mapped_split:
         monkeypatch.setattr(prep, "IN_MEMORY_LIMIT", 20 * 28 * 28)  # the 20 held out fit
-    cfg = load_config("sgan-mnist", [
-        "data.name=prepared", f"data.path={tmp_path / 'p'}", "data.eval_size=20",
-        "model.width=0.25", "model.feature_hidden=16", "model.feature_disc_hidden=16",
-        "model.encoder.pretrain_epochs=1", "train.batch_size=20", "train.phases.independent=1",
-        "train.phases.joint=1", "train.sample_every=0", "train.checkpoint_every=0",
-        "train.tensorboard=false", "train.progress=false", "train.ema=0",
-        "train.num_threads=1"])
+    cfg = load_config(
+        "sgan-mnist",
+        [
+            "data.name=prepared",
+            f"data.path={tmp_path / 'p'}",
+            "data.eval_size=20",
+            "model.width=0.25",
+            "model.feature_hidden=16",
+            "model.feature_disc_hidden=16",
+            "model.encoder.pretrain_epochs=1",
+            "train.batch_size=20",
+            "train.phases.independent=1",
+            "train.phases.joint=1",
+            "train.sample_every=0",
+            "train.checkpoint_every=0",
+            "train.tensorboard=false",
+            "train.progress=false",
+            "train.ema=0",
+            "train.num_threads=1",
+        ],
+    )
     trainer = Trainer(cfg, tmp_path / "run")
     assert trainer.train_ds.shape == (1, 28, 28) and trainer.train_ds.num_classes == 10
     assert ("lazy" in trainer.train_ds.meta) == mapped_split

@@ -26,14 +26,22 @@ def _batch(n, shape, classes, seed=0):
 
 def test_start_sizes():
     assert [start_size(s) for s in (4, 7, 8, 14, 28, 32, 64)] == [
-        (4, 0), (7, 0), (4, 1), (7, 1), (7, 2), (4, 3), (4, 4)]
+        (4, 0),
+        (7, 0),
+        (4, 1),
+        (7, 1),
+        (7, 2),
+        (4, 3),
+        (4, 4),
+    ]
     for bad in (6, 12, 30, 48):
         with pytest.raises(ConfigError, match="4 \\* 2\\^n or 7 \\* 2\\^n"):
             start_size(bad)
 
 
-@pytest.mark.parametrize(("shape", "classes"), [((1, 28, 28), 10), ((3, 32, 32), 0),
-                                                ((3, 8, 8), 24), ((1, 7, 7), 10)])
+@pytest.mark.parametrize(
+    ("shape", "classes"), [((1, 28, 28), 10), ((3, 32, 32), 0), ((3, 8, 8), 24), ((1, 7, 7), 10)]
+)
 def test_shapes_train_step_and_sampling(shape, classes):
     torch.manual_seed(0)
     m = DCGAN(DCGANConfig(z_dim=8, g_dim=8, d_dim=8), DataInfo(shape, classes, "toy"))
@@ -65,8 +73,7 @@ def _swing(lr: float) -> dict[str, float]:
     images, labels = bar_digits(32, 0)
     batch = {"images": torch.from_numpy(images)[:, None], "labels": torch.from_numpy(labels)}
     rows = [m.train_step(batch, "train", Step(phase="train")) for _ in range(15)]
-    return {k: max(abs(float(r[k]) - float(rows[0][k])) for r in rows) for k in ("d_adv",
-                                                                                "g_adv")}
+    return {k: max(abs(float(r[k]) - float(rows[0][k])) for r in rows) for k in ("d_adv", "g_adv")}
 
 
 def test_training_learns_and_a_zero_lr_control_does_not():
@@ -77,8 +84,10 @@ def test_training_learns_and_a_zero_lr_control_does_not():
 
 
 def test_bundled_configs_match_the_lapgan_parameter_counts():
-    for dataset, info in [("mnist", DataInfo((1, 28, 28), 10, "m")),
-                          ("shapes", DataInfo((3, 64, 64), 24, "s"))]:
+    for dataset, info in [
+        ("mnist", DataInfo((1, 28, 28), 10, "m")),
+        ("shapes", DataInfo((3, 64, 64), 24, "s")),
+    ]:
         dc, lc = load_config(f"dcgan-{dataset}"), load_config(f"lapgan-{dataset}")
         d, lap = build_model(dc.model, info), build_model(lc.model, info)
         assert isinstance(d, DCGAN) and isinstance(lap, LAPGAN)
@@ -93,17 +102,33 @@ def test_bundled_configs_match_the_lapgan_parameter_counts():
 def tiny(mnist_dir: Path) -> list[str]:
     """Overrides that make dcgan-mnist train a step in milliseconds (also used by
     tests/test_reliability.py)."""
-    return ["data.name=mnist", f"data.path={mnist_dir}", "data.eval_size=50",
-            "model.z_dim=8", "model.g_dim=8", "model.d_dim=8", "train.batch_size=20",
-            "train.phases.train=4", "train.log_every=1", "train.sample_every=0",
-            "train.checkpoint_every=0", "train.tensorboard=false", "train.progress=false"]
+    return [
+        "data.name=mnist",
+        f"data.path={mnist_dir}",
+        "data.eval_size=50",
+        "model.z_dim=8",
+        "model.g_dim=8",
+        "model.d_dim=8",
+        "train.batch_size=20",
+        "train.phases.train=4",
+        "train.log_every=1",
+        "train.sample_every=0",
+        "train.checkpoint_every=0",
+        "train.tensorboard=false",
+        "train.progress=false",
+    ]
 
 
-@pytest.mark.parametrize(("override", "match"), [
-    ("model.g_dim=0", "g_dim must be > 0"), ("model.lr=0", "lr must be > 0"),
-    ("model.beta2=1", "beta2"), ("model.g_loss=wgan", "expected one of"),
-    ("model.gdim=3", "Did you mean 'g_dim'"),
-])
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("model.g_dim=0", "g_dim must be > 0"),
+        ("model.lr=0", "lr must be > 0"),
+        ("model.beta2=1", "beta2"),
+        ("model.g_loss=wgan", "expected one of"),
+        ("model.gdim=3", "Did you mean 'g_dim'"),
+    ],
+)
 def test_bad_config_values(override, match):
     with pytest.raises(ConfigError, match=match):
         load_config("dcgan-mnist", [override])

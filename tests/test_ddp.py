@@ -38,7 +38,9 @@ def _overrides(mnist_dir: Path) -> list[str]:
 
     # A batch that splits the data evenly over 2 ranks; Adam state carries into the joint phase.
     return tiny_config_overrides(mnist_dir, BATCH) + [
-        "train.num_threads=1", "model.reset_optimizers=false"]
+        "train.num_threads=1",
+        "model.reset_optimizers=false",
+    ]
 
 
 def _digest(t: torch.Tensor) -> str:
@@ -54,9 +56,22 @@ def _free_port() -> int:
 
 
 def _launch(dump: Path, args: list[str], max_steps: int = 0) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           str(Path(__file__).resolve()), str(dump), str(max_steps), "train", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        str(Path(__file__).resolve()),
+        str(dump),
+        str(max_steps),
+        "train",
+        *args,
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env.pop("WORLD_SIZE", None)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
@@ -90,8 +105,9 @@ def ddp_runs(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
         proc = _launch(root / "dumps" / name, args, max_steps)
         out[f"{name}_log"] = proc.stdout + proc.stderr  # type: ignore[assignment]
         expected_ok = max_steps == 0
-        assert (proc.returncode == 0) == expected_ok, f"{name}: rc {proc.returncode}\n" \
-            f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+        assert (proc.returncode == 0) == expected_ok, (
+            f"{name}: rc {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+        )
     return out
 
 
@@ -112,8 +128,13 @@ def test_only_rank0_writes_the_run_directory(ddp_runs):
         assert any(p.endswith(".safetensors") for _, p in d0["writes"]), name
     run = ddp_runs["straight"]
     assert _metric_steps(run) == list(range(1, STEPS + 1))  # one line per step, not two
-    for name in ("config.yaml", "run.json", "samples/joint-final.png", "figures/classes.png",
-                 "checkpoints/phase-joint.json"):
+    for name in (
+        "config.yaml",
+        "run.json",
+        "samples/joint-final.png",
+        "figures/classes.png",
+        "checkpoints/phase-joint.json",
+    ):
         assert (run / name).exists(), name
     row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert row["images_per_s"] > 0 and "loss/g1_cond" in row
@@ -149,8 +170,10 @@ def test_resume_under_two_processes_matches_an_unbroken_run(ddp_runs):
     assert _metric_steps(split) == list(range(1, STEPS + 1))
     straight_rows = (ddp_runs["straight"] / "metrics.jsonl").read_text().splitlines()
     split_rows = (split / "metrics.jsonl").read_text().splitlines()
-    losses = [[{k: v for k, v in json.loads(r).items() if k.startswith("loss/")} for r in rows]
-              for rows in (straight_rows, split_rows)]
+    losses = [
+        [{k: v for k, v in json.loads(r).items() if k.startswith("loss/")} for r in rows]
+        for rows in (straight_rows, split_rows)
+    ]
     assert losses[0] == losses[1]
     record = json.loads(ckpt.list_checkpoints(split / "checkpoints")[-1].read_text())
     assert len(record["rng_ranks"]) == 2
@@ -162,8 +185,16 @@ def test_a_multi_scale_text_model_trains_data_parallel(tmp_path):
     from .test_stackgan_v2 import TINY
 
     run = tmp_path / "v2"
-    args = ["stackgan-v2-shapes", "--out", str(run), "--no-eval", *TINY,
-            "train.phases.joint=3", "train.ema=0.9", "train.num_threads=1"]
+    args = [
+        "stackgan-v2-shapes",
+        "--out",
+        str(run),
+        "--no-eval",
+        *TINY,
+        "train.phases.joint=3",
+        "train.ema=0.9",
+        "train.num_threads=1",
+    ]
     proc = _launch(tmp_path / "dumps", args)
     assert proc.returncode == 0, proc.stderr[-4000:]
     d0, d1 = _dumps(tmp_path / "dumps")
@@ -180,8 +211,7 @@ def test_a_multi_scale_text_model_trains_data_parallel(tmp_path):
 def _hook_worker(rank: int, world: int, init_file: str) -> None:
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.manual_seed(0)
         used, partial, unused = nn.Linear(3, 2), nn.Linear(3, 1), nn.Linear(3, 1)
@@ -189,8 +219,9 @@ def _hook_worker(rank: int, world: int, init_file: str) -> None:
         params = [p for m in nets for p in m.parameters()]
         opt = torch.optim.SGD(params, lr=1.0)
         distributed.register_gradient_hooks([opt], distributed.DistContext(rank, world))
-        xs = [torch.randn(4, 3, generator=torch.Generator().manual_seed(10 + r))
-              for r in range(world)]
+        xs = [
+            torch.randn(4, 3, generator=torch.Generator().manual_seed(10 + r)) for r in range(world)
+        ]
 
         def loss(r: int, modules: tuple[nn.Module, ...]) -> torch.Tensor:
             out = modules[0](xs[r]).pow(2).sum()
@@ -200,8 +231,7 @@ def _hook_worker(rank: int, world: int, init_file: str) -> None:
         for r in range(world):  # every rank's gradients, computed here for reference
             copies = tuple(__import__("copy").deepcopy(m) for m in nets)
             loss(r, copies).backward()
-            for e, p in zip(expected, [p for m in copies[:2] for p in m.parameters()],
-                            strict=True):
+            for e, p in zip(expected, [p for m in copies[:2] for p in m.parameters()], strict=True):
                 if p.grad is not None:
                     e += p.grad / world
         before = [p.detach().clone() for p in params]
@@ -233,8 +263,7 @@ def test_gradient_hook_averages_over_ranks(tmp_path):
 def test_per_rank_rng_round_trip_and_single_process_format(tmp_path):
     m = nn.Linear(2, 2)
     torch.manual_seed(5)
-    single = json.loads(ckpt.save_checkpoint(tmp_path, "a", m, {}, {"global_step": 1})
-                        .read_text())
+    single = json.loads(ckpt.save_checkpoint(tmp_path, "a", m, {}, {"global_step": 1}).read_text())
     assert "rng_ranks" not in single  # single-process checkpoints are unchanged
     states = []
     for r in range(2):
@@ -314,8 +343,7 @@ def _worker(argv: list[str]) -> int:
 
     rank = int(os.environ["RANK"])
     run_dir = Path(cli_args[cli_args.index("--out") + 1]).resolve()
-    info: dict = {"rank": rank, "world": int(os.environ["WORLD_SIZE"]), "indices": {},
-                  "writes": []}
+    info: dict = {"rank": rank, "world": int(os.environ["WORLD_SIZE"]), "indices": {}, "writes": []}
     real_fit = Trainer.fit
 
     def fit(self: Trainer, _max_steps: int | None = None) -> str:
@@ -331,8 +359,13 @@ def _worker(argv: list[str]) -> int:
         state = {f"model/{k}": _digest(v) for k, v in self.model.state_dict().items()}
         for name, opt in self.model.optimizers.items():
             for idx, s in opt.state_dict()["state"].items():
-                state.update({f"optim/{name}/{idx}/{k}": _digest(v) for k, v in s.items()
-                              if torch.is_tensor(v)})
+                state.update(
+                    {
+                        f"optim/{name}/{idx}/{k}": _digest(v)
+                        for k, v in s.items()
+                        if torch.is_tensor(v)
+                    }
+                )
         info["state"] = state
         info["rng"] = _digest(torch.get_rng_state())
         return status

@@ -28,19 +28,35 @@ from ganstack.run import load
 
 from .conftest import tiny_config_overrides
 
-pytestmark = [pytest.mark.usefixtures("one_thread"),
-              # Starlette >= 1.x would have its TestClient on httpx2; httpx still works.
-              pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")]
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    # Starlette >= 1.x would have its TestClient on httpx2; httpx still works.
+    pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`"),
+]
 REQUIRED = os.environ.get("GANSTACK_REQUIRE_BROWSER") == "1"  # set by .ci/run
 if not REQUIRED:
     pytest.importorskip("starlette", reason="ganstack[explore] is not installed")
 
 V2_TINY = [
-    "data.resolution=16", "data.num_images=96", "data.eval_size=48", "data.text_dim=32",
-    "model.base_size=8", "model.branches=2", "model.gf_dim=8", "model.df_dim=4",
-    "model.ef_dim=8", "model.z_dim=8", "model.r_num=1", "model.caption_bank=16",
-    "train.batch_size=8", "train.phases.joint=2", "train.log_every=1", "train.sample_every=0",
-    "train.checkpoint_every=0", "train.tensorboard=false", "train.progress=false",
+    "data.resolution=16",
+    "data.num_images=96",
+    "data.eval_size=48",
+    "data.text_dim=32",
+    "model.base_size=8",
+    "model.branches=2",
+    "model.gf_dim=8",
+    "model.df_dim=4",
+    "model.ef_dim=8",
+    "model.z_dim=8",
+    "model.r_num=1",
+    "model.caption_bank=16",
+    "train.batch_size=8",
+    "train.phases.joint=2",
+    "train.log_every=1",
+    "train.sample_every=0",
+    "train.checkpoint_every=0",
+    "train.tensorboard=false",
+    "train.progress=false",
     "train.num_threads=1",
 ]
 CAPTION_A = "a large red circle in the middle"
@@ -50,9 +66,23 @@ CAPTION_B = "a small blue star at the top left on a striped background"
 @pytest.fixture(scope="module")
 def sgan_run(tmp_path_factory, mnist_dir) -> Path:
     out = tmp_path_factory.mktemp("explore") / "sgan"
-    assert main(["-q", "train", "sgan-mnist", "--out", str(out), "--no-eval",
-                 *tiny_config_overrides(mnist_dir), "train.phases.independent=2",
-                 "train.phases.joint=2", "train.num_threads=1"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "sgan-mnist",
+                "--out",
+                str(out),
+                "--no-eval",
+                *tiny_config_overrides(mnist_dir),
+                "train.phases.independent=2",
+                "train.phases.joint=2",
+                "train.num_threads=1",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -106,8 +136,9 @@ def changed(a: dict, b: dict) -> set[str]:
 # ---- the API ---------------------------------------------------------------------------------
 
 
-def test_the_model_describes_levels_top_to_bottom_and_outputs_coarse_to_fine(sgan_client,
-                                                                             v2_client):
+def test_the_model_describes_levels_top_to_bottom_and_outputs_coarse_to_fine(
+    sgan_client, v2_client
+):
     m = sgan_client.get("/api/model").json()
     assert m["model"] == "sgan" and [lv["name"] for lv in m["levels"]] == ["z1", "z0"]
     assert [o["name"] for o in m["outputs"]] == ["h1", "image"]
@@ -115,8 +146,10 @@ def test_the_model_describes_levels_top_to_bottom_and_outputs_coarse_to_fine(sga
     assert (m["outputs"][1]["height"], m["outputs"][1]["width"]) == (28, 28)
     # Measured on the model: the top level's noise reaches both outputs, the bottom's only
     # the image; the class reaches both.
-    assert {lv["name"]: lv["affects"] for lv in m["levels"]} == {"z1": ["h1", "image"],
-                                                                  "z0": ["image"]}
+    assert {lv["name"]: lv["affects"] for lv in m["levels"]} == {
+        "z1": ["h1", "image"],
+        "z0": ["image"],
+    }
     assert m["class_affects"] == ["h1", "image"] and m["classes"] == [str(k) for k in range(10)]
     assert not m["text"]
     m = v2_client.get("/api/model").json()
@@ -130,7 +163,8 @@ def test_the_model_describes_levels_top_to_bottom_and_outputs_coarse_to_fine(sga
 
 @pytest.mark.parametrize("which", ["sgan", "v2"])
 def test_a_level_s_noise_changes_that_level_and_the_finer_ones_not_the_coarser(
-        which, sgan_client, v2_client, sgan_run, v2_run):
+    which, sgan_client, v2_client, sgan_run, v2_run
+):
     c = sgan_client if which == "sgan" else v2_client
     m = c.get("/api/model").json()
     levels = [lv["name"] for lv in m["levels"]]
@@ -147,21 +181,25 @@ def test_a_level_s_noise_changes_that_level_and_the_finer_ones_not_the_coarser(
         reached.append(changed(base, other))
     # The expected structure, from the models themselves: SGAN's z1 feeds G1 (h1) whose
     # output G0 turns into the image with z0; StackGAN-v2's z and ca enter the first branch.
-    expected = ([{"h1", "image"}, {"image"}] if which == "sgan"
-                else [{"scale0", "image"}, {"scale0", "image"}])
+    expected = (
+        [{"h1", "image"}, {"image"}]
+        if which == "sgan"
+        else [{"scale0", "image"}, {"scale0", "image"}]
+    )
     assert reached == expected
     for i, got in enumerate(reached):
         # A level's noise changes a run of outputs down to the finest, never a coarser one,
         # and reaches at least what the levels below it reach.
         assert got and outputs[-1] in got
-        assert got == set(outputs[min(outputs.index(k) for k in got):])
-        assert all(got >= later for later in reached[i + 1:])
+        assert got == set(outputs[min(outputs.index(k) for k in got) :])
+        assert all(got >= later for later in reached[i + 1 :])
     # The same, checked directly on the model's generate() with the page's inputs.
     ex = Explorer(load(sgan_run if which == "sgan" else v2_run))
     req = Request.parse(body, ex)
     a = ex.generate(ex.inputs(req))
-    b = ex.generate(ex.inputs(Request.parse({**body, "seeds": {**body["seeds"],
-                                                               levels[-1]: 999}}, ex)))
+    b = ex.generate(
+        ex.inputs(Request.parse({**body, "seeds": {**body["seeds"], levels[-1]: 999}}, ex))
+    )
     assert {k for k in outputs if not torch.equal(a[k], b[k])} == expected[-1]
 
 
@@ -169,14 +207,31 @@ def test_lapgan_levels_reach_their_own_level_and_the_finer_ones(tmp_path, mnist_
     from .test_lapgan import tiny
 
     run = tmp_path / "lap"
-    assert main(["-q", "train", "lapgan-mnist", "--out", str(run), "--no-eval", *tiny(mnist_dir),
-                 "train.phases.independent=2", "train.num_threads=1"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "lapgan-mnist",
+                "--out",
+                str(run),
+                "--no-eval",
+                *tiny(mnist_dir),
+                "train.phases.independent=2",
+                "train.num_threads=1",
+            ]
+        )
+        == 0
+    )
     m = Explorer(load(run)).describe()
     # level0 is another name for the image: shown once.
     assert [o["name"] for o in m["outputs"]] == ["level2", "level1", "image"]
     assert [o["width"] for o in m["outputs"]] == [7, 14, 28]
     assert {lv["name"]: lv["affects"] for lv in m["levels"]} == {
-        "z2": ["level2", "level1", "image"], "z1": ["level1", "image"], "z0": ["image"]}
+        "z2": ["level2", "level1", "image"],
+        "z1": ["level1", "image"],
+        "z0": ["image"],
+    }
 
 
 def test_a_new_caption_changes_every_scale_and_the_caption_seed_picks_training_ones(v2_client):
@@ -197,10 +252,12 @@ def test_interpolating_one_level_goes_from_its_seed_to_the_other(sgan_client):
     at_a = post(sgan_client, body)
     at_b = post(sgan_client, {**body, "seeds": {"z1": 3, "z0": 8}})
     interp = {"input": "z0", "seed_b": 8}
-    assert post(sgan_client, {**body, "interpolate": {**interp, "t": 0}})["outputs"] == \
-        at_a["outputs"]
-    assert post(sgan_client, {**body, "interpolate": {**interp, "t": 1}})["outputs"] == \
-        at_b["outputs"]
+    assert (
+        post(sgan_client, {**body, "interpolate": {**interp, "t": 0}})["outputs"] == at_a["outputs"]
+    )
+    assert (
+        post(sgan_client, {**body, "interpolate": {**interp, "t": 1}})["outputs"] == at_b["outputs"]
+    )
     mid = post(sgan_client, {**body, "interpolate": {**interp, "t": 0.5, "strip": 5}})
     assert changed(mid, at_a) == {"image"} and changed(mid, at_b) == {"image"}
     assert len(mid["strip"]) == 5 and mid["strip"][0] != mid["strip"][-1]
@@ -268,8 +325,9 @@ def test_cli_help_and_a_missing_extra(monkeypatch, capsys):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a)
+    )
     assert main(["explore", "nowhere"]) == 2
     assert "pip install 'ganstack[explore]'" in capsys.readouterr().err
 
@@ -278,8 +336,9 @@ def test_cli_help_and_a_missing_extra(monkeypatch, capsys):
 
 
 def browser_paths() -> tuple[str, str] | None:
-    chrome = next((p for p in map(shutil.which, ("chromium", "chromium-browser",
-                                                  "google-chrome")) if p), None)
+    chrome = next(
+        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
+    )
     driver = shutil.which("chromedriver")
     return (chrome, driver) if chrome and driver else None
 
@@ -298,9 +357,22 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}/"
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ganstack", "-q", "explore", str(run), "--port",
-             str(self.port), "--threads", "1"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "ganstack",
+                "-q",
+                "explore",
+                str(run),
+                "--port",
+                str(self.port),
+                "--threads",
+                "1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
 
     def wait(self, timeout: float = 60.0) -> None:
         import urllib.request
@@ -330,8 +402,10 @@ class Server:
 def browser():
     paths = browser_paths()
     if paths is None:
-        reason = ("chromium and chromedriver are not installed (Debian: apt-get install "
-                  "chromium chromium-driver)")
+        reason = (
+            "chromium and chromedriver are not installed (Debian: apt-get install "
+            "chromium chromium-driver)"
+        )
         if REQUIRED:
             pytest.fail(f"GANSTACK_REQUIRE_BROWSER=1 but {reason}")
         pytest.skip(reason)
@@ -345,8 +419,15 @@ def browser():
     chrome, driver = paths
     opts = webdriver.ChromeOptions()
     opts.binary_location = chrome
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,900", "--disable-extensions", "--no-first-run"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,900",
+        "--disable-extensions",
+        "--no-first-run",
+    ):
         opts.add_argument(arg)
     b = webdriver.Chrome(options=opts, service=Service(executable_path=driver))
     b.set_page_load_timeout(30)
@@ -365,15 +446,20 @@ def settle(b, after: int, timeout: float = 30.0) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     WebDriverWait(b, timeout).until(
-        lambda d: renders(d) > after
-        and d.find_element("tag name", "body").get_attribute("data-state") == "idle")
+        lambda d: (
+            renders(d) > after
+            and d.find_element("tag name", "body").get_attribute("data-state") == "idle"
+        )
+    )
     error = b.find_element("id", "error")
     assert not error.is_displayed(), error.text
 
 
 def images(b) -> dict[str, str]:
-    return {e.get_attribute("data-output"): e.get_attribute("src")
-            for e in b.find_elements("css selector", "img[data-output]")}
+    return {
+        e.get_attribute("data-output"): e.get_attribute("src")
+        for e in b.find_elements("css selector", "img[data-output]")
+    }
 
 
 def act(b, element) -> None:

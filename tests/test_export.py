@@ -37,9 +37,24 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def run(tmp_path_factory, mnist_dir) -> Path:
     """A tiny SGAN run with an EMA of its generators, evaluated (acc and fid, calibrated)."""
     out = tmp_path_factory.mktemp("export") / "run"
-    assert main(["-q", "train", "sgan-mnist", "--out", str(out), "--no-eval",
-                 *tiny_config_overrides(mnist_dir), "train.phases.independent=3",
-                 "train.phases.joint=3", "train.ema=0.9", "train.num_threads=1"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "sgan-mnist",
+                "--out",
+                str(out),
+                "--no-eval",
+                *tiny_config_overrides(mnist_dir),
+                "train.phases.independent=3",
+                "train.phases.joint=3",
+                "train.ema=0.9",
+                "train.num_threads=1",
+            ]
+        )
+        == 0
+    )
     assert main(["-q", "eval", str(out), "--n", "100", "--metrics", "acc", "fid"]) == 0
     return out
 
@@ -52,10 +67,16 @@ def exported(run, tmp_path_factory) -> Path:
 
 
 def test_an_export_holds_the_sampling_generator_config_card_and_figures(run, exported):
-    names = sorted(p.relative_to(exported).as_posix() for p in exported.rglob("*")
-                   if p.is_file())
-    assert {WEIGHTS, CONFIG, CARD, "samples.png", "eval.json", "figures/classes.png",
-            "samples/joint-final.png"} <= set(names)
+    names = sorted(p.relative_to(exported).as_posix() for p in exported.rglob("*") if p.is_file())
+    assert {
+        WEIGHTS,
+        CONFIG,
+        CARD,
+        "samples.png",
+        "eval.json",
+        "figures/classes.png",
+        "samples/joint-final.png",
+    } <= set(names)
     meta = json.loads((exported / CONFIG).read_text())
     assert meta["format"] == "ganstack-export" and meta["model"] == "sgan"
     assert meta["source"]["ema"] is True and meta["source"]["step"] == 6
@@ -70,8 +91,7 @@ def test_an_export_holds_the_sampling_generator_config_card_and_figures(run, exp
     assert not all(torch.equal(v, live.state_dict()[k]) for k, v in tensors.items())
 
 
-def test_an_export_samples_bit_identically_to_the_run_in_a_fresh_process(run, exported,
-                                                                         tmp_path):
+def test_an_export_samples_bit_identically_to_the_run_in_a_fresh_process(run, exported, tmp_path):
     out = tmp_path / "s.npz"
     code = textwrap.dedent(f"""
         import numpy as np, torch, ganstack
@@ -83,14 +103,20 @@ def test_an_export_samples_bit_identically_to_the_run_in_a_fresh_process(run, ex
                  **{{"b_" + k: v.numpy() for k, v in b.items()}})
         print(type(m).__name__, m.step)
     """)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["Pretrained", "6"]
     r = ganstack.load(run)
-    want = {**{f"a_{k}": v for k, v in r.sample_indexed(150, seed=7).items()},
-            **{f"b_{k}": v for k, v in r.sample(12, labels=[3, 5], fixed=["z1"],
-                                                seed=2).items()}}
+    want = {
+        **{f"a_{k}": v for k, v in r.sample_indexed(150, seed=7).items()},
+        **{f"b_{k}": v for k, v in r.sample(12, labels=[3, 5], fixed=["z1"], seed=2).items()},
+    }
     with np.load(out) as got:
         assert sorted(got.files) == sorted(want)
         for k, v in want.items():
@@ -119,21 +145,54 @@ def test_the_model_card_front_matter_parses_as_yaml_with_the_eval_protocol(run, 
 
 def test_sample_and_eval_take_an_export_like_a_run(run, exported, tmp_path, capsys):
     for src, name in ((run, "r.npz"), (exported, "e.npz")):
-        assert main(["-q", "sample", str(src), "--n", "30", "--seed", "4", "--out",
-                     str(tmp_path / name)]) == 0
+        assert (
+            main(
+                [
+                    "-q",
+                    "sample",
+                    str(src),
+                    "--n",
+                    "30",
+                    "--seed",
+                    "4",
+                    "--out",
+                    str(tmp_path / name),
+                ]
+            )
+            == 0
+        )
     with np.load(tmp_path / "r.npz") as a, np.load(tmp_path / "e.npz") as b:
         assert np.array_equal(a["images"], b["images"])
         assert np.array_equal(a["labels"], b["labels"])
     out = tmp_path / "e.json"
-    assert main(["-q", "eval", str(exported), "--n", "100", "--metrics", "acc", "fid",
-                 "--out", str(out)]) == 0
-    assert json.loads(out.read_text())["metrics"] == \
-        json.loads((run / "eval.json").read_text())["metrics"]
+    assert (
+        main(
+            [
+                "-q",
+                "eval",
+                str(exported),
+                "--n",
+                "100",
+                "--metrics",
+                "acc",
+                "fid",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert (
+        json.loads(out.read_text())["metrics"]
+        == json.loads((run / "eval.json").read_text())["metrics"]
+    )
     capsys.readouterr()
     assert main(["eval", str(exported), "--metrics", "noise"]) == 2
     assert "an export does not hold" in capsys.readouterr().err
-    assert main(["sample", str(exported), "--checkpoint", "step-1", "--out",
-                 str(tmp_path / "x.png")]) == 2
+    assert (
+        main(["sample", str(exported), "--checkpoint", "step-1", "--out", str(tmp_path / "x.png")])
+        == 2
+    )
     assert "applies to run directories only" in capsys.readouterr().err
 
 
@@ -145,7 +204,8 @@ def _hidden(folder: Path) -> list[str]:
 
 
 def test_an_export_refuses_a_non_empty_folder_and_replaces_an_export_only_with_force(
-        run, exported, tmp_path, capsys):
+    run, exported, tmp_path, capsys
+):
     other = tmp_path / "notes"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
@@ -169,8 +229,7 @@ def test_an_export_refuses_a_non_empty_folder_and_replaces_an_export_only_with_f
     assert "already an export" in capsys.readouterr().err
 
 
-def test_a_failed_export_leaves_nothing_and_keeps_the_previous_one(run, tmp_path,
-                                                                   monkeypatch):
+def test_a_failed_export_leaves_nothing_and_keeps_the_previous_one(run, tmp_path, monkeypatch):
     from ganstack import export
 
     dest = tmp_path / "e"
@@ -192,8 +251,7 @@ def test_a_failed_export_leaves_nothing_and_keeps_the_previous_one(run, tmp_path
     assert _hidden(tmp_path) == []
 
 
-def test_an_export_that_would_not_sample_like_the_run_is_refused(run, tmp_path,
-                                                                 monkeypatch):
+def test_an_export_that_would_not_sample_like_the_run_is_refused(run, tmp_path, monkeypatch):
     from ganstack import export
 
     real = export.sampling_state
@@ -212,8 +270,7 @@ def test_an_export_that_would_not_sample_like_the_run_is_refused(run, tmp_path,
 # ---- loading: clear errors for what is not an export -----------------------------------------
 
 
-def test_from_pretrained_says_what_a_folder_is_when_it_is_not_an_export(run, exported,
-                                                                        tmp_path):
+def test_from_pretrained_says_what_a_folder_is_when_it_is_not_an_export(run, exported, tmp_path):
     import shutil
 
     with pytest.raises(ExportError, match="is a run directory, not an export"):
@@ -252,8 +309,9 @@ def test_from_pretrained_says_what_a_folder_is_when_it_is_not_an_export(run, exp
 # ---- every registered model exports what it samples with --------------------------------------
 
 
-@pytest.mark.parametrize("name", ["sgan", "lapgan", "dcgan", "s2gan", "stackgan_v1",
-                                  "stackgan_v2", "hdgan"])
+@pytest.mark.parametrize(
+    "name", ["sgan", "lapgan", "dcgan", "s2gan", "stackgan_v1", "stackgan_v2", "hdgan"]
+)
 def test_every_model_samples_with_its_generators_and_own_buffers_alone(name, mnist_dir):
     """What sampling_state leaves out (discriminators, encoders, the live generators when an
     EMA is kept) is NaN in the probe: any use of it would show in the samples."""
@@ -276,6 +334,7 @@ def test_every_model_samples_with_its_generators_and_own_buffers_alone(name, mni
     state = sampling_state(model)
     assert check_sampling_state(model, state, n=3) == []
     # and the check sees a missing tensor
-    key = next(k for k in state if k.startswith(model.generator_names[0] + ".")
-               and k.endswith("weight"))
+    key = next(
+        k for k in state if k.startswith(model.generator_names[0] + ".") and k.endswith("weight")
+    )
     assert check_sampling_state(model, {k: v for k, v in state.items() if k != key}, n=3)

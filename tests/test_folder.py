@@ -40,8 +40,12 @@ def png_bytes(w: int, h: int, bit_depth: int, color_type: int, rows: np.ndarray)
 
     raw = b"".join(b"\x00" + row.tobytes() for row in rows)
     ihdr = struct.pack(">IIBBBBB", w, h, bit_depth, color_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def messages(caplog) -> list[str]:
@@ -93,8 +97,9 @@ def test_grayscale_to_rgb_and_rgb_to_grayscale(tmp_path, caplog):
 
 def test_alpha_and_transparency_are_composited_on_white(tmp_path, caplog):
     caplog.set_level(logging.INFO, "ganstack")
-    px = np.array([[[255, 0, 0, 0], [0, 0, 0, 255], [0, 0, 0, 128], [0, 200, 0, 255]]],
-                  dtype=np.uint8)
+    px = np.array(
+        [[[255, 0, 0, 0], [0, 0, 0, 255], [0, 0, 0, 128], [0, 200, 0, 255]]], dtype=np.uint8
+    )
     save(tmp_path / "a_rgba.png", Image.fromarray(px, "RGBA"))
     la = np.array([[[10, 0], [10, 255], [200, 255], [0, 0]]], dtype=np.uint8)
     save(tmp_path / "b_la.png", Image.fromarray(la, "LA"))
@@ -129,8 +134,9 @@ def test_16bit_images_are_scaled_not_clipped(tmp_path, caplog):
     caplog.set_level(logging.INFO, "ganstack")
     gray = np.array([[0, 257, 30000, 65535]], dtype=np.uint16)
     save(tmp_path / "a_gray16.png", Image.fromarray(gray))  # Pillow writes 16-bit gray itself
-    rgb16 = np.array([[[0, 30000, 65535], [257 * 7, 1000, 65280],
-                       [65535, 65535, 65535], [0, 0, 0]]], dtype=">u2")
+    rgb16 = np.array(
+        [[[0, 30000, 65535], [257 * 7, 1000, 65280], [65535, 65535, 65535], [0, 0, 0]]], dtype=">u2"
+    )
     (tmp_path / "b_rgb16.png").write_bytes(png_bytes(4, 1, 16, 2, rgb16.reshape(1, -1)))
     ds = load_image_folder(tmp_path)
     assert ds.images[0, 0, 0].tolist() == [0, 1, 117, 255]  # 30000 -> 117, not clipped to 255
@@ -214,8 +220,7 @@ def test_corrupt_truncated_and_fake_files_are_named(tmp_path, resolution):
 
 def test_skip_bad_leaves_them_out_and_says_so(tmp_path, caplog):
     _good_and_bad(tmp_path)
-    ds = load_dataset(DataConfig(name="folder", path=str(tmp_path), eval_size=0,
-                                 skip_bad=True))[0]
+    ds = load_dataset(DataConfig(name="folder", path=str(tmp_path), eval_size=0, skip_bad=True))[0]
     assert ds.images.shape == (3, 3, 8, 8)
     for i in range(3):
         assert torch.equal(ds.images[i], torch.from_numpy(rgb(i)).permute(2, 0, 1))
@@ -242,8 +247,11 @@ def test_missing_empty_file_and_imageless_paths(tmp_path):
     (other / "deep").mkdir(parents=True)
     (other / "a.gif").write_bytes(b"GIF89a")
     (other / "deep" / "b.txt").write_text("hi")
-    with pytest.raises(DataError, match=f"no images with a supported extension \\({EXTS}\\); "
-                                        r"found 2 other file\(s\): a.gif, deep/b.txt"):
+    with pytest.raises(
+        DataError,
+        match=f"no images with a supported extension \\({EXTS}\\); "
+        r"found 2 other file\(s\): a.gif, deep/b.txt",
+    ):
         load_image_folder(other)
     with pytest.raises(DataError, match="reads a folder of images.*set data.path"):
         load_dataset(DataConfig(name="folder"))
@@ -315,8 +323,10 @@ def test_labels_csv(tmp_path):
         ("x.png,-1\nsub/y.png,0\nz.png,1\n", "label -1 is negative"),
         ("x.png,0\nsub/y.png,0\nz.png,5\n", r"largest is 5 and class\(es\) 1, 2, 3, 4 have no"),
         ("x.png,0\nsub/y.png,1\n", r"1 image\(s\) in .* are not listed in labels.csv: z.png"),
-        ("x.png,0\nsub/y.png,1\nz.png,0\ngone.png,1\n",
-         r"names 1 image\(s\) that are not in .*: gone.png"),
+        (
+            "x.png,0\nsub/y.png,1\nz.png,0\ngone.png,1\n",
+            r"names 1 image\(s\) that are not in .*: gone.png",
+        ),
         ("x.png,0\nx.png,1\nsub/y.png,1\nz.png,0\n", "line 2: 'x.png' is listed twice"),
         ("x.png;0\nsub/y.png,1\nz.png,0\n", "line 1: expected two comma-separated fields"),
         ("path,label\n", "lists no images"),
@@ -351,13 +361,28 @@ def test_train_sgan_on_a_folder_of_digit_pngs(tmp_path):
     images, labels = bar_digits(120)
     for i, (x, y) in enumerate(zip(images, labels, strict=True)):
         save(tmp_path / "digits" / f"{y}" / f"{i:03d}.png", Image.fromarray(x))
-    cfg = load_config("sgan-mnist", [
-        "data.name=folder", f"data.path={tmp_path / 'digits'}", "data.channels=1",
-        "data.eval_size=20", "model.width=0.25", "model.feature_hidden=16",
-        "model.feature_disc_hidden=16", "model.encoder.pretrain_epochs=1", "train.batch_size=20",
-        "train.phases.independent=1", "train.phases.joint=1", "train.sample_every=0",
-        "train.checkpoint_every=0", "train.tensorboard=false", "train.progress=false",
-        "train.ema=0", "train.num_threads=1"])
+    cfg = load_config(
+        "sgan-mnist",
+        [
+            "data.name=folder",
+            f"data.path={tmp_path / 'digits'}",
+            "data.channels=1",
+            "data.eval_size=20",
+            "model.width=0.25",
+            "model.feature_hidden=16",
+            "model.feature_disc_hidden=16",
+            "model.encoder.pretrain_epochs=1",
+            "train.batch_size=20",
+            "train.phases.independent=1",
+            "train.phases.joint=1",
+            "train.sample_every=0",
+            "train.checkpoint_every=0",
+            "train.tensorboard=false",
+            "train.progress=false",
+            "train.ema=0",
+            "train.num_threads=1",
+        ],
+    )
     trainer = Trainer(cfg, tmp_path / "run")
     assert trainer.train_ds.shape == (1, 28, 28) and trainer.train_ds.num_classes == 10
     assert trainer.train_ds.class_names == [str(k) for k in range(10)]

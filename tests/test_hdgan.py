@@ -22,11 +22,25 @@ from ganstack.train.trainer import Trainer
 from .conftest import REFERENCE
 
 TINY = [
-    "data.resolution=32", "data.num_images=96", "data.eval_size=48", "data.text_dim=32",
-    "model.base_size=16", "model.side_outputs=2", "model.gf_dim=2", "model.df_dim=4",
-    "model.ef_dim=8", "model.z_dim=8", "model.halve_at=[8,32]", "model.caption_bank=16",
-    "train.batch_size=8", "train.phases.joint=4", "train.log_every=1", "train.sample_every=0",
-    "train.checkpoint_every=0", "train.tensorboard=false", "train.progress=false",
+    "data.resolution=32",
+    "data.num_images=96",
+    "data.eval_size=48",
+    "data.text_dim=32",
+    "model.base_size=16",
+    "model.side_outputs=2",
+    "model.gf_dim=2",
+    "model.df_dim=4",
+    "model.ef_dim=8",
+    "model.z_dim=8",
+    "model.halve_at=[8,32]",
+    "model.caption_bank=16",
+    "train.batch_size=8",
+    "train.phases.joint=4",
+    "train.log_every=1",
+    "train.sample_every=0",
+    "train.checkpoint_every=0",
+    "train.tensorboard=false",
+    "train.progress=false",
     "eval.n=48",
 ]
 
@@ -42,8 +56,14 @@ def _model(*extra: str):
 
 
 def _step(phase_step: int = 0, phase: str = "joint", batch: int = 8, data: int = 48):
-    return Step(global_step=phase_step, phase=phase, phase_step=phase_step, batch_size=batch,
-                world_size=1, dataset_size=data)
+    return Step(
+        global_step=phase_step,
+        phase=phase,
+        phase_step=phase_step,
+        batch_size=batch,
+        world_size=1,
+        dataset_size=data,
+    )
 
 
 def _paper(name: str, *extra: str) -> HDGAN:
@@ -58,16 +78,19 @@ def _count(module: torch.nn.Module) -> int:
 
 
 def test_every_side_output_and_the_trunk():
-    cfg, model, _ = _model("model.side_outputs=3", "data.resolution=64", "model.gf_dim=4",
-                           "model.halve_at=[8,32,64]")
+    cfg, model, _ = _model(
+        "model.side_outputs=3", "data.resolution=64", "model.gf_dim=4", "model.halve_at=[8,32,64]"
+    )
     assert model.sizes == [16, 32, 64]
     assert model.image_outputs() == ["scale0", "scale1", "image"]
     assert model.input_names() == ["text", "z", "ca"]
     out = model.sample(5)
-    assert [tuple(out[k].shape) for k in model.image_outputs()] == \
-        [(5, 3, 16, 16), (5, 3, 32, 32), (5, 3, 64, 64)]
-    assert all(0 <= float(out[k].min()) and float(out[k].max()) <= 1
-               for k in model.image_outputs())
+    assert [tuple(out[k].shape) for k in model.image_outputs()] == [
+        (5, 3, 16, 16),
+        (5, 3, 32, 32),
+        (5, 3, 64, 64),
+    ]
+    assert all(0 <= float(out[k].min()) and float(out[k].max()) <= 1 for k in model.image_outputs())
     # Trunk channels: 8 gf = 32 at 4x4, halved at 8, 32 and 64 (no conv at 16).
     assert cfg.model.channels() == {4: 32, 8: 16, 16: 16, 32: 8, 64: 4}
     assert [h[1].in_channels for h in model.netG.heads] == [16, 8, 4]
@@ -80,8 +103,9 @@ def test_every_side_output_and_the_trunk():
 
 
 def test_discriminator_heads_pair_and_patch_maps():
-    cfg, model, _ = _model("model.side_outputs=3", "data.resolution=64", "model.gf_dim=4",
-                           "model.halve_at=[8,32,64]")
+    cfg, model, _ = _model(
+        "model.side_outputs=3", "data.resolution=64", "model.gf_dim=4", "model.halve_at=[8,32,64]"
+    )
     assert cfg.model.patches() == [1, 1, 5]  # the code: 1x1, 1x1, 5x5 image scores
     emb = torch.randn(4, 32)
     for d, s, r in zip(model.netDs, (16, 32, 64), (1, 1, 5), strict=True):
@@ -95,10 +119,17 @@ def test_discriminator_heads_pair_and_patch_maps():
     p2, i2 = d(x, torch.randn(4, 32))
     assert not torch.allclose(p1, p2) and torch.equal(i1, i2)
     # The paper's Fig. 3 sizes: 1, 3, 5.
-    _, paper, _ = _model("model.side_outputs=3", "data.resolution=64", "model.gf_dim=4",
-                         "model.halve_at=[8,32,64]", "model.image_patch=[1,3,5]")
-    assert [d(torch.randn(2, 3, s, s), emb[:2])[1].shape[-1]
-            for d, s in zip(paper.netDs, (16, 32, 64), strict=True)] == [1, 3, 5]
+    _, paper, _ = _model(
+        "model.side_outputs=3",
+        "data.resolution=64",
+        "model.gf_dim=4",
+        "model.halve_at=[8,32,64]",
+        "model.image_patch=[1,3,5]",
+    )
+    assert [
+        d(torch.randn(2, 3, s, s), emb[:2])[1].shape[-1]
+        for d, s in zip(paper.netDs, (16, 32, 64), strict=True)
+    ] == [1, 3, 5]
 
 
 def test_least_squares_losses_by_hand():
@@ -144,10 +175,12 @@ def test_d_loss_is_the_code_formula_and_the_paper_option():
     pw, lw = d(real.roll(1, 0), emb)
     pf, lf = d(fake, emb)
     mse = torch.nn.functional.mse_loss
-    want_pair = mse(pr, torch.ones_like(pr)) + 0.5 * (mse(pw, torch.zeros_like(pw)) +
-                                                      mse(pf, torch.zeros_like(pf)))
-    want_image = mse(lf, torch.zeros_like(lf)) + 0.5 * (mse(lw, torch.ones_like(lw)) +
-                                                        mse(lr, torch.ones_like(lr)))
+    want_pair = mse(pr, torch.ones_like(pr)) + 0.5 * (
+        mse(pw, torch.zeros_like(pw)) + mse(pf, torch.zeros_like(pf))
+    )
+    want_image = mse(lf, torch.zeros_like(lf)) + 0.5 * (
+        mse(lw, torch.ones_like(lw)) + mse(lr, torch.ones_like(lr))
+    )
     assert torch.allclose(pair, want_pair) and torch.allclose(image, want_image)
     # paper: unit weights, (real, mismatched text) as the pair negative, no wrong images for
     # the image head.
@@ -158,8 +191,12 @@ def test_d_loss_is_the_code_formula_and_the_paper_option():
     pr, lr = d(real, emb2)
     pf, lf = d(fake, emb2)
     pm = d.pair_score(real, emb2.roll(1, 0))
-    assert torch.allclose(pair, mse(pr, torch.ones_like(pr)) + mse(pf, torch.zeros_like(pf))
-                          + mse(pm, torch.zeros_like(pm)))
+    assert torch.allclose(
+        pair,
+        mse(pr, torch.ones_like(pr))
+        + mse(pf, torch.zeros_like(pf))
+        + mse(pm, torch.zeros_like(pm)),
+    )
     assert torch.allclose(image, mse(lr, torch.ones_like(lr)) + mse(lf, torch.zeros_like(lf)))
 
 
@@ -167,25 +204,43 @@ def test_train_step_updates_g_and_every_d_and_logs_each_term():
     _, model, train = _model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     out = model.train_step(Batcher(train, 8, 0).batch(0), "joint", _step())
-    assert {"d0_pair", "d0_image", "d1_pair", "d1_image", "d", "g0_pair", "g0_image",
-            "g1_pair", "g1_image", "g_kl", "g"} <= set(out)
+    assert {
+        "d0_pair",
+        "d0_image",
+        "d1_pair",
+        "d1_image",
+        "d",
+        "g0_pair",
+        "g0_image",
+        "g1_pair",
+        "g1_image",
+        "g_kl",
+        "g",
+    } <= set(out)
     assert all(torch.isfinite(v) for v in out.values())
     for prefix in ("netG.", "netDs.0.", "netDs.1."):
-        changed = [k for k in before if k.startswith(prefix) and before[k].is_floating_point()
-                   and not torch.equal(before[k], model.state_dict()[k])]
+        changed = [
+            k
+            for k in before
+            if k.startswith(prefix)
+            and before[k].is_floating_point()
+            and not torch.equal(before[k], model.state_dict()[k])
+        ]
         assert changed, prefix
     assert set(model.optimizers) == {"g", "d"}
 
 
 def test_a_few_steps_move_the_losses(tmp_path):
-    cfg = load_config("hdgan-shapes", TINY + ["train.phases.joint=8", "train.ema=0.9",
-                                              "model.lr_decay_epochs=1"])
+    cfg = load_config(
+        "hdgan-shapes", TINY + ["train.phases.joint=8", "train.ema=0.9", "model.lr_decay_epochs=1"]
+    )
     trainer = Trainer(cfg, tmp_path / "run")
     assert trainer.fit() == "done"
     # The trainer applied the model's schedule: 48 training images, batch 8, so the last step
     # (7 done before it) is in the 2nd epoch: halved at 1-based epochs 1 and 2.
-    assert {g["lr"] for o in trainer.model.optimizers.values() for g in o.param_groups} == \
-        {2e-4 / 4}
+    assert {g["lr"] for o in trainer.model.optimizers.values() for g in o.param_groups} == {
+        2e-4 / 4
+    }
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 8
     for key in ("loss/d", "loss/g", "loss/g_kl"):
@@ -202,10 +257,27 @@ def test_sample_cli_and_eval_read_every_side_output(tmp_path):
     with Trainer(cfg, run_dir) as t:
         t.fit()
         figs = t.write_figures()
-    assert {p.name for p in figs} >= {"vary_z.png", "vary_text.png", "vary_z_scale0.png",
-                                      "scales.png"}
-    assert main(["sample", str(run_dir), "--n", "3", "--caption", "a red star",
-                 "--out", str(tmp_path / "s.npz")]) == 0
+    assert {p.name for p in figs} >= {
+        "vary_z.png",
+        "vary_text.png",
+        "vary_z_scale0.png",
+        "scales.png",
+    }
+    assert (
+        main(
+            [
+                "sample",
+                str(run_dir),
+                "--n",
+                "3",
+                "--caption",
+                "a red star",
+                "--out",
+                str(tmp_path / "s.npz"),
+            ]
+        )
+        == 0
+    )
     with np.load(tmp_path / "s.npz") as f:
         assert f["images"].shape == (3, 32, 32, 3) and f["scale0"].shape == (3, 16, 16, 3)
     m = load(run_dir).evaluate(metrics=["fid_scales", "caption"])["metrics"]
@@ -236,8 +308,9 @@ def test_super_output_phase_trains_only_the_512_part():
     # Phase joint: the super part and its D stay as they are.
     model.train_step(batch, "joint", _step())
     after = model.state_dict()
-    moved = {k for k in before if before[k].is_floating_point()
-             and not torch.equal(before[k], after[k])}
+    moved = {
+        k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])
+    }
     assert not any(k.startswith(("netG.super.", "netDs.2.")) for k in moved)
     assert any(k.startswith("netG.levels.") for k in moved)
     # Phase super: L1 + the super D's terms, only the super part of G learns (its weights;
@@ -251,8 +324,9 @@ def test_super_output_phase_trains_only_the_512_part():
     assert moved and all(k.startswith("netG.super.") for k in moved)
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("netDs.2."))
     # Without the paper's 512 discriminator: the L1 term alone.
-    _, l1_only, train = _model("data.resolution=64", "model.super_output=true",
-                               "model.super_adversarial=false")
+    _, l1_only, train = _model(
+        "data.resolution=64", "model.super_output=true", "model.super_adversarial=false"
+    )
     assert len(l1_only.netDs) == 2
     out = l1_only.train_step(Batcher(train, 8, 0).batch(0), "super", _step(phase="super"))
     assert torch.allclose(out["g"], out["g_l1"])
@@ -276,9 +350,11 @@ def test_paper_configs_have_the_official_parameter_counts():
     assert _count(big.netG.super) == 2 * (2 * 9 * 64 * 64 + 4 * 64) + 9 * 64 * 32 + 64 + 9 * 32 * 3
 
 
-@pytest.mark.skipif(not (REFERENCE / "HDGan" / "HDGan" / "models" / "hd_networks.py").exists(),
-                    reason="the official code is not present: put ypxie/HDGan's checkout at "
-                    "$GANSTACK_REFERENCE_DIR/HDGan")
+@pytest.mark.skipif(
+    not (REFERENCE / "HDGan" / "HDGan" / "models" / "hd_networks.py").exists(),
+    reason="the official code is not present: put ypxie/HDGan's checkout at "
+    "$GANSTACK_REFERENCE_DIR/HDGan",
+)
 def test_same_outputs_as_the_official_networks(monkeypatch):
     """With the official networks' weights copied in, the outputs are the same (eval mode)."""
     monkeypatch.syspath_prepend(str(REFERENCE / "HDGan"))
@@ -293,8 +369,11 @@ def test_same_outputs_as_the_official_networks(monkeypatch):
             mod.running_var.uniform_(0.5, 1.5)
 
     def tensors(module, prefix):
-        return [v for k, v in module.state_dict().items()
-                if k.startswith(prefix) and "num_batches_tracked" not in k]
+        return [
+            v
+            for k, v in module.state_dict().items()
+            if k.startswith(prefix) and "num_batches_tracked" not in k
+        ]
 
     def copy(dst, src):
         assert [t.shape for t in dst] == [t.shape for t in src]
@@ -303,22 +382,34 @@ def test_same_outputs_as_the_official_networks(monkeypatch):
                 a.copy_(b)
 
     sizes = [4, 8, 16, 32, 64, 128, 256]
-    copy(tensors(m.netG, "ca.") + tensors(m.netG, "fc."),
-         tensors(g, "condEmbedding.") + tensors(g, "vec_to_tensor."))
+    copy(
+        tensors(m.netG, "ca.") + tensors(m.netG, "fc."),
+        tensors(g, "condEmbedding.") + tensors(g, "vec_to_tensor."),
+    )
     for i, s in enumerate(sizes):
         copy(tensors(m.netG, f"levels.{i}."), tensors(g, f"scale_{s}."))
     for i, s in enumerate((64, 128, 256)):
         copy(tensors(m.netG, f"heads.{i}."), tensors(g, f"tensor_to_img_{s}."))
         md = m.netDs[i]
-        copy(tensors(md, "encoder.") + tensors(md, "squeeze.") + tensors(md, "text.")
-             + tensors(md, "pair.") + tensors(md, "image."),
-             tensors(d, f"img_encoder_{s}.") + (tensors(d, "pre_encode.") if s == 256 else [])
-             + tensors(d, f"context_emb_pipe_{s}.") + tensors(d, f"pair_disc_{s}.")
-             + tensors(d, f"local_img_disc_{s}."))
+        copy(
+            tensors(md, "encoder.")
+            + tensors(md, "squeeze.")
+            + tensors(md, "text.")
+            + tensors(md, "pair.")
+            + tensors(md, "image."),
+            tensors(d, f"img_encoder_{s}.")
+            + (tensors(d, "pre_encode.") if s == 256 else [])
+            + tensors(d, f"context_emb_pipe_{s}.")
+            + tensors(d, f"pair_disc_{s}.")
+            + tensors(d, f"local_img_disc_{s}."),
+        )
     eps, emb, z = torch.randn(2, 128), torch.randn(2, 1024), torch.randn(2, 100)
     # The official CA draws its noise on the GPU: give it ours.
-    monkeypatch.setattr(ref.condEmbedding, "sample_encoded_context",
-                        lambda self, mean, log_sigma, kl_loss=False: mean + eps * log_sigma.exp())
+    monkeypatch.setattr(
+        ref.condEmbedding,
+        "sample_encoded_context",
+        lambda self, mean, log_sigma, kl_loss=False: mean + eps * log_sigma.exp(),
+    )
     with torch.no_grad():
         *want, _, _ = g(emb, z)
         got, _, _ = m.netG(z, emb, eps)
@@ -334,8 +425,11 @@ def test_same_outputs_as_the_official_networks(monkeypatch):
 
 
 def test_config_errors_are_config_errors():
-    with pytest.raises(ConfigError, match=r"makes 32x32 images, but the data is 64x64; set "
-                       r"data.resolution=32"):
+    with pytest.raises(
+        ConfigError,
+        match=r"makes 32x32 images, but the data is 64x64; set "
+        r"data.resolution=32",
+    ):
         _model("data.resolution=64")
     with pytest.raises(ConfigError, match="captioned data"):
         build_model(load_config("hdgan-shapes", TINY).model, DataInfo((3, 32, 32), 0, "plain", 0))

@@ -50,9 +50,12 @@ def test_atomic_path_gives_the_umasks_mode_even_when_the_writer_replaces_the_fil
 def test_no_module_renames_files_by_itself():
     """Every atomic write goes through ganstack.fileio (fsync, cleanup, file mode)."""
     src = Path(__file__).resolve().parents[1] / "src" / "ganstack"
-    offenders = [str(p.relative_to(src)) for p in src.rglob("*.py")
-                 if p.name != "fileio.py" and ("os.replace(" in p.read_text()
-                                               or "tempfile.mkstemp" in p.read_text())]
+    offenders = [
+        str(p.relative_to(src))
+        for p in src.rglob("*.py")
+        if p.name != "fileio.py"
+        and ("os.replace(" in p.read_text() or "tempfile.mkstemp" in p.read_text())
+    ]
     assert offenders == []
 
 
@@ -81,12 +84,12 @@ def _tiny_dataset(n: int = 40):
 
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, 1, 8, 8), generator=g, dtype=torch.uint8)
-    return ImageDataset(images=images, labels=torch.arange(n) % 2, num_classes=2,
-                        name="locktest-train")
+    return ImageDataset(
+        images=images, labels=torch.arange(n) % 2, num_classes=2, name="locktest-train"
+    )
 
 
-def test_two_threads_never_train_the_same_cached_classifier_at_once(monkeypatch, tmp_path,
-                                                                    caplog):
+def test_two_threads_never_train_the_same_cached_classifier_at_once(monkeypatch, tmp_path, caplog):
     """Two evaluations of runs on the same data, at the same moment: one trains the
     classifier, the other waits on the lock beside the cache entry and reads it."""
     from ganstack.metrics import classifier
@@ -121,8 +124,9 @@ def test_two_threads_never_train_the_same_cached_classifier_at_once(monkeypatch,
     assert len(calls) == 1, "the classifier was trained twice"
     # the second read the first's record (JSON: tuples become lists)
     assert json.loads(json.dumps(results["a"][1])) == results["b"][1]
-    for (pa, va), (pb, vb) in zip(results["a"][0].state_dict().items(),
-                                  results["b"][0].state_dict().items(), strict=True):
+    for (pa, va), (pb, vb) in zip(
+        results["a"][0].state_dict().items(), results["b"][0].state_dict().items(), strict=True
+    ):
         assert pa == pb and torch.equal(va, vb)
     waited = [r.getMessage() for r in caplog.records if "waiting for it" in r.getMessage()]
     assert len(waited) == 1 and "another process is training" in waited[0]
@@ -140,9 +144,13 @@ def test_version_and_quiet_before_or_after_the_command(capsys):
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.startswith("ganstack ")
     p = _parser()
-    for argv, quiet in ((["train", "x"], False), (["-q", "train", "x"], True),
-                        (["train", "x", "-q"], True), (["train", "x", "a=b", "--quiet"], True),
-                        (["sample", "r", "--out", "o.png", "-q"], True)):
+    for argv, quiet in (
+        (["train", "x"], False),
+        (["-q", "train", "x"], True),
+        (["train", "x", "-q"], True),
+        (["train", "x", "a=b", "--quiet"], True),
+        (["sample", "r", "--out", "o.png", "-q"], True),
+    ):
         args, _ = p.parse_known_args(argv)
         assert args.quiet is quiet, argv
     assert main(["configs", "-q"]) == 0
@@ -165,8 +173,11 @@ def test_git_state_of_a_checkout_and_of_a_folder_that_is_none(tmp_path):
     repo.mkdir()
 
     def git(*args: str) -> None:
-        subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t",
-                        *args], check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            check=True,
+            capture_output=True,
+        )
 
     git("init", "-q")
     assert git_state(repo) is None  # no commit yet
@@ -182,7 +193,8 @@ def test_git_state_of_a_checkout_and_of_a_folder_that_is_none(tmp_path):
 
 
 def test_run_json_and_eval_json_record_versions_machine_command_and_git(
-        tmp_path, mnist_dir, monkeypatch):
+    tmp_path, mnist_dir, monkeypatch
+):
     import sys
 
     import ganstack
@@ -192,9 +204,18 @@ def test_run_json_and_eval_json_record_versions_machine_command_and_git(
     from .conftest import tiny_config_overrides
 
     run = tmp_path / "run"
-    argv = ["-q", "train", "sgan-mnist", "--out", str(run), "--no-eval",
-            *tiny_config_overrides(mnist_dir), "train.phases.independent=2",
-            "train.phases.joint=1", "train.num_threads=1"]
+    argv = [
+        "-q",
+        "train",
+        "sgan-mnist",
+        "--out",
+        str(run),
+        "--no-eval",
+        *tiny_config_overrides(mnist_dir),
+        "train.phases.independent=2",
+        "train.phases.joint=1",
+        "train.num_threads=1",
+    ]
     monkeypatch.setattr(sys, "argv", ["ganstack", *argv])
     assert main(argv) == 0
     env = json.loads((run / "run.json").read_text())["environment"]
@@ -212,8 +233,7 @@ def test_run_json_and_eval_json_record_versions_machine_command_and_git(
     assert info["resumes"][0]["environment"]["command"].endswith("--resume")
 
     monkeypatch.setattr(sys, "argv", ["ganstack", "eval", str(run)])
-    assert main(["-q", "eval", str(run), "--n", "20", "--metrics", "acc",
-                 "--no-calibrate"]) == 0
+    assert main(["-q", "eval", str(run), "--n", "20", "--metrics", "acc", "--no-calibrate"]) == 0
     env = json.loads((run / "eval.json").read_text())["environment"]
     assert env["ganstack"] == ganstack.__version__ and env["device"] == "cpu"
     assert env["command"] == f"ganstack eval {run}"
@@ -244,7 +264,8 @@ def _png_classes(folder: Path, mode: str, size: int = 28, classes: int = 2) -> P
         for i in range(3):
             shape = (size, size, 3) if mode == "RGB" else (size, size)
             Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(
-                folder / str(k) / f"{i}.png")
+                folder / str(k) / f"{i}.png"
+            )
     return folder
 
 
@@ -252,12 +273,19 @@ def test_an_rgb_folder_for_an_mnist_model_says_to_set_data_channels(tmp_path):
     from ganstack.config import ConfigError, load_config
     from ganstack.train.trainer import Trainer
 
-    base = ["data.name=folder", "data.eval_size=0", "train.progress=false",
-            "train.tensorboard=false"]
+    base = [
+        "data.name=folder",
+        "data.eval_size=0",
+        "train.progress=false",
+        "train.tensorboard=false",
+    ]
     rgb = _png_classes(tmp_path / "rgb", "RGB")
     cfg = load_config("sgan-mnist", [*base, f"data.path={rgb}"])
-    with pytest.raises(ConfigError, match=r"take \(1, 28, 28\).*has \(3, 28, 28\)\. Set "
-                       r"data\.channels=1 to load the folder data"):
+    with pytest.raises(
+        ConfigError,
+        match=r"take \(1, 28, 28\).*has \(3, 28, 28\)\. Set "
+        r"data\.channels=1 to load the folder data",
+    ):
         Trainer(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
     # Grey images of the wrong size: the key is data.resolution.
@@ -277,8 +305,10 @@ def test_an_error_that_is_not_about_the_shape_gets_no_shape_advice(tmp_path):
     from ganstack.train.trainer import Trainer
 
     grey = _png_classes(tmp_path / "flat", "L", classes=1)  # one folder: no labels
-    cfg = load_config("sgan-mnist", ["data.name=folder", f"data.path={grey}",
-                                     "data.channels=1", "data.eval_size=0"])
+    cfg = load_config(
+        "sgan-mnist",
+        ["data.name=folder", f"data.path={grey}", "data.channels=1", "data.eval_size=0"],
+    )
     with pytest.raises(ConfigError) as e:
         Trainer(cfg, tmp_path / "run")
     assert "class-conditional" in str(e.value) and "Set data." not in str(e.value)

@@ -31,8 +31,10 @@ SOURCE_STEPS = ["train.phases.independent=2", "train.phases.joint=2"]
 def source(tmp_path_factory, mnist_dir) -> Path:
     """A tiny SGAN MNIST run with an EMA of its generator (4 steps)."""
     out = tmp_path_factory.mktemp("init_from") / "mnist-run"
-    cfg = load_config("sgan-mnist", tiny_config_overrides(mnist_dir) + SOURCE_STEPS + [
-        "train.ema=0.9", "train.num_threads=1"])
+    cfg = load_config(
+        "sgan-mnist",
+        tiny_config_overrides(mnist_dir) + SOURCE_STEPS + ["train.ema=0.9", "train.num_threads=1"],
+    )
     assert Trainer(cfg, out).fit() == "done"
     return out
 
@@ -53,11 +55,23 @@ def images(tmp_path_factory) -> Path:
 def folder_config(images: Path, init_from: str | Path | None, *extra: str):
     """sgan-mnist on the image folder, the source's network sizes, 2 + 2 steps."""
     over = [
-        "data.name=folder", f"data.path={images}", "data.channels=1", "data.eval_size=10",
-        "model.width=0.25", "model.feature_hidden=32", "model.feature_disc_hidden=32",
-        "model.encoder.pretrain_epochs=1", "train.batch_size=10", *SOURCE_STEPS,
-        "train.log_every=1", "train.sample_every=0", "train.checkpoint_every=0",
-        "train.tensorboard=false", "train.progress=false", "train.ema=0.9", "train.seed=5",
+        "data.name=folder",
+        f"data.path={images}",
+        "data.channels=1",
+        "data.eval_size=10",
+        "model.width=0.25",
+        "model.feature_hidden=32",
+        "model.feature_disc_hidden=32",
+        "model.encoder.pretrain_epochs=1",
+        "train.batch_size=10",
+        *SOURCE_STEPS,
+        "train.log_every=1",
+        "train.sample_every=0",
+        "train.checkpoint_every=0",
+        "train.tensorboard=false",
+        "train.progress=false",
+        "train.ema=0.9",
+        "train.seed=5",
     ]
     if init_from is not None:
         over.append(f"train.init_from={init_from}")
@@ -86,7 +100,8 @@ def assert_finite_losses(run: Path) -> None:
 
 
 def test_a_fine_tune_onto_a_folder_starts_from_the_source_reports_and_trains(
-        source, images, tmp_path, caplog):
+    source, images, tmp_path, caplog
+):
     src = source_tensors(source)
     fresh = state(Trainer(folder_config(images, None), tmp_path / "fresh"))
     with caplog.at_level(logging.INFO, logger="ganstack"):
@@ -108,8 +123,9 @@ def test_a_fine_tune_onto_a_folder_starts_from_the_source_reports_and_trains(
     for k in (k for k in nets if k.startswith("G.")):  # this run's EMA starts as its G
         assert torch.equal(start[f"ema.{k}"], start[k]), k
     # The source's weights are not what this run's own seed would have drawn.
-    moved = [k for k in nets if start[k].is_floating_point() and not torch.equal(start[k],
-                                                                                 fresh[k])]
+    moved = [
+        k for k in nets if start[k].is_floating_point() and not torch.equal(start[k], fresh[k])
+    ]
     assert any(k.startswith("G.") for k in moved) and any(k.startswith("D.") for k in moved)
     assert trainer.fit() == "done"
     record = run_record(tmp_path / "ft")
@@ -120,12 +136,15 @@ def test_a_fine_tune_onto_a_folder_starts_from_the_source_reports_and_trains(
     assert end["model/G.0.fc.0.weight"].shape == start["G.0.fc.0.weight"].shape
     assert not torch.equal(end["model/G.0.fc.0.weight"], start["G.0.fc.0.weight"])  # trained
     assert (tmp_path / "ft" / "checkpoints").is_dir()
-    assert ckpt.read_checkpoint(ckpt.list_checkpoints(tmp_path / "ft" / "checkpoints")[-1]
-                                )[0]["global_step"] == 4  # a new run: 4 steps from step 0
+    assert (
+        ckpt.read_checkpoint(ckpt.list_checkpoints(tmp_path / "ft" / "checkpoints")[-1])[0][
+            "global_step"
+        ]
+        == 4
+    )  # a new run: 4 steps from step 0
 
 
-def test_a_fine_tune_resumes_exactly_without_reading_the_source_again(source, images,
-                                                                     tmp_path):
+def test_a_fine_tune_resumes_exactly_without_reading_the_source_again(source, images, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(source, copy)
     cfg = folder_config(images, copy)
@@ -173,8 +192,9 @@ def test_other_shapes_are_reported_and_keep_their_fresh_init(source, images, tmp
     over = ("model.feature_disc_hidden=16", "train.phases.independent=1", "train.phases.joint=1")
     fresh = state(Trainer(folder_config(images, None, *over), tmp_path / "fresh"))
     with caplog.at_level(logging.INFO, logger="ganstack"):
-        trainer = Trainer(folder_config(images, f"{source}:phase-independent", *over),
-                          tmp_path / "ft")
+        trainer = Trainer(
+            folder_config(images, f"{source}:phase-independent", *over), tmp_path / "ft"
+        )
     report = trainer.init_report
     assert report["checkpoint"] == "phase-independent" and report["step"] == 2
     mismatch = {m["name"]: m for m in report["shape_mismatch"]}
@@ -184,8 +204,10 @@ def test_other_shapes_are_reported_and_keep_their_fresh_init(source, images, tmp
     start = state(trainer)
     for k in mismatch:  # the new model's own initialisation, in its own shape
         assert list(start[k].shape) == mismatch[k]["model"] and torch.equal(start[k], fresh[k])
-    assert report["loaded"] and all(torch.equal(start[k], src[f"ema.{k}"] if k.startswith("G.")
-                                                else src[k]) for k in report["loaded"])
+    assert report["loaded"] and all(
+        torch.equal(start[k], src[f"ema.{k}"] if k.startswith("G.") else src[k])
+        for k in report["loaded"]
+    )
     assert any("skipped for shape: D.1." in r.getMessage() for r in caplog.records)
     assert trainer.fit() == "done"
     assert run_record(tmp_path / "ft")["shape_mismatch"] == report["shape_mismatch"]
@@ -206,8 +228,10 @@ def test_errors_say_what_to_do_and_leave_no_run_behind(source, images, mnist_dir
         (a_file, "is a file; give a run directory"),
         (images, "is neither a run directory .* nor an export"),
         (empty_run, "has no checkpoint; train it first"),
-        (f"{source}:step-9999999", "has no usable checkpoint 'step-9999999' \\(it has .*"
-                                   "phase-independent"),
+        (
+            f"{source}:step-9999999",
+            "has no usable checkpoint 'step-9999999' \\(it has .*phase-independent",
+        ),
     ]
     for i, (spec, message) in enumerate(cases):
         out = tmp_path / f"out{i}"
@@ -215,8 +239,15 @@ def test_errors_say_what_to_do_and_leave_no_run_behind(source, images, mnist_dir
             Trainer(folder_config(images, spec), out)
         assert not out.exists(), spec
     # Another model family: nothing matches by name and shape, so nothing is trained.
-    dcgan = load_config("dcgan-mnist", ["data.name=mnist", f"data.path={mnist_dir}",
-                                        "data.eval_size=50", f"train.init_from={source}"])
+    dcgan = load_config(
+        "dcgan-mnist",
+        [
+            "data.name=mnist",
+            f"data.path={mnist_dir}",
+            "data.eval_size=50",
+            f"train.init_from={source}",
+        ],
+    )
     with pytest.raises(ConfigError, match="no weight of a 'sgan' model matches this 'dcgan'"):
         Trainer(dcgan, tmp_path / "dcgan")
     assert not (tmp_path / "dcgan").exists()
@@ -224,8 +255,19 @@ def test_errors_say_what_to_do_and_leave_no_run_behind(source, images, mnist_dir
 
 def test_the_cli_reports_a_bad_source_in_one_line(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["-q", "train", "sgan-mnist", "--out", str(out),
-                 f"train.init_from={tmp_path / 'missing'}"]) == 2
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "sgan-mnist",
+                "--out",
+                str(out),
+                f"train.init_from={tmp_path / 'missing'}",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "train.init_from=" in err and "does not exist" in err
     assert not out.exists()
@@ -244,8 +286,10 @@ def test_step_counters_and_data_statistics_are_not_taken():
     model = build_model(cfg.model, info)
     tensors = {k: v.clone() for k, v in trained.state_dict().items()}
     tensors["images_seen"] = torch.tensor(12345)  # an older version's step counter
-    report = init_from.apply(model, init_from.Source("src", Path("src"), "run", "step-1", 1,
-                                                     "sgan", False, None, tensors))
+    report = init_from.apply(
+        model,
+        init_from.Source("src", Path("src"), "run", "step-1", 1, "sgan", False, None, tensors),
+    )
     assert report["not_taken"] == ["mean_image"] and report["unused"] == ["images_seen"]
     assert float(model.mean_image.abs().max()) == 0.0
     assert report["loaded"] and not report["missing"]

@@ -29,9 +29,18 @@ INFO = DataInfo((1, 28, 28), 10, "toy")
 
 
 def _small(**kw) -> LAPGANConfig:
-    cfg = LAPGANConfig(z_dim=8, coarse_g_hidden=32, coarse_d_hidden=32, g_hidden=8, d_hidden=8,
-                       g_kernels=[3, 3, 3], d_kernels=[3, 3], coarse_g_maps=8, coarse_d_maps=8,
-                       optimizer="adam")
+    cfg = LAPGANConfig(
+        z_dim=8,
+        coarse_g_hidden=32,
+        coarse_d_hidden=32,
+        g_hidden=8,
+        d_hidden=8,
+        g_kernels=[3, 3, 3],
+        d_kernels=[3, 3],
+        coarse_g_maps=8,
+        coarse_d_maps=8,
+        optimizer="adam",
+    )
     for k, v in kw.items():
         setattr(cfg, k, v)
     return cfg
@@ -56,15 +65,30 @@ def tiny(mnist_dir: Path) -> list[str]:
     """Overrides that make lapgan-mnist train a step in milliseconds (also used by
     tests/test_reliability.py)."""
     return [
-        "data.name=mnist", f"data.path={mnist_dir}", "data.eval_size=50",
-        "model.z_dim=8", "model.coarse_g_hidden=32", "model.coarse_d_hidden=32",
-        "model.g_hidden=8", "model.d_hidden=8", "model.g_kernels=[3,3,3]",
-        "model.d_kernels=[3,3]", "model.coarse_g_maps=8", "model.coarse_d_maps=8",
-        "train.batch_size=20", "train.phases.independent=5", "train.log_every=1",
-        "train.sample_every=0", "train.checkpoint_every=0", "train.tensorboard=false",
-        "train.progress=false", "eval.n=100",
+        "data.name=mnist",
+        f"data.path={mnist_dir}",
+        "data.eval_size=50",
+        "model.z_dim=8",
+        "model.coarse_g_hidden=32",
+        "model.coarse_d_hidden=32",
+        "model.g_hidden=8",
+        "model.d_hidden=8",
+        "model.g_kernels=[3,3,3]",
+        "model.d_kernels=[3,3]",
+        "model.coarse_g_maps=8",
+        "model.coarse_d_maps=8",
+        "train.batch_size=20",
+        "train.phases.independent=5",
+        "train.log_every=1",
+        "train.sample_every=0",
+        "train.checkpoint_every=0",
+        "train.tensorboard=false",
+        "train.progress=false",
+        "eval.n=100",
         # The three-level pyramid these tests were written for (the demo now has two levels).
-        "model.levels=3", "model.class_planes=plane", "model.coarse_d_condition=planes",
+        "model.levels=3",
+        "model.class_planes=plane",
+        "model.coarse_d_condition=planes",
     ]
 
 
@@ -97,9 +121,14 @@ def toy_classifier(monkeypatch):
     import importlib
 
     ev = importlib.import_module("ganstack.metrics.evaluate")
-    monkeypatch.setattr(ev, "get_classifier", lambda ref, held=None, recipe=None: (
-        ToyClassifier(28 * 28), {"name": "toy" if recipe is None or recipe.arch == "cnn"
-                                 else "toyalt"}))
+    monkeypatch.setattr(
+        ev,
+        "get_classifier",
+        lambda ref, held=None, recipe=None: (
+            ToyClassifier(28 * 28),
+            {"name": "toy" if recipe is None or recipe.arch == "cnn" else "toyalt"},
+        ),
+    )
 
 
 # ---- the pyramid ----------------------------------------------------------------------------
@@ -126,8 +155,9 @@ def test_pyramid_shapes_and_operators():
     assert [tuple(p.shape[-2:]) for p in lap] == [(28, 28), (14, 14), (7, 7)]
     assert torch.equal(lap[-1], pyr[-1])
     # d is 2x2 averaging, which equals a bilinear downscale by 2.
-    assert torch.allclose(downsample(x), F.interpolate(x, scale_factor=0.5, mode="bilinear"),
-                          atol=1e-6)
+    assert torch.allclose(
+        downsample(x), F.interpolate(x, scale_factor=0.5, mode="bilinear"), atol=1e-6
+    )
     assert float(downsample(x)[0, 0, 0, 0]) == pytest.approx(float(x[0, 0, :2, :2].mean()))
     # u keeps constants constant, and a residual of a constant image is zero.
     c = torch.full((1, 1, 8, 8), 0.3)
@@ -161,10 +191,12 @@ def test_every_level_has_the_right_shapes(shape, levels, classes, kw):
     for k in range(levels - 1):
         assert dims[f"z{k}"] == (h >> k) * (w >> k)
     assert m.conditional == (classes > 0 and kw.get("conditional", True))
-    logs = m.train_step(_batch(12, shape, labels=classes > 0), "independent",
-                        Step(phase="independent"))
-    assert set(logs) == ({f"{n}{k}_adv" for n in "dg" for k in range(levels)}
-                         | {f"d{k}_acc" for k in range(levels)})
+    logs = m.train_step(
+        _batch(12, shape, labels=classes > 0), "independent", Step(phase="independent")
+    )
+    assert set(logs) == (
+        {f"{n}{k}_adv" for n in "dg" for k in range(levels)} | {f"d{k}_acc" for k in range(levels)}
+    )
     assert all(0 <= float(logs[f"d{k}_acc"]) <= 1 for k in range(levels))
     assert m.image_outputs() == [f"level{k}" for k in reversed(range(1, levels))] + ["image"]
     assert all(torch.isfinite(v) for v in logs.values())
@@ -211,15 +243,15 @@ def test_fixed_and_varied_noise():
     # Coarse levels shared, the finest one varies with z0.
     # (allclose: a BLAS may round identical rows of a batch differently)
     for k in (2, 1):
-        assert torch.allclose(out[f"level{k}"], out[f"level{k}"][:1].expand_as(out[f"level{k}"]),
-                              atol=1e-5)
+        assert torch.allclose(
+            out[f"level{k}"], out[f"level{k}"][:1].expand_as(out[f"level{k}"]), atol=1e-5
+        )
     assert float((out["level0"][0] - out["level0"][1]).abs().max()) > 1e-3
     # Varying z2 changes the coarsest image.
     out = m.sample(6, labels=[3], fixed=["z1", "z0"], generator=gen)
     assert float((out["level2"][0] - out["level2"][1]).abs().max()) > 1e-3
     figs = m.figures(torch.Generator().manual_seed(2))
-    assert set(figs) == {"level0", "level1", "level2", "pyramid", "vary_z0", "vary_z1",
-                         "vary_z2"}
+    assert set(figs) == {"level0", "level1", "level2", "pyramid", "vary_z0", "vary_z1", "vary_z2"}
     assert figs["level2"].shape == (10, 10, 1, 7, 7)
     assert figs["vary_z0"].shape == figs["level0"].shape == (10, 10, 1, 28, 28)
     assert figs["pyramid"].shape == (3, 10, 1, 28, 28)
@@ -244,8 +276,11 @@ def _loss_swing(lr: float) -> dict[str, float]:
     m = LAPGAN(_small(lr=lr, coarse_d_init_std=0.05, d_dropout=0.0), INFO)
     batch = _batch()
     rows = [m.train_step(batch, "independent", Step(phase="independent")) for _ in range(12)]
-    return {k: max(abs(float(r[k]) - float(rows[0][k])) for r in rows) for k in rows[0]
-            if k.endswith("_adv")}
+    return {
+        k: max(abs(float(r[k]) - float(rows[0][k])) for r in rows)
+        for k in rows[0]
+        if k.endswith("_adv")
+    }
 
 
 def test_training_moves_the_losses_and_updates_every_network():
@@ -288,8 +323,9 @@ def test_sgd_schedule_follows_the_code():
     m = LAPGAN(_small(optimizer="sgd", lr=0.0, momentum_step=0.1, lr_decay=2.0), INFO)
     assert m.base_lrs == {f"{n}{k}": 0.02 for n in "GD" for k in range(3)}
     # 16 images a step, 32 in an epoch: the epoch is the real images seen // 32.
-    for t, (epoch, momentum) in enumerate([(0, 0.5), (0, 0.5), (1, 0.6), (1, 0.6), (2, 0.7),
-                                           (2, 0.7), (3, 0.7)]):
+    for t, (epoch, momentum) in enumerate(
+        [(0, 0.5), (0, 0.5), (1, 0.6), (1, 0.6), (2, 0.7), (2, 0.7), (3, 0.7)]
+    ):
         step = Step(t, "independent", t, batch_size=16, world_size=1, dataset_size=32)
         assert step.epoch == epoch
         assert m.momentum("D2", step) == pytest.approx(momentum)
@@ -321,8 +357,9 @@ def _as_written_before_the_step(ckdir: Path) -> None:
     tensors = load_file(str(weights))
     tensors["model/images_seen"] = torch.tensor(rec["global_step"] * 40)
     tensors["model/epoch_size"] = torch.tensor(10**6)  # wrong on purpose: it is not read
-    save_file(tensors, str(weights), metadata={"format": "ganstack",
-                                               "version": str(ckpt.FORMAT_VERSION)})
+    save_file(
+        tensors, str(weights), metadata={"format": "ganstack", "version": str(ckpt.FORMAT_VERSION)}
+    )
     rec["sha256"] = ckpt.sha256_file(weights)
     rec["record_sha256"] = ckpt._record_digest(rec)
     record.write_text(json.dumps(rec))
@@ -332,8 +369,12 @@ def test_resume_is_exact_with_the_sgd_schedule(tmp_path, lap_overrides, caplog):
     """The SGD schedule (its clock, images seen, crosses an epoch after the split), resumed
     from a checkpoint of an older version that still holds the model's own clock buffers;
     Adam's resume is checked by tests/test_contract.py."""
-    extra = ["model.optimizer=sgd", "model.momentum_step=0.1", "data.eval_size=200",
-             "train.batch_size=40"]
+    extra = [
+        "model.optimizer=sgd",
+        "model.momentum_step=0.1",
+        "data.eval_size=200",
+        "train.batch_size=40",
+    ]
     cfg = load_config("lapgan-mnist", lap_overrides + extra)
     straight = tmp_path / "straight"
     trainer = Trainer(cfg, straight)
@@ -342,8 +383,11 @@ def test_resume_is_exact_with_the_sgd_schedule(tmp_path, lap_overrides, caplog):
     last = Step(4, "independent", 4, 40, 1, len(trainer.train_ds))
     assert last.epoch >= 1
     group = trainer.model.optimizers["D2"].param_groups[0]
-    assert group["momentum"] == trainer.model.momentum("D2", last) == pytest.approx(
-        0.5 + 0.1 * last.epoch)
+    assert (
+        group["momentum"]
+        == trainer.model.momentum("D2", last)
+        == pytest.approx(0.5 + 0.1 * last.epoch)
+    )
     assert group["lr"] == trainer.model.lr("D2", last)
     split = tmp_path / "split"
     assert Trainer(cfg, split).fit(max_steps=2) == "interrupted"
@@ -427,11 +471,21 @@ def test_fid_levels_is_zero_for_the_real_pyramid():
     from ganstack.metrics.evaluate import METRICS, EvalContext
 
     images, labels = bar_digits(400, 3)
-    ds = ImageDataset(torch.from_numpy(images)[:, None], torch.from_numpy(labels).long(),
-                      name="bars", num_classes=10)
+    ds = ImageDataset(
+        torch.from_numpy(images)[:, None],
+        torch.from_numpy(labels).long(),
+        name="bars",
+        num_classes=10,
+    )
     coarse = F.avg_pool2d(ds.images.float(), 4).round().to(torch.uint8)
-    ctx = EvalContext(ds.images, ds.labels, ds, ds, extra_images={"level2": coarse},
-                      _classifiers={"classifier": (ToyClassifier(28 * 28), {"name": "toy"})})
+    ctx = EvalContext(
+        ds.images,
+        ds.labels,
+        ds,
+        ds,
+        extra_images={"level2": coarse},
+        _classifiers={"classifier": (ToyClassifier(28 * 28), {"name": "toy"})},
+    )
     matched = METRICS.get("fid_levels")(ctx)
     plain = METRICS.get("fid_scales")(ctx)
     (m,), (p,) = matched.values(), plain.values()

@@ -43,15 +43,28 @@ JUDGE = {"classifier": (BarClassifier(), {"name": "bars"})}
 
 def _held(n: int = 60, seed: int = 7) -> ImageDataset:
     images, labels = bar_digits(n, seed)
-    return ImageDataset(torch.from_numpy(images)[:, None], torch.from_numpy(labels).long(),
-                        num_classes=10, name="bars-eval")
+    return ImageDataset(
+        torch.from_numpy(images)[:, None],
+        torch.from_numpy(labels).long(),
+        num_classes=10,
+        name="bars-eval",
+    )
 
 
 def _model(**kw) -> LAPGAN:
     torch.manual_seed(0)
-    cfg = LAPGANConfig(z_dim=8, coarse_g_hidden=32, coarse_d_hidden=32, g_hidden=8, d_hidden=8,
-                       g_kernels=[3, 3, 3], d_kernels=[3, 3], coarse_g_maps=8, coarse_d_maps=8,
-                       optimizer="adam")
+    cfg = LAPGANConfig(
+        z_dim=8,
+        coarse_g_hidden=32,
+        coarse_d_hidden=32,
+        g_hidden=8,
+        d_hidden=8,
+        g_kernels=[3, 3, 3],
+        d_kernels=[3, 3],
+        coarse_g_maps=8,
+        coarse_d_maps=8,
+        optimizer="adam",
+    )
     for k, v in kw.items():
         setattr(cfg, k, v)
     return LAPGAN(cfg, INFO)
@@ -100,8 +113,9 @@ def test_zero_residual_chain_equals_the_enlarged_coarse_images():
     m = _model()
     # Untrained generators change the image ...
     out = m.chain_from(coarse, 2, held.labels, torch.Generator().manual_seed(0))
-    up = F.interpolate(F.interpolate(coarse, scale_factor=2, mode="bilinear"), scale_factor=2,
-                       mode="bilinear")
+    up = F.interpolate(
+        F.interpolate(coarse, scale_factor=2, mode="bilinear"), scale_factor=2, mode="bilinear"
+    )
     assert out.shape == (60, 1, 28, 28) and float((out - up).abs().max()) > 1e-3
     # ... generators with a zero residual do not, so the fidelity is the coarse image's.
     _set_residual(m, 0.0)
@@ -142,20 +156,36 @@ def test_unconditional_model_and_unlabelled_data():
 def bar_judges(monkeypatch):
     """Both domain classifiers replaced by the bar rule (training them takes too long here)."""
     ev = importlib.import_module("ganstack.metrics.evaluate")
-    monkeypatch.setattr(ev, "get_classifier", lambda ref, held=None, recipe=None: (
-        BarClassifier(), {"name": "bars" if recipe is None or recipe.arch == "cnn"
-                          else "barsalt"}))
+    monkeypatch.setattr(
+        ev,
+        "get_classifier",
+        lambda ref, held=None, recipe=None: (
+            BarClassifier(),
+            {"name": "bars" if recipe is None or recipe.arch == "cnn" else "barsalt"},
+        ),
+    )
 
 
 def test_level_acc_through_ganstack_eval(tmp_path: Path, mnist_dir: Path, bar_judges):
     import ganstack
 
     over = [
-        "data.name=mnist", f"data.path={mnist_dir}", "data.eval_size=50",
-        "model.z_dim=8", "model.g_hidden=8", "model.d_hidden=8", "model.coarse_g_maps=8",
-        "model.coarse_d_maps=8", "train.batch_size=20", "train.phases.independent=2",
-        "train.sample_every=0", "train.checkpoint_every=0", "train.tensorboard=false",
-        "train.progress=false", "train.num_threads=1", "model.levels=3",
+        "data.name=mnist",
+        f"data.path={mnist_dir}",
+        "data.eval_size=50",
+        "model.z_dim=8",
+        "model.g_hidden=8",
+        "model.d_hidden=8",
+        "model.coarse_g_maps=8",
+        "model.coarse_d_maps=8",
+        "train.batch_size=20",
+        "train.phases.independent=2",
+        "train.sample_every=0",
+        "train.checkpoint_every=0",
+        "train.tensorboard=false",
+        "train.progress=false",
+        "train.num_threads=1",
+        "model.levels=3",
     ]
     Trainer(load_config("lapgan-mnist", over), tmp_path / "run").fit()
     res = ganstack.load(tmp_path / "run").evaluate(n=40, metrics=["level_acc"])["metrics"]

@@ -44,15 +44,20 @@ NYU_EXAMPLES = 200  # NYU-style pair lists and images
 ROOMS_EXAMPLES = 60  # rooms and shapes settings
 CAPTION_EXAMPLES = 300  # --captions files
 
-FUZZ = settings(deadline=None, database=None, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow])
+FUZZ = settings(
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
-def _run_overrides(tiny_overrides: list[str], independent: int, joint: int,
-                   checkpoint_every: int) -> list[str]:
-    return run_overrides(tiny_overrides, {"independent": independent, "joint": joint},
-                         checkpoint_every)
+def _run_overrides(
+    tiny_overrides: list[str], independent: int, joint: int, checkpoint_every: int
+) -> list[str]:
+    return run_overrides(
+        tiny_overrides, {"independent": independent, "joint": joint}, checkpoint_every
+    )
 
 
 # ---- SIGKILL at random moments ------------------------------------------------------------------
@@ -79,10 +84,13 @@ class _Killed(BaseException):
 
 
 @pytest.mark.parametrize("kill_at", [1, 2])  # after the first / second unlink of a prune
-def test_a_kill_while_pruning_leaves_only_complete_checkpoints(tmp_path, tiny_overrides,
-                                                              monkeypatch, kill_at):
-    cfg = load_config("sgan-mnist", _run_overrides(tiny_overrides, 3, 0, checkpoint_every=1)
-                      + ["train.keep_checkpoints=1"])
+def test_a_kill_while_pruning_leaves_only_complete_checkpoints(
+    tmp_path, tiny_overrides, monkeypatch, kill_at
+):
+    cfg = load_config(
+        "sgan-mnist",
+        _run_overrides(tiny_overrides, 3, 0, checkpoint_every=1) + ["train.keep_checkpoints=1"],
+    )
     trainer = Trainer(cfg, tmp_path)
     ckdir = trainer.ckpt_dir
     real_unlink = Path.unlink
@@ -122,8 +130,14 @@ def test_full_disk_during_a_checkpoint_fails_loudly_and_keeps_the_last_one(
 ):
     run = tmp_path / "run"
     ckdir = run / "checkpoints"
-    argv = ["train", "sgan-mnist", "--out", str(run), "--no-eval",
-            *_run_overrides(tiny_overrides, 4, 4, checkpoint_every=2)]
+    argv = [
+        "train",
+        "sgan-mnist",
+        "--out",
+        str(run),
+        "--no-eval",
+        *_run_overrides(tiny_overrides, 4, 4, checkpoint_every=2),
+    ]
     first = ckdir / "step-0000002.json"
     # The disk fills up after the checkpoint of step 2: the one of step 4 fails.
     if where == "fsync":  # the kernel reports ENOSPC when the data reaches the disk
@@ -143,8 +157,9 @@ def test_full_disk_during_a_checkpoint_fails_loudly_and_keeps_the_last_one(
         def save_file(tensors, filename, metadata=None):
             if first.exists():
                 Path(filename).write_bytes(b"\0" * 1000)  # partly written, then the disk is full
-                raise SafetensorError("Error while serializing: I/O error: No space left on "
-                                      "device (os error 28)")
+                raise SafetensorError(
+                    "Error while serializing: I/O error: No space left on device (os error 28)"
+                )
             return real_save(tensors, filename, metadata=metadata)
 
         monkeypatch.setattr(ckpt, "save_file", save_file)
@@ -189,9 +204,22 @@ def test_a_real_write_error_from_the_kernel_is_one_line(tmp_path, tiny_overrides
 
     run = tmp_path / "run"
     res = subprocess.run(
-        [sys.executable, "-m", "ganstack", "-q", "train", "sgan-mnist", "--out", str(run),
-         "--no-eval", *_run_overrides(tiny_overrides, 4, 0, checkpoint_every=2)],
-        capture_output=True, text=True, timeout=120, preexec_fn=limit_file_size,
+        [
+            sys.executable,
+            "-m",
+            "ganstack",
+            "-q",
+            "train",
+            "sgan-mnist",
+            "--out",
+            str(run),
+            "--no-eval",
+            *_run_overrides(tiny_overrides, 4, 0, checkpoint_every=2),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit_file_size,
         env=dict(os.environ, OMP_NUM_THREADS="1"),
     )
     lines = res.stderr.strip().splitlines()
@@ -204,21 +232,90 @@ def test_a_real_write_error_from_the_kernel_is_one_line(tmp_path, tiny_overrides
 # ---- fuzzing: the config loader -----------------------------------------------------------------
 
 KNOWN_KEYS = [
-    "model", "model.name", "model.width", "model.z_dims", "model.encoder", "model.encoder.split",
-    "model.encoder.weights", "model.lr", "model.joint_lr", "model.g_loss", "model.levels",
-    "data", "data.name", "data.path", "data.eval_size", "data.resolution", "data.channels",
-    "data.skip_bad", "train", "train.phases", "train.phases.independent", "train.phases.joint",
-    "train.batch_size", "train.seed", "train.device", "train.precision", "train.ema",
-    "train.num_threads", "eval", "eval.n", "eval.metrics", "eval.inception", "description",
+    "model",
+    "model.name",
+    "model.width",
+    "model.z_dims",
+    "model.encoder",
+    "model.encoder.split",
+    "model.encoder.weights",
+    "model.lr",
+    "model.joint_lr",
+    "model.g_loss",
+    "model.levels",
+    "data",
+    "data.name",
+    "data.path",
+    "data.eval_size",
+    "data.resolution",
+    "data.channels",
+    "data.skip_bad",
+    "train",
+    "train.phases",
+    "train.phases.independent",
+    "train.phases.joint",
+    "train.batch_size",
+    "train.seed",
+    "train.device",
+    "train.precision",
+    "train.ema",
+    "train.num_threads",
+    "eval",
+    "eval.n",
+    "eval.metrics",
+    "eval.inception",
+    "description",
 ]
 YAML_SCALARS = [
-    "", "~", "null", "true", "no", "on", "0", "-1", "3", "1e-3", "1.0e400", ".nan", "-.inf",
-    "0x1F", "0o17", "1_000", "2020-01-01", "2020-13-45", "2001-12-14t21:59:43.10-05:00",
-    "9" * 5000, "1" + "0" * 400, "[1, 2", "[1, 2]", "[]", "{}", "{a: 1}", "{1: 2}",
-    "[[[[[[1]]]]]]", "[" * 3000, "&a [*a]", "*x", "!!binary AAA", "!!set {a}", "!!bool x",
-    "!!int ", "!!float x", "!!python/object/apply:os.system ['echo hi']", "sgan", "lapgan",
-    "fc3", "[pool2, fc3]", "'quoted'", "\"x\\u0000y\"", "a: b: c", "- 1", "|\n  text",
-    "\x00", "é", "10000000000000000000000",
+    "",
+    "~",
+    "null",
+    "true",
+    "no",
+    "on",
+    "0",
+    "-1",
+    "3",
+    "1e-3",
+    "1.0e400",
+    ".nan",
+    "-.inf",
+    "0x1F",
+    "0o17",
+    "1_000",
+    "2020-01-01",
+    "2020-13-45",
+    "2001-12-14t21:59:43.10-05:00",
+    "9" * 5000,
+    "1" + "0" * 400,
+    "[1, 2",
+    "[1, 2]",
+    "[]",
+    "{}",
+    "{a: 1}",
+    "{1: 2}",
+    "[[[[[[1]]]]]]",
+    "[" * 3000,
+    "&a [*a]",
+    "*x",
+    "!!binary AAA",
+    "!!set {a}",
+    "!!bool x",
+    "!!int ",
+    "!!float x",
+    "!!python/object/apply:os.system ['echo hi']",
+    "sgan",
+    "lapgan",
+    "fc3",
+    "[pool2, fc3]",
+    "'quoted'",
+    '"x\\u0000y"',
+    "a: b: c",
+    "- 1",
+    "|\n  text",
+    "\x00",
+    "é",
+    "10000000000000000000000",
 ]
 keys = st.one_of(
     st.sampled_from(KNOWN_KEYS),
@@ -228,14 +325,25 @@ keys = st.one_of(
 values = st.one_of(st.sampled_from(YAML_SCALARS), st.text(max_size=20))
 overrides = st.lists(st.builds(lambda k, v: f"{k}={v}", keys, values), max_size=5)
 
-plain = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
-                  st.sampled_from(["sgan", "lapgan", "mnist", "folder", "cpu", "fc3"]))
-name_keys = st.one_of(st.sampled_from([k.rsplit(".", 1)[-1] for k in KNOWN_KEYS]),
-                      st.text(max_size=6), st.integers())
-trees = st.recursive(plain, lambda c: st.lists(c, max_size=3)
-                     | st.dictionaries(name_keys, c, max_size=4), max_leaves=12)
-top = st.dictionaries(st.sampled_from(["model", "data", "train", "eval", "description", "x"]),
-                      trees, max_size=5)
+plain = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=8),
+    st.sampled_from(["sgan", "lapgan", "mnist", "folder", "cpu", "fc3"]),
+)
+name_keys = st.one_of(
+    st.sampled_from([k.rsplit(".", 1)[-1] for k in KNOWN_KEYS]), st.text(max_size=6), st.integers()
+)
+trees = st.recursive(
+    plain,
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(name_keys, c, max_size=4),
+    max_leaves=12,
+)
+top = st.dictionaries(
+    st.sampled_from(["model", "data", "train", "eval", "description", "x"]), trees, max_size=5
+)
 
 
 def _only_user_errors(fn, *args):
@@ -272,9 +380,14 @@ def test_fuzz_config_trees_raise_only_config_errors(raw, items):
 
 
 @settings(FUZZ, max_examples=YAML_EXAMPLES)
-@given(st.one_of(st.text(max_size=200), st.binary(max_size=200),
-                 trees.map(lambda t: yaml.safe_dump({"train": t, "model": {"name": "sgan"}}))),
-       st.text(max_size=300))
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        st.binary(max_size=200),
+        trees.map(lambda t: yaml.safe_dump({"train": t, "model": {"name": "sgan"}})),
+    ),
+    st.text(max_size=300),
+)
 @example(b"\xff\xfe", "")  # not UTF-8 (was a UnicodeDecodeError)
 @example("train: {seed: 2020-13-45}", "")
 @example("", "a" * 300)  # a config name too long for the file system (was an OSError)
@@ -292,17 +405,22 @@ def test_fuzz_yaml_files_and_config_names(tmp_path_factory, content, name):
 
 
 def _idx_bytes(dtype_code: int, dims: list[int], payload: bytes) -> bytes:
-    return bytes([0, 0, dtype_code, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims) \
+    return (
+        bytes([0, 0, dtype_code, len(dims)])
+        + b"".join(d.to_bytes(4, "big") for d in dims)
         + payload
+    )
 
 
 idx_files = st.one_of(
     st.binary(max_size=300),
-    st.builds(_idx_bytes, st.sampled_from([0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E, 0x0A]),
-              st.lists(st.integers(0, 2**32 - 1) | st.integers(0, 6), max_size=5),
-              st.binary(max_size=200)),
-    st.builds(lambda b, cut: gzip.compress(b)[:cut], st.binary(max_size=200),
-              st.integers(0, 300)),
+    st.builds(
+        _idx_bytes,
+        st.sampled_from([0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E, 0x0A]),
+        st.lists(st.integers(0, 2**32 - 1) | st.integers(0, 6), max_size=5),
+        st.binary(max_size=200),
+    ),
+    st.builds(lambda b, cut: gzip.compress(b)[:cut], st.binary(max_size=200), st.integers(0, 300)),
     st.builds(lambda b: b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + b, st.binary(max_size=60)),
 )
 
@@ -335,9 +453,16 @@ def _encoded(fmt: str, mode: str, **kw) -> bytes:
     return buf.getvalue()
 
 
-SEEDS = [_encoded("PNG", "RGB"), _encoded("PNG", "RGBA"), _encoded("PNG", "P"),
-         _encoded("PNG", "L"), _encoded("JPEG", "RGB"), _encoded("BMP", "RGB"),
-         _encoded("WEBP", "RGB", lossless=True), _encoded("PNG", "I;16")]
+SEEDS = [
+    _encoded("PNG", "RGB"),
+    _encoded("PNG", "RGBA"),
+    _encoded("PNG", "P"),
+    _encoded("PNG", "L"),
+    _encoded("JPEG", "RGB"),
+    _encoded("BMP", "RGB"),
+    _encoded("WEBP", "RGB", lossless=True),
+    _encoded("PNG", "I;16"),
+]
 
 
 def _mutate(seed: bytes, cut: int, flips: list[tuple[int, int]]) -> bytes:
@@ -350,16 +475,20 @@ def _mutate(seed: bytes, cut: int, flips: list[tuple[int, int]]) -> bytes:
 
 image_files = st.one_of(
     st.binary(max_size=400),
-    st.builds(_mutate, st.sampled_from(SEEDS), st.integers(0, 1000),
-              st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4)),
+    st.builds(
+        _mutate,
+        st.sampled_from(SEEDS),
+        st.integers(0, 1000),
+        st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4),
+    ),
 )
 
 
 @settings(FUZZ, max_examples=IMAGE_EXAMPLES)
-@given(st.lists(image_files, min_size=1, max_size=3), st.sampled_from([0, 4]),
-       st.sampled_from([1, 3]))
-def test_fuzz_image_folder_raises_only_data_errors(tmp_path_factory, files, resolution,
-                                                   channels):
+@given(
+    st.lists(image_files, min_size=1, max_size=3), st.sampled_from([0, 4]), st.sampled_from([1, 3])
+)
+def test_fuzz_image_folder_raises_only_data_errors(tmp_path_factory, files, resolution, channels):
     folder = tmp_path_factory.mktemp("img")
     for i, raw in enumerate(files):
         (folder / f"{i}.png").write_bytes(raw)
@@ -375,8 +504,26 @@ def test_fuzz_image_folder_raises_only_data_errors(tmp_path_factory, files, reso
 # ---- fuzzing: the StackGAN layouts, NYU pair lists, rooms, caption files -------------------------
 
 # Tokens that trip parsers: numbers out of range, non-numbers, odd whitespace and bytes.
-TOKENS = ["", "0", "-1", "1", "nan", "inf", "-inf", "1e400", "x", "1.5", "\t", "\x00", "é",
-          "\u2028", "a b", "9" * 40, "/", ".."]
+TOKENS = [
+    "",
+    "0",
+    "-1",
+    "1",
+    "nan",
+    "inf",
+    "-inf",
+    "1e400",
+    "x",
+    "1.5",
+    "\t",
+    "\x00",
+    "é",
+    "\u2028",
+    "a b",
+    "9" * 40,
+    "/",
+    "..",
+]
 
 
 def _mutate_text(original: bytes, cut: int, subs: list[tuple[int, str]]) -> bytes:
@@ -388,20 +535,31 @@ def _mutate_text(original: bytes, cut: int, subs: list[tuple[int, str]]) -> byte
     return data[:cut] if cut < len(data) else data
 
 
-junk = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
-                    | st.binary(max_size=8),
-                    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=3), c,
-                                                                         max_size=2),
-                    max_leaves=10)
+junk = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=8)
+    | st.binary(max_size=8),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=3), c, max_size=2),
+    max_leaves=10,
+)
 pickled = st.builds(lambda obj, proto: pickle.dumps(obj, protocol=proto), junk, st.integers(0, 5))
-mutated_lines = st.tuples(st.integers(0, 400),
-                          st.lists(st.tuples(st.integers(0, 10**4), st.sampled_from(TOKENS)),
-                                   min_size=1, max_size=4))
+mutated_lines = st.tuples(
+    st.integers(0, 400),
+    st.lists(st.tuples(st.integers(0, 10**4), st.sampled_from(TOKENS)), min_size=1, max_size=4),
+)
 
 # The files of a CUB layout (tests/test_stackgan_formats.py::make_cub) that the fuzz rewrites.
-LAYOUT_FILES = ["CUB_200_2011/images.txt", "CUB_200_2011/bounding_boxes.txt",
-                "text/001.Bird_0/Bird_0000.txt", "train/filenames.pickle",
-                "train/class_info.pickle", "train/char-CNN-RNN-embeddings.pickle"]
+LAYOUT_FILES = [
+    "CUB_200_2011/images.txt",
+    "CUB_200_2011/bounding_boxes.txt",
+    "text/001.Bird_0/Bird_0000.txt",
+    "train/filenames.pickle",
+    "train/class_info.pickle",
+    "train/char-CNN-RNN-embeddings.pickle",
+]
 
 
 @pytest.fixture(scope="module")
@@ -412,8 +570,11 @@ def cub_layout(tmp_path_factory) -> Path:
 
 
 @settings(FUZZ, max_examples=LAYOUT_EXAMPLES)
-@given(st.sampled_from(LAYOUT_FILES), st.one_of(st.binary(max_size=200), pickled, mutated_lines),
-       st.booleans())
+@given(
+    st.sampled_from(LAYOUT_FILES),
+    st.one_of(st.binary(max_size=200), pickled, mutated_lines),
+    st.booleans(),
+)
 @example("CUB_200_2011/images.txt", b"1\n", False)  # one field (was a ValueError)
 @example("CUB_200_2011/bounding_boxes.txt", b"1 a b c d\n", False)  # (was a ValueError)
 @example("CUB_200_2011/bounding_boxes.txt", b"1 inf 1 1 1\n", False)  # (was an OverflowError)
@@ -421,19 +582,29 @@ def cub_layout(tmp_path_factory) -> Path:
 @example("train/class_info.pickle", pickle.dumps(["a", "b"]), False)  # (was a ValueError)
 @example("train/class_info.pickle", pickle.dumps([[1], None]), False)  # (was a TypeError)
 @example("train/char-CNN-RNN-embeddings.pickle", pickle.dumps([[1.0], [1.0, 2.0]]), True)
-def test_fuzz_stackgan_layout_raises_only_data_errors(cub_layout, tmp_path_factory, name,
-                                                      content, embeddings):
+def test_fuzz_stackgan_layout_raises_only_data_errors(
+    cub_layout, tmp_path_factory, name, content, embeddings
+):
     """One file of a CUB layout rewritten: random bytes, a pickle of random data, or the
     original with tokens replaced; with the hashed caption encoder or the pickled embeddings."""
     root = tmp_path_factory.mktemp("layout") / "birds"
     shutil.copytree(cub_layout, root)
     path = root / name
     if isinstance(content, tuple):
-        content = _mutate_text(path.read_bytes(), *content) if path.suffix == ".txt" \
+        content = (
+            _mutate_text(path.read_bytes(), *content)
+            if path.suffix == ".txt"
             else pickle.dumps(content[1])
+        )
     path.write_bytes(content)
-    cfg = DataConfig(name="cub", path=str(root), resolution=8, eval_size=0, text_dim=16,
-                     text_encoder="pickle" if embeddings else "hash")
+    cfg = DataConfig(
+        name="cub",
+        path=str(root),
+        resolution=8,
+        eval_size=0,
+        text_dim=16,
+        text_encoder="pickle" if embeddings else "hash",
+    )
     try:
         load_dataset(cfg)
     except DataError:
@@ -449,22 +620,43 @@ def nyu_pairs(tmp_path_factory) -> Path:
     return _pairs(tmp_path_factory.mktemp("nyu") / "data", n=2)
 
 
-pair_tokens = st.sampled_from(["normals/000.jpg", "rgb/000.jpg", "normals/001.jpg",
-                               "rgb/001.jpg", "rgb", "missing.jpg", "trainlist_rand.txt",
-                               "x" * 300, "a\x00b", "../data/rgb/000.jpg", "", "\t"])
+pair_tokens = st.sampled_from(
+    [
+        "normals/000.jpg",
+        "rgb/000.jpg",
+        "normals/001.jpg",
+        "rgb/001.jpg",
+        "rgb",
+        "missing.jpg",
+        "trainlist_rand.txt",
+        "x" * 300,
+        "a\x00b",
+        "../data/rgb/000.jpg",
+        "",
+        "\t",
+    ]
+)
 pair_lists = st.lists(st.lists(pair_tokens, max_size=3).map(" ".join), max_size=4).map(
-    lambda lines: "\n".join(lines).encode("utf-8"))
+    lambda lines: "\n".join(lines).encode("utf-8")
+)
 
 
 @settings(FUZZ, max_examples=NYU_EXAMPLES)
-@given(st.one_of(pair_lists, st.binary(max_size=100)),
-       st.none() | st.builds(_mutate, st.sampled_from(SEEDS), st.integers(0, 1000),
-                             st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)),
-                                      max_size=4)),
-       st.sampled_from([0, 8]))
+@given(
+    st.one_of(pair_lists, st.binary(max_size=100)),
+    st.none()
+    | st.builds(
+        _mutate,
+        st.sampled_from(SEEDS),
+        st.integers(0, 1000),
+        st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4),
+    ),
+    st.sampled_from([0, 8]),
+)
 @example(("x" * 5000 + " y").encode(), None, 8)  # a name too long (was an OSError)
-def test_fuzz_nyu_pairs_raise_only_data_errors(nyu_pairs, tmp_path_factory, pair_list, image,
-                                               resolution):
+def test_fuzz_nyu_pairs_raise_only_data_errors(
+    nyu_pairs, tmp_path_factory, pair_list, image, resolution
+):
     """A random pair list (paths that exist or not, odd fields, bytes), and perhaps one of the
     pictures replaced by a truncated, overwritten image file."""
     root = tmp_path_factory.mktemp("pairs") / "data"
@@ -482,16 +674,28 @@ def test_fuzz_nyu_pairs_raise_only_data_errors(nyu_pairs, tmp_path_factory, pair
 
 
 @settings(FUZZ, max_examples=ROOMS_EXAMPLES)
-@given(st.integers(-2, 6).filter(bool),  # 0 means the default count: 4,000 (rooms) images
-       st.integers(-1, 20), st.integers(-3, 2**70), st.integers(-1, 8))
+@given(
+    st.integers(-2, 6).filter(bool),  # 0 means the default count: 4,000 (rooms) images
+    st.integers(-1, 20),
+    st.integers(-3, 2**70),
+    st.integers(-1, 8),
+)
 @example(4, 8, -1, 0)  # a negative seed (was numpy's ValueError)
 def test_fuzz_rooms_settings_raise_only_user_errors(num_images, resolution, seed, eval_size):
     """The procedural rooms dataset (and shapes) with random sizes, seeds and hold-outs."""
     for name in ("rooms", "shapes"):
         try:
-            cfg = build(DataConfig, {"name": name, "num_images": num_images,
-                                     "resolution": resolution, "gen_seed": seed,
-                                     "eval_size": eval_size}, "data")
+            cfg = build(
+                DataConfig,
+                {
+                    "name": name,
+                    "num_images": num_images,
+                    "resolution": resolution,
+                    "gen_seed": seed,
+                    "eval_size": eval_size,
+                },
+                "data",
+            )
             train, _ = load_dataset(cfg)
         except GanstackError as e:
             event(f"{name}: {type(e).__name__}")
@@ -501,9 +705,13 @@ def test_fuzz_rooms_settings_raise_only_user_errors(num_images, resolution, seed
 
 
 @settings(FUZZ, max_examples=CAPTION_EXAMPLES)
-@given(st.one_of(st.binary(max_size=100), st.text(max_size=100).map(str.encode),
-                 st.lists(st.sampled_from(TOKENS), max_size=6).map(
-                     lambda t: "\n".join(t).encode("utf-8"))))
+@given(
+    st.one_of(
+        st.binary(max_size=100),
+        st.text(max_size=100).map(str.encode),
+        st.lists(st.sampled_from(TOKENS), max_size=6).map(lambda t: "\n".join(t).encode("utf-8")),
+    )
+)
 def test_fuzz_captions_files_raise_only_user_errors(tmp_path_factory, raw):
     """`ganstack sample --captions FILE`: any bytes give captions or a one-line user error."""
     path = tmp_path_factory.mktemp("caps") / "captions.txt"
@@ -529,8 +737,14 @@ def test_help_of_the_listing_commands(command, capsys):
 
 def _user_error_argvs(tmp: Path) -> dict[str, list[str]]:
     return {
-        "train": ["train", "sgan-mnist", "--out", str(tmp / "r"), "data.name=folder",
-                  f"data.path={tmp / 'no-such-folder'}"],
+        "train": [
+            "train",
+            "sgan-mnist",
+            "--out",
+            str(tmp / "r"),
+            "data.name=folder",
+            f"data.path={tmp / 'no-such-folder'}",
+        ],
         "train-args": ["train", "sgan-mnist", "--out"],
         "sample": ["sample", str(tmp), "--n", "0", "--out", "x.png"],
         "sample-args": ["sample", str(tmp), "--n", "many", "--out", "x.png"],
@@ -557,11 +771,26 @@ def test_a_user_error_in_each_command_is_one_line_and_exit_2(case, tmp_path, cap
 
 def test_user_errors_through_a_real_process(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, "-m", "ganstack", "train", "sgan-mnist", "--out",
-                          str(tmp_path / "r"), "data.name=folder", f"data.path={tmp_path}"],
-                         capture_output=True, text=True, timeout=120, env=env)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ganstack",
+            "train",
+            "sgan-mnist",
+            "--out",
+            str(tmp_path / "r"),
+            "data.name=folder",
+            f"data.path={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
         f"ganstack: error: image folder {tmp_path} is empty; put images (.bmp, .jpeg, .jpg, "
         f".png, .webp) in it or in sub-folders (one per class), or point data.path at the "
-        f"right folder"]
+        f"right folder"
+    ]

@@ -50,12 +50,18 @@ MODEL_KILLS = 2  # SIGKILLs per model: one at a random moment, one during a chec
 RUNS = {
     "lapgan": ("lapgan-mnist", test_lapgan.tiny, {"independent": 60}),
     "dcgan": ("dcgan-mnist", test_dcgan.tiny, {"train": 60}),
-    "stackgan_v1": ("stackgan-v1-shapes", lambda _: test_stackgan_v1.TINY,
-                    {"stage1": 10, "stage2": 10}),
+    "stackgan_v1": (
+        "stackgan-v1-shapes",
+        lambda _: test_stackgan_v1.TINY,
+        {"stage1": 10, "stage2": 10},
+    ),
     "stackgan_v2": ("stackgan-v2-shapes", lambda _: test_stackgan_v2.TINY, {"joint": 40}),
     "hdgan": ("hdgan-shapes", lambda _: test_hdgan.TINY, {"joint": 40}),
-    "s2gan": ("s2gan-rooms", lambda _: test_s2gan.TINY,
-              {"structure": 4, "fcn": 4, "style": 4, "joint": 4}),
+    "s2gan": (
+        "s2gan-rooms",
+        lambda _: test_s2gan.TINY,
+        {"structure": 4, "fcn": 4, "style": 4, "joint": 4},
+    ),
 }
 
 
@@ -78,8 +84,10 @@ def test_sigkill_then_resume_is_exact_for_every_model(model, tmp_path, mnist_dir
     killed.check_complete(phases)
 
     straight = tmp_path / "straight"
-    assert Trainer(load_config(config, run_overrides(tiny(mnist_dir), phases, 0)),
-                   straight).fit() == "done"
+    assert (
+        Trainer(load_config(config, run_overrides(tiny(mnist_dir), phases, 0)), straight).fit()
+        == "done"
+    )
     killed.check_same_as(straight, phases)
 
 
@@ -90,8 +98,10 @@ def saved_runs(tmp_path_factory, mnist_dir) -> dict[str, Path]:
     from .conftest import tiny_config_overrides
 
     out = {}
-    for model, (config, tiny, _) in {**RUNS, "sgan": ("sgan-mnist", tiny_config_overrides,
-                                                      None)}.items():
+    for model, (config, tiny, _) in {
+        **RUNS,
+        "sgan": ("sgan-mnist", tiny_config_overrides, None),
+    }.items():
         cfg = load_config(config, tiny(mnist_dir))
         out[model] = tmp_path_factory.mktemp(model)
         (out[model] / "config.yaml").write_text(cfg.to_yaml())
@@ -101,8 +111,7 @@ def saved_runs(tmp_path_factory, mnist_dir) -> dict[str, Path]:
 
 @pytest.mark.parametrize("model", ["sgan", *RUNS])
 @pytest.mark.parametrize("where", ["first", "middle", "last"])  # byte of the weights file
-def test_an_altered_byte_in_any_models_checkpoint_is_refused(saved_runs, model, where,
-                                                              tmp_path):
+def test_an_altered_byte_in_any_models_checkpoint_is_refused(saved_runs, model, where, tmp_path):
     """`ganstack.load` (behind `sample` and `eval`) and `--resume` refuse it."""
     run = tmp_path / "run"
     shutil.copytree(saved_runs[model], run)
@@ -166,11 +175,13 @@ def _typed_values(tp: Any) -> st.SearchStrategy[str]:
     if origin is Literal:
         return st.sampled_from([_yaml(a) for a in args])
     if origin in (Union, types.UnionType):
-        return st.one_of([_typed_values(a) for a in args if a is not type(None)]
-                         + [st.just("null")])
+        return st.one_of(
+            [_typed_values(a) for a in args if a is not type(None)] + [st.just("null")]
+        )
     if origin is list:
         return st.lists(_typed_values(args[0]).map(yaml.safe_load), max_size=5).map(
-            lambda xs: "[" + ", ".join(_yaml(x) for x in xs) + "]")
+            lambda xs: "[" + ", ".join(_yaml(x) for x in xs) + "]"
+        )
     if tp is bool:
         return st.sampled_from(["true", "false"])
     if tp is int:
@@ -186,12 +197,18 @@ def _model_overrides(model: str) -> st.SearchStrategy[list[str]]:
     fields = {k: tp for k, tp in _fields(MODELS.get(model).Config).items() if k != "model.name"}
     scalars = st.sampled_from([s for s in YAML_SCALARS if len(s) < 100]) | st.text(max_size=8)
     own = st.sampled_from(sorted(fields)).flatmap(
-        lambda k: st.builds(lambda v: f"{k}={v}", st.one_of(*[_typed_values(fields[k])] * 4,
-                                                            scalars)))
-    stray = st.builds(lambda k, v: f"{k}={v}", st.one_of(
-        st.builds(lambda s: f"model.{s}", st.text(alphabet="abcz._-09 ", max_size=10)),
-        st.builds(lambda k, s: f"{k}{s}", st.sampled_from(sorted(fields)), st.text(max_size=4)),
-    ), scalars)
+        lambda k: st.builds(
+            lambda v: f"{k}={v}", st.one_of(*[_typed_values(fields[k])] * 4, scalars)
+        )
+    )
+    stray = st.builds(
+        lambda k, v: f"{k}={v}",
+        st.one_of(
+            st.builds(lambda s: f"model.{s}", st.text(alphabet="abcz._-09 ", max_size=10)),
+            st.builds(lambda k, s: f"{k}{s}", st.sampled_from(sorted(fields)), st.text(max_size=4)),
+        ),
+        scalars,
+    )
     return st.lists(st.one_of(*[own] * 5, stray), min_size=1, max_size=3)
 
 
@@ -214,8 +231,10 @@ def _builds_or_config_error(model: str, items: list[str]) -> str:
     assert cfg.model.name == model
     again = from_dict(yaml.safe_load(cfg.to_yaml()))  # what config.yaml holds loads the same
     assert again.hash() == cfg.hash()
-    if any(isinstance(v, int) and abs(v) > BUILD_LIMIT and default.get(k) != v
-           for k, v in _leaves(dataclasses.asdict(cfg.model)).items()):
+    if any(
+        isinstance(v, int) and abs(v) > BUILD_LIMIT and default.get(k) != v
+        for k, v in _leaves(dataclasses.asdict(cfg.model)).items()
+    ):
         return "loaded (too large to build)"
     try:
         with torch.device("meta"), warnings.catch_warnings():  # no memory for the weights
@@ -244,8 +263,9 @@ def memory_cap():
 
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     status = Path("/proc/self/status").read_text()
-    vm_kib = int(next(line.split()[1] for line in status.splitlines()
-                      if line.startswith("VmSize:")))
+    vm_kib = int(
+        next(line.split()[1] for line in status.splitlines() if line.startswith("VmSize:"))
+    )
     cap = vm_kib * 1024 + (3 << 30)
     resource.setrlimit(resource.RLIMIT_AS, (cap if hard < 0 else min(cap, hard), hard))
     yield
@@ -267,8 +287,24 @@ def test_fuzz_each_models_config_section_raises_only_config_errors(model):
     fuzz()
 
 
-EDGE_VALUES = [".nan", ".inf", "-.inf", "1e300", "-1", "0", "1", "1.5", "3", str(2**63), "[]",
-               "[-1]", "[1, 2, 3, 4]", "null", "''", "true"]
+EDGE_VALUES = [
+    ".nan",
+    ".inf",
+    "-.inf",
+    "1e300",
+    "-1",
+    "0",
+    "1",
+    "1.5",
+    "3",
+    str(2**63),
+    "[]",
+    "[-1]",
+    "[1, 2, 3, 4]",
+    "null",
+    "''",
+    "true",
+]
 
 
 @pytest.mark.usefixtures("memory_cap")
@@ -288,10 +324,17 @@ def test_every_model_key_with_each_edge_value_is_a_config_error_or_builds(model)
 
 
 @pytest.mark.usefixtures("memory_cap")
-@pytest.mark.parametrize(("config", "override", "info"), [
-    ("stackgan-v2-shapes", "model.branches=9223372036854775808", MODEL_CONFIGS["stackgan_v2"][1]),
-    ("lapgan-mnist", "model.levels=9223372036854775808", MODEL_CONFIGS["lapgan"][1]),
-])
+@pytest.mark.parametrize(
+    ("config", "override", "info"),
+    [
+        (
+            "stackgan-v2-shapes",
+            "model.branches=9223372036854775808",
+            MODEL_CONFIGS["stackgan_v2"][1],
+        ),
+        ("lapgan-mnist", "model.levels=9223372036854775808", MODEL_CONFIGS["lapgan"][1]),
+    ],
+)
 def test_a_huge_count_is_a_config_error_not_all_the_memory(config, override, info):
     """Found by the fuzz test: each computed 2 ** (count - 1) before checking it."""
     with pytest.raises(ConfigError, match="branches|levels"):

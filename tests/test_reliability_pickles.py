@@ -62,14 +62,21 @@ def _dtype(name: str) -> bytes:
 
 
 def _empty_array() -> bytes:  # how NumPy starts every array: _reconstruct(ndarray, (0,), b'b')
-    return _call(_global("numpy.core.multiarray", "_reconstruct"), _global("numpy", "ndarray"),
-                 _tuple(b"K\x00"), b"C\x01b")
+    return _call(
+        _global("numpy.core.multiarray", "_reconstruct"),
+        _global("numpy", "ndarray"),
+        _tuple(b"K\x00"),
+        b"C\x01b",
+    )
 
 
 def _array_with_state(shape: tuple[int, ...], dtype: str, data: bytes) -> bytes:
     """An array, then BUILD with (1, shape, dtype, False, data): NumPy's own layout."""
-    return _empty_array() + _tuple(b"K\x01", _tuple(*map(_int, shape)), _dtype(dtype), b"\x89",
-                                   data) + b"b"
+    return (
+        _empty_array()
+        + _tuple(b"K\x01", _tuple(*map(_int, shape)), _dtype(dtype), b"\x89", data)
+        + b"b"
+    )
 
 
 def _shared_nested(leaf: object, sizes: list[int]) -> list:
@@ -90,12 +97,14 @@ def _void_array_bomb(n: int) -> bytes:
 
 BOMBS = {
     # 100 names, each one list standing for 300,000 items; str() of each expanded it (90 MB)
-    "filenames.pickle": lambda: pickle.dumps(_shared_nested(0, [30, 100, 100, 100])
-                                             + [SECRET], protocol=2),
+    "filenames.pickle": lambda: pickle.dumps(
+        _shared_nested(0, [30, 100, 100, 100]) + [SECRET], protocol=2
+    ),
     # one row of 1,024 shared 100 times, that block 300 times: np.asarray expanded it
     # (123 MB as float32)
     "char-CNN-RNN-embeddings.pickle": lambda: pickle.dumps(
-        _shared_nested(0, [1024, 100, 300]), protocol=2),
+        _shared_nested(0, [1024, 100, 300]), protocol=2
+    ),
     # an array of 5 million zero-byte items: list() made 5 million objects (over 400 MB)
     "class_info.pickle": lambda: _void_array_bomb(5_000_000),
 }
@@ -107,8 +116,7 @@ def test_a_shared_nested_stackgan_pickle_is_refused_before_it_expands(tmp_path, 
     blob = BOMBS[name]()
     assert len(blob) < 4_000
     (root / "train" / name).write_bytes(blob)
-    cfg = DataConfig(name="cub", path=str(root), resolution=8, eval_size=0,
-                     text_encoder="pickle")
+    cfg = DataConfig(name="cub", path=str(root), resolution=8, eval_size=0, text_encoder="pickle")
     msg = ""
     tracemalloc.start()
     try:
@@ -126,16 +134,26 @@ def test_a_shared_nested_stackgan_pickle_is_refused_before_it_expands(tmp_path, 
 
 BUILDERS = {
     # numpy.ndarray((30 million,), 'O') called directly: 240 MB of None pointers
-    "ndarray-call": _pickle(_call(_global("numpy", "ndarray"), _tuple(_int(30_000_000)),
-                                  _text("O"))),
+    "ndarray-call": _pickle(
+        _call(_global("numpy", "ndarray"), _tuple(_int(30_000_000)), _text("O"))
+    ),
     # _reconstruct asked for 30 million object slots at once (NumPy's pickles ask for 0)
-    "reconstruct-shape": _pickle(_call(_global("numpy.core.multiarray", "_reconstruct"),
-                                       _global("numpy", "ndarray"), _tuple(_int(30_000_000)),
-                                       _dtype("O8"))),
+    "reconstruct-shape": _pickle(
+        _call(
+            _global("numpy.core.multiarray", "_reconstruct"),
+            _global("numpy", "ndarray"),
+            _tuple(_int(30_000_000)),
+            _dtype("O8"),
+        )
+    ),
     # bytes hex-encoded 24 times over: 2 characters become 16 MiB, then 32 MiB
     "codec-chain": _pickle(
-        (_global("_codecs", "encode") + b"(") * 25 + _text("ab") + _text("latin1") + b"tR"
-        + b"".join(_text("hex") + b"tR" for _ in range(24))),
+        (_global("_codecs", "encode") + b"(") * 25
+        + _text("ab")
+        + _text("latin1")
+        + b"tR"
+        + b"".join(_text("hex") + b"tR" for _ in range(24))
+    ),
     # a memo slot numbered 8 million: the C unpickler sized its memo table to it (128 MB)
     "memo-index": _pickle(b"]r" + struct.pack("<I", 8 << 20)),
 }
@@ -168,11 +186,14 @@ def test_an_object_array_shorter_than_its_shape_is_refused_not_a_crash(tmp_path)
     unfixed code fails this test instead of ending the test run."""
     path = tmp_path / "class_info.pickle"
     path.write_bytes(_pickle(_array_with_state((5,), "O8", b"]")))
-    code = ("import sys\nfrom ganstack.data.archives import safe_unpickle\n"
-            "from ganstack.errors import DataError\n"
-            "try:\n    safe_unpickle(sys.argv[1])\nexcept DataError as e:\n    print(e)\n")
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                         text=True, timeout=120)
+    code = (
+        "import sys\nfrom ganstack.data.archives import safe_unpickle\n"
+        "from ganstack.errors import DataError\n"
+        "try:\n    safe_unpickle(sys.argv[1])\nexcept DataError as e:\n    print(e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, (out.returncode, out.stderr[-500:])
     assert "object array whose items do not match its shape" in out.stdout, out.stdout
 
@@ -193,10 +214,10 @@ def _self_containing_list() -> bytes:
 def test_a_pickle_nested_without_end_is_a_data_error(tmp_path, kind, name):
     """Unfixed, str() of a 100,000-deep list raised RecursionError as filenames.pickle."""
     root = make_cub(tmp_path / "birds")
-    (root / "train" / name).write_bytes(_nested_lists(100_000) if kind == "deep"
-                                        else _self_containing_list())
-    cfg = DataConfig(name="cub", path=str(root), resolution=8, eval_size=0,
-                     text_encoder="pickle")
+    (root / "train" / name).write_bytes(
+        _nested_lists(100_000) if kind == "deep" else _self_containing_list()
+    )
+    cfg = DataConfig(name="cub", path=str(root), resolution=8, eval_size=0, text_encoder="pickle")
     with pytest.raises(DataError, match="is not a plain data pickle") as info:
         load_dataset(cfg)
     assert ("deep" if kind == "deep" else "contains itself") in str(info.value)
@@ -255,8 +276,10 @@ def test_the_released_embeddings_layout_still_loads_with_shared_rows(tmp_path):
     root = make_cub(tmp_path / "birds")
     row = np.ones((10, 1024), np.float32)
     (root / "train" / "char-CNN-RNN-embeddings.pickle").write_bytes(
-        pickle.dumps([row] * 6, protocol=2))
-    tr, _ = load_dataset(DataConfig(name="cub", path=str(root), resolution=8, eval_size=0,
-                                    text_encoder="pickle"))
+        pickle.dumps([row] * 6, protocol=2)
+    )
+    tr, _ = load_dataset(
+        DataConfig(name="cub", path=str(root), resolution=8, eval_size=0, text_encoder="pickle")
+    )
     assert tr.extras["embeddings"].shape == (6, 10, 1024)
     assert Path(root / "train" / "filenames.pickle").is_file()

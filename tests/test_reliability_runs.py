@@ -31,20 +31,23 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 READ_WHILE_TRAINING = 60  # ganstack.load calls while a run writes a checkpoint every step
 
 
-def _overrides(tiny_overrides: list[str], independent: int = 2, joint: int = 2,
-               every: int = 1) -> list[str]:
+def _overrides(
+    tiny_overrides: list[str], independent: int = 2, joint: int = 2, every: int = 1
+) -> list[str]:
     return run_overrides(tiny_overrides, {"independent": independent, "joint": joint}, every)
 
 
 def _train(argv_tail: list[str], run: Path, *extra: str) -> int:
-    return main(["-q", "train", "sgan-mnist", "--out", str(run), "--no-eval", *extra,
-                 *argv_tail])
+    return main(["-q", "train", "sgan-mnist", "--out", str(run), "--no-eval", *extra, *argv_tail])
 
 
 def _snapshot(run: Path) -> dict[str, bytes]:
     """Every file of a run (but its lock file), by relative path."""
-    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*"))
-            if p.is_file() and p.name != ".lock"}
+    return {
+        str(p.relative_to(run)): p.read_bytes()
+        for p in sorted(run.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 @pytest.fixture()
@@ -75,8 +78,7 @@ def _damage_records(ckdir: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["empty", "garbage", "infinite-step", "deleted"])
-def test_resume_with_no_readable_checkpoint_is_an_error_and_changes_nothing(trained, capsys,
-                                                                          how):
+def test_resume_with_no_readable_checkpoint_is_an_error_and_changes_nothing(trained, capsys, how):
     run, over = trained
     _damage_records(run / "checkpoints", how)
     before = _snapshot(run)
@@ -112,10 +114,21 @@ def test_resume_passes_over_a_damaged_newest_record_with_a_warning(trained, capl
 
 
 def _start_training(run: Path, over: list[str], *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "ganstack", "train", "sgan-mnist", "--out", str(run),
-           "--no-eval", *extra, *over]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV,
-                            text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "ganstack",
+        "train",
+        "sgan-mnist",
+        "--out",
+        str(run),
+        "--no-eval",
+        *extra,
+        *over,
+    ]
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV, text=True
+    )
 
 
 def _wait(cond, proc: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -127,8 +140,7 @@ def _wait(cond, proc: subprocess.Popen, timeout: float = 120.0) -> None:
 
 
 def _long_run(tiny_overrides: list[str]) -> list[str]:
-    return _overrides(tiny_overrides, independent=100_000, joint=1) + [
-        "train.keep_checkpoints=1"]
+    return _overrides(tiny_overrides, independent=100_000, joint=1) + ["train.keep_checkpoints=1"]
 
 
 def test_a_second_writer_is_refused_and_the_first_run_goes_on(tmp_path, tiny_overrides, capsys):
@@ -161,11 +173,14 @@ def test_a_second_writer_is_refused_and_the_first_run_goes_on(tmp_path, tiny_ove
 
 def test_the_lock_dies_with_its_process_even_under_sigkill(tmp_path):
     folder = tmp_path / "run"
-    code = ("import sys, time; from pathlib import Path; from ganstack.fileio import "
-            "lock_folder; lock_folder(Path(sys.argv[1]), 'test'); print('locked', flush=True); "
-            "time.sleep(600)")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE,
-                            env=ENV, text=True)
+    code = (
+        "import sys, time; from pathlib import Path; from ganstack.fileio import "
+        "lock_folder; lock_folder(Path(sys.argv[1]), 'test'); print('locked', flush=True); "
+        "time.sleep(600)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, env=ENV, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "locked"
         with pytest.raises(RunLockedError, match=f"process {proc.pid} on host"):
@@ -178,8 +193,7 @@ def test_the_lock_dies_with_its_process_even_under_sigkill(tmp_path):
     unlock_folder(key)
 
 
-def test_readers_load_the_newest_complete_checkpoint_while_the_run_trains(tmp_path,
-                                                                          tiny_overrides):
+def test_readers_load_the_newest_complete_checkpoint_while_the_run_trains(tmp_path, tiny_overrides):
     """``ganstack.load`` (what sample and eval use) during training: a checkpoint every step,
     only one rolling checkpoint kept, so the one a reader picks is soon pruned or replaced.
     Before the fix about 5% of loads failed with a false "is corrupt" (or a traceback)."""
@@ -203,9 +217,23 @@ def test_readers_do_not_take_the_write_lock(trained):
     key = lock_folder(run, "test")
     try:
         # In another process, as `ganstack sample` is: a held write lock does not stop it.
-        res = subprocess.run([sys.executable, "-m", "ganstack", "sample", str(run), "--n", "4",
-                              "--out", str(run.parent / "s.png")], capture_output=True,
-                             text=True, timeout=120, env=ENV)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ganstack",
+                "sample",
+                str(run),
+                "--n",
+                "4",
+                "--out",
+                str(run.parent / "s.png"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=ENV,
+        )
         assert res.returncode == 0, res.stderr
     finally:
         unlock_folder(key)
@@ -228,14 +256,27 @@ def _newest_records(ckdir: Path) -> list[Path]:
     return [p for p in found if json.loads(p.read_text())["global_step"] == top]
 
 
-@pytest.mark.parametrize("field, value", [
-    ("global_step", float("inf")), ("global_step", -5), ("global_step", "3"),
-    ("global_step", True), ("phase_step", -1000), ("phase_index", 10**6),
-    ("lr_scale", -1.0), ("lr_scale", 0.0), ("lr_scale", float("nan")), ("lr_scale", 5),
-    ("elapsed_s", float("inf")), ("weights", "../../etc/passwd"), ("sha256", "abc"),
-    ("data_info", {"shape": [1, 10**9, 28], "num_classes": 10, "name": "", "text_dim": 0}),
-    ("best", {"metric": 5, "value": 1.0, "step": 1}), ("optimizers", [1, 2]),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("global_step", float("inf")),
+        ("global_step", -5),
+        ("global_step", "3"),
+        ("global_step", True),
+        ("phase_step", -1000),
+        ("phase_index", 10**6),
+        ("lr_scale", -1.0),
+        ("lr_scale", 0.0),
+        ("lr_scale", float("nan")),
+        ("lr_scale", 5),
+        ("elapsed_s", float("inf")),
+        ("weights", "../../etc/passwd"),
+        ("sha256", "abc"),
+        ("data_info", {"shape": [1, 10**9, 28], "num_classes": 10, "name": "", "text_dim": 0}),
+        ("best", {"metric": 5, "value": 1.0, "step": 1}),
+        ("optimizers", [1, 2]),
+    ],
+)
 def test_an_invalid_record_field_is_refused_and_passed_over(trained, field, value):
     run, _ = trained
     ckdir = run / "checkpoints"
@@ -364,13 +405,21 @@ def test_a_checkpoint_record_that_is_no_regular_file_is_passed_over(trained, kin
     else:
         with open(bad, "wb") as f:
             f.truncate(ckpt.RECORD_LIMIT + 1)  # sparse: no disk space
-    for argv in (["sample", str(run), "--n", "4", "--out", str(run.parent / "s.png")],
-                 ["train", "sgan-mnist", "--out", str(run), "--resume", "--no-eval", *over]):
-        res = subprocess.run([sys.executable, "-m", "ganstack", *argv], capture_output=True,
-                             text=True, timeout=120, env=ENV)
+    for argv in (
+        ["sample", str(run), "--n", "4", "--out", str(run.parent / "s.png")],
+        ["train", "sgan-mnist", "--out", str(run), "--resume", "--no-eval", *over],
+    ):
+        res = subprocess.run(
+            [sys.executable, "-m", "ganstack", *argv],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=ENV,
+        )
         assert res.returncode == 0, res.stderr
-    with pytest.raises(CheckpointError, match="not a regular file" if kind != "huge" else
-                       "more than"):
+    with pytest.raises(
+        CheckpointError, match="not a regular file" if kind != "huge" else "more than"
+    ):
         ckpt.read_checkpoint(bad)
 
 
@@ -415,8 +464,14 @@ def test_out_of_range_numbers_and_devices_are_one_line_errors(trained, capsys):
     cases = {
         "sample --n 1e9": ["sample", str(run), "--n", "1e9", "--out", png],
         "sample --n 10**9": ["sample", str(run), "--n", str(10**9), "--out", png],
-        "sample --n 10**7 .npz": ["sample", str(run), "--n", str(10**7 * 5), "--out",
-                                  str(run.parent / "s.npz")],
+        "sample --n 10**7 .npz": [
+            "sample",
+            str(run),
+            "--n",
+            str(10**7 * 5),
+            "--out",
+            str(run.parent / "s.npz"),
+        ],
         "sample --seed 2**70": ["sample", str(run), "--seed", str(2**70), "--out", png],
         "sample --seed -1": ["sample", str(run), "--seed", "-1", "--out", png],
         "sample --label 99": ["sample", str(run), "--label", "99", "--out", png],
@@ -426,12 +481,27 @@ def test_out_of_range_numbers_and_devices_are_one_line_errors(trained, capsys):
         "eval --n 10**12": ["eval", str(run), "--n", str(10**12)],
         "eval --device foo": ["eval", str(run), "--device", "foo"],
         "fid --device foo": ["fid", str(run), str(run), "--device", "foo"],
-        "train.seed=2**64": ["train", "sgan-mnist", "--out", str(run.parent / "x"),
-                             f"train.seed={2**64}"],
-        "train.device=cuda:abc": ["train", "sgan-mnist", "--out", str(run.parent / "x"),
-                                  "train.device=cuda:abc"],
-        "data.split_seed=2**64": ["train", "sgan-mnist", "--out", str(run.parent / "x"),
-                                  f"data.split_seed={2**64}"],
+        "train.seed=2**64": [
+            "train",
+            "sgan-mnist",
+            "--out",
+            str(run.parent / "x"),
+            f"train.seed={2**64}",
+        ],
+        "train.device=cuda:abc": [
+            "train",
+            "sgan-mnist",
+            "--out",
+            str(run.parent / "x"),
+            "train.device=cuda:abc",
+        ],
+        "data.split_seed=2**64": [
+            "train",
+            "sgan-mnist",
+            "--out",
+            str(run.parent / "x"),
+            f"data.split_seed={2**64}",
+        ],
     }
     for name, argv in cases.items():
         try:
@@ -568,7 +638,8 @@ def test_a_config_error_quotes_a_long_value_only_in_part(capsys):
 
 @pytest.mark.parametrize("stop_at", [3, 5])  # mid-way through a logging interval of 2 steps
 def test_losses_logged_across_a_stop_and_resume_are_those_of_a_run_never_stopped(
-        tmp_path, tiny_overrides, stop_at):
+    tmp_path, tiny_overrides, stop_at
+):
     """Before the fix the first row after a resume averaged only the steps after it (with
     train.log_every > 1): the weights matched a run never stopped, the logged losses did not."""
     from ganstack.config import load_config
@@ -590,21 +661,39 @@ def test_a_full_disk_under_tensorboard_is_one_line(tmp_path, tiny_overrides):
     """Before the fix TensorBoard's writer thread printed its 16-line traceback first. (In a
     real process: pytest replaces threading.excepthook with its own.)"""
     pytest.importorskip("tensorboard")
-    code = ("import os, sys\n"
-            "from tensorboard.summary.writer import record_writer\n"
-            "def full(self, data):\n"
-            "    raise OSError(28, os.strerror(28))\n"
-            "record_writer.RecordWriter.write = full\n"
-            "from ganstack.cli import main\n"
-            "sys.exit(main(sys.argv[1:]))\n")
+    code = (
+        "import os, sys\n"
+        "from tensorboard.summary.writer import record_writer\n"
+        "def full(self, data):\n"
+        "    raise OSError(28, os.strerror(28))\n"
+        "record_writer.RecordWriter.write = full\n"
+        "from ganstack.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
     over = _overrides(tiny_overrides) + ["train.tensorboard=true"]
-    res = subprocess.run([sys.executable, "-c", code, "-q", "train", "sgan-mnist", "--out",
-                          str(tmp_path / "run"), "--no-eval", *over], capture_output=True,
-                         text=True, timeout=120, env=ENV)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "-q",
+            "train",
+            "sgan-mnist",
+            "--out",
+            str(tmp_path / "run"),
+            "--no-eval",
+            *over,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
     err = res.stderr.strip()
     assert res.returncode == 1, err
-    assert err.startswith("ganstack: error: No space left on device") and \
-        len(err.splitlines()) == 1, err
+    assert (
+        err.startswith("ganstack: error: No space left on device") and len(err.splitlines()) == 1
+    ), err
 
 
 # ---- .npz files whose headers ask for more memory than there is -----------------------------
@@ -619,7 +708,8 @@ def _npz_bomb(path: Path, shape: tuple[int, ...], name: str = "images") -> Path:
 
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(
-        header, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        header, {"descr": "|u1", "fortran_order": False, "shape": shape}
+    )
     with zipfile.ZipFile(path, "w") as z:
         z.writestr(f"{name}.npy", header.getvalue())
     return path
@@ -642,14 +732,14 @@ def test_an_npz_header_asking_for_terabytes_is_refused_by_every_reader(tmp_path)
     with pytest.raises(GanstackError, match="more than the"):
         FeatureStats.load(bomb)
     with pytest.raises(CheckpointError, match="more than the"):
-        SGANEncoder("mnist", ["fc3"]).load_lasagne_npz(_npz_bomb(tmp_path / "w.npz", huge,
-                                                                   "arr_0"))
+        SGANEncoder("mnist", ["fc3"]).load_lasagne_npz(_npz_bomb(tmp_path / "w.npz", huge, "arr_0"))
     # A lone .npy (np.load reads one too) is checked the same way.
     import io
 
     lone = io.BytesIO()
-    np.lib.format.write_array_header_1_0(lone, {"descr": "|u1", "fortran_order": False,
-                                                "shape": huge})
+    np.lib.format.write_array_header_1_0(
+        lone, {"descr": "|u1", "fortran_order": False, "shape": huge}
+    )
     (tmp_path / "lone.npz").write_bytes(lone.getvalue())
     with pytest.raises(GanstackError, match="more than the"):
         images_from_npz(str(tmp_path / "lone.npz"))
@@ -679,5 +769,4 @@ def test_a_model_too_large_for_memory_is_a_config_error_before_any_allocation():
     cfg = load_config("dcgan-mnist", ["model.g_dim=100000"])
     with pytest.raises(ConfigError, match=r"GiB of weights, more than the .* reduce its widths"):
         build_model(cfg.model, DataInfo((1, 28, 28), 10, "mnist5k"))
-    assert build_model(load_config("dcgan-mnist").model, DataInfo((1, 28, 28), 10, "m")) \
-        is not None
+    assert build_model(load_config("dcgan-mnist").model, DataInfo((1, 28, 28), 10, "m")) is not None

@@ -28,8 +28,7 @@ from ganstack.errors import DataError
 
 def test_rooms_are_deterministic_from_the_seed():
     a, b = load_rooms(12, 32, seed=3), load_rooms(12, 32, seed=3)
-    assert torch.equal(a.images, b.images) and torch.equal(a.extras["normals"],
-                                                          b.extras["normals"])
+    assert torch.equal(a.images, b.images) and torch.equal(a.extras["normals"], b.extras["normals"])
     assert torch.equal(a.labels, b.labels)
     c = load_rooms(12, 32, seed=4)
     assert not torch.equal(a.images, c.images)

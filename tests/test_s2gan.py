@@ -38,28 +38,56 @@ def rooms() -> ImageDataset:
 
 
 def _small(**kw) -> S2GANConfig:
-    cfg = S2GANConfig(normal_size=16, z_struct=8, z_style=8, width=1 / 16, fcn_arch="small",
-                      fcn_width=0.25, fcn_upsample=1, fcn_batch_size=0, classes=12,
-                      codebook_samples=5000, codebook_iters=5)
+    cfg = S2GANConfig(
+        normal_size=16,
+        z_struct=8,
+        z_style=8,
+        width=1 / 16,
+        fcn_arch="small",
+        fcn_width=0.25,
+        fcn_upsample=1,
+        fcn_batch_size=0,
+        classes=12,
+        codebook_samples=5000,
+        codebook_iters=5,
+    )
     for k, v in kw.items():
         setattr(cfg, k, v)
     return cfg
 
 
 def _batch(ds: ImageDataset, n: int = 16, start: int = 0) -> dict[str, torch.Tensor]:
-    return {"images": ds.images[start : start + n],
-            "normals": ds.extras["normals"][start : start + n]}
+    return {
+        "images": ds.images[start : start + n],
+        "normals": ds.extras["normals"][start : start + n],
+    }
 
 
 TINY = [
-    "data.name=rooms", "data.num_images=96", "data.resolution=32", "data.eval_size=16",
-    "model.normal_size=16", "model.z_struct=8", "model.z_style=8", "model.width=0.0625",
-    "model.fcn_width=0.25", "model.classes=12", "model.codebook_samples=5000",
+    "data.name=rooms",
+    "data.num_images=96",
+    "data.resolution=32",
+    "data.eval_size=16",
+    "model.normal_size=16",
+    "model.z_struct=8",
+    "model.z_style=8",
+    "model.width=0.0625",
+    "model.fcn_width=0.25",
+    "model.classes=12",
+    "model.codebook_samples=5000",
     "model.codebook_iters=5",
-    "train.batch_size=16", "train.phases.structure=2", "train.phases.fcn=2",
-    "train.phases.style=2", "train.phases.joint=2", "train.log_every=1", "train.sample_every=0",
-    "train.checkpoint_every=0", "train.tensorboard=false", "train.progress=false",
-    "train.num_threads=1", "eval.n=40",
+    "train.batch_size=16",
+    "train.phases.structure=2",
+    "train.phases.fcn=2",
+    "train.phases.style=2",
+    "train.phases.joint=2",
+    "train.log_every=1",
+    "train.sample_every=0",
+    "train.checkpoint_every=0",
+    "train.tensorboard=false",
+    "train.progress=false",
+    "train.num_threads=1",
+    "eval.n=40",
 ]
 
 
@@ -91,8 +119,7 @@ def test_network_shapes_and_unit_normals(rooms):
     # Paper sizes build (72 -> normals, 128 -> images) and run at a small width.
     big = S2GAN(S2GANConfig(width=1 / 16, fcn_width=1 / 32), DataInfo((3, 128, 128), 0, "x"))
     assert big.G_struct(torch.zeros(2, 100)).shape == (2, 3, 72, 72)
-    assert big.G_style(torch.zeros(2, 100), torch.zeros(2, 3, 128, 128)).shape == (2, 3, 128,
-                                                                                   128)
+    assert big.G_style(torch.zeros(2, 100), torch.zeros(2, 3, 128, 128)).shape == (2, 3, 128, 128)
 
 
 def test_codebook_kmeans_is_deterministic_and_stored(rooms):
@@ -188,8 +215,12 @@ def test_fcn_weight_zero_removes_its_gradient(rooms):
 def test_style_mode_seeking_term_is_the_papers_ratio_and_moves_g(rooms, fcn_weight):
     def step(weight: float) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         torch.manual_seed(0)
-        m = S2GAN(_small(fcn_weight=fcn_weight, skip_rule=False, adam_warmup=False,
-                         style_mode_seeking=weight), INFO)
+        m = S2GAN(
+            _small(
+                fcn_weight=fcn_weight, skip_rule=False, adam_warmup=False, style_mode_seeking=weight
+            ),
+            INFO,
+        )
         m.enter_phase("style", fresh=True)
         torch.manual_seed(1)
         logs = m.train_step(_batch(rooms), "style", Step(phase="style"))
@@ -236,8 +267,11 @@ def test_fcn_beats_the_trivial_predictor():
     g = torch.Generator().manual_seed(0)
     for _ in range(150):
         idx = torch.randint(len(train), (32,), generator=g)
-        logs = m.train_step({"images": train.images[idx],
-                             "normals": train.extras["normals"][idx]}, "fcn", Step(phase="fcn"))
+        logs = m.train_step(
+            {"images": train.images[idx], "normals": train.extras["normals"][idx]},
+            "fcn",
+            Step(phase="fcn"),
+        )
     target = resize(decode_normals(test.extras["normals"]), 8)
     pred = m.predict_normals(test.images.float() / 255)
     err = float(angular_error_deg(pred, target).mean())
@@ -251,8 +285,12 @@ def test_fcn_beats_the_trivial_predictor():
 
 def test_bundled_configs():
     demo = load_config("s2gan-rooms")
-    assert demo.model.name == "s2gan" and list(demo.train.phases) == ["structure", "fcn",
-                                                                      "style", "joint"]
+    assert demo.model.name == "s2gan" and list(demo.train.phases) == [
+        "structure",
+        "fcn",
+        "style",
+        "joint",
+    ]
     assert demo.data.name == "rooms" and demo.model.fcn_weight == pytest.approx(0.1)
     paper = load_config("s2gan-nyu-paper")
     assert paper.model.normal_size == 72 and paper.data.resolution == 128
@@ -309,8 +347,11 @@ def test_every_phase_trains_and_the_run_loads_with_its_figures_and_measures(tmp_
     assert figs["same_style"].shape == (10, 6, 3, 32, 32)
     res = run.evaluate(n=40, metrics=["normal_consistency", "fid_normals", "fid"])
     metrics = res["metrics"]
-    for key in ("normal_err_deg_fcn_rendered", "normal_err_deg_fcn_chain",
-                "normal_err_deg_fcn_real"):
+    for key in (
+        "normal_err_deg_fcn_rendered",
+        "normal_err_deg_fcn_chain",
+        "normal_err_deg_fcn_real",
+    ):
         assert 0 <= metrics[key] <= 180, key
     assert any(k.startswith("fid40_normals_") for k in metrics)
     assert any(k.startswith("fid40_rooms") for k in metrics)

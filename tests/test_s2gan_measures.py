@@ -32,14 +32,24 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def split() -> tuple[ImageDataset, ImageDataset]:
     ds = load_rooms(160, 32, seed=5)
-    return ds.subset(torch.arange(120), "rooms-train"), ds.subset(torch.arange(120, 160),
-                                                                  "rooms-eval")
+    return ds.subset(torch.arange(120), "rooms-train"), ds.subset(
+        torch.arange(120, 160), "rooms-eval"
+    )
 
 
 def _model(seed: int = 0) -> S2GAN:
     torch.manual_seed(seed)
-    cfg = S2GANConfig(normal_size=16, z_struct=8, z_style=8, width=1 / 16, fcn_arch="small",
-                      fcn_width=0.25, fcn_upsample=1, fcn_batch_size=0, classes=12)
+    cfg = S2GANConfig(
+        normal_size=16,
+        z_struct=8,
+        z_style=8,
+        width=1 / 16,
+        fcn_arch="small",
+        fcn_width=0.25,
+        fcn_upsample=1,
+        fcn_batch_size=0,
+        classes=12,
+    )
     return S2GAN(cfg, INFO)
 
 
@@ -103,8 +113,12 @@ def test_structure_measure_keys_ranges_and_calibration(split):
     train, held = split
     m = _model()
     res = m.structure_measures(train, held, n=40)
-    keys = {"struct_pairwise_deg40_pool16", "struct_nn_deg40_pool16_train120",
-            "struct_real_pairwise_deg40_pool16", "struct_real_nn_deg40_pool16_train120"}
+    keys = {
+        "struct_pairwise_deg40_pool16",
+        "struct_nn_deg40_pool16_train120",
+        "struct_real_pairwise_deg40_pool16",
+        "struct_real_nn_deg40_pool16_train120",
+    }
     assert set(res) == keys
     assert all(0 <= v <= 180 for v in res.values()), res
     # Held-out rooms are close to some training room; an untrained G's maps are not.
@@ -114,7 +128,9 @@ def test_structure_measure_keys_ranges_and_calibration(split):
     assert m.structure_measures(train, held, n=40) == res  # seeded
     # Nothing held out: only the generated maps' figures.
     assert set(m.structure_measures(train, None, n=40)) == {
-        "struct_pairwise_deg40_pool16", "struct_nn_deg40_pool16_train120"}
+        "struct_pairwise_deg40_pool16",
+        "struct_nn_deg40_pool16_train120",
+    }
 
 
 def test_structure_diversity_is_zero_for_a_collapsed_generator(split):
@@ -140,15 +156,20 @@ def test_structure_diversity_is_zero_for_a_collapsed_generator(split):
 def test_style_noise_measure_keys_and_ranges(split):
     train, held = split
     res = _model().style_noise_sensitivity(train, held, maps=6, noises=4)
-    assert set(res) == {"style_noise_std6_z4_rendered", "style_noise_std6_z4_chain",
-                        "style_scene_std24_train"}
+    assert set(res) == {
+        "style_noise_std6_z4_rendered",
+        "style_noise_std6_z4_chain",
+        "style_scene_std24_train",
+    }
     assert all(0 <= v <= 2 for v in res.values()), res
     assert res["style_noise_std6_z4_rendered"] > 1e-3  # an untrained G_style uses its noise
     assert res["style_scene_std24_train"] > 0.05  # real rooms differ
     # The reference is the spread across scenes: 0 for a training set of one scene repeated.
     same = train.subset(torch.zeros(len(train), dtype=torch.long))
-    assert _model().style_noise_sensitivity(same, held, maps=6, noises=4)[
-        "style_scene_std24_train"] == 0.0
+    assert (
+        _model().style_noise_sensitivity(same, held, maps=6, noises=4)["style_scene_std24_train"]
+        == 0.0
+    )
 
 
 def test_style_noise_is_zero_when_the_style_gan_ignores_its_noise(split):
@@ -184,18 +205,38 @@ def test_structure_and_style_noise_through_ganstack_eval(tmp_path):
     from ganstack.train.trainer import Trainer
 
     over = [
-        "data.name=rooms", "data.num_images=96", "data.resolution=32", "data.eval_size=16",
-        "model.normal_size=16", "model.z_struct=8", "model.z_style=8", "model.width=0.0625",
-        "model.fcn_width=0.25", "model.classes=12", "model.codebook_samples=5000",
-        "model.codebook_iters=5", "train.batch_size=16", "train.phases.structure=1",
-        "train.phases.fcn=0", "train.phases.style=1", "train.phases.joint=0",
-        "train.sample_every=0", "train.checkpoint_every=0", "train.tensorboard=false",
-        "train.progress=false", "train.num_threads=1",
+        "data.name=rooms",
+        "data.num_images=96",
+        "data.resolution=32",
+        "data.eval_size=16",
+        "model.normal_size=16",
+        "model.z_struct=8",
+        "model.z_style=8",
+        "model.width=0.0625",
+        "model.fcn_width=0.25",
+        "model.classes=12",
+        "model.codebook_samples=5000",
+        "model.codebook_iters=5",
+        "train.batch_size=16",
+        "train.phases.structure=1",
+        "train.phases.fcn=0",
+        "train.phases.style=1",
+        "train.phases.joint=0",
+        "train.sample_every=0",
+        "train.checkpoint_every=0",
+        "train.tensorboard=false",
+        "train.progress=false",
+        "train.num_threads=1",
     ]
     Trainer(load_config("s2gan-rooms", over), tmp_path / "run").fit()
     res = ganstack.load(tmp_path / "run").evaluate(n=30, metrics=["structure", "style_noise"])
     m = res["metrics"]
-    assert set(m) == {"struct_pairwise_deg30_pool16", "struct_nn_deg30_pool16_train80",
-                      "struct_real_pairwise_deg16_pool16", "struct_real_nn_deg16_pool16_train80",
-                      "style_noise_std16_z8_rendered", "style_noise_std16_z8_chain",
-                      "style_scene_std80_train"}, m
+    assert set(m) == {
+        "struct_pairwise_deg30_pool16",
+        "struct_nn_deg30_pool16_train80",
+        "struct_real_pairwise_deg16_pool16",
+        "struct_real_nn_deg16_pool16_train80",
+        "style_noise_std16_z8_rendered",
+        "style_noise_std16_z8_chain",
+        "style_scene_std80_train",
+    }, m

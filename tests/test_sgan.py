@@ -16,8 +16,10 @@ INFO = DataInfo((1, 28, 28), 10, "toy")
 
 def _batch(n=20, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return {"images": torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g),
-            "labels": torch.arange(n) % 10}
+    return {
+        "images": torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g),
+        "labels": torch.arange(n) % 10,
+    }
 
 
 def _small(**kw) -> SGANConfig:
@@ -39,7 +41,10 @@ def test_encoder_levels_and_shapes():
     assert [tuple(f.shape) for f in feats] == [(3, 256), (3, 10)]
     enc3 = SGANEncoder("mnist", ["pool2", "fc3"])
     assert [tuple(f.shape) for f in enc3.features(torch.zeros(3, 1, 28, 28))] == [
-        (3, 32, 4, 4), (3, 256), (3, 10)]
+        (3, 32, 4, 4),
+        (3, 256),
+        (3, 10),
+    ]
     assert enc3.segments == [["conv1", "pool1", "conv2", "pool2"], ["fc3"], ["fc4"]]
 
 
@@ -82,8 +87,9 @@ def test_switched_off_entropy_loss_leaves_the_q_heads_untrained():
     adv_before = [p.clone() for p in m.D[0].adv.parameters()]
     m.train_step(_batch(), "independent", Step(phase="independent"))
     assert all(torch.equal(a, b) for a, b in zip(q_before, m.D[0].q.parameters(), strict=True))
-    assert not all(torch.equal(a, b)
-                   for a, b in zip(adv_before, m.D[0].adv.parameters(), strict=True))
+    assert not all(
+        torch.equal(a, b) for a, b in zip(adv_before, m.D[0].adv.parameters(), strict=True)
+    )
 
 
 def test_joint_coupling_sends_bottom_gradient_to_the_top_generator():
@@ -132,8 +138,9 @@ def test_official_encoder_weights_classify_mnist5k():
     enc = SGANEncoder("mnist", ["fc3"])
     enc.load_lasagne_npz(path)
     with torch.no_grad():
-        pred = torch.cat([enc(ds.images[s:s + 1000].float() / 255).argmax(1)
-                          for s in range(0, len(ds), 1000)])
+        pred = torch.cat(
+            [enc(ds.images[s : s + 1000].float() / 255).argmax(1) for s in range(0, len(ds), 1000)]
+        )
     acc = float((pred == ds.labels).float().mean())
     assert acc >= 0.98, acc
 
@@ -228,7 +235,11 @@ def test_ema_warmup_ramps_the_decay_from_a_tenth_to_the_configured_value():
 def test_per_level_loss_weights():
     m = SGAN(_small(cond_weights=[1.0, 0.25], ent_weights=[10.0, 0.0]), INFO)
     assert (m.cond_weight(0), m.cond_weight(1), m.ent_weight(0), m.ent_weight(1)) == (
-        1.0, 0.25, 10.0, 0.0)
+        1.0,
+        0.25,
+        10.0,
+        0.0,
+    )
     plain = SGAN(_small(cond_weight=2.0), INFO)
     assert plain.cond_weight(1) == plain.cond_weight(0) == 2.0
     with pytest.raises(Exception, match="one weight per level"):

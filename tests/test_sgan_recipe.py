@@ -19,8 +19,12 @@ from ganstack.train.trainer import Trainer
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 INFO = DataInfo((3, 32, 32), 10, "toy")
-SMALL = ["data.path=/unused", "model.width=0.25", "model.feature_hidden=32",
-         "model.feature_disc_hidden=32"]
+SMALL = [
+    "data.path=/unused",
+    "model.width=0.25",
+    "model.feature_hidden=32",
+    "model.feature_disc_hidden=32",
+]
 
 
 def _cifar_model(*extra: str) -> SGAN:
@@ -30,8 +34,10 @@ def _cifar_model(*extra: str) -> SGAN:
 
 def _batch(n=20, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return {"images": torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
-            "labels": torch.arange(n) % 10}
+    return {
+        "images": torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+        "labels": torch.arange(n) % 10,
+    }
 
 
 def test_cifar_networks_have_the_official_shapes():
@@ -59,8 +65,9 @@ def test_mean_image_is_the_training_mean_and_is_subtracted_from_fakes_too():
     m.setup(train, None, lambda _m: None)
     expected = imgs.double().div(255).mean(0).float()
     assert torch.allclose(m.mean_image, expected, atol=1e-6)
-    assert torch.allclose(m.preprocess(imgs).double().mean(0), torch.zeros(3, 32, 32,
-                          dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(
+        m.preprocess(imgs).double().mean(0), torch.zeros(3, 32, 32, dtype=torch.float64), atol=1e-5
+    )
     zs = m._draw_z(4)
     top = torch.nn.functional.one_hot(torch.arange(4), 10).float()
     m.eval()
@@ -71,8 +78,12 @@ def test_mean_image_is_the_training_mean_and_is_subtracted_from_fakes_too():
 
 
 def _label_loss_after_training(label_weight: float) -> tuple[float, float]:
-    m = _cifar_model("model.g_steps=one", "model.lr=3e-3", "model.ent_weight=0",
-                     f"model.label_weight={label_weight}")
+    m = _cifar_model(
+        "model.g_steps=one",
+        "model.lr=3e-3",
+        "model.ent_weight=0",
+        f"model.label_weight={label_weight}",
+    )
     batch = _batch(40)
     # class-dependent images: the class sets the brightness of one colour channel
     y = batch["labels"]
@@ -95,14 +106,20 @@ def test_kclass_discriminator_learns_the_real_labels():
 
 
 def test_label_free_kclass_variant_has_no_label_loss():
-    m = _cifar_model("model.use_labels=false", "model.encoder.split=[]", "model.z_dims=[16]",
-                     "model.cond_weight=0", "model.d_input_noise=[0.05]")
+    m = _cifar_model(
+        "model.use_labels=false",
+        "model.encoder.split=[]",
+        "model.z_dims=[16]",
+        "model.cond_weight=0",
+        "model.d_input_noise=[0.05]",
+    )
     logs = m.train_step(_batch(), "independent", Step(phase="independent"))
     assert not any(k.endswith("_label") for k in logs)
 
 
-@pytest.mark.parametrize(("d_adv", "steps"), [(0.69, 1), (0.651, 1), (0.6, 3), (0.5, 5),
-                                              (0.31, 5), (0.3, 7), (0.05, 7)])
+@pytest.mark.parametrize(
+    ("d_adv", "steps"), [(0.69, 1), (0.651, 1), (0.6, 3), (0.5, 5), (0.31, 5), (0.3, 7), (0.05, 7)]
+)
 def test_adaptive_schedule_thresholds(d_adv, steps):
     assert SGAN.adaptive_g_steps(d_adv) == steps
 
@@ -115,8 +132,9 @@ def _adam_steps(opt: torch.optim.Optimizer) -> int:
 def test_adaptive_generator_steps_are_taken_as_logged(phase, monkeypatch):
     m = _cifar_model()
     # Force a confident D: every level's adversarial loss low -> 7 G steps.
-    monkeypatch.setattr("ganstack.losses.d_adversarial",
-                        lambda r, f: 0.0 * (r.sum() + f.sum()) + 0.2)
+    monkeypatch.setattr(
+        "ganstack.losses.d_adversarial", lambda r, f: 0.0 * (r.sum() + f.sum()) + 0.2
+    )
     m.enter_phase(phase, fresh=True)
     m.train()
     logs = m.train_step(_batch(), phase, Step(phase=phase))
@@ -171,16 +189,30 @@ def test_recipe_options_that_make_no_sense_are_config_errors():
 
 def _tiny_mnist_like(n=40):
     g = torch.Generator().manual_seed(1)
-    train = ImageDataset(torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g),
-                         torch.arange(n) % 10, 10, "toy")
+    train = ImageDataset(
+        torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g),
+        torch.arange(n) % 10,
+        10,
+        "toy",
+    )
     return train, None
 
 
-TINY = ["model.width=0.25", "model.feature_hidden=32", "model.feature_disc_hidden=32",
-        "model.encoder.pretrain_epochs=0", "train.batch_size=10", "train.progress=false",
-        "train.tensorboard=false", "train.sample_every=0", "train.checkpoint_every=0",
-        "train.log_every=1", "eval.at_end=false", "train.phases.independent=4",
-        "train.phases.joint=2"]
+TINY = [
+    "model.width=0.25",
+    "model.feature_hidden=32",
+    "model.feature_disc_hidden=32",
+    "model.encoder.pretrain_epochs=0",
+    "train.batch_size=10",
+    "train.progress=false",
+    "train.tensorboard=false",
+    "train.sample_every=0",
+    "train.checkpoint_every=0",
+    "train.log_every=1",
+    "eval.at_end=false",
+    "train.phases.independent=4",
+    "train.phases.joint=2",
+]
 
 
 def test_phase_init_starts_the_phase_from_the_kept_step(tmp_path):
@@ -198,8 +230,9 @@ def test_phase_init_starts_the_phase_from_the_kept_step(tmp_path):
     assert trainer.fit() == "done"
     kept = tmp_path / "run" / "checkpoints" / "keep-step-0000002.json"
     _, tensors = ckpt.read_checkpoint(kept)
-    _, end_of_phase = ckpt.read_checkpoint(tmp_path / "run" / "checkpoints"
-                                           / "phase-independent.json")
+    _, end_of_phase = ckpt.read_checkpoint(
+        tmp_path / "run" / "checkpoints" / "phase-independent.json"
+    )
     key = "G.0.fc.0.weight"
     assert torch.equal(seen[key], tensors[f"model/{key}"])
     assert not torch.equal(seen[key], end_of_phase[f"model/{key}"])
@@ -210,8 +243,9 @@ def test_phase_init_survives_a_resume_exactly(tmp_path):
     Trainer(load_config("sgan-mnist", over), tmp_path / "a", datasets=_tiny_mnist_like()).fit()
     t = Trainer(load_config("sgan-mnist", over), tmp_path / "b", datasets=_tiny_mnist_like())
     assert t.fit(max_steps=3) == "interrupted"
-    Trainer(load_config("sgan-mnist", over), tmp_path / "b", resume=True,
-            datasets=_tiny_mnist_like()).fit()
+    Trainer(
+        load_config("sgan-mnist", over), tmp_path / "b", resume=True, datasets=_tiny_mnist_like()
+    ).fit()
     a = ckpt.read_checkpoint(tmp_path / "a" / "checkpoints" / "phase-joint.json")[1]
     b = ckpt.read_checkpoint(tmp_path / "b" / "checkpoints" / "phase-joint.json")[1]
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("model/"))
@@ -228,8 +262,9 @@ def test_phase_init_errors():
 
 
 def test_base_configs_merge_and_cycles_are_errors(tmp_path):
-    (tmp_path / "a.yaml").write_text("base: sgan-mnist\nmodel:\n  width: 0.75\n"
-                                     "train:\n  phases:\n    joint: 7\n")
+    (tmp_path / "a.yaml").write_text(
+        "base: sgan-mnist\nmodel:\n  width: 0.75\ntrain:\n  phases:\n    joint: 7\n"
+    )
     (tmp_path / "b.yaml").write_text("base: a.yaml\nmodel:\n  lr: 0.002\n")
     cfg = load_config(str(tmp_path / "b.yaml"))
     assert cfg.model.width == 0.75 and cfg.model.lr == 0.002
@@ -253,8 +288,12 @@ def test_ablation_configs_are_the_papers_variants():
         base = load_config(f"sgan-{data}", path)
         no_joint = load_config(f"sgan-{data}-no-joint", path)
         assert no_joint.train.phases["joint"] == 0 and base.train.phases["joint"] > 0
-        for variant, labels, cond, ent in [("adv", False, 0, 0), ("adv-ent", False, 0, 10),
-                                           ("adv-cond", True, 1, 0), ("adv-cond-ent", True, 1, 10)]:
+        for variant, labels, cond, ent in [
+            ("adv", False, 0, 0),
+            ("adv-ent", False, 0, 10),
+            ("adv-cond", True, 1, 0),
+            ("adv-cond-ent", True, 1, 10),
+        ]:
             cfg = load_config(f"sgan-{data}-dcgan-{variant}", path)
             m = cfg.model
             assert m.encoder.split == [] and len(m.z_dims) == 1
@@ -271,8 +310,10 @@ def _cifar_folder(tmp_path, n=20):
     folder.mkdir()
     rng = np.random.default_rng(0)
     for i in range(1, 6):
-        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 b"labels": [int(v) for v in np.arange(n) % 10]}
+        batch = {
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"labels": [int(v) for v in np.arange(n) % 10],
+        }
         (folder / f"data_batch_{i}").write_bytes(pickle.dumps(batch, protocol=2))
     return folder
 
@@ -282,12 +323,29 @@ def test_cifar_recipe_trains_end_to_end_from_cifar_files(tmp_path):
 
     folder = _cifar_folder(tmp_path)
     run = tmp_path / "run"
-    rc = main(["train", "sgan-cifar10", "--out", str(run), f"data.path={folder}",
-               "data.eval_size=20", *SMALL[1:], "model.encoder.pretrain_epochs=1",
-               "train.batch_size=10", "train.phases.independent=4", "train.phases.joint=2",
-               "train.phase_init.joint=3", "train.progress=false", "train.tensorboard=false",
-               "train.sample_every=0", "train.checkpoint_every=0", "train.num_threads=1",
-               "eval.n=40", "eval.metrics=[noise]"])
+    rc = main(
+        [
+            "train",
+            "sgan-cifar10",
+            "--out",
+            str(run),
+            f"data.path={folder}",
+            "data.eval_size=20",
+            *SMALL[1:],
+            "model.encoder.pretrain_epochs=1",
+            "train.batch_size=10",
+            "train.phases.independent=4",
+            "train.phases.joint=2",
+            "train.phase_init.joint=3",
+            "train.progress=false",
+            "train.tensorboard=false",
+            "train.sample_every=0",
+            "train.checkpoint_every=0",
+            "train.num_threads=1",
+            "eval.n=40",
+            "eval.metrics=[noise]",
+        ]
+    )
     assert rc == 0
     assert (run / "checkpoints" / "keep-step-0000003.json").is_file()
     assert (run / "figures" / "reconstructions.png").is_file()

@@ -27,8 +27,20 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 COUNT, PATTERN = ATTRIBUTE_NAMES.index("count"), ATTRIBUTE_NAMES.index("pattern")
 SECOND_WORDS = (" and a small ", " next to a small ", " beside a small ")
 ALONE_WORDS = (" alone", " on its own", " by itself")
-PATTERN_WORDS = ("plain", "solid", "flat", "no pattern", "striped", "stripy", "stripes",
-                 "dotted", "spotted", "dots", "gradient", "fading")
+PATTERN_WORDS = (
+    "plain",
+    "solid",
+    "flat",
+    "no pattern",
+    "striped",
+    "stripy",
+    "stripes",
+    "dotted",
+    "spotted",
+    "dots",
+    "gradient",
+    "fading",
+)
 
 
 def digest(ds) -> str:
@@ -44,8 +56,11 @@ def digest(ds) -> str:
 
 
 # Computed before the difficulty options existed (commit 6a9a851), with the same function.
-BEFORE = {(40, 16, 3): "72429f26210b1493", (30, 64, 0): "076f3ee24e962ae3",
-          (24, 128, 5): "a132cedf58d7c35f"}
+BEFORE = {
+    (40, 16, 3): "72429f26210b1493",
+    (30, 64, 0): "076f3ee24e962ae3",
+    (24, 128, 5): "a132cedf58d7c35f",
+}
 
 
 @pytest.mark.parametrize("args", list(BEFORE))
@@ -148,8 +163,11 @@ def test_patterned_backgrounds_are_drawn_only_from_the_allowed_patterns():
     for i in range(len(ds)):
         for text, said in captions_of(ds, i):
             if said[PATTERN]:
-                words = ("plain", "solid", "flat", "no pattern") if pattern[i] == 0 else \
-                    ("gradient", "fading")
+                words = (
+                    ("plain", "solid", "flat", "no pattern")
+                    if pattern[i] == 0
+                    else ("gradient", "fading")
+                )
                 assert any(w in text for w in words), text
             assert not any(w in text for w in ("striped", "stripy", "dotted", "spotted"))
     stripes = make_shapes(40, 32, seed=1, counts=[1], patterns=["stripes"])
@@ -163,8 +181,11 @@ def test_distinct_attribute_tuples_fall_with_each_restriction():
     def tuples(**allowed):
         a = draw_attributes(6000, np.random.default_rng([0, 7]), allowed)
         table = torch.from_numpy(np.stack([a[k] for k in ATTRIBUTE_NAMES], 1))
-        ds = ImageDataset(torch.zeros(6000, 1, 1, 1, dtype=torch.uint8),
-                          table[:, 0] * len(COLOURS) + table[:, 1], extras={"a": table})
+        ds = ImageDataset(
+            torch.zeros(6000, 1, 1, 1, dtype=torch.uint8),
+            table[:, 0] * len(COLOURS) + table[:, 1],
+            extras={"a": table},
+        )
         train, _ = train_eval_split(ds, 480, 0)
         assert len(train) == 5520
         return len({tuple(r) for r in train.extras["a"].tolist()})
@@ -187,8 +208,17 @@ def test_make_shapes_rejects_unknown_values():
 
 def test_caption_names_no_fixed_attribute():
     rng = np.random.default_rng(0)
-    a = {"shape": 1, "colour": 2, "size": 0, "position": 4, "pattern": 2, "background": 1,
-         "count": 0, "shape2": 0, "colour2": 1}
+    a = {
+        "shape": 1,
+        "colour": 2,
+        "size": 0,
+        "position": 4,
+        "pattern": 2,
+        "background": 1,
+        "count": 0,
+        "shape2": 0,
+        "colour2": 1,
+    }
     for _ in range(200):
         text, said = caption(a, rng, frozenset({"pattern", "count"}))
         assert not said[PATTERN] and not said[COUNT]
@@ -197,10 +227,16 @@ def test_caption_names_no_fixed_attribute():
 
 
 def test_config_options_reach_the_data_and_are_checked():
-    cfg = load_config("stackgan-v2-shapes", ["data.shapes_counts=[1]",
-                                              "data.shapes_patterns=[plain, gradient]",
-                                              "data.num_images=96", "data.eval_size=48",
-                                              "data.resolution=16"])
+    cfg = load_config(
+        "stackgan-v2-shapes",
+        [
+            "data.shapes_counts=[1]",
+            "data.shapes_patterns=[plain, gradient]",
+            "data.num_images=96",
+            "data.eval_size=48",
+            "data.resolution=16",
+        ],
+    )
     assert cfg.data.shapes_counts == [1] and cfg.data.shapes_patterns == ["plain", "gradient"]
     train, held = load_dataset(cfg.data)
     for ds in (train, held):
@@ -210,10 +246,12 @@ def test_config_options_reach_the_data_and_are_checked():
     # The data's defaults are every value; the StackGAN demos choose the easy variant.
     assert DataConfig().shapes_counts == [1, 2]
     assert load_config("stackgan-v2-shapes").data.shapes_counts == [1]
-    for override, match in (("data.shapes_counts=[3]", "shapes_counts takes one or more"),
-                            ("data.shapes_counts=[]", "shapes_counts takes one or more"),
-                            ("data.shapes_patterns=[]", "shapes_patterns needs at least"),
-                            ("data.shapes_patterns=[zigzag]", "expected one of")):
+    for override, match in (
+        ("data.shapes_counts=[3]", "shapes_counts takes one or more"),
+        ("data.shapes_counts=[]", "shapes_counts takes one or more"),
+        ("data.shapes_patterns=[]", "shapes_patterns needs at least"),
+        ("data.shapes_patterns=[zigzag]", "expected one of"),
+    ):
         with pytest.raises(ConfigError, match=match):
             load_config("stackgan-v2-shapes", [override])
     with pytest.raises(ConfigError, match="only the shapes dataset"):

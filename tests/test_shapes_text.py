@@ -49,8 +49,12 @@ def test_shapes_render_the_main_colour_where_the_shape_is():
     attrs = ds.extras["attributes"]
     rgb = {0: (220, 40, 40), 2: (50, 80, 230)}
     for i in range(200):
-        if attrs[i, 2] == 1 and attrs[i, 3] == 4 and int(attrs[i, 1]) in rgb and \
-                SHAPES[int(attrs[i, 0])] in ("circle", "square"):
+        if (
+            attrs[i, 2] == 1
+            and attrs[i, 3] == 4
+            and int(attrs[i, 1]) in rgb
+            and SHAPES[int(attrs[i, 0])] in ("circle", "square")
+        ):
             centre = ds.images[i, :, 16, 16].float()
             assert torch.allclose(centre, torch.tensor(rgb[int(attrs[i, 1])]).float(), atol=20)
 
@@ -60,8 +64,9 @@ def test_shapes_errors_and_registry():
         make_shapes(0, 16)
     with pytest.raises(DataError, match="8 pixels"):
         make_shapes(10, 4)
-    tr, ev = load_dataset(DataConfig(name="shapes", resolution=16, num_images=96, eval_size=48,
-                                     text_dim=32))
+    tr, ev = load_dataset(
+        DataConfig(name="shapes", resolution=16, num_images=96, eval_size=48, text_dim=32)
+    )
     assert len(tr) == 48 and len(ev) == 48
     assert tr.extras["embeddings"].shape == (48, 10, 32)
     assert len(tr.captions) == 48
@@ -69,8 +74,14 @@ def test_shapes_errors_and_registry():
 
 def test_hashed_encoder_is_deterministic_unit_and_meaningful():
     enc = HashedTextEncoder(256)
-    v = enc.encode(["a small red star", "a small red star", "a big blue circle",
-                    "a small red star at the top left"])
+    v = enc.encode(
+        [
+            "a small red star",
+            "a small red star",
+            "a big blue circle",
+            "a small red star at the top left",
+        ]
+    )
     assert torch.allclose(v.norm(dim=1), torch.full((4,), 16.0), atol=1e-4)  # sqrt(256)
     assert torch.equal(v[0], v[1])
     v = v / 16
@@ -91,14 +102,19 @@ def test_random_crop_flip_takes_real_windows():
     g = torch.Generator().manual_seed(0)
     out = random_crop_flip(x, 4, flip=True, generator=g)
     for b in range(2):
-        found = any(torch.equal(out[b, 0], win) or torch.equal(out[b, 0], win.flip(1))
-                    for i in range(3) for j in range(3) for win in [x[b, 0, i:i + 4, j:j + 4]])
+        found = any(
+            torch.equal(out[b, 0], win) or torch.equal(out[b, 0], win.flip(1))
+            for i in range(3)
+            for j in range(3)
+            for win in [x[b, 0, i : i + 4, j : j + 4]]
+        )
         assert found
 
 
 def test_multiscale_batch_scales_come_from_one_crop():
-    imgs = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 3, 32, 32),
-                                                              dtype=np.uint8))
+    imgs = torch.from_numpy(
+        np.random.default_rng(0).integers(0, 256, (3, 3, 32, 32), dtype=np.uint8)
+    )
     torch.manual_seed(0)
     small, big = multiscale_batch(imgs, [8, 32])
     assert small.shape == (3, 3, 8, 8) and big.shape == (3, 3, 32, 32)

@@ -15,8 +15,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _train(tmp_path, name: str, *extra: str) -> Trainer:
-    cfg = load_config("sgan-mnist", [*TINY, "train.ema=0", "train.phases.independent=3",
-                                     "train.phases.joint=1", *extra])
+    cfg = load_config(
+        "sgan-mnist",
+        [*TINY, "train.ema=0", "train.phases.independent=3", "train.phases.joint=1", *extra],
+    )
     t = Trainer(cfg, tmp_path / name, datasets=_tiny_mnist_like())
     assert t.fit() == "done"
     return t
@@ -46,10 +48,18 @@ def test_bf16_autocast_on_a_cpu_trains(tmp_path, tiny_overrides):
     """train.precision=bf16 on a CPU (the lever that halves the StackGAN-v2 birds step on CPUs
     with AVX512-BF16): the step runs under bfloat16 autocast, checkpoints stay fp32, and the
     top level still learns its labels (its label loss falls from chance)."""
-    cfg = load_config("sgan-mnist", tiny_overrides + [
-        "train.phases.independent=60", "train.phases.joint=0", "model.lr=1e-3",
-        "model.encoder.pretrain_epochs=5", "model.encoder.pretrain_batch_size=25",
-        "train.precision=bf16"])
+    cfg = load_config(
+        "sgan-mnist",
+        tiny_overrides
+        + [
+            "train.phases.independent=60",
+            "train.phases.joint=0",
+            "model.lr=1e-3",
+            "model.encoder.pretrain_epochs=5",
+            "model.encoder.pretrain_batch_size=25",
+            "train.precision=bf16",
+        ],
+    )
     t = Trainer(cfg, tmp_path / "run")
     assert t.amp_dtype == torch.bfloat16
     seen = []

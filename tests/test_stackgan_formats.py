@@ -17,10 +17,14 @@ from ganstack.config import DataConfig
 from ganstack.data import load_dataset
 from ganstack.errors import DataError
 
-CAPS = [f"this bird has a {c} crown and {w} wings" for c, w in
-        zip(["red", "blue", "black", "white", "grey", "brown", "yellow", "green", "tan", "pink"],
-            ["short", "long", "pointed", "round", "striped", "dark", "pale", "wide", "thin",
-             "small"], strict=True)]
+CAPS = [
+    f"this bird has a {c} crown and {w} wings"
+    for c, w in zip(
+        ["red", "blue", "black", "white", "grey", "brown", "yellow", "green", "tan", "pink"],
+        ["short", "long", "pointed", "round", "striped", "dark", "pale", "wide", "thin", "small"],
+        strict=True,
+    )
+]
 
 
 def _write_pickle(path: Path, obj, protocol: int = 2) -> None:
@@ -71,8 +75,7 @@ def test_cub_layout_crops_to_the_box_and_reads_captions(tmp_path):
 
 def test_cub_layout_with_the_released_embeddings(tmp_path):
     root = make_cub(tmp_path / "birds")
-    cfg = DataConfig(name="cub", path=str(root), resolution=8, eval_size=0,
-                     text_encoder="pickle")
+    cfg = DataConfig(name="cub", path=str(root), resolution=8, eval_size=0, text_encoder="pickle")
     tr, _ = load_dataset(cfg)
     assert tr.extras["embeddings"].shape == (6, 10, 1024)
     emb = pickle.loads((root / "train" / "char-CNN-RNN-embeddings.pickle").read_bytes())
@@ -125,8 +128,7 @@ def test_malicious_embedding_pickle_is_refused_without_running(tmp_path):
             return (Path.touch, (marker,))
 
     (root / "train" / "char-CNN-RNN-embeddings.pickle").write_bytes(pickle.dumps([Evil()]))
-    cfg = DataConfig(name="cub", path=str(root), resolution=8, eval_size=0,
-                     text_encoder="pickle")
+    cfg = DataConfig(name="cub", path=str(root), resolution=8, eval_size=0, text_encoder="pickle")
     with pytest.raises(DataError, match="not a plain data pickle"):
         load_dataset(cfg)
     assert not marker.exists()
@@ -144,24 +146,39 @@ def test_lsun_lmdb(tmp_path):
             Image.fromarray(np.full((12, 16, 3), 50 * i, np.uint8)).save(buf, format="WEBP")
             txn.put(f"{i:03d}".encode(), buf.getvalue())
     env.close()
-    tr, _ = load_dataset(DataConfig(name="lsun", path=str(path), resolution=8, eval_size=0,
-                                    num_images=4))
+    tr, _ = load_dataset(
+        DataConfig(name="lsun", path=str(path), resolution=8, eval_size=0, num_images=4)
+    )
     assert tr.images.shape == (4, 3, 8, 8)
     with pytest.raises(DataError, match="does not exist"):
         load_dataset(DataConfig(name="lsun", path=str(tmp_path / "nope"), eval_size=0))
 
 
-@settings(deadline=None, database=None, derandomize=True, max_examples=100,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.one_of(
-    st.binary(max_size=300),
-    st.builds(lambda obj, proto: pickle.dumps(obj, protocol=proto),
-              st.recursive(st.none() | st.integers() | st.text(max_size=20)
-                           | st.binary(max_size=20),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-                               st.text(max_size=5), inner, max_size=3), max_leaves=8),
-              st.integers(0, 5)),
-), st.sampled_from(["oxford", "coco"]))
+@settings(
+    deadline=None,
+    database=None,
+    derandomize=True,
+    max_examples=100,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.builds(
+            lambda obj, proto: pickle.dumps(obj, protocol=proto),
+            st.recursive(
+                st.none() | st.integers() | st.text(max_size=20) | st.binary(max_size=20),
+                lambda inner: (
+                    st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+                ),
+                max_leaves=8,
+            ),
+            st.integers(0, 5),
+        ),
+    ),
+    st.sampled_from(["oxford", "coco"]),
+)
 def test_fuzzed_filenames_pickle_gives_a_data_error(tmp_path_factory, blob, name):
     """Any bytes as filenames.pickle: a clear DataError or a successful load, nothing else."""
     root = tmp_path_factory.mktemp("fuzz")

@@ -18,8 +18,16 @@ INFO = DataInfo((3, 64, 64), 0, "toy", TEXT_DIM)
 
 
 def _cfg(**kw) -> StackGANv1Config:
-    cfg = StackGANv1Config(stage1_size=16, stage2_size=64, z_dim=8, ef_dim=8, gf_dim=4,
-                           df_dim=4, r_num=1, caption_bank=8)
+    cfg = StackGANv1Config(
+        stage1_size=16,
+        stage2_size=64,
+        z_dim=8,
+        ef_dim=8,
+        gf_dim=4,
+        df_dim=4,
+        r_num=1,
+        caption_bank=8,
+    )
     for k, v in kw.items():
         setattr(cfg, k, v)
     cfg.validate("model")
@@ -28,8 +36,10 @@ def _cfg(**kw) -> StackGANv1Config:
 
 def _batch(n: int = 6, size: int = 64, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"images": torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g),
-            "embeddings": torch.randn(n, 10, TEXT_DIM, generator=g)}
+    return {
+        "images": torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g),
+        "embeddings": torch.randn(n, 10, TEXT_DIM, generator=g),
+    }
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -38,15 +48,18 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # ---- every variant builds, trains a step of each stage and samples ----------------------------
 
 
-@pytest.mark.parametrize("kw", [
-    {},  # the PyTorch code (default)
-    {"variant": "tf"},
-    {"use_ca": False},  # ablation: no conditioning augmentation
-    {"stage2_text": False},  # ablation: text only given to Stage-I
-    {"stage2_uncond": False},  # PyTorch without Stage-II's unconditional head
-    {"variant": "tf", "stage2_uncond": True, "d_condition": "mu", "ca": "linear"},
-    {"caption_sampling": "mean4", "stage1_bn": "eval", "kl_weight": 1.0},
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},  # the PyTorch code (default)
+        {"variant": "tf"},
+        {"use_ca": False},  # ablation: no conditioning augmentation
+        {"stage2_text": False},  # ablation: text only given to Stage-I
+        {"stage2_uncond": False},  # PyTorch without Stage-II's unconditional head
+        {"variant": "tf", "stage2_uncond": True, "d_condition": "mu", "ca": "linear"},
+        {"caption_sampling": "mean4", "stage1_bn": "eval", "kl_weight": 1.0},
+    ],
+)
 def test_variants_build_train_and_sample(kw):
     torch.manual_seed(0)
     m = StackGANv1(_cfg(**kw), INFO)
@@ -54,8 +67,9 @@ def test_variants_build_train_and_sample(kw):
     ca = (["ca1"] + (["ca2"] if cfg.stage2_text else [])) if cfg.use_ca else []
     assert m.input_names() == ["text", "z", *ca]
     assert m.image_outputs() == ["stage1", "image"]
-    assert (m.netD2.uncond is not None) == (cfg.variant == "pytorch"
-                                            if cfg.stage2_uncond is None else cfg.stage2_uncond)
+    assert (m.netD2.uncond is not None) == (
+        cfg.variant == "pytorch" if cfg.stage2_uncond is None else cfg.stage2_uncond
+    )
     assert m.netD1.uncond is None
     assert (m.netG2.ca is None) == (not cfg.stage2_text)
     assert (m.netD1.text_fc is None) == (cfg.d_cond == "mu")
@@ -74,7 +88,8 @@ def test_variants_build_train_and_sample(kw):
         assert v.dim() == 0 and torch.isfinite(v) and not v.requires_grad
     if cfg.use_ca:
         assert float(logs1["g1"]) == pytest.approx(
-            float(logs1["g1_adv"]) + cfg.kl_weight * float(logs1["g1_kl"]), rel=1e-5)
+            float(logs1["g1_adv"]) + cfg.kl_weight * float(logs1["g1_kl"]), rel=1e-5
+        )
     out = m.sample(2)
     assert out["image"].shape == (2, 3, 64, 64)
 
@@ -103,15 +118,13 @@ def test_sampling_inputs_fix_and_vary_each_stage():
 
 def test_sizes_follow_the_config_128_ablation_and_paper_layout():
     # The paper's 128x128 ablation (64 -> 128): one up-block fewer in Stage-II's decoder.
-    m = StackGANv1(_cfg(stage1_size=64, stage2_size=128), DataInfo((3, 128, 128), 0, "t",
-                                                                      TEXT_DIM))
+    m = StackGANv1(_cfg(stage1_size=64, stage2_size=128), DataInfo((3, 128, 128), 0, "t", TEXT_DIM))
     ups = [x for x in m.netG2.decoder.modules() if isinstance(x, nn.Upsample)]
     assert len(ups) == 3
     out = m.sample(2)
     assert out["stage1"].shape == (2, 3, 64, 64) and out["image"].shape == (2, 3, 128, 128)
     # 64 -> 256 (paper): the join is at 16x16 and the decoder has 4 up-blocks.
-    m = StackGANv1(_cfg(stage1_size=64, stage2_size=256), DataInfo((3, 256, 256), 0, "t",
-                                                                      TEXT_DIM))
+    m = StackGANv1(_cfg(stage1_size=64, stage2_size=256), DataInfo((3, 256, 256), 0, "t", TEXT_DIM))
     assert len([x for x in m.netG2.decoder.modules() if isinstance(x, nn.Upsample)]) == 4
     with torch.no_grad():
         h = m.netG2.encoder(torch.zeros(2, 3, 64, 64))
@@ -161,8 +174,7 @@ def test_stackgan_v2_residual_blocks_keep_no_relu_after_the_sum():
     from ganstack.models.stackgan_v2 import StackGANv2, StackGANv2Config
     from ganstack.nn.stackgan import ResBlock
 
-    cfg = StackGANv2Config(base_size=8, branches=2, gf_dim=8, df_dim=4, ef_dim=8, z_dim=8,
-                           r_num=1)
+    cfg = StackGANv2Config(base_size=8, branches=2, gf_dim=8, df_dim=4, ef_dim=8, z_dim=8, r_num=1)
     cfg.validate("model")
     m = StackGANv2(cfg, DataInfo((3, 16, 16), 0, "toy", TEXT_DIM))
     blocks = [x for x in m.modules() if isinstance(x, ResBlock)]
@@ -183,6 +195,7 @@ def test_figures():
 def _dataset_like():
     class _DS:
         extras = {"embeddings": torch.randn(20, 10, TEXT_DIM)}
+
     return _DS()
 
 
@@ -219,8 +232,9 @@ def test_each_stage_trains_only_its_own_networks(stage1_bn):
     assert all(p.grad is None for p in [*m.netG1.parameters(), *m.netD1.parameters()])
     # ... but, as the code, its BN runs on batch statistics (running averages updated) unless
     # stage1_bn=eval.
-    moved = any(not torch.equal(g1_buf[k], v) for k, v in m.netG1.named_buffers()
-                if "running_mean" in k)
+    moved = any(
+        not torch.equal(g1_buf[k], v) for k, v in m.netG1.named_buffers() if "running_mean" in k
+    )
     assert moved == (stage1_bn == "train")
     assert _changed(g2, m.netG2) and _changed(d2, m.netD2)
 
@@ -249,9 +263,11 @@ def test_learning_rate_halves_at_the_configured_steps():
 
     # Stage I's rate at its step t is lr / 2^(t // 2); Stage II's networks keep their own.
     assert [lrs("stage1", t) for t in range(5)] == [
-        [r, r, None, None] for r in (lr, lr, lr / 2, lr / 2, lr / 4)]
+        [r, r, None, None] for r in (lr, lr, lr / 2, lr / 2, lr / 4)
+    ]
     assert [lrs("stage2", t) for t in range(4)] == [
-        [None, None, r, r] for r in (lr, lr, lr, lr / 2)]
+        [None, None, r, r] for r in (lr, lr, lr, lr / 2)
+    ]
     assert m.lr_at(1, 13) == lr / 64
     m0 = StackGANv1(_cfg(lr_decay_every=0), INFO)
     assert m0.lr_at(1, 10**6) == m0.lr_at(2, 10**6) == lr
@@ -297,8 +313,9 @@ def test_matching_aware_loss_ranks_the_pairs(uncond):
         lg = StackGANv1.d_logits(d, real, fake, text)
         if not uncond:
             lg["real_u"] = lg["fake_u"] = None
-        return lg, losses.matching_aware_d_v1(lg["real"], lg["wrong"], lg["fake"],
-                                              lg["real_u"], lg["fake_u"])
+        return lg, losses.matching_aware_d_v1(
+            lg["real"], lg["wrong"], lg["fake"], lg["real_u"], lg["fake_u"]
+        )
 
     # Mismatched pairs: real image i-1 with text i (the batch rolled by one).
     lg, _ = loss_of(1.0)
@@ -306,14 +323,14 @@ def test_matching_aware_loss_ranks_the_pairs(uncond):
     assert torch.allclose(lg["wrong"], ColourD(1.0).cond_logits(h.roll(1, 0), text))
     chance = 2 * math.log(2)  # the loss of a D that outputs 0 for every pair
     zero = torch.zeros(6)
-    assert float(losses.matching_aware_d_v1(zero, zero, zero, *(
-        (zero, zero) if uncond else (None, None)))) == pytest.approx(chance)
+    assert float(
+        losses.matching_aware_d_v1(zero, zero, zero, *((zero, zero) if uncond else (None, None)))
+    ) == pytest.approx(chance)
     previous = chance
     for k in (0.5, 2.0, 8.0):
         lg, loss = loss_of(k)
         # A D that ranks real/matching above real/mismatched and fake/matching ...
-        assert bool((lg["real"] > 0).all() and (lg["wrong"] < 0).all()
-                    and (lg["fake"] < 0).all())
+        assert bool((lg["real"] > 0).all() and (lg["wrong"] < 0).all() and (lg["fake"] < 0).all())
         # ... has a loss between the bounds its smallest and largest margins give (each
         # term is softplus(-margin) and the weights sum to 2), below chance, and falling as
         # the D grows more confident.
@@ -334,9 +351,11 @@ def test_matching_aware_loss_weights_follow_the_code():
     r, w, f, ru, fu = (torch.tensor([v]) for v in (0.3, -0.2, 0.1, 0.7, -0.4))
     bce = losses.bce
     assert float(losses.matching_aware_d_v1(r, w, f)) == pytest.approx(
-        float(bce(r, 1) + 0.5 * (bce(w, 0) + bce(f, 0))))
+        float(bce(r, 1) + 0.5 * (bce(w, 0) + bce(f, 0)))
+    )
     assert float(losses.matching_aware_d_v1(r, w, f, ru, fu)) == pytest.approx(
-        float(0.5 * (bce(r, 1) + bce(ru, 1)) + (bce(f, 0) + bce(w, 0) + bce(fu, 0)) / 3))
+        float(0.5 * (bce(r, 1) + bce(ru, 1)) + (bce(f, 0) + bce(w, 0) + bce(fu, 0)) / 3)
+    )
     with pytest.raises(ValueError):
         losses.matching_aware_d_v1(r, w, f, ru, None)
 
@@ -345,12 +364,27 @@ def test_matching_aware_loss_weights_follow_the_code():
 
 
 TINY = [
-    "data.num_images=48", "data.eval_size=24", "data.text_dim=32",
-    "model.gf_dim=4", "model.df_dim=4", "model.ef_dim=8", "model.z_dim=8", "model.r_num=1",
-    "model.caption_bank=8", "model.lr_decay_every=2", "model.stage2_lr_decay_every=2",
-    "train.batch_size=8", "train.phases.stage1=3", "train.phases.stage2=3",
-    "train.log_every=1", "train.sample_every=0", "train.checkpoint_every=0",
-    "train.tensorboard=false", "train.progress=false", "train.num_threads=1", "eval.n=48",
+    "data.num_images=48",
+    "data.eval_size=24",
+    "data.text_dim=32",
+    "model.gf_dim=4",
+    "model.df_dim=4",
+    "model.ef_dim=8",
+    "model.z_dim=8",
+    "model.r_num=1",
+    "model.caption_bank=8",
+    "model.lr_decay_every=2",
+    "model.stage2_lr_decay_every=2",
+    "train.batch_size=8",
+    "train.phases.stage1=3",
+    "train.phases.stage2=3",
+    "train.log_every=1",
+    "train.sample_every=0",
+    "train.checkpoint_every=0",
+    "train.tensorboard=false",
+    "train.progress=false",
+    "train.num_threads=1",
+    "eval.n=48",
 ]
 
 

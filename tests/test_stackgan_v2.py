@@ -19,11 +19,25 @@ from ganstack.run import load
 from ganstack.train.trainer import Trainer
 
 TINY = [
-    "data.resolution=16", "data.num_images=96", "data.eval_size=48", "data.text_dim=32",
-    "model.base_size=8", "model.branches=2", "model.gf_dim=8", "model.df_dim=4",
-    "model.ef_dim=8", "model.z_dim=8", "model.r_num=1", "model.caption_bank=16",
-    "train.batch_size=8", "train.phases.joint=4", "train.log_every=1", "train.sample_every=0",
-    "train.checkpoint_every=0", "train.tensorboard=false", "train.progress=false",
+    "data.resolution=16",
+    "data.num_images=96",
+    "data.eval_size=48",
+    "data.text_dim=32",
+    "model.base_size=8",
+    "model.branches=2",
+    "model.gf_dim=8",
+    "model.df_dim=4",
+    "model.ef_dim=8",
+    "model.z_dim=8",
+    "model.r_num=1",
+    "model.caption_bank=16",
+    "train.batch_size=8",
+    "train.phases.joint=4",
+    "train.log_every=1",
+    "train.sample_every=0",
+    "train.checkpoint_every=0",
+    "train.tensorboard=false",
+    "train.progress=false",
     "eval.n=48",
 ]
 
@@ -43,10 +57,12 @@ def test_tree_shapes_scales_and_channels():
     cfg, model, train = _model("model.branches=3", "model.base_size=4", "model.gf_dim=8")
     assert model.sizes == [4, 8, 16]
     out = model.sample(5)
-    assert [tuple(out[k].shape) for k in model.image_outputs()] == \
-        [(5, 3, 4, 4), (5, 3, 8, 8), (5, 3, 16, 16)]
-    assert all(0 <= float(out[k].min()) and float(out[k].max()) <= 1
-               for k in model.image_outputs())
+    assert [tuple(out[k].shape) for k in model.image_outputs()] == [
+        (5, 3, 4, 4),
+        (5, 3, 8, 8),
+        (5, 3, 16, 16),
+    ]
+    assert all(0 <= float(out[k].min()) and float(out[k].max()) <= 1 for k in model.image_outputs())
     assert model.input_names() == ["text", "z", "ca"]
     # The paper-size tree: channels 64 -> 32 -> 16 at 64/128/256 (StackGAN-v2 code/model.py), D
     # ends at 4x4.
@@ -64,11 +80,11 @@ def test_matching_aware_d_loss_is_the_code_formula():
     manual = sum(losses.bce(x, t) for x, t in [(r, 1), (r, 1), (w, 0), (r, 1), (f, 0), (f, 0)])
     assert torch.allclose(full, manual)
     # Wrong images are real for the unconditional head: calling them real lowers the loss.
-    assert losses.matching_aware_d(r, r, w, r, f, f, 1.0) < \
-        losses.matching_aware_d(r, r, w, -r, f, f, 1.0)
+    assert losses.matching_aware_d(r, r, w, r, f, f, 1.0) < losses.matching_aware_d(
+        r, r, w, -r, f, f, 1.0
+    )
     only_cond = losses.matching_aware_d(r, r, w, None, f, f, 0.0)
-    assert torch.allclose(only_cond, losses.bce(r, 1) + 0.5 * (losses.bce(w, 0)
-                                                                + losses.bce(f, 0)))
+    assert torch.allclose(only_cond, losses.bce(r, 1) + 0.5 * (losses.bce(w, 0) + losses.bce(f, 0)))
 
 
 def test_colour_consistency_and_kl():
@@ -92,9 +108,13 @@ def test_train_step_updates_every_network_and_logs_each_term():
     assert {"d0", "d1", "g0_adv", "g1_adv", "g_colour", "g_kl", "g"} <= set(out)
     assert all(torch.isfinite(v) for v in out.values())
     for prefix in ("netG.", "netDs.0.", "netDs.1."):
-        changed = [k for k in before if k.startswith(prefix) and
-                   before[k].is_floating_point() and not torch.equal(before[k],
-                                                                   model.state_dict()[k])]
+        changed = [
+            k
+            for k in before
+            if k.startswith(prefix)
+            and before[k].is_floating_point()
+            and not torch.equal(before[k], model.state_dict()[k])
+        ]
         assert changed, prefix
 
 
@@ -109,12 +129,16 @@ def test_unconditional_tree_ignores_captions_and_reinjects_z():
 
 
 def test_config_errors_are_clear():
-    with pytest.raises(ConfigError, match=r"makes \[16, 32\] images, but the data is 16x16; "
-                       r"set data.resolution=32"):
+    with pytest.raises(
+        ConfigError,
+        match=r"makes \[16, 32\] images, but the data is 16x16; "
+        r"set data.resolution=32",
+    ):
         _model("model.base_size=16")
     with pytest.raises(ConfigError, match="captioned data"):
-        build_model(load_config("stackgan-v2-shapes", TINY).model,
-                    DataInfo((3, 16, 16), 0, "plain", 0))
+        build_model(
+            load_config("stackgan-v2-shapes", TINY).model, DataInfo((3, 16, 16), 0, "plain", 0)
+        )
     with pytest.raises(ConfigError, match="power of two"):
         load_config("stackgan-v2-shapes", ["model.base_size=12"])
     with pytest.raises(ConfigError, match="divisible"):
@@ -148,27 +172,75 @@ def test_sample_from_captions_cli_and_eval(tmp_path, capsys):
     assert not torch.equal(a["image"], b["image"])  # same noise, other caption
     caps = tmp_path / "caps.txt"
     caps.write_text("a green square\n\na white triangle on a striped background\n")
-    assert main(["sample", str(run_dir), "--n", "6", "--captions", str(caps), "--caption",
-                 "a red star", "--out", str(tmp_path / "s.npz")]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(run_dir),
+                "--n",
+                "6",
+                "--captions",
+                str(caps),
+                "--caption",
+                "a red star",
+                "--out",
+                str(tmp_path / "s.npz"),
+            ]
+        )
+        == 0
+    )
     with np.load(tmp_path / "s.npz") as f:
         assert f["images"].shape == (6, 16, 16, 3) and f["scale0"].shape == (6, 8, 8, 3)
-        assert list(f["captions"][:4]) == ["a red star", "a green square",  # --caption first
-                                           "a white triangle on a striped background",
-                                           "a red star"]
-    assert main(["sample", str(run_dir), "--n", "4", "--caption", "a red star",
-                 "--out", str(tmp_path / "s.png")]) == 0
+        assert list(f["captions"][:4]) == [
+            "a red star",
+            "a green square",  # --caption first
+            "a white triangle on a striped background",
+            "a red star",
+        ]
+    assert (
+        main(
+            [
+                "sample",
+                str(run_dir),
+                "--n",
+                "4",
+                "--caption",
+                "a red star",
+                "--out",
+                str(tmp_path / "s.png"),
+            ]
+        )
+        == 0
+    )
     from PIL import Image
 
     with Image.open(tmp_path / "s.png") as im:  # 4 samples x 2 scales side by side, one row
         assert im.width > 2 * im.height
-    assert main(["sample", str(run_dir), "--n", "2", "--captions", str(tmp_path / "none.txt"),
-                 "--out", str(tmp_path / "x.png")]) == 2
+    assert (
+        main(
+            [
+                "sample",
+                str(run_dir),
+                "--n",
+                "2",
+                "--captions",
+                str(tmp_path / "none.txt"),
+                "--out",
+                str(tmp_path / "x.png"),
+            ]
+        )
+        == 2
+    )
     assert "cannot read captions file" in capsys.readouterr().err
     res = run.evaluate(metrics=["fid", "fid_scales", "caption"])
     m = res["metrics"]
     assert any(k.startswith("fid48_") and k.endswith("_scale0") for k in m)
-    cap = [k for k in m if k.startswith("caption_attr") and not k.endswith(
-        ("_shuffled", "_scale0", "_scale0_shuffled"))]
+    cap = [
+        k
+        for k in m
+        if k.startswith("caption_attr")
+        and not k.endswith(("_shuffled", "_scale0", "_scale0_shuffled"))
+    ]
     assert len(cap) == 1 and 0.0 <= m[cap[0]] <= 1.0
     assert "real_shapes-eval_caption_attr" in res["protocol"]["real_data"]
     json.dumps(res)

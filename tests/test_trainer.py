@@ -21,9 +21,17 @@ from .helpers import final_state, logged_losses
 
 
 def test_training_moves_the_losses_and_writes_a_run_dir(tmp_path, tiny_overrides):
-    cfg = load_config("sgan-mnist", tiny_overrides + [
-        "train.phases.independent=60", "train.phases.joint=0", "model.lr=1e-3",
-        "model.encoder.pretrain_epochs=5", "model.encoder.pretrain_batch_size=25"])
+    cfg = load_config(
+        "sgan-mnist",
+        tiny_overrides
+        + [
+            "train.phases.independent=60",
+            "train.phases.joint=0",
+            "model.lr=1e-3",
+            "model.encoder.pretrain_epochs=5",
+            "model.encoder.pretrain_batch_size=25",
+        ],
+    )
     run = tmp_path / "run"
     Trainer(cfg, run).fit()
     rows = logged_losses(run)
@@ -31,8 +39,13 @@ def test_training_moves_the_losses_and_writes_a_run_dir(tmp_path, tiny_overrides
     first = sum(r["loss/g1_cond"] for r in rows[:3]) / 3
     last = sum(r["loss/g1_cond"] for r in rows[-3:]) / 3
     assert first > 1.8 and last < 0.6 * first, (first, last)
-    for name in ("config.yaml", "run.json", "metrics.jsonl", "samples/independent-final.png",
-                 "checkpoints/phase-independent.json"):
+    for name in (
+        "config.yaml",
+        "run.json",
+        "metrics.jsonl",
+        "samples/independent-final.png",
+        "checkpoints/phase-independent.json",
+    ):
         assert (run / name).exists(), name
     setup = json.loads((run / "run.json").read_text())["setup"]
     assert 0.0 <= setup["encoder_accuracy_mnist-eval"] <= 1.0
@@ -61,8 +74,10 @@ def test_nan_loss_stops_without_writing_a_checkpoint(tmp_path, tiny_overrides, m
     monkeypatch.setattr(trainer.model, "train_step", poisoned)
     with pytest.raises(GanstackError, match=r"g0_cond became NaN/Inf by step 3"):
         trainer.fit()
-    steps = [json.loads(p.read_text())["global_step"]
-             for p in ckpt.list_checkpoints(tmp_path / "checkpoints")]
+    steps = [
+        json.loads(p.read_text())["global_step"]
+        for p in ckpt.list_checkpoints(tmp_path / "checkpoints")
+    ]
     assert steps == [2]
 
 
@@ -86,10 +101,14 @@ def _poison_once(trainer, monkeypatch, at_step: int) -> dict[str, list]:
     return seen
 
 
-def test_nan_rollback_reloads_the_last_checkpoint_with_a_lower_lr(tmp_path, tiny_overrides,
-                                                                   monkeypatch, caplog):
-    cfg = load_config("sgan-mnist", tiny_overrides + [
-        "train.checkpoint_every=2", "train.nan_policy=rollback", "train.nan_lr_factor=0.25"])
+def test_nan_rollback_reloads_the_last_checkpoint_with_a_lower_lr(
+    tmp_path, tiny_overrides, monkeypatch, caplog
+):
+    cfg = load_config(
+        "sgan-mnist",
+        tiny_overrides
+        + ["train.checkpoint_every=2", "train.nan_policy=rollback", "train.nan_lr_factor=0.25"],
+    )
     trainer = Trainer(cfg, tmp_path)
     base_lr = next(iter(trainer.model.optimizers.values())).param_groups[0]["lr"]
     seen = _poison_once(trainer, monkeypatch, at_step=3)
@@ -113,14 +132,20 @@ def test_nan_rollback_reloads_the_last_checkpoint_with_a_lower_lr(tmp_path, tiny
     assert resumed.lr_scale == 0.25
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["train.nan_retries=0"], "after 0 rollback"),
-    (["train.checkpoint_every=0"], "no checkpoint written yet"),
-])
-def test_nan_rollback_stops_when_it_cannot_roll_back(tmp_path, tiny_overrides, monkeypatch,
-                                                     extra, message):
-    cfg = load_config("sgan-mnist", tiny_overrides + [
-        "train.checkpoint_every=2", "train.nan_policy=rollback", *extra])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["train.nan_retries=0"], "after 0 rollback"),
+        (["train.checkpoint_every=0"], "no checkpoint written yet"),
+    ],
+)
+def test_nan_rollback_stops_when_it_cannot_roll_back(
+    tmp_path, tiny_overrides, monkeypatch, extra, message
+):
+    cfg = load_config(
+        "sgan-mnist",
+        tiny_overrides + ["train.checkpoint_every=2", "train.nan_policy=rollback", *extra],
+    )
     trainer = Trainer(cfg, tmp_path)
     _poison_once(trainer, monkeypatch, at_step=3)
     with pytest.raises(NonFiniteLossError, match=f"g0_cond became NaN/Inf by step 3.*{message}"):
@@ -134,7 +159,10 @@ def test_ctrl_c_saves_and_resume_finishes(tmp_path, tiny_overrides):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ganstack", "train", "sgan-mnist", "--out", str(run), *overrides],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
     )
     metrics = run / "metrics.jsonl"
     deadline = time.time() + 120
@@ -153,10 +181,15 @@ def test_ctrl_c_saves_and_resume_finishes(tmp_path, tiny_overrides):
     assert record["phase"] == "independent"
 
 
-def test_metrics_during_training_are_logged_keep_the_best_and_resume_exactly(tmp_path,
-                                                                             tiny_overrides):
-    over = tiny_overrides + ["eval.every=3", "eval.during_n=40", "eval.during_metrics=[fid,acc]",
-                             "train.ema=0.9"]
+def test_metrics_during_training_are_logged_keep_the_best_and_resume_exactly(
+    tmp_path, tiny_overrides
+):
+    over = tiny_overrides + [
+        "eval.every=3",
+        "eval.during_n=40",
+        "eval.during_metrics=[fid,acc]",
+        "train.ema=0.9",
+    ]
     cfg = load_config("sgan-mnist", over)
     straight = tmp_path / "straight"
     assert Trainer(cfg, straight).fit() == "done"
@@ -172,6 +205,7 @@ def test_metrics_during_training_are_logged_keep_the_best_and_resume_exactly(tmp
     assert best["global_step"] == best["best"]["step"] in (3, 6)
     logged = min(r[f"eval/{key}"] for r in evals if f"eval/{key}" in r)
     assert best["best"]["value"] == pytest.approx(logged, abs=1e-6)  # logged to 6 decimals
+
     # Evaluating during training leaves training itself untouched: the same losses and
     # weights as without it, and a run stopped and resumed in between ends the same.
     def losses(run):
@@ -190,7 +224,9 @@ def test_metrics_during_training_are_logged_keep_the_best_and_resume_exactly(tmp
 
 
 def test_best_metric_must_be_among_those_computed(tmp_path, tiny_overrides):
-    cfg = load_config("sgan-mnist", tiny_overrides + ["eval.every=2", "eval.during_n=20",
-                                                      "eval.during_metrics=[acc]"])
+    cfg = load_config(
+        "sgan-mnist",
+        tiny_overrides + ["eval.every=2", "eval.during_n=20", "eval.during_metrics=[acc]"],
+    )
     with pytest.raises(GanstackError, match="eval.best = 'fid' is not among"):
         Trainer(cfg, tmp_path).fit()

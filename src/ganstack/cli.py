@@ -142,8 +142,9 @@ def _int_in(lo: int, hi: int) -> typing.Callable[[str], int]:
 
     def parse(text: str) -> int:
         try:
-            value = int(text, 0) if text.strip().lower().startswith(("0x", "0o", "0b")) \
-                else int(text)
+            value = (
+                int(text, 0) if text.strip().lower().startswith(("0x", "0o", "0b")) else int(text)
+            )
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text[:40]!r}") from None
         if not lo <= value <= hi:
@@ -166,7 +167,8 @@ def _check_memory(run: typing.Any, n: int, flag: str = "--n") -> None:
         raise GanstackError(
             f"{flag} {n:,} samples of shape {tuple(run.info.shape)} need about "
             f"{n * per_sample / 2**30:,.1f} GiB in memory, more than half of this machine's; "
-            f"ask for fewer (or, with `sample`, write one PNG per sample: --out DIR/)")
+            f"ask for fewer (or, with `sample`, write one PNG per sample: --out DIR/)"
+        )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -177,9 +179,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="ganstack", description="Stacked GANs: train, sample, evaluate and export."
-    )
+    p = _Parser(prog="ganstack", description="Stacked GANs: train, sample, evaluate and export.")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     p.add_argument("--version", action="version", version=f"ganstack {version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -187,139 +187,268 @@ def _parser() -> argparse.ArgumentParser:
     # -q after the command too (`ganstack train X -q`); SUPPRESS: absent, it leaves the
     # value given before the command.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                        help="only warnings and errors")
+    common.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="only warnings and errors",
+    )
 
     def add(*a: typing.Any, **k: typing.Any) -> argparse.ArgumentParser:
         return sub.add_parser(*a, parents=[common], **k)  # type: ignore[list-item]
 
-    t = add("train", help="train a model from a config", epilog=EPILOG_TRAIN,
-                       formatter_class=fmt)
-    t.add_argument("config", help="a YAML file or the name of a bundled config "
-                   "(`ganstack configs` lists them)")
-    t.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config overrides, e.g. train.batch_size=64")
+    t = add("train", help="train a model from a config", epilog=EPILOG_TRAIN, formatter_class=fmt)
+    t.add_argument(
+        "config", help="a YAML file or the name of a bundled config (`ganstack configs` lists them)"
+    )
+    t.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config overrides, e.g. train.batch_size=64",
+    )
     t.add_argument("--out", help="run directory (default: runs/CONFIG_NAME)")
-    t.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint (or start it)")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint (or start it)",
+    )
     t.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
 
-    s = add("sample", help="write samples as a PNG grid, an .npz or PNG files",
-                       epilog=EPILOG_SAMPLE, formatter_class=fmt)
+    s = add(
+        "sample",
+        help="write samples as a PNG grid, an .npz or PNG files",
+        epilog=EPILOG_SAMPLE,
+        formatter_class=fmt,
+    )
     s.add_argument("run", help="run directory, or an export (ganstack export)")
-    s.add_argument("--n", type=_int_in(1, SAMPLES_MAX), default=64,
-                   help="number of samples (default 64)")
-    s.add_argument("--out", required=True,
-                   help="output: a .png grid, an .npz, or a folder (ending with /) of PNGs")
-    s.add_argument("--seed", type=_int_in(0, SEED_MAX), default=0,
-                   help="random seed (default 0)")
-    s.add_argument("--label", type=_int_in(0, 2**31 - 1), nargs="+", metavar="K",
-                   help="class(es) to sample, cycled over the samples (default: balanced)")
-    s.add_argument("--fix", nargs="+", default=[], metavar="INPUT",
-                   help="inputs held fixed across all samples, e.g. y z1 (others vary)")
-    s.add_argument("--caption", nargs="+", metavar="TEXT",
-                   help="caption(s) to condition a text model on (cycled over the samples)")
+    s.add_argument(
+        "--n", type=_int_in(1, SAMPLES_MAX), default=64, help="number of samples (default 64)"
+    )
+    s.add_argument(
+        "--out",
+        required=True,
+        help="output: a .png grid, an .npz, or a folder (ending with /) of PNGs",
+    )
+    s.add_argument("--seed", type=_int_in(0, SEED_MAX), default=0, help="random seed (default 0)")
+    s.add_argument(
+        "--label",
+        type=_int_in(0, 2**31 - 1),
+        nargs="+",
+        metavar="K",
+        help="class(es) to sample, cycled over the samples (default: balanced)",
+    )
+    s.add_argument(
+        "--fix",
+        nargs="+",
+        default=[],
+        metavar="INPUT",
+        help="inputs held fixed across all samples, e.g. y z1 (others vary)",
+    )
+    s.add_argument(
+        "--caption",
+        nargs="+",
+        metavar="TEXT",
+        help="caption(s) to condition a text model on (cycled over the samples)",
+    )
     s.add_argument("--captions", metavar="FILE", help="a text file of captions, one per line")
     s.add_argument("--checkpoint", help="checkpoint name in RUN/checkpoints (default: latest)")
     s.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
 
-    e = add("eval", help="compute metrics of a run's samples", epilog=EPILOG_EVAL,
-                       formatter_class=fmt)
+    e = add(
+        "eval", help="compute metrics of a run's samples", epilog=EPILOG_EVAL, formatter_class=fmt
+    )
     e.add_argument("run", help="run directory, or an export (ganstack export)")
-    e.add_argument("--n", type=_int_in(2, SAMPLES_MAX),
-                   help="number of samples (default: the config's eval.n)")
-    e.add_argument("--metrics", nargs="+", metavar="M",
-                   help="metrics to compute (default: the config's eval.metrics)")
+    e.add_argument(
+        "--n", type=_int_in(2, SAMPLES_MAX), help="number of samples (default: the config's eval.n)"
+    )
+    e.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="M",
+        help="metrics to compute (default: the config's eval.metrics)",
+    )
     e.add_argument("--samples", help="evaluate this sample .npz instead of sampling")
     e.add_argument("--inception", help="NVIDIA TorchScript inception-2015-12-05.pt (trusted)")
-    e.add_argument("--seed", type=_int_in(0, SEED_MAX), default=0,
-                   help="sampling seed (default 0)")
+    e.add_argument("--seed", type=_int_in(0, SEED_MAX), default=0, help="sampling seed (default 0)")
     e.add_argument("--checkpoint", help="checkpoint name (default: latest)")
     e.add_argument("--out", help="write the JSON here (default: RUN/eval.json)")
-    e.add_argument("--device", default="cpu",
-                   help="where to sample and run the feature extractors: cpu or cuda "
-                   "(default cpu)")
-    e.add_argument("--ref", default="train", metavar="train|eval|STATS.npz",
-                   help="what FID/KID/precision-recall compare with: the training split "
-                   "(default), the held-out split, or an Inception statistics file "
-                   "(pytorch-fid's mu/sigma npz, or ganstack's)")
-    e.add_argument("--no-calibrate", action="store_true",
-                   help="skip the calibration rows (real, blurred, blind) at the held-out size")
+    e.add_argument(
+        "--device",
+        default="cpu",
+        help="where to sample and run the feature extractors: cpu or cuda (default cpu)",
+    )
+    e.add_argument(
+        "--ref",
+        default="train",
+        metavar="train|eval|STATS.npz",
+        help="what FID/KID/precision-recall compare with: the training split "
+        "(default), the held-out split, or an Inception statistics file "
+        "(pytorch-fid's mu/sigma npz, or ganstack's)",
+    )
+    e.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="skip the calibration rows (real, blurred, blind) at the held-out size",
+    )
 
-    f = add("fid", help="FID and KID between two image sets or statistics files",
-                       epilog=EPILOG_FID, formatter_class=fmt)
-    f.add_argument("a", help="a run directory, an .npz of images or statistics, or a folder "
-                   "of images")
+    f = add(
+        "fid",
+        help="FID and KID between two image sets or statistics files",
+        epilog=EPILOG_FID,
+        formatter_class=fmt,
+    )
+    f.add_argument(
+        "a", help="a run directory, an .npz of images or statistics, or a folder of images"
+    )
     f.add_argument("b", help="the same kinds as A")
-    f.add_argument("--n", type=_int_in(2, SAMPLES_MAX), default=5000,
-                   help="samples drawn from a run (default 5000)")
-    f.add_argument("--seed", type=_int_in(0, SEED_MAX), default=0,
-                   help="sampling seed for a run (default 0)")
-    f.add_argument("--inception", help="NVIDIA TorchScript inception-2015-12-05.pt (trusted); "
-                   "also GANSTACK_INCEPTION")
-    f.add_argument("--dataset", metavar="CONFIG",
-                   help="use this dataset's domain classifier as the feature space: a bundled "
-                   "config, a YAML file, a run directory or a dataset name")
+    f.add_argument(
+        "--n",
+        type=_int_in(2, SAMPLES_MAX),
+        default=5000,
+        help="samples drawn from a run (default 5000)",
+    )
+    f.add_argument(
+        "--seed", type=_int_in(0, SEED_MAX), default=0, help="sampling seed for a run (default 0)"
+    )
+    f.add_argument(
+        "--inception",
+        help="NVIDIA TorchScript inception-2015-12-05.pt (trusted); also GANSTACK_INCEPTION",
+    )
+    f.add_argument(
+        "--dataset",
+        metavar="CONFIG",
+        help="use this dataset's domain classifier as the feature space: a bundled "
+        "config, a YAML file, a run directory or a dataset name",
+    )
     f.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     f.add_argument("--checkpoint", help="checkpoint of a run (default: latest)")
     kid = f.add_mutually_exclusive_group()
-    kid.add_argument("--kid", dest="kid", action="store_true", default=None,
-                     help="require KID (an error when a side is statistics only)")
+    kid.add_argument(
+        "--kid",
+        dest="kid",
+        action="store_true",
+        default=None,
+        help="require KID (an error when a side is statistics only)",
+    )
     kid.add_argument("--no-kid", dest="kid", action="store_false", help="skip KID")
     f.add_argument("--json", metavar="FILE", help="also write the result as JSON here")
 
-    x = add("export", help="write a run's sampling generator, config and model card to a "
-            "folder", epilog=EPILOG_EXPORT, formatter_class=fmt)
+    x = add(
+        "export",
+        help="write a run's sampling generator, config and model card to a folder",
+        epilog=EPILOG_EXPORT,
+        formatter_class=fmt,
+    )
     x.add_argument("run", help="run directory")
     x.add_argument("dir", help="the export folder (new or empty)")
     x.add_argument("--checkpoint", help="checkpoint name in RUN/checkpoints (default: latest)")
     x.add_argument("--force", action="store_true", help="replace an earlier export in DIR")
-    x.add_argument("--license", default="mit", metavar="ID",
-                   help="the weights' license in the model card (default: mit, ganstack's)")
-    x.add_argument("--dataset", nargs="+", metavar="ID",
-                   help="Hub dataset ids for the model card (default: known for MNIST, "
-                   "CIFAR-10 and SVHN)")
+    x.add_argument(
+        "--license",
+        default="mit",
+        metavar="ID",
+        help="the weights' license in the model card (default: mit, ganstack's)",
+    )
+    x.add_argument(
+        "--dataset",
+        nargs="+",
+        metavar="ID",
+        help="Hub dataset ids for the model card (default: known for MNIST, CIFAR-10 and SVHN)",
+    )
     x.add_argument("--name", help="the model's name in the card (default: DIR's name)")
 
-    v = add("explore", help="a local web page showing a trained stack level by level",
-            epilog=EPILOG_EXPLORE, formatter_class=fmt)
+    v = add(
+        "explore",
+        help="a local web page showing a trained stack level by level",
+        epilog=EPILOG_EXPLORE,
+        formatter_class=fmt,
+    )
     v.add_argument("run", help="run directory, or an export (ganstack export)")
-    v.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1: this machine only)")
-    v.add_argument("--port", type=_int_in(1, 65535), default=7860,
-                   help="port (default 7860)")
+    v.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only)",
+    )
+    v.add_argument("--port", type=_int_in(1, 65535), default=7860, help="port (default 7860)")
     v.add_argument("--checkpoint", help="checkpoint name in RUN/checkpoints (default: latest)")
     v.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    v.add_argument("--threads", type=_int_in(0, 1024), default=0, metavar="N",
-                   help="torch CPU threads (default 0: torch's default; 1 is often the "
-                   "fastest for one small sample, and on a busy machine)")
+    v.add_argument(
+        "--threads",
+        type=_int_in(0, 1024),
+        default=0,
+        metavar="N",
+        help="torch CPU threads (default 0: torch's default; 1 is often the "
+        "fastest for one small sample, and on a busy machine)",
+    )
 
-    d = add("dataset", help="convert a dataset once into a folder that loads fast "
-            "(data.name=prepared)", epilog=EPILOG_DATASET, formatter_class=fmt)
-    d.add_argument("src", help="a folder of images, or a dataset's files (IDX, CIFAR-10, "
-                   "SVHN .mat, LSUN LMDB, StackGAN layout)")
+    d = add(
+        "dataset",
+        help="convert a dataset once into a folder that loads fast (data.name=prepared)",
+        epilog=EPILOG_DATASET,
+        formatter_class=fmt,
+    )
+    d.add_argument(
+        "src",
+        help="a folder of images, or a dataset's files (IDX, CIFAR-10, "
+        "SVHN .mat, LSUN LMDB, StackGAN layout)",
+    )
     d.add_argument("dest", help="the prepared dataset's folder (new or empty)")
-    d.add_argument("--format", default="auto", metavar="F",
-                   help="source format: auto (default), folder, mnist, cifar10, svhn, lsun, "
-                   "cub, oxford, coco")
-    d.add_argument("--resolution", type=_int_in(0, 1 << 16), default=0, metavar="N",
-                   help="centre-crop and resize every image to N x N (default 0: keep the "
-                   "size; LSUN and StackGAN layouts: 256)")
-    d.add_argument("--crop", choices=("centre", "none"), default="centre",
-                   help="centre: a centred square (default); none: stretch to N x N")
-    d.add_argument("--channels", type=int, choices=(1, 3), default=None,
-                   help="image folders: 1 (grayscale) or 3 (RGB, default)")
-    d.add_argument("--workers", type=_int_in(1, 1024), default=None, metavar="N",
-                   help="decoding processes (default: one per CPU core)")
-    d.add_argument("--num-images", type=_int_in(0, 2**62), default=0, metavar="N",
-                   help="convert only the first N images (default 0: all)")
-    d.add_argument("--zip", action="store_true",
-                   help="also write stylegan2-ada's dataset.zip (PNGs + dataset.json)")
-    d.add_argument("--skip-bad", action="store_true",
-                   help="leave out unreadable files (listed in dataset.json) instead of "
-                   "stopping")
-    d.add_argument("--force", action="store_true",
-                   help="replace an earlier prepared dataset in DEST")
+    d.add_argument(
+        "--format",
+        default="auto",
+        metavar="F",
+        help="source format: auto (default), folder, mnist, cifar10, svhn, lsun, cub, oxford, coco",
+    )
+    d.add_argument(
+        "--resolution",
+        type=_int_in(0, 1 << 16),
+        default=0,
+        metavar="N",
+        help="centre-crop and resize every image to N x N (default 0: keep the "
+        "size; LSUN and StackGAN layouts: 256)",
+    )
+    d.add_argument(
+        "--crop",
+        choices=("centre", "none"),
+        default="centre",
+        help="centre: a centred square (default); none: stretch to N x N",
+    )
+    d.add_argument(
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        default=None,
+        help="image folders: 1 (grayscale) or 3 (RGB, default)",
+    )
+    d.add_argument(
+        "--workers",
+        type=_int_in(1, 1024),
+        default=None,
+        metavar="N",
+        help="decoding processes (default: one per CPU core)",
+    )
+    d.add_argument(
+        "--num-images",
+        type=_int_in(0, 2**62),
+        default=0,
+        metavar="N",
+        help="convert only the first N images (default 0: all)",
+    )
+    d.add_argument(
+        "--zip",
+        action="store_true",
+        help="also write stylegan2-ada's dataset.zip (PNGs + dataset.json)",
+    )
+    d.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out unreadable files (listed in dataset.json) instead of stopping",
+    )
+    d.add_argument(
+        "--force", action="store_true", help="replace an earlier prepared dataset in DEST"
+    )
 
     add("configs", help="list the bundled configs")
     add("datasets", help="list the registered datasets")
@@ -355,10 +484,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     # On resume the config may differ from the checkpoint's only in the keys overridden here
     # (they are then saved to config.yaml).
     changes = [parse_override(o)[0] for o in args.overrides] if args.resume else []
-    trainer = Trainer(cfg, out, resume=args.resume,
-                      config_changes=[".".join(keys) for keys in changes])
-    log.info("run directory: %s (%s, %d training images, device %s)", out, cfg.model.name,
-             len(trainer.train_ds), trainer.device)
+    trainer = Trainer(
+        cfg, out, resume=args.resume, config_changes=[".".join(keys) for keys in changes]
+    )
+    log.info(
+        "run directory: %s (%s, %d training images, device %s)",
+        out,
+        cfg.model.name,
+        len(trainer.train_ds),
+        trainer.device,
+    )
     try:
         from tqdm.contrib.logging import logging_redirect_tqdm
     except ImportError:  # pragma: no cover
@@ -374,8 +509,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 130 if status == "interrupted" else 0
     if status == "interrupted":
         launcher = "torchrun ... -m ganstack" if trainer.dist.enabled else "ganstack"
-        print(f"interrupted: checkpoint saved in {out}/checkpoints; continue with "
-              f"`{launcher} train {args.config} --out {out} --resume`")
+        print(
+            f"interrupted: checkpoint saved in {out}/checkpoints; continue with "
+            f"`{launcher} train {args.config} --out {out} --resume`"
+        )
         return 130
     print(f"figures: {', '.join(str(p) for p in figs)}")
     if cfg.eval.at_end and not args.no_eval:
@@ -437,8 +574,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     run = load(args.run, args.checkpoint, args.device)
     if not args.samples:
         _check_memory(run, args.n or run.config.eval.n)
-    res = run.evaluate(args.n, args.metrics, args.inception, args.samples, args.seed,
-                       ref=args.ref, calibrate=False if args.no_calibrate else None)
+    res = run.evaluate(
+        args.n,
+        args.metrics,
+        args.inception,
+        args.samples,
+        args.seed,
+        ref=args.ref,
+        calibrate=False if args.no_calibrate else None,
+    )
     from ganstack.metrics.report import report
 
     print(report(res), flush=True)  # before writing: a failed write loses no metric
@@ -462,9 +606,17 @@ def _cmd_fid(args: argparse.Namespace) -> int:
         from ganstack.train.trainer import resolve_device
 
         resolve_device(args.device, "--device")
-    res = compare(args.a, args.b, inception=args.inception, dataset=args.dataset,
-                  device=args.device, n=args.n, seed=args.seed, kid=args.kid,
-                  checkpoint=args.checkpoint)
+    res = compare(
+        args.a,
+        args.b,
+        inception=args.inception,
+        dataset=args.dataset,
+        device=args.device,
+        n=args.n,
+        seed=args.seed,
+        kid=args.kid,
+        checkpoint=args.checkpoint,
+    )
     print(format_result(res))
     if args.json:
         from ganstack.environment import environment
@@ -479,10 +631,13 @@ def _cmd_fid(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from ganstack.export import export_run
 
-    path = export_run(args.run, args.dir, args.checkpoint, args.force, args.license,
-                      args.dataset, args.name)
-    print(f"exported to {path}/ (model.safetensors, config.json, README.md); load it with "
-          f"ganstack.from_pretrained({str(path)!r})")
+    path = export_run(
+        args.run, args.dir, args.checkpoint, args.force, args.license, args.dataset, args.name
+    )
+    print(
+        f"exported to {path}/ (model.safetensors, config.json, README.md); load it with "
+        f"ganstack.from_pretrained({str(path)!r})"
+    )
     return 0
 
 
@@ -498,10 +653,16 @@ def _cmd_explore(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     explorer = Explorer(load(args.run, args.checkpoint, args.device), args.run)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("listening on %s: anyone who can reach this machine can use the page",
-                    args.host)
-    log.info("ganstack explore: %s (%s) on http://%s:%d/ (Ctrl-C stops it)", args.run,
-             explorer.model.name, args.host, args.port)
+        log.warning(
+            "listening on %s: anyone who can reach this machine can use the page", args.host
+        )
+    log.info(
+        "ganstack explore: %s (%s) on http://%s:%d/ (Ctrl-C stops it)",
+        args.run,
+        explorer.model.name,
+        args.host,
+        args.port,
+    )
     serve(explorer, args.host, args.port)
     return 0
 
@@ -509,13 +670,25 @@ def _cmd_explore(args: argparse.Namespace) -> int:
 def _cmd_dataset(args: argparse.Namespace) -> int:
     from ganstack.data.prepared import convert, summary
 
-    meta = convert(args.src, args.dest, fmt=args.format, resolution=args.resolution,
-                   crop=args.crop, channels=args.channels, workers=args.workers,
-                   write_zip=args.zip, force=args.force, skip_bad=args.skip_bad,
-                   num_images=args.num_images, progress=not args.quiet)
+    meta = convert(
+        args.src,
+        args.dest,
+        fmt=args.format,
+        resolution=args.resolution,
+        crop=args.crop,
+        channels=args.channels,
+        workers=args.workers,
+        write_zip=args.zip,
+        force=args.force,
+        skip_bad=args.skip_bad,
+        num_images=args.num_images,
+        progress=not args.quiet,
+    )
     skipped = f"; {len(meta['skipped'])} unreadable file(s) left out" if meta["skipped"] else ""
-    print(f"wrote {args.dest}: {summary(meta)}{skipped}. Train on it with "
-          f"data.name=prepared data.path={args.dest}")
+    print(
+        f"wrote {args.dest}: {summary(meta)}{skipped}. Train on it with "
+        f"data.name=prepared data.path={args.dest}"
+    )
     return 0
 
 
@@ -551,9 +724,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     quiet = args.quiet or os.environ.get("RANK", "0") not in ("", "0")  # torchrun: rank 0 logs
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
-    handlers = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval,
-                "fid": _cmd_fid, "export": _cmd_export, "explore": _cmd_explore,
-                "dataset": _cmd_dataset}
+    handlers = {
+        "train": _cmd_train,
+        "sample": _cmd_sample,
+        "eval": _cmd_eval,
+        "fid": _cmd_fid,
+        "export": _cmd_export,
+        "explore": _cmd_explore,
+        "dataset": _cmd_dataset,
+    }
     try:
         return handlers.get(args.command, _cmd_list)(args)
     except GanstackError as e:
@@ -567,8 +746,10 @@ def main(argv: list[str] | None = None) -> int:
         if message is None:
             raise  # a bug: keep the traceback
         if args.command == "train":
-            message += (" Checkpoints written before the failure are complete: fix the cause "
-                        "and continue with --resume.")
+            message += (
+                " Checkpoints written before the failure are complete: fix the cause "
+                "and continue with --resume."
+            )
         print(f"ganstack: error: {message}", file=sys.stderr)
         return 1
 

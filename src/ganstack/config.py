@@ -60,7 +60,8 @@ class DataConfig:
     # combinations instead of 7,680, no high-frequency textures).
     shapes_counts: list[int] = field(default_factory=lambda: [1, 2])
     shapes_patterns: list[Literal["plain", "stripes", "dots", "gradient"]] = field(
-        default_factory=lambda: ["plain", "stripes", "dots", "gradient"])
+        default_factory=lambda: ["plain", "stripes", "dots", "gradient"]
+    )
     # A random left-right flip of half of each training batch, by the batcher, that keeps
     # the conditions true: a flipped image is conditioned on its captions with "left" and
     # "right" swapped (encoded once, at load) and has its attributes mirrored. Captioned data
@@ -79,18 +80,30 @@ class DataConfig:
 
     def validate(self, where: str) -> None:
         _require(self.channels in (1, 3), f"{where}.channels must be 1 or 3, got {self.channels}")
-        _require(0 <= self.split_seed < 2**63,
-                 f"{where}.split_seed must be in 0..2**63-1, got {self.split_seed}")
-        _require(bool(self.shapes_counts) and all(
-            c in (1, 2) and not isinstance(c, bool) for c in self.shapes_counts),
-            f"{where}.shapes_counts takes one or more of 1, 2; got {self.shapes_counts}")
-        _require(bool(self.shapes_patterns), f"{where}.shapes_patterns needs at least one "
-                 f"of plain, stripes, dots, gradient")
+        _require(
+            0 <= self.split_seed < 2**63,
+            f"{where}.split_seed must be in 0..2**63-1, got {self.split_seed}",
+        )
+        _require(
+            bool(self.shapes_counts)
+            and all(c in (1, 2) and not isinstance(c, bool) for c in self.shapes_counts),
+            f"{where}.shapes_counts takes one or more of 1, 2; got {self.shapes_counts}",
+        )
+        _require(
+            bool(self.shapes_patterns),
+            f"{where}.shapes_patterns needs at least one of plain, stripes, dots, gradient",
+        )
         default = DataConfig()
-        changed = [k for k in ("shapes_counts", "shapes_patterns")
-                   if set(getattr(self, k)) != set(getattr(default, k))]
-        _require(self.name == "shapes" or not changed, f"{where}.{', '.join(changed)}: only "
-                 f"the shapes dataset has these options (data.name is {self.name!r})")
+        changed = [
+            k
+            for k in ("shapes_counts", "shapes_patterns")
+            if set(getattr(self, k)) != set(getattr(default, k))
+        ]
+        _require(
+            self.name == "shapes" or not changed,
+            f"{where}.{', '.join(changed)}: only "
+            f"the shapes dataset has these options (data.name is {self.name!r})",
+        )
 
 
 @dataclass
@@ -154,8 +167,10 @@ class TrainConfig:
         for name, steps in self.phases.items():
             _require(steps >= 0, f"{where}.phases.{name} must be >= 0 steps, got {steps}")
         # Seeds are offset (per rank, per step, per grid) and must stay within torch's 64 bits.
-        _require(-SEED_LIMIT < self.seed < SEED_LIMIT,
-                 f"{where}.seed must be in -2**62+1..2**62-1, got {self.seed}")
+        _require(
+            -SEED_LIMIT < self.seed < SEED_LIMIT,
+            f"{where}.seed must be in -2**62+1..2**62-1, got {self.seed}",
+        )
         dev = self.device
         _require(
             dev in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d{1,4}", dev) is not None,
@@ -190,7 +205,6 @@ class EvalConfig:
     best: str | None = "fid"
 
 
-
 @dataclass
 class ExperimentConfig:
     """A whole experiment. ``model`` is the config dataclass of the model it names."""
@@ -222,7 +236,7 @@ def _show(value: Any, limit: int = 120) -> str:
     """``repr(value)`` for an error message, cut short: a message quotes no more of a long
     value (or of a file given as a config) than this."""
     text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit - 20]}... ({len(text):,} characters)"
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text):,} characters)"
 
 
 def _require(cond: bool, msg: str) -> None:
@@ -304,9 +318,11 @@ _KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 
 def unknown_key_message(key: str, valid: list[str], where: str) -> str:
     if not _KEY_NAME.fullmatch(key):  # file content, not a typo (`base: /etc/shadow`)
-        return (f"unknown config key {'in ' + repr(where) + ' ' if where else ''}that is not a "
-                f"key name ({len(key)} characters, not shown); is the file a ganstack config? "
-                f"Valid keys here: {', '.join(sorted(valid))}")
+        return (
+            f"unknown config key {'in ' + repr(where) + ' ' if where else ''}that is not a "
+            f"key name ({len(key)} characters, not shown); is the file a ganstack config? "
+            f"Valid keys here: {', '.join(sorted(valid))}"
+        )
     full = f"{where}.{key}" if where else key
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
@@ -392,8 +408,10 @@ def _count_nodes(node: Any, sizes: dict[int, int], open_: set[int]) -> int:
         for k, v in node.value:
             total += _count_nodes(k, sizes, open_) + _count_nodes(v, sizes, open_)
     if total > YAML_NODES:
-        raise ConfigError(f"the YAML expands to more than {YAML_NODES:,} values (aliases "
-                          f"repeating aliases?); a config is far smaller")
+        raise ConfigError(
+            f"the YAML expands to more than {YAML_NODES:,} values (aliases "
+            f"repeating aliases?); a config is far smaller"
+        )
     open_.discard(key)
     sizes[key] = total
     return total
@@ -402,8 +420,10 @@ def _count_nodes(node: Any, sizes: dict[int, int], open_: set[int]) -> int:
 def safe_load_yaml(text: str) -> Any:
     """``yaml.safe_load`` with the size and expansion limits above (ConfigError past them)."""
     if len(text) > YAML_LIMIT:
-        raise ConfigError(f"the YAML is {len(text):,} characters; a config is far smaller "
-                          f"(at most {YAML_LIMIT:,})")
+        raise ConfigError(
+            f"the YAML is {len(text):,} characters; a config is far smaller "
+            f"(at most {YAML_LIMIT:,})"
+        )
     return yaml.load(text, Loader=_LimitedLoader)  # noqa: S506 - a SafeLoader subclass
 
 
@@ -526,9 +546,11 @@ def from_dict(raw: dict[str, Any]) -> ExperimentConfig:
         eval=build(EvalConfig, raw.get("eval"), "eval"),
         description=_convert(raw.get("description", ""), str, "description"),
     )
-    _require(not (cfg.data.flip and getattr(model_cfg, "augment", False) is True),
-             "data.flip=true flips with the captions mirrored, but model.augment=true flips "
-             "the images again with the captions unchanged; set model.augment=false")
+    _require(
+        not (cfg.data.flip and getattr(model_cfg, "augment", False) is True),
+        "data.flip=true flips with the captions mirrored, but model.augment=true flips "
+        "the images again with the captions unchanged; set model.augment=false",
+    )
     # Fill in and check the phases against the model's phase list.
     phases = model_cls.default_phases(model_cfg)
     for name in cfg.train.phases:
@@ -543,10 +565,12 @@ def from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     for name, step in cfg.train.phase_init.items():
         if name not in phases:
             raise ConfigError(unknown_key_message(name, list(phases), "train.phase_init"))
-        _require(0 < step <= starts[name],
-                 f"train.phase_init.{name}={step}: the phase '{name}' starts after step "
-                 f"{starts[name]}, so its initial weights must come from a step in "
-                 f"1..{starts[name]}")
+        _require(
+            0 < step <= starts[name],
+            f"train.phase_init.{name}={step}: the phase '{name}' starts after step "
+            f"{starts[name]}, so its initial weights must come from a step in "
+            f"1..{starts[name]}",
+        )
     return cfg
 
 
@@ -569,8 +593,9 @@ def read_config_tree(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any
         return raw
     base = raw.pop("base")
     if not isinstance(base, str) or not base.strip():
-        raise ConfigError(f"{path}: base must name a bundled config or a YAML file, got "
-                          f"{_show(base)}")
+        raise ConfigError(
+            f"{path}: base must name a bundled config or a YAML file, got {_show(base)}"
+        )
     rel = path.parent / base
     target = resolve_config_path(str(rel) if rel.suffix in (".yaml", ".yml") else base)
     chain = (*_chain, path.resolve())

@@ -38,14 +38,24 @@ def git_state(folder: Path | None = None) -> dict[str, Any] | None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     env["GIT_OPTIONAL_LOCKS"] = "0"  # a status never takes the index lock
     try:
-        commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "--verify", "HEAD"],
-                                capture_output=True, text=True, timeout=GIT_TIMEOUT_S,
-                                env=env, check=False)
+        commit = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "--verify", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+            env=env,
+            check=False,
+        )
         if commit.returncode != 0:
             return None
-        status = subprocess.run(["git", "-C", str(folder), "status", "--porcelain",
-                                 "--untracked-files=no"], capture_output=True, text=True,
-                                timeout=GIT_TIMEOUT_S, env=env, check=False)
+        status = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+            env=env,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     sha = commit.stdout.strip()

@@ -150,16 +150,21 @@ def sha256_file(path: Path) -> str:
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"),
-                       (stat.S_ISDIR, "folder")):
+    for test, name in (
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISDIR, "folder"),
+    ):
         if test(mode):
             return name
     return "special file"
 
 
-def read_regular(path: Path, limit: int | None, error: type[Exception] = OSError,
-                 what: str = "file") -> bytes:
+def read_regular(
+    path: Path, limit: int | None, error: type[Exception] = OSError, what: str = "file"
+) -> bytes:
     """The bytes of ``path``, which must be a regular file (a symlink to one is fine) of at
     most ``limit`` bytes; otherwise ``error`` with a message that says why.
 
@@ -172,11 +177,15 @@ def read_regular(path: Path, limit: int | None, error: type[Exception] = OSError
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise error(f"{what} {path} is not a regular file (it is a {_kind(st.st_mode)}); "
-                        f"refusing to read it")
+            raise error(
+                f"{what} {path} is not a regular file (it is a {_kind(st.st_mode)}); "
+                f"refusing to read it"
+            )
         if limit is not None and st.st_size > limit:
-            raise error(f"{what} {path} is {st.st_size:,} bytes, more than the {limit:,} such "
-                        f"a file can hold; it is not a file ganstack wrote, or it is damaged")
+            raise error(
+                f"{what} {path} is {st.st_size:,} bytes, more than the {limit:,} such "
+                f"a file can hold; it is not a file ganstack wrote, or it is damaged"
+            )
         chunks, total = [], 0
         while True:  # read to the end (the file may have grown since fstat), up to the limit
             chunk = os.read(fd, 1 << 20)
@@ -185,8 +194,10 @@ def read_regular(path: Path, limit: int | None, error: type[Exception] = OSError
             chunks.append(chunk)
             total += len(chunk)
             if limit is not None and total > limit:
-                raise error(f"{what} {path} is more than {limit:,} bytes; it is not a file "
-                            f"ganstack wrote, or it is damaged")
+                raise error(
+                    f"{what} {path} is more than {limit:,} bytes; it is not a file "
+                    f"ganstack wrote, or it is damaged"
+                )
         return b"".join(chunks)
     finally:
         os.close(fd)
@@ -220,8 +231,9 @@ def check_npz(path: Path, error: type[Exception], budget: int | None = None) -> 
     finally:
         os.close(fd)
     if not stat.S_ISREG(st.st_mode):
-        raise error(f"{path} is not a regular file (it is a {_kind(st.st_mode)}); refusing to "
-                    f"read it")
+        raise error(
+            f"{path} is not a regular file (it is a {_kind(st.st_mode)}); refusing to read it"
+        )
     total = 0
 
     def add(fh: Any, name: str) -> None:
@@ -229,20 +241,26 @@ def check_npz(path: Path, error: type[Exception], budget: int | None = None) -> 
         try:
             major, _ = np.lib.format.read_magic(fh)
             # Version 3 differs from 2 only in the header's text encoding.
-            read = (np.lib.format.read_array_header_1_0 if major == 1
-                    else np.lib.format.read_array_header_2_0)
+            read = (
+                np.lib.format.read_array_header_1_0
+                if major == 1
+                else np.lib.format.read_array_header_2_0
+            )
             shape, _, dtype = read(fh)
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-            raise error(f"{path}: the header of {name} is unreadable ({e}); is the file "
-                        f"corrupt?") from None
+            raise error(
+                f"{path}: the header of {name} is unreadable ({e}); is the file corrupt?"
+            ) from None
         count = 1
         for d in shape:
             count *= int(d)
         total += count * dtype.itemsize
         if total > budget:
-            raise error(f"{path}: its arrays would take {total:,} bytes or more (the header of "
-                        f"{name} asks for shape {tuple(shape)} of {dtype}), more than the "
-                        f"{budget:,} bytes allowed; it is not a file ganstack can hold in memory")
+            raise error(
+                f"{path}: its arrays would take {total:,} bytes or more (the header of "
+                f"{name} asks for shape {tuple(shape)} of {dtype}), more than the "
+                f"{budget:,} bytes allowed; it is not a file ganstack can hold in memory"
+            )
 
     try:
         archive = zipfile.ZipFile(path)
@@ -301,14 +319,16 @@ def lock_folder(folder: Path, purpose: str) -> str | None:
             fd = os.open(path, flags | os.O_NONBLOCK, 0o666)
         except OSError as e:
             if e.errno == errno.ELOOP:  # a symlink planted as the lock file
-                raise RunLockedError(f"{path} is a symbolic link, not ganstack's lock file; "
-                                     f"remove it") from None
+                raise RunLockedError(
+                    f"{path} is a symbolic link, not ganstack's lock file; remove it"
+                ) from None
             raise
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                raise RunLockedError(f"{path} is a {_kind(st.st_mode)}, not ganstack's lock "
-                                     f"file; remove it")
+                raise RunLockedError(
+                    f"{path} is a {_kind(st.st_mode)}, not ganstack's lock file; remove it"
+                )
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -317,12 +337,20 @@ def lock_folder(folder: Path, purpose: str) -> str | None:
                     f"{path}). Wait for it to finish or stop it, or choose another --out"
                 ) from None
             except OSError as e:  # e.g. a network file system without flock
-                log.warning("cannot lock %s (%s): make sure no other process writes to %s",
-                            path, e.strerror, folder)
+                log.warning(
+                    "cannot lock %s (%s): make sure no other process writes to %s",
+                    path,
+                    e.strerror,
+                    folder,
+                )
                 os.close(fd)
                 return None
-            info = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose,
-                    "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+            info = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "purpose": purpose,
+                "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            }
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(info).encode(), 0)
         except BaseException:

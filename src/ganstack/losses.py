@@ -52,7 +52,6 @@ def conditional_label(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     return F.cross_entropy(logits, labels)
 
 
-
 def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     """Binary cross-entropy of logits against a constant target (1 real, 0 fake)."""
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
@@ -74,8 +73,10 @@ def matching_aware_d_v1(
         raise ValueError("give both unconditional logits or neither")
     if real_uncond is None or fake_uncond is None:
         return bce(real, 1) + 0.5 * (bce(wrong, 0) + bce(fake, 0))
-    return 0.5 * (bce(real, 1) + bce(real_uncond, 1)) + (
-        bce(fake, 0) + bce(wrong, 0) + bce(fake_uncond, 0)) / 3
+    return (
+        0.5 * (bce(real, 1) + bce(real_uncond, 1))
+        + (bce(fake, 0) + bce(wrong, 0) + bce(fake_uncond, 0)) / 3
+    )
 
 
 def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -103,9 +104,15 @@ def colour_consistency(
     return mean_weight * F.mse_loss(mu1, mu0) + cov_weight * F.mse_loss(cov1, cov0)
 
 
-def matching_aware_d(real_c: torch.Tensor, real_u: torch.Tensor, wrong_c: torch.Tensor,
-                     wrong_u: torch.Tensor | None, fake_c: torch.Tensor, fake_u: torch.Tensor,
-                     uncond_weight: float) -> torch.Tensor:
+def matching_aware_d(
+    real_c: torch.Tensor,
+    real_u: torch.Tensor,
+    wrong_c: torch.Tensor,
+    wrong_u: torch.Tensor | None,
+    fake_c: torch.Tensor,
+    fake_u: torch.Tensor,
+    uncond_weight: float,
+) -> torch.Tensor:
     """StackGAN-v2's discriminator loss with text (the official code/trainer.py, ``train_Dnet``).
 
     With an unconditional head (``uncond_weight`` > 0): BCE(r_c,1) + BCE(r_u,1) + BCE(w_c,0)
@@ -114,6 +121,12 @@ def matching_aware_d(real_c: torch.Tensor, real_u: torch.Tensor, wrong_c: torch.
     BCE(f_c,0)] (matching-aware pairs only)."""
     if uncond_weight > 0:
         assert wrong_u is not None
-        return (bce(real_c, 1) + bce(real_u, 1) + bce(wrong_c, 0) + bce(wrong_u, 1)
-                + bce(fake_c, 0) + bce(fake_u, 0))
+        return (
+            bce(real_c, 1)
+            + bce(real_u, 1)
+            + bce(wrong_c, 0)
+            + bce(wrong_u, 1)
+            + bce(fake_c, 0)
+            + bce(fake_u, 0)
+        )
     return bce(real_c, 1) + 0.5 * (bce(wrong_c, 0) + bce(fake_c, 0))

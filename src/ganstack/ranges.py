@@ -30,9 +30,13 @@ class Range:
     note: str = ""
 
     def holds(self, v: float) -> bool:
-        return ((self.ge is None or v >= self.ge) and (self.gt is None or v > self.gt)
-                and (self.le is None or v <= self.le) and (self.lt is None or v < self.lt)
-                and (isinstance(v, int) or math.isfinite(v)))
+        return (
+            (self.ge is None or v >= self.ge)
+            and (self.gt is None or v > self.gt)
+            and (self.le is None or v <= self.le)
+            and (self.lt is None or v < self.lt)
+            and (isinstance(v, int) or math.isfinite(v))
+        )
 
     def says(self, integral: bool) -> str:
         lo, hi = (self.ge, self.gt), (self.le, self.lt)
@@ -45,9 +49,15 @@ class Range:
             left = f"[{_num(self.ge)}" if self.ge is not None else f"({_num(self.gt)}"
             right = f"{_num(self.le)}]" if self.le is not None else f"{_num(self.lt)})"
             return f"in {left}, {right}{note}"
-        bound = (f">= {_num(self.ge)}" if self.ge is not None else f"> {_num(self.gt)}"
-                 if self.gt is not None else f"<= {_num(self.le)}" if self.le is not None
-                 else f"< {_num(self.lt)}")
+        bound = (
+            f">= {_num(self.ge)}"
+            if self.ge is not None
+            else f"> {_num(self.gt)}"
+            if self.gt is not None
+            else f"<= {_num(self.le)}"
+            if self.le is not None
+            else f"< {_num(self.lt)}"
+        )
         return f"{bound}{'' if integral else ' and finite'}{note}"
 
 

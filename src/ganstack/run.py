@@ -45,8 +45,9 @@ class Run:
     #: (:class:`ganstack.export.Pretrained`) holds only what sampling needs.
     full_model = True
 
-    def __init__(self, run_dir: str | Path, checkpoint: str | None = None,
-                 device: str = "cpu") -> None:
+    def __init__(
+        self, run_dir: str | Path, checkpoint: str | None = None, device: str = "cpu"
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.config: ExperimentConfig = load_run_config(self.run_dir)
         folder = self.run_dir / "checkpoints"
@@ -57,15 +58,18 @@ class Run:
             if unusable:  # records there, none usable: "train it first" would mislead
                 raise CheckpointError(
                     f"{self.run_dir} holds checkpoints but none of them can be read "
-                    f"({unusable[-1][1]}); restore a good checkpoint into {folder}")
+                    f"({unusable[-1][1]}); restore a good checkpoint into {folder}"
+                )
             raise GanstackError(f"{self.run_dir} has no checkpoint yet; train it first")
         path, self.record, tensors = found
         di = self.record.get("data_info")
         if di is None or "model" not in self.record:
-            raise GanstackError(f"{path} is not a checkpoint of a training run (it records no "
-                                f"data_info or model)")
-        self.info = DataInfo(tuple(di["shape"]), di["num_classes"], di.get("name", ""),
-                             di.get("text_dim", 0))
+            raise GanstackError(
+                f"{path} is not a checkpoint of a training run (it records no data_info or model)"
+            )
+        self.info = DataInfo(
+            tuple(di["shape"]), di["num_classes"], di.get("name", ""), di.get("text_dim", 0)
+        )
         self.model: StackModel = build_model(self.config.model, self.info)
         if any(k.startswith("model/ema.") for k in tensors):
             self.model.enable_ema(self.config.train.ema)
@@ -83,20 +87,29 @@ class Run:
         from ganstack.data.text import build_encoder
 
         if "text" not in self.model.condition_dims():
-            raise GanstackError(f"this {self.model.name} run is not text-conditional: it takes "
-                                f"no captions")
+            raise GanstackError(
+                f"this {self.model.name} run is not text-conditional: it takes no captions"
+            )
         if not captions:
             raise GanstackError("no captions given")
         dc = self.config.data
         emb = build_encoder(dc.text_encoder, dc.text_dim, dc.text_model).encode(captions)
         if emb.shape[1] != self.info.text_dim:
-            raise GanstackError(f"the caption encoder gives {emb.shape[1]}-d vectors, the model "
-                                f"was trained on {self.info.text_dim}-d ones")
+            raise GanstackError(
+                f"the caption encoder gives {emb.shape[1]}-d vectors, the model "
+                f"was trained on {self.info.text_dim}-d ones"
+            )
         return emb
 
-    def sample(self, n: int, labels: Iterable[int] | None = None, fixed: Iterable[str] = (),
-               seed: int | None = 0, captions: list[str] | None = None,
-               conditions: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    def sample(
+        self,
+        n: int,
+        labels: Iterable[int] | None = None,
+        fixed: Iterable[str] = (),
+        seed: int | None = 0,
+        captions: list[str] | None = None,
+        conditions: dict[str, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """``n`` samples: ``image`` in [0, 1] (N, C, H, W), ``y`` and every level's input.
 
         ``captions`` (text-conditional models): sample ``i`` gets caption ``i mod len``."""
@@ -107,10 +120,16 @@ class Run:
         return self.model.sample(n, labels, fixed, gen, conditions=conditions or None)
 
     @torch.no_grad()
-    def iter_indexed(self, n: int, seed: int = 0, labels: Iterable[int] | None = None,
-                     fixed: Iterable[str] = (), captions: list[str] | None = None,
-                     conditions: dict[str, torch.Tensor] | None = None,
-                     chunk: int = SAMPLE_CHUNK) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    def iter_indexed(
+        self,
+        n: int,
+        seed: int = 0,
+        labels: Iterable[int] | None = None,
+        fixed: Iterable[str] = (),
+        captions: list[str] | None = None,
+        conditions: dict[str, torch.Tensor] | None = None,
+        chunk: int = SAMPLE_CHUNK,
+    ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
         """Samples ``0 .. n-1`` in chunks, as ``(first index, outputs)`` pairs (CPU tensors, as
         :meth:`sample` returns), where sample ``i`` depends only on ``(seed, i)``, not on ``n``.
 
@@ -134,8 +153,13 @@ class Run:
         shared: dict[str, torch.Tensor] = {}
         if fixed:
             gen = torch.Generator().manual_seed(chunk_seed(seed, -1))
-            first = model.draw_inputs(1, None if label_list is None else label_list[:1], fixed,
-                                      gen, {k: v[:1] for k, v in conditions.items()})
+            first = model.draw_inputs(
+                1,
+                None if label_list is None else label_list[:1],
+                fixed,
+                gen,
+                {k: v[:1] for k, v in conditions.items()},
+            )
             # With explicit labels, 'y' follows them (as Run.sample does), fixed or not.
             shared = {k: first[k] for k in fixed if not (k == "y" and label_list is not None)}
         dev = torch.device(self.device)
@@ -143,8 +167,9 @@ class Run:
         for c in range((n + chunk - 1) // chunk):
             idx = torch.arange(c * chunk, (c + 1) * chunk)
             if label_list is not None:
-                chunk_labels: list[int] | None = [label_list[i % len(label_list)]
-                                                  for i in idx.tolist()]
+                chunk_labels: list[int] | None = [
+                    label_list[i % len(label_list)] for i in idx.tolist()
+                ]
             elif model.conditional:
                 chunk_labels = (idx % model.info.num_classes).tolist()
             else:
@@ -168,23 +193,36 @@ class Run:
                 res["y"] = res["y"].long()
             yield c * chunk, res
 
-    def sample_indexed(self, n: int, seed: int = 0, labels: Iterable[int] | None = None,
-                       fixed: Iterable[str] = (), captions: list[str] | None = None,
-                       conditions: dict[str, torch.Tensor] | None = None,
-                       chunk: int = SAMPLE_CHUNK) -> dict[str, torch.Tensor]:
+    def sample_indexed(
+        self,
+        n: int,
+        seed: int = 0,
+        labels: Iterable[int] | None = None,
+        fixed: Iterable[str] = (),
+        captions: list[str] | None = None,
+        conditions: dict[str, torch.Tensor] | None = None,
+        chunk: int = SAMPLE_CHUNK,
+    ) -> dict[str, torch.Tensor]:
         """``n`` samples where sample ``i`` depends only on ``(seed, i)`` (see
         :meth:`iter_indexed`): the first ``m`` of ``sample_indexed(n)`` equal
         ``sample_indexed(m)``."""
-        parts = [out for _, out in self.iter_indexed(n, seed, labels, fixed, captions,
-                                                     conditions, chunk)]
+        parts = [
+            out for _, out in self.iter_indexed(n, seed, labels, fixed, captions, conditions, chunk)
+        ]
         if not parts:
             raise GanstackError("--n must be a positive number of samples")
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
-    def write_sample_folder(self, folder: str | Path, n: int, seed: int = 0,
-                            labels: Iterable[int] | None = None, fixed: Iterable[str] = (),
-                            captions: list[str] | None = None,
-                            progress: bool | None = None) -> Path:
+    def write_sample_folder(
+        self,
+        folder: str | Path,
+        n: int,
+        seed: int = 0,
+        labels: Iterable[int] | None = None,
+        fixed: Iterable[str] = (),
+        captions: list[str] | None = None,
+        progress: bool | None = None,
+    ) -> Path:
         """One PNG per sample in ``folder``: ``000000.png``, ``000001.png``, ... (the final
         image; sample ``i`` depends only on ``(seed, i)``). Each file is written to a hidden
         temporary name and renamed, so a killed run leaves no half-written PNG.
@@ -210,13 +248,20 @@ class Run:
                     # written again, bit for bit, from the seed.
                     with atomic_path(path, fsync=False) as tmp:
                         Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(
-                            tmp, format="PNG")
+                            tmp, format="PNG"
+                        )
                 bar.update(len(images))
         return folder
 
-    def save_samples(self, path: str | Path, n: int, labels: Iterable[int] | None = None,
-                     fixed: Iterable[str] = (), seed: int | None = 0,
-                     captions: list[str] | None = None) -> Path:
+    def save_samples(
+        self,
+        path: str | Path,
+        n: int,
+        labels: Iterable[int] | None = None,
+        fixed: Iterable[str] = (),
+        seed: int | None = 0,
+        captions: list[str] | None = None,
+    ) -> Path:
         """Write samples as a PNG grid, an ``.npz`` (images uint8 (N, H, W, C), labels) or,
         when ``path`` ends with ``/`` or is a folder, one PNG per sample
         (:meth:`write_sample_folder`). Samples are drawn by :meth:`sample_indexed`: sample
@@ -228,8 +273,9 @@ class Run:
             return self.write_sample_folder(path, n, seed, labels, fixed, captions)
         path = Path(path)
         if path.suffix not in (".png", ".npz"):
-            raise GanstackError(f"--out must end in .png or .npz, or name a folder (ending "
-                                f"with /), got {path.name}")
+            raise GanstackError(
+                f"--out must end in .png or .npz, or name a folder (ending with /), got {path.name}"
+            )
         out = self.sample_indexed(n, seed, labels, fixed, captions)
         path.parent.mkdir(parents=True, exist_ok=True)
         names = self.model.image_outputs()
@@ -252,10 +298,17 @@ class Run:
                 np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
         return path
 
-    def evaluate(self, n: int | None = None, metrics: list[str] | None = None,
-                 inception: str | None = None, samples: str | None = None,
-                 seed: int = 0, ref: str = "train", calibrate: bool | None = None,
-                 device: str | None = None) -> dict:
+    def evaluate(
+        self,
+        n: int | None = None,
+        metrics: list[str] | None = None,
+        inception: str | None = None,
+        samples: str | None = None,
+        seed: int = 0,
+        ref: str = "train",
+        calibrate: bool | None = None,
+        device: str | None = None,
+    ) -> dict:
         """Metrics of ``n`` class-balanced samples, or of a sample file (``samples``), with
         their calibration rows and, when the config names one, the bundled baseline's.
 
@@ -297,13 +350,25 @@ class Run:
             raise GanstackError(
                 f"{', '.join(own_names)}: measures of the model itself may use networks an "
                 f"export does not hold (it has only the sampling generator); evaluate the run "
-                f"directory for these, or leave them out of --metrics")
+                f"directory for these, or leave them out of --metrics"
+            )
         ref_images, ref_stats, ref_label = reference_option(ref, train_ds, eval_ds)
-        res = evaluate(images, labels, train_ds, eval_ds, names, inception or ec.inception,
-                       extra, targets, device=device or self.device,
-                       calibrate=ec.calibrate if calibrate is None else calibrate,
-                       ref_stats=ref_stats, ref_label=ref_label, ref_images=ref_images,
-                       model=self.model)
+        res = evaluate(
+            images,
+            labels,
+            train_ds,
+            eval_ds,
+            names,
+            inception or ec.inception,
+            extra,
+            targets,
+            device=device or self.device,
+            calibrate=ec.calibrate if calibrate is None else calibrate,
+            ref_stats=ref_stats,
+            ref_label=ref_label,
+            ref_images=ref_images,
+            model=self.model,
+        )
         if ec.baseline:
             attach_baseline(res, ec.baseline)
         res["protocol"]["samples"] = source
@@ -322,8 +387,10 @@ def load(run_dir: str | Path, checkpoint: str | None = None, device: str = "cpu"
 
     if is_export(run_dir):
         if checkpoint:
-            raise GanstackError(f"{run_dir} is an export: it holds one set of weights, and "
-                                f"--checkpoint {checkpoint} applies to run directories only")
+            raise GanstackError(
+                f"{run_dir} is an export: it holds one set of weights, and "
+                f"--checkpoint {checkpoint} applies to run directories only"
+            )
         return load_export(run_dir, device)
     return Run(run_dir, checkpoint, device)
 

@@ -100,8 +100,10 @@ def side_by_side(scales: list[torch.Tensor], per_row: int = 4) -> torch.Tensor:
     """Every scale of each sample side by side: (rows, per_row * scales, C, H, W), coarser
     scales enlarged (nearest-neighbour) to the finest size; ``per_row`` samples a row."""
     final = scales[-1].float().cpu()
-    up = [torch.nn.functional.interpolate(x.float().cpu(), size=final.shape[-2:],
-                                          mode="nearest") for x in scales]
+    up = [
+        torch.nn.functional.interpolate(x.float().cpu(), size=final.shape[-2:], mode="nearest")
+        for x in scales
+    ]
     cells = torch.stack(up, 1)  # (N, S, C, H, W)
     n, s = cells.shape[:2]
     rows = (n + per_row - 1) // per_row

@@ -25,10 +25,7 @@ class _StandInInception(nn.Module):
         self.head = nn.Linear(2048, 1008)
 
     def forward(
-        self,
-        img: torch.Tensor,
-        return_features: bool = False,
-        no_output_bias: bool = False,
+        self, img: torch.Tensor, return_features: bool = False, no_output_bias: bool = False
     ) -> torch.Tensor:
         x = img.to(torch.float32) / 127.5 - 1.0
         x = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False)

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _brute_prdc(real: np.ndarray, fake: np.ndarray, k_pr: int, k_dc: int) -> dict[str, float]:
     """The papers' definitions, written out with loops over pairs."""
+
     def dist(a: np.ndarray, b: np.ndarray) -> float:
         return float(np.sqrt(((a - b) ** 2).sum()))
 
@@ -36,8 +37,9 @@ def _brute_prdc(real: np.ndarray, fake: np.ndarray, k_pr: int, k_dc: int) -> dic
     r5 = [radius(real, i, k_dc) for i in range(len(real))]
     precision = np.mean([any(dist(y, real[i]) <= r3[i] for i in range(len(real))) for y in fake])
     recall = np.mean([any(dist(x, fake[j]) <= f3[j] for j in range(len(fake))) for x in real])
-    density = sum(dist(y, real[i]) <= r5[i] for y, i in
-                  itertools.product(fake, range(len(real)))) / (k_dc * len(fake))
+    density = sum(
+        dist(y, real[i]) <= r5[i] for y, i in itertools.product(fake, range(len(real)))
+    ) / (k_dc * len(fake))
     coverage = np.mean([any(dist(real[i], y) <= r5[i] for y in fake) for i in range(len(real))])
     return {"precision": precision, "recall": recall, "density": density, "coverage": coverage}
 
@@ -91,14 +93,19 @@ def font_digits(n: int, seed: int, split: str) -> ImageDataset:
     for i, k in enumerate(labels):
         im = Image.new("L", (28, 28))
         size = int(rng.integers(13, 22))
-        ImageDraw.Draw(im).text((int(rng.integers(4, 14)), int(rng.integers(0, 28 - size))),
-                                str(k), fill=int(rng.integers(150, 256)), font=fonts[size],
-                                stroke_width=int(rng.integers(0, 2)),
-                                stroke_fill=int(rng.integers(150, 256)))
+        ImageDraw.Draw(im).text(
+            (int(rng.integers(4, 14)), int(rng.integers(0, 28 - size))),
+            str(k),
+            fill=int(rng.integers(150, 256)),
+            font=fonts[size],
+            stroke_width=int(rng.integers(0, 2)),
+            stroke_fill=int(rng.integers(150, 256)),
+        )
         images[i, 0] = np.asarray(im)
     images = np.maximum(images, rng.integers(0, 25, size=images.shape).astype(np.uint8))
-    return ImageDataset(torch.from_numpy(images), torch.from_numpy(labels), 10,
-                        name=f"digits-{split}")
+    return ImageDataset(
+        torch.from_numpy(images), torch.from_numpy(labels), 10, name=f"digits-{split}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +124,14 @@ def _row(result: dict, row: str, prefix: str, extractor: str = "digitscnn") -> f
 
 
 def _metric(result: dict, prefix: str, extractor: str = "digitscnn") -> float:
-    (key,) = [k for k in result["metrics"]
-              if ev._COUNT.match(k) and ev.strip_count(k).startswith(prefix + "_")
-              and f"_{extractor}" in k and not k.endswith(("_std", "_shuffled"))]
+    (key,) = [
+        k
+        for k in result["metrics"]
+        if ev._COUNT.match(k)
+        and ev.strip_count(k).startswith(prefix + "_")
+        and f"_{extractor}" in k
+        and not k.endswith(("_std", "_shuffled"))
+    ]
     return result["metrics"][key]
 
 
@@ -152,8 +164,9 @@ def test_a_generator_that_repeats_ten_images_keeps_precision_and_loses_recall(di
     train, held, more = digits
     varied = ev.evaluate(more.images, more.labels, train, held, ["prdc"], calibrate=False)
     idx = torch.arange(400) % 10  # ten images, one per class, repeated
-    repeated = ev.evaluate(more.images[idx], more.labels[idx], train, held, ["prdc"],
-                           calibrate=False)
+    repeated = ev.evaluate(
+        more.images[idx], more.labels[idx], train, held, ["prdc"], calibrate=False
+    )
     for ext in ("digitscnn", "digitsalt"):
         # Ten distinct images make precision a multiple of 0.1: 0.8-1.0 on the CPUs seen so far
         # (the classifiers' rounding differs between AMD and Intel), as high as the varied set's.
@@ -205,8 +218,16 @@ def test_reference_features_are_cached_and_keyed_by_the_data(digits, monkeypatch
     changed = ImageDataset(held.images.flip(3).contiguous(), held.labels, 10, name=held.name)
     for ref in (held, changed):
         calls.clear()
-        ev.evaluate(more.images, more.labels, train, held, ["fid"], calibrate=False,
-                    ref_images=ref, ref_label="eval200")
+        ev.evaluate(
+            more.images,
+            more.labels,
+            train,
+            held,
+            ["fid"],
+            calibrate=False,
+            ref_images=ref,
+            ref_label="eval200",
+        )
         assert ("classifier", len(held)) in calls
     assert len(list(folder.glob("*.npz"))) == 6
 
@@ -214,8 +235,16 @@ def test_reference_features_are_cached_and_keyed_by_the_data(digits, monkeypatch
 def test_ref_eval_compares_with_the_held_out_split(digits):
     train, held, more = digits
     ref_images, stats, label = ev.reference_option("eval", train, held)
-    res = ev.evaluate(more.images, more.labels, train, held, ["fid"], ref_images=ref_images,
-                      ref_stats=stats, ref_label=label)
+    res = ev.evaluate(
+        more.images,
+        more.labels,
+        train,
+        held,
+        ["fid"],
+        ref_images=ref_images,
+        ref_stats=stats,
+        ref_label=label,
+    )
     assert any(k.startswith("fid400_digitscnn_eval200") for k in res["metrics"])
     assert "calibration" not in res["protocol"]  # real vs itself would calibrate nothing
     with pytest.raises(ev.GanstackError, match="train, eval or a statistics"):
@@ -227,8 +256,9 @@ def test_a_baseline_result_joins_the_calibration_rows(digits, tmp_path):
 
     train, held, more = digits
     ours = ev.evaluate(more.images, more.labels, train, held, ["acc", "fid"])
-    theirs = ev.evaluate(ev.gaussian_blur(more.images, 1.0), more.labels, train, held,
-                         ["acc", "fid"])
+    theirs = ev.evaluate(
+        ev.gaussian_blur(more.images, 1.0), more.labels, train, held, ["acc", "fid"]
+    )
     path = tmp_path / "baseline.json"
     path.write_text(json.dumps(theirs | {"recipe": "cDCGAN", "minutes": 5, "seed": 0}))
     ev.attach_baseline(ours, str(path))

@@ -48,9 +48,7 @@ def test_fid_diagonal_closed_form() -> None:
     got = frechet_distance(mu1, np.diag(a), mu2, np.diag(b))
     assert got == pytest.approx(expected, rel=1e-9)
     # Symmetric in its arguments.
-    assert frechet_distance(mu2, np.diag(b), mu1, np.diag(a)) == pytest.approx(
-        got, rel=1e-9
-    )
+    assert frechet_distance(mu2, np.diag(b), mu1, np.diag(a)) == pytest.approx(got, rel=1e-9)
 
 
 def test_fid_general_against_symmetric_formula() -> None:
@@ -95,9 +93,7 @@ def test_fid_order_invariant() -> None:
     rng = np.random.default_rng(7)
     x, y = rng.normal(size=(300, 8)), rng.normal(size=(300, 8)) * 1.5 + 0.3
     base = frechet_distance(*_stats(x), *_stats(y))
-    perm = frechet_distance(
-        *_stats(x[rng.permutation(300)]), *_stats(y[rng.permutation(300)])
-    )
+    perm = frechet_distance(*_stats(x[rng.permutation(300)]), *_stats(y[rng.permutation(300)]))
     assert perm == pytest.approx(base, rel=1e-9)
 
 
@@ -132,9 +128,7 @@ def test_kid_same_vs_different() -> None:
     rng = np.random.default_rng(9)
     a, b = rng.normal(size=(300, 16)), rng.normal(size=(300, 16))
     c = rng.normal(size=(300, 16)) + 0.5
-    same_mean, same_std = kernel_inception_distance(
-        a, b, num_subsets=20, subset_size=200
-    )
+    same_mean, same_std = kernel_inception_distance(a, b, num_subsets=20, subset_size=200)
     diff_mean, _ = kernel_inception_distance(a, c, num_subsets=20, subset_size=200)
     assert same_std >= 0
     assert abs(same_mean) < 0.1 * diff_mean
@@ -151,18 +145,12 @@ def test_kid_matches_direct_formula_and_is_deterministic() -> None:
         return (a @ b / 3 + 1) ** 3
 
     m = 6
-    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (
-        m * (m - 1)
-    )
-    yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (
-        m * (m - 1)
-    )
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
     xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / (m * m)
     assert mean == pytest.approx(xx + yy - 2 * xy, rel=1e-10)
     assert std == pytest.approx(0.0, abs=1e-10)
-    assert kernel_inception_distance(x, y, num_subsets=3, seed=1) == pytest.approx(
-        (mean, std)
-    )
+    assert kernel_inception_distance(x, y, num_subsets=3, seed=1) == pytest.approx((mean, std))
 
 
 def test_kid_errors() -> None:
@@ -194,11 +182,7 @@ def test_is_identical_predictions_is_one() -> None:
 
 
 def test_is_between_one_and_k() -> None:
-    probs = (
-        np.random.default_rng(12)
-        .dirichlet(np.full(10, 0.3), size=100)
-        .astype(np.float32)
-    )
+    probs = np.random.default_rng(12).dirichlet(np.full(10, 0.3), size=100).astype(np.float32)
     mean, _ = inception_score(probs, splits=10)
     assert 1.0 < mean < 10.0
 

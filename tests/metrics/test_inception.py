@@ -50,17 +50,13 @@ def test_missing_explicit_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert str(missing) in str(info.value)
 
 
-def test_env_var_points_to_missing_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_env_var_points_to_missing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "absent.pt"))
     with pytest.raises(GanstackError, match="absent.pt"):
         InceptionExtractor()
 
 
-def test_env_var_resolution(
-    standin_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_env_var_resolution(standin_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV_VAR, str(standin_path))
     ext = InceptionExtractor()
     assert ext.path == standin_path
@@ -114,10 +110,7 @@ def test_garbage_file(tmp_path: Path) -> None:
 def test_wrong_network_output_shape(tmp_path: Path) -> None:
     class Tiny(torch.nn.Module):
         def forward(
-            self,
-            img: torch.Tensor,
-            return_features: bool = False,
-            no_output_bias: bool = False,
+            self, img: torch.Tensor, return_features: bool = False, no_output_bias: bool = False
         ) -> torch.Tensor:
             return img.float().flatten(1)[:, :10]
 

@@ -35,9 +35,7 @@ def test_matches_numpy_uneven_chunks() -> None:
     assert stats.dim == 6
     assert mu.dtype == np.float64 and cov.dtype == np.float64
     np.testing.assert_allclose(mu, x.mean(axis=0), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(
-        cov, np.cov(x, rowvar=False, ddof=1), rtol=1e-10, atol=1e-12
-    )
+    np.testing.assert_allclose(cov, np.cov(x, rowvar=False, ddof=1), rtol=1e-10, atol=1e-12)
 
 
 def test_float32_tensor_input_and_large_offset() -> None:
@@ -121,9 +119,7 @@ def test_save_load_round_trip(tmp_path) -> None:
     extra = _data(n=5, seed=3)
     loaded.append(torch.from_numpy(extra))
     np.testing.assert_allclose(
-        loaded.mean_cov()[1],
-        np.cov(np.concatenate([x, extra]), rowvar=False),
-        rtol=1e-10,
+        loaded.mean_cov()[1], np.cov(np.concatenate([x, extra]), rowvar=False), rtol=1e-10
     )
 
 

@@ -84,10 +84,12 @@ def test_fid_of_nearly_identical_sets_matches_torchmetrics():
     assert ours == pytest.approx(theirs, rel=1e-3, abs=1e-6)
 
 
-def _torchmetrics_kid(f1: np.ndarray, f2: np.ndarray, subsets: int, subset_size: int
-                      ) -> tuple[float, float]:
-    kid = KernelInceptionDistance(feature=Features(f1.shape[1]), subsets=subsets,
-                                  subset_size=subset_size)
+def _torchmetrics_kid(
+    f1: np.ndarray, f2: np.ndarray, subsets: int, subset_size: int
+) -> tuple[float, float]:
+    kid = KernelInceptionDistance(
+        feature=Features(f1.shape[1]), subsets=subsets, subset_size=subset_size
+    )
     kid.update(torch.from_numpy(f1), real=True)
     kid.update(torch.from_numpy(f2), real=False)
     mean, std = kid.compute()

@@ -16,8 +16,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _shapes(n: int, eval_size: int, resolution: int = 16):
-    cfg = load_config("hdgan-shapes", [f"data.num_images={n}", f"data.eval_size={eval_size}",
-                                       f"data.resolution={resolution}", "data.text_dim=32"])
+    cfg = load_config(
+        "hdgan-shapes",
+        [
+            f"data.num_images={n}",
+            f"data.eval_size={eval_size}",
+            f"data.resolution={resolution}",
+            "data.text_dim=32",
+        ],
+    )
     return load_dataset(cfg.data)
 
 
@@ -26,8 +33,12 @@ def test_ranking_loss_by_hand():
     t = F.normalize(torch.tensor([[1.0, 1.0], [0.0, 1.0]]), dim=1)
     c = v @ t.T  # c[0,0] = c[0,1]... image 0: 0.7071 with its caption, 0 with caption 1
     m = 0.2
-    want = (max(0, m - c[0, 0] + c[0, 1]) + max(0, m - c[1, 1] + c[1, 0])  # image -> captions
-            + max(0, m - c[0, 0] + c[1, 0]) + max(0, m - c[1, 1] + c[0, 1]))  # caption -> images
+    want = (
+        max(0, m - c[0, 0] + c[0, 1])
+        + max(0, m - c[1, 1] + c[1, 0])  # image -> captions
+        + max(0, m - c[0, 0] + c[1, 0])
+        + max(0, m - c[1, 1] + c[0, 1])
+    )  # caption -> images
     assert float(ranking_loss(v, t, m)) == pytest.approx(float(want))
     # Matching pairs far apart from the rest: no loss.
     assert float(ranking_loss(v, v, m)) == 0.0
@@ -47,8 +58,10 @@ def test_the_embedding_is_cached_and_the_metric_is_registered(caplog):
     assert meta["name"] == "shapesvs" and {"real", "shuffled"} <= set(meta["held_out"])
     again, meta2 = get_vs_model(train, held)  # from the cache: the same weights
     assert meta2 == meta
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
-                                                 again.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True)
+    )
     # The metric: real held-out images with their own captions score as the ceiling row;
     # shuffled captions as the blind row; coarser outputs get their own figures.
     conditions, targets = caption_targets(held, 48)
@@ -57,8 +70,12 @@ def test_the_embedding_is_cached_and_the_metric_is_registered(caplog):
     extra = {"scale0": F.avg_pool2d(images.float(), 2).round().to(torch.uint8)}
     res = evaluate(images, None, train, held, ["vs"], extra_images=extra, targets=targets)
     m = res["metrics"]
-    assert {"vs48_shapesvs", "vs_std48_shapesvs", "vs48_shapesvs_shuffled",
-            "vs48_shapesvs_scale0"} <= set(m)
+    assert {
+        "vs48_shapesvs",
+        "vs_std48_shapesvs",
+        "vs48_shapesvs_shuffled",
+        "vs48_shapesvs_scale0",
+    } <= set(m)
     rows = res["protocol"]["calibration"]["rows"]
     assert "vs_shapesvs" in rows["real"] and "vs_shapesvs" in rows["blind"]
     assert all(-1 <= v <= 1 for k, v in m.items() if not k.startswith("vs_std"))

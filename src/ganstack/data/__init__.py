@@ -53,9 +53,11 @@ def _prepared(cfg: DataConfig) -> ImageDataset:
     if ds.captions is not None and cfg.text_encoder != "pickle":
         return attach_embeddings(ds, cfg)
     if cfg.text_encoder == "pickle" and ds.captions is not None and "embeddings" not in ds.extras:
-        raise DataError(f"data.text_encoder=pickle reads the char-CNN-RNN embeddings, which "
-                        f"{path} does not hold (its source had none); use "
-                        f"data.text_encoder=hash")
+        raise DataError(
+            f"data.text_encoder=pickle reads the char-CNN-RNN embeddings, which "
+            f"{path} does not hold (its source had none); use "
+            f"data.text_encoder=hash"
+        )
     return ds
 
 
@@ -93,8 +95,14 @@ def _nyu_normals(cfg: DataConfig) -> ImageDataset:
 def _shapes(cfg: DataConfig) -> ImageDataset:
     from ganstack.data.shapes import make_shapes
 
-    ds = make_shapes(cfg.num_images or 6000, cfg.resolution or 64, cfg.gen_seed,
-                     counts=cfg.shapes_counts, patterns=cfg.shapes_patterns, mirror=cfg.flip)
+    ds = make_shapes(
+        cfg.num_images or 6000,
+        cfg.resolution or 64,
+        cfg.gen_seed,
+        counts=cfg.shapes_counts,
+        patterns=cfg.shapes_patterns,
+        mirror=cfg.flip,
+    )
     return attach_embeddings(ds, cfg)
 
 
@@ -109,8 +117,9 @@ def _stackgan_layout(cfg: DataConfig, kind: str) -> ImageDataset:
         encode = lambda caps: encode_caption_lists(encoder, caps)  # noqa: E731
     # data.num_images > 0 keeps the first N images of filenames.pickle (COCO's 80k training
     # images take 15.7 GB at 256 pixels).
-    return load_stackgan_layout(path, kind, "train", cfg.resolution or 256, cfg.text_encoder,
-                                encode, cfg.num_images)
+    return load_stackgan_layout(
+        path, kind, "train", cfg.resolution or 256, cfg.text_encoder, encode, cfg.num_images
+    )
 
 
 @DATASETS.register("cub")
@@ -168,8 +177,9 @@ def attach_embeddings(ds: ImageDataset, cfg: DataConfig) -> ImageDataset:
     encoder = build_encoder(cfg.text_encoder, cfg.text_dim, cfg.text_model)
     ds.extras["embeddings"] = encode_caption_lists(encoder, ds.captions)
     if ds.meta.get("flip"):
-        ds.extras["embeddings_mirror"] = encode_mirrored(encoder, ds.captions,
-                                                         ds.extras["embeddings"])
+        ds.extras["embeddings_mirror"] = encode_mirrored(
+            encoder, ds.captions, ds.extras["embeddings"]
+        )
     return ds
 
 
@@ -177,10 +187,11 @@ def load_dataset(cfg: DataConfig) -> tuple[ImageDataset, ImageDataset | None]:
     """Load the configured dataset and split off its evaluation images."""
     full = DATASETS.get(cfg.name, what="dataset (data.name)")(cfg)
     if cfg.flip and not full.meta.get("flip"):
-        raise DataError(f"data.flip=true needs a dataset that can mirror its conditions with "
-                        f"its images (shapes); dataset '{full.name}' cannot")
+        raise DataError(
+            f"data.flip=true needs a dataset that can mirror its conditions with "
+            f"its images (shapes); dataset '{full.name}' cannot"
+        )
     return train_eval_split(full, cfg.eval_size, cfg.split_seed)
 
 
-__all__ = ["DATASETS", "SHAPE_KEYS", "Batcher", "ImageDataset", "load_dataset",
-           "train_eval_split"]
+__all__ = ["DATASETS", "SHAPE_KEYS", "Batcher", "ImageDataset", "load_dataset", "train_eval_split"]

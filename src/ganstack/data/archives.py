@@ -84,8 +84,11 @@ def pickle_item_limit(file_size: int) -> int:
 
 
 def _shape(shape: Any) -> tuple[int, ...]:
-    if not isinstance(shape, tuple) or len(shape) > 64 or not all(
-            type(d) is int and d >= 0 for d in shape):
+    if (
+        not isinstance(shape, tuple)
+        or len(shape) > 64
+        or not all(type(d) is int and d >= 0 for d in shape)
+    ):
         raise _Malformed("an array shape that is not a tuple of sizes")
     return shape
 
@@ -125,19 +128,30 @@ class _DataUnpickler(pickle._Unpickler):  # Python's own: each instruction can b
             self._count(math.prod(_shape(args[1])))
             return func(*args)
         if func is np.dtype:  # dtype('f4', False, True), then BUILD
-            name = args[0].decode("latin1") if args and isinstance(args[0], bytes) else (
-                args[0] if args else None)
+            name = (
+                args[0].decode("latin1")
+                if args and isinstance(args[0], bytes)
+                else (args[0] if args else None)
+            )
             if len(args) > 3 or not isinstance(name, str) or not _DTYPE_NAME.fullmatch(name):
                 raise _Malformed("a dtype that is not one plain type")
             return np.dtype(name, bool(args[1]) if len(args) > 1 else False, True)  # a copy
         if func is _multiarray.scalar:  # scalar(dtype('float64'), b'8 bytes')
-            if (len(args) != 2 or not isinstance(args[0], np.dtype) or args[0].hasobject
-                    or not isinstance(args[1], bytes) or len(args[1]) != args[0].itemsize):
+            if (
+                len(args) != 2
+                or not isinstance(args[0], np.dtype)
+                or args[0].hasobject
+                or not isinstance(args[1], bytes)
+                or len(args[1]) != args[0].itemsize
+            ):
                 raise _Malformed("a NumPy scalar of another kind")
             return func(*args)
         if func is _codecs.encode:  # encode('text', 'latin1'): bytes in a protocol-2 pickle
-            if len(args) != 2 or not isinstance(args[0], str) or args[1] not in (
-                    "latin1", "latin-1"):
+            if (
+                len(args) != 2
+                or not isinstance(args[0], str)
+                or args[1] not in ("latin1", "latin-1")
+            ):
                 raise _Malformed("an encoding other than latin1")
             return func(*args)
         reconstructor = copyreg._reconstructor  # type: ignore[attr-defined]
@@ -199,10 +213,14 @@ class _DataUnpickler(pickle._Unpickler):  # Python's own: each instruction can b
     def _dtype_state(inst: np.dtype, state: Any) -> tuple:
         """NumPy's dtype state ``(3 or 4, endian, None, None, None, size, alignment, flags[,
         metadata])`` for one plain type; the flags are the dtype's own, never the file's."""
-        if (not isinstance(state, tuple) or len(state) not in (8, 9) or state[0] not in (3, 4)
-                or state[1] not in ("<", ">", "=", "|", b"<", b">", b"=", b"|")
-                or any(s is not None for s in state[2:5])
-                or not all(type(v) is int and -1 <= v < 1 << 31 for v in state[5:7])):
+        if (
+            not isinstance(state, tuple)
+            or len(state) not in (8, 9)
+            or state[0] not in (3, 4)
+            or state[1] not in ("<", ">", "=", "|", b"<", b">", b"=", b"|")
+            or any(s is not None for s in state[2:5])
+            or not all(type(v) is int and -1 <= v < 1 << 31 for v in state[5:7])
+        ):
             raise _Malformed("a structured or unusual dtype")
         return (*state[:7], inst.flags, *state[8:])
 
@@ -225,7 +243,8 @@ def _children(obj: Any) -> Any:
 
 def _is_container(obj: Any) -> bool:
     return isinstance(obj, (list, tuple, set, frozenset, dict)) or (
-        isinstance(obj, np.ndarray) and obj.dtype.hasobject)
+        isinstance(obj, np.ndarray) and obj.dtype.hasobject
+    )
 
 
 def _leaf_items(obj: Any) -> int:
@@ -303,9 +322,20 @@ def safe_unpickle(path: str | Path) -> Any:
             f"{path} is not a plain data pickle ({e}): it is damaged, or was not written "
             f"from a dataset. Re-create the file from the original dataset."
         ) from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            KeyError, MemoryError, RecursionError, OverflowError, UnicodeDecodeError,
-            struct_error) as e:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        MemoryError,
+        RecursionError,
+        OverflowError,
+        UnicodeDecodeError,
+        struct_error,
+    ) as e:
         raise DataError(f"{path} is truncated or corrupt: {e}") from None
     return obj
 
@@ -339,8 +369,9 @@ def load_cifar10(folder: str | Path, split: str = "train") -> ImageDataset:
         # Only an array and a flat list: a pickle can nest one shared list in another so that
         # a few hundred bytes stand for billions of items, which np.asarray would expand.
         if not isinstance(data, np.ndarray):
-            raise DataError(f"{folder / n}: data should be a uint8 array (N, 3072), got a "
-                            f"{type(data).__name__}")
+            raise DataError(
+                f"{folder / n}: data should be a uint8 array (N, 3072), got a {type(data).__name__}"
+            )
         if isinstance(lab, list) and not all(isinstance(v, int) for v in lab):
             raise DataError(f"{folder / n}: labels should be a list of integers")
         try:
@@ -350,8 +381,9 @@ def load_cifar10(folder: str | Path, split: str = "train") -> ImageDataset:
         if lab.ndim != 1:
             raise DataError(f"{folder / n}: labels should be one integer per image")
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-            raise DataError(f"{folder / n}: data should be uint8 (N, 3072), got "
-                            f"{data.dtype} {data.shape}")
+            raise DataError(
+                f"{folder / n}: data should be uint8 (N, 3072), got {data.dtype} {data.shape}"
+            )
         if len(lab) != len(data):
             raise DataError(f"{folder / n}: {len(lab)} labels for {len(data)} images")
         images.append(data.reshape(-1, 3, 32, 32))
@@ -360,12 +392,18 @@ def load_cifar10(folder: str | Path, split: str = "train") -> ImageDataset:
     if (folder / "batches.meta").is_file():
         meta = safe_unpickle(folder / "batches.meta")
         try:
-            class_names = [s.decode() if isinstance(s, bytes) else str(s)
-                           for s in _get(meta, "label_names")]
+            class_names = [
+                s.decode() if isinstance(s, bytes) else str(s) for s in _get(meta, "label_names")
+            ]
         except (KeyError, TypeError):
             class_names = None
-    return ImageDataset(torch.from_numpy(np.concatenate(images)),
-                        torch.from_numpy(np.concatenate(labels)), 10, "cifar10", class_names)
+    return ImageDataset(
+        torch.from_numpy(np.concatenate(images)),
+        torch.from_numpy(np.concatenate(labels)),
+        10,
+        "cifar10",
+        class_names,
+    )
 
 
 def load_svhn(path: str | Path) -> ImageDataset:

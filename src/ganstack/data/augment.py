@@ -7,8 +7,9 @@ import torch
 from ganstack.nn.ops import resize, to_signed
 
 
-def random_crop_flip(x: torch.Tensor, size: int, flip: bool = True,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+def random_crop_flip(
+    x: torch.Tensor, size: int, flip: bool = True, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """A random ``size`` x ``size`` crop of each image (own offset each), flipped left-right
     with probability 1/2 when ``flip``. Offsets come from ``generator`` (default: torch's
     global RNG, so a resumed run draws the same crops)."""
@@ -26,16 +27,14 @@ def random_crop_flip(x: torch.Tensor, size: int, flip: bool = True,
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-def mirror_batch(batch: dict[str, torch.Tensor], mirror: torch.Tensor
-                 ) -> dict[str, torch.Tensor]:
+def mirror_batch(batch: dict[str, torch.Tensor], mirror: torch.Tensor) -> dict[str, torch.Tensor]:
     """Flip left-right the ``images`` of the samples where ``mirror`` (bool (B,)) is set, and
     give them the conditions of the mirrored image: every entry ``X`` that has an
     ``X_mirror`` entry (e.g. ``embeddings``: those of the captions with left and right
     swapped) takes that entry's value there. The ``*_mirror`` entries are left out."""
     out = {k: v for k, v in batch.items() if not k.endswith("_mirror")}
     m = mirror.to(batch["images"].device)
-    out["images"] = torch.where(m[:, None, None, None], batch["images"].flip(3),
-                                batch["images"])
+    out["images"] = torch.where(m[:, None, None, None], batch["images"].flip(3), batch["images"])
     for key, value in out.items():
         other = batch.get(f"{key}_mirror")
         if other is not None:
@@ -43,8 +42,13 @@ def mirror_batch(batch: dict[str, torch.Tensor], mirror: torch.Tensor
     return out
 
 
-def multiscale_batch(images: torch.Tensor, sizes: list[int], crop_ratio: float = 76 / 64,
-                     flip: bool = True, augment: bool = True) -> list[torch.Tensor]:
+def multiscale_batch(
+    images: torch.Tensor,
+    sizes: list[int],
+    crop_ratio: float = 76 / 64,
+    flip: bool = True,
+    augment: bool = True,
+) -> list[torch.Tensor]:
     """StackGAN-v2's real images at every scale from *one* crop (the official code/main.py and
     datasets.py ``get_imgs``):
     resize the largest scale by ``crop_ratio``, random crop, random flip, then bilinear

@@ -17,8 +17,14 @@ from ganstack.data.base import ImageDataset
 from ganstack.errors import DataError
 from ganstack.fileio import read_regular
 
-_IDX_DTYPES: dict[int, Any] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4",
-                               0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES: dict[int, Any] = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: ">i2",
+    0x0C: ">i4",
+    0x0D: ">f4",
+    0x0E: ">f8",
+}
 
 
 # A gzipped IDX file may expand at most this many times. Real ones expand about 5x (MNIST
@@ -77,8 +83,9 @@ def read_idx(path: str | Path) -> np.ndarray:
     try:
         return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
     except ValueError:  # e.g. shape (0, 2**31, 2**31): no data, but too big for numpy
-        raise DataError(f"{path} is corrupt: its header gives an impossible shape {tuple(dims)}"
-                        ) from None
+        raise DataError(
+            f"{path} is corrupt: its header gives an impossible shape {tuple(dims)}"
+        ) from None
 
 
 def _find(folder: Path, stems: list[str]) -> Path | None:
@@ -334,8 +341,7 @@ _CONVERSION_LOG = {
 }
 
 
-def folder_labels(folder: Path, rels: list[str]
-                  ) -> tuple[list[int] | None, list[str] | None, Path]:
+def folder_labels(folder: Path, rels: list[str]) -> tuple[list[int] | None, list[str] | None, Path]:
     """The labels of the images ``rels`` of an image folder by the rules of
     :func:`load_image_folder` (``labels.csv``, else class sub-folders, else none):
     (labels or None, class names or None, the labels file's path)."""
@@ -357,17 +363,27 @@ def folder_labels(folder: Path, rels: list[str]
             class_names = sorted(t for t in tops if t is not None)
             index = {c: i for i, c in enumerate(class_names)}
             labels = [index[r.split("/", 1)[0]] for r in rels]
-            log.info("%d classes from the sub-folders of %s: %s", len(class_names), folder,
-                     _some(class_names))
+            log.info(
+                "%d classes from the sub-folders of %s: %s",
+                len(class_names),
+                folder,
+                _some(class_names),
+            )
         else:
-            log.info("images in %s are unlabelled (no %s, no class sub-folders)", folder,
-                     LABELS_FILE)
+            log.info(
+                "images in %s are unlabelled (no %s, no class sub-folders)", folder, LABELS_FILE
+            )
     return labels, class_names, labels_file
 
 
-def kept_folder_labels(labels: list[int], class_names: list[str] | None, kept: list[int],
-                       n_paths: int, labels_file: Path, folder: Path
-                       ) -> tuple[list[int], list[str] | None, int]:
+def kept_folder_labels(
+    labels: list[int],
+    class_names: list[str] | None,
+    kept: list[int],
+    n_paths: int,
+    labels_file: Path,
+    folder: Path,
+) -> tuple[list[int], list[str] | None, int]:
     """The labels of the images ``kept`` (indices into the listed files) when bad files were
     left out, classes renumbered when a sub-folder lost all its images; and K."""
     kept_labels = [labels[i] for i in kept]
@@ -497,15 +513,22 @@ def load_image_folder(
             bad.append((rels[i], _reason(e)))
             continue
         if arr.shape != out.shape[1:]:
-            bad.append((rels[i], f"decoded to {arr.shape[2]}x{arr.shape[1]}, its header says "
-                                 f"{width}x{height}"))
+            bad.append(
+                (
+                    rels[i],
+                    f"decoded to {arr.shape[2]}x{arr.shape[1]}, its header says {width}x{height}",
+                )
+            )
             continue
         out[len(kept)] = arr
         kept.append(i)
     fail_if_bad()
     if bad:
-        log.warning("skipped %d unreadable file(s) (data.skip_bad=true): %s", len(bad),
-                    _some([f"{r} ({why})" for r, why in bad]))
+        log.warning(
+            "skipped %d unreadable file(s) (data.skip_bad=true): %s",
+            len(bad),
+            _some([f"{r} ({why})" for r, why in bad]),
+        )
     if not kept:
         raise DataError(f"none of the {len(paths)} image files in {folder} could be read")
     for key, text in _CONVERSION_LOG.items():
@@ -515,9 +538,13 @@ def load_image_folder(
     images = torch.from_numpy(out[: len(kept)] if len(kept) < len(out) else out)
     if labels is None:
         return ImageDataset(images, name=name)
-    kept_labels, class_names, k = kept_folder_labels(labels, class_names, kept, len(paths),
-                                                     labels_file, folder)
+    kept_labels, class_names, k = kept_folder_labels(
+        labels, class_names, kept, len(paths), labels_file, folder
+    )
     return ImageDataset(
-        images, torch.tensor(kept_labels, dtype=torch.int64), num_classes=k, name=name,
+        images,
+        torch.tensor(kept_labels, dtype=torch.int64),
+        num_classes=k,
+        name=name,
         class_names=class_names,
     )

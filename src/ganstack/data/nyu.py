@@ -70,20 +70,24 @@ def folder_pairs(root: Path) -> list[tuple[Path, Path]]:
         )
 
     def stems(folder: Path) -> dict[str, Path]:
-        return {p.stem: p for p in sorted(folder.iterdir())
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+        return {
+            p.stem: p
+            for p in sorted(folder.iterdir())
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        }
 
     normals, rgbs = stems(normal_dir), stems(rgb_dir)
     only_n, only_r = sorted(set(normals) - set(rgbs)), sorted(set(rgbs) - set(normals))
     if only_n or only_r:
         what = []
         if only_n:
-            what.append(f"{len(only_n)} normal map(s) without an image (e.g. "
-                        f"{normals[only_n[0]]})")
+            what.append(f"{len(only_n)} normal map(s) without an image (e.g. {normals[only_n[0]]})")
         if only_r:
             what.append(f"{len(only_r)} image(s) without a normal map (e.g. {rgbs[only_r[0]]})")
-        raise DataError(f"{root}: unpaired files: {'; '.join(what)}. Every file in "
-                        f"{normal_dir.name}/ needs one of the same name in {rgb_dir.name}/.")
+        raise DataError(
+            f"{root}: unpaired files: {'; '.join(what)}. Every file in "
+            f"{normal_dir.name}/ needs one of the same name in {rgb_dir.name}/."
+        )
     if not normals:
         raise DataError(f"{normal_dir} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return [(normals[k], rgbs[k]) for k in sorted(normals)]
@@ -97,8 +101,10 @@ def _read(path: Path, size: int) -> np.ndarray:
     except (OSError, ValueError):  # a name too long for the file system, a NUL byte
         exists = False
     if not exists:
-        raise DataError(f"{path} is listed but does not exist; check data.path (the root the "
-                        f"list's paths are relative to)")
+        raise DataError(
+            f"{path} is listed but does not exist; check data.path (the root the "
+            f"list's paths are relative to)"
+        )
     try:
         with Image.open(path) as im:
             im = im.convert("RGB")
@@ -106,17 +112,26 @@ def _read(path: Path, size: int) -> np.ndarray:
                 im = im.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path} is not a readable image ({e}); replace it, remove its pair "
-                        f"from the list, or set data.skip_bad=true") from None
+        raise DataError(
+            f"{path} is not a readable image ({e}); replace it, remove its pair "
+            f"from the list, or set data.skip_bad=true"
+        ) from None
 
 
-def load_nyu_normals(path: str | Path, resolution: int = 128, limit: int = 0,
-                     skip_bad: bool = False, workers: int = 8) -> ImageDataset:
+def load_nyu_normals(
+    path: str | Path,
+    resolution: int = 128,
+    limit: int = 0,
+    skip_bad: bool = False,
+    workers: int = 8,
+) -> ImageDataset:
     """(RGB, normals) pairs: images uint8 (N, 3, R, R), ``extras["normals"]`` the same shape."""
     p = Path(path)
     if not p.exists():
-        raise DataError(f"data.path {p} does not exist (expected the folder of the released "
-                        f"S²-GAN data or its pair list {LIST_NAME})")
+        raise DataError(
+            f"data.path {p} does not exist (expected the folder of the released "
+            f"S²-GAN data or its pair list {LIST_NAME})"
+        )
     if p.is_file():
         pairs = read_pair_list(p, p.parent)
     elif (p / LIST_NAME).is_file():
@@ -141,10 +156,20 @@ def load_nyu_normals(path: str | Path, resolution: int = 128, limit: int = 0,
         raise DataError(f"{p}: no readable (normal, image) pair")
     shapes = {r[k].shape for r in read for k in (0, 1)}
     if len(shapes) > 1:
-        raise DataError(f"{p}: the pictures have different sizes {sorted(shapes)[:3]}; set "
-                        f"data.resolution to resize them all to one square size")
+        raise DataError(
+            f"{p}: the pictures have different sizes {sorted(shapes)[:3]}; set "
+            f"data.resolution to resize them all to one square size"
+        )
     normals = torch.from_numpy(np.stack([r[0] for r in read]))
     images = torch.from_numpy(np.stack([r[1] for r in read]))
-    return ImageDataset(images, None, name="nyu_normals", extras={"normals": normals},
-                        meta={"source": str(p), "pairs": len(read),
-                              "normals": "p = (n + 1) * 127.5 (released jpgs)"})
+    return ImageDataset(
+        images,
+        None,
+        name="nyu_normals",
+        extras={"normals": normals},
+        meta={
+            "source": str(p),
+            "pairs": len(read),
+            "normals": "p = (n + 1) * 127.5 (released jpgs)",
+        },
+    )

@@ -67,8 +67,7 @@ LABELS = "labels.npy"
 CAPTIONS = "captions.json"
 EMBEDDINGS = "embeddings.npy"
 ZIP = "dataset.zip"
-SOURCE_FORMATS = ("auto", "folder", "mnist", "cifar10", "svhn", "lsun", "cub", "oxford",
-                  "coco")
+SOURCE_FORMATS = ("auto", "folder", "mnist", "cifar10", "svhn", "lsun", "cub", "oxford", "coco")
 CROPS = ("centre", "none")
 _MAX_LISTED = 5
 _META_LIMIT = 256 << 20  # dataset.json lists class names and skipped files: never this big
@@ -89,8 +88,7 @@ def is_prepared(path: str | Path) -> bool:
     if not meta.is_file() or not (Path(path) / IMAGES).is_file():
         return False
     try:
-        return json.loads(read_regular(meta, _META_LIMIT, DataError, META)).get(
-            "format") == FORMAT
+        return json.loads(read_regular(meta, _META_LIMIT, DataError, META)).get("format") == FORMAT
     except (OSError, ValueError, AttributeError, DataError):
         return False
 
@@ -99,36 +97,50 @@ def read_meta(path: str | Path) -> dict:
     """DEST/dataset.json, checked: a one-line :class:`DataError` for anything wrong."""
     folder = Path(path)
     if not folder.exists():
-        raise DataError(f"prepared dataset {folder} does not exist; make it with "
-                        f"`ganstack dataset SRC {folder}`")
+        raise DataError(
+            f"prepared dataset {folder} does not exist; make it with "
+            f"`ganstack dataset SRC {folder}`"
+        )
     if not folder.is_dir():
-        raise DataError(f"data.path {folder} is a file; a prepared dataset is the folder "
-                        f"`ganstack dataset SRC DEST` wrote (DEST)")
+        raise DataError(
+            f"data.path {folder} is a file; a prepared dataset is the folder "
+            f"`ganstack dataset SRC DEST` wrote (DEST)"
+        )
     meta_path = folder / META
     if not meta_path.is_file():
-        raise DataError(f"{folder} has no {META}: it is not a prepared dataset; make one with "
-                        f"`ganstack dataset SRC {folder}`")
+        raise DataError(
+            f"{folder} has no {META}: it is not a prepared dataset; make one with "
+            f"`ganstack dataset SRC {folder}`"
+        )
     try:
         meta = json.loads(read_regular(meta_path, _META_LIMIT, DataError, META))
     except OSError as e:
         raise DataError(f"cannot read {meta_path}: {e.strerror}") from None
     except ValueError:
-        raise DataError(f"{meta_path} is not JSON; convert the source again with "
-                        f"`ganstack dataset SRC {folder} --force`") from None
+        raise DataError(
+            f"{meta_path} is not JSON; convert the source again with "
+            f"`ganstack dataset SRC {folder} --force`"
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise DataError(f"{meta_path} does not describe a ganstack prepared dataset (format "
-                        f"{FORMAT!r}); a stylegan2-ada zip's dataset.json is not one")
+        raise DataError(
+            f"{meta_path} does not describe a ganstack prepared dataset (format "
+            f"{FORMAT!r}); a stylegan2-ada zip's dataset.json is not one"
+        )
     if meta.get("version") != VERSION:
-        raise DataError(f"{folder} is a prepared dataset of format version "
-                        f"{meta.get('version')}; this ganstack reads version {VERSION}: "
-                        f"convert the source again")
+        raise DataError(
+            f"{folder} is a prepared dataset of format version "
+            f"{meta.get('version')}; this ganstack reads version {VERSION}: "
+            f"convert the source again"
+        )
     try:
         shape = tuple(int(d) for d in meta["images"]["shape"])
         assert len(shape) == 4 and shape[1] in (1, 3) and min(shape) > 0
         assert meta["images"]["dtype"] == "uint8" and meta["images"]["layout"] == "NCHW"
     except (KeyError, TypeError, ValueError, AssertionError):
-        raise DataError(f"{meta_path}: 'images' must give dtype uint8, layout NCHW and a "
-                        f"shape (N, 1 or 3, H, W); convert the source again") from None
+        raise DataError(
+            f"{meta_path}: 'images' must give dtype uint8, layout NCHW and a "
+            f"shape (N, 1 or 3, H, W); convert the source again"
+        ) from None
     meta["images"]["shape"] = list(shape)
     return meta
 
@@ -148,8 +160,9 @@ class MappedImages:
     def owns(self, ds: ImageDataset) -> bool:
         return ds.images.data_ptr() == self.ptr and tuple(ds.images.shape) == self.shape
 
-    def subset(self, ds: ImageDataset, index: torch.Tensor, name: str | None
-               ) -> ImageDataset | None:
+    def subset(
+        self, ds: ImageDataset, index: torch.Tensor, name: str | None
+    ) -> ImageDataset | None:
         """A subset that stays mapped when copying it would not fit in memory; None to copy
         (the ordinary :meth:`ImageDataset.subset`)."""
         if not self.owns(ds):
@@ -173,22 +186,28 @@ class MappedImages:
         arr = np.memmap(self.path, np.uint8, "c", shape=self.shape)
         if len(holes):
             arr[holes.numpy()] = arr[fills.numpy()]  # private copies of these rows only
-        log.info("%s: the %d-image split stays mapped from %s (more than %.1f GiB); the "
-                 "held-out images' places are filled from its end", name or ds.name, n,
-                 self.path, limit / 2**30)
+        log.info(
+            "%s: the %d-image split stays mapped from %s (more than %.1f GiB); the "
+            "held-out images' places are filled from its end",
+            name or ds.name,
+            n,
+            self.path,
+            limit / 2**30,
+        )
         meta = {k: v for k, v in ds.meta.items() if k != "mapped"}
         return ImageDataset(
             torch.from_numpy(arr[:n]),
             None if ds.labels is None else ds.labels[order],
-            ds.num_classes, name or ds.name, ds.class_names,
+            ds.num_classes,
+            name or ds.name,
+            ds.class_names,
             {k: v[order] for k, v in ds.extras.items()},
             None if ds.captions is None else [ds.captions[int(i)] for i in order],
             meta | {"lazy": str(self.path)},
         )
 
 
-def load_prepared(path: str | Path, resolution: int = 0, name: str = "prepared"
-                  ) -> ImageDataset:
+def load_prepared(path: str | Path, resolution: int = 0, name: str = "prepared") -> ImageDataset:
     """A folder written by ``ganstack dataset`` (``data.name: prepared``): the images mapped
     from ``images.u8`` (nothing is read until used), labels, captions and embeddings loaded.
     ``resolution`` > 0 must match the stored size (it cannot be changed without converting
@@ -198,18 +217,22 @@ def load_prepared(path: str | Path, resolution: int = 0, name: str = "prepared"
     shape = tuple(meta["images"]["shape"])
     n, c, h, w = shape
     if resolution and (h, w) != (resolution, resolution):
-        raise DataError(f"prepared dataset {folder} holds {w}x{h} images but data.resolution "
-                        f"is {resolution}; set data.resolution=0 (or {h}), or convert the "
-                        f"source again with --resolution {resolution}")
+        raise DataError(
+            f"prepared dataset {folder} holds {w}x{h} images but data.resolution "
+            f"is {resolution}; set data.resolution=0 (or {h}), or convert the "
+            f"source again with --resolution {resolution}"
+        )
     img_path = folder / IMAGES
     try:
         size = img_path.stat().st_size
     except OSError as e:
         raise DataError(f"cannot read {img_path}: {e.strerror}") from None
     if size != math.prod(shape):
-        raise DataError(f"{img_path} holds {size:,} bytes but {META} gives shape {shape} "
-                        f"({math.prod(shape):,} bytes): it is truncated or not the file "
-                        f"written with it; convert the source again")
+        raise DataError(
+            f"{img_path} holds {size:,} bytes but {META} gives shape {shape} "
+            f"({math.prod(shape):,} bytes): it is truncated or not the file "
+            f"written with it; convert the source again"
+        )
     try:
         arr = np.memmap(img_path, np.uint8, "c", shape=shape)  # private: writes stay in RAM
     except OSError as e:
@@ -224,19 +247,36 @@ def load_prepared(path: str | Path, resolution: int = 0, name: str = "prepared"
         try:
             captions = json.loads(read_regular(cap_path, 16 << 30, DataError, CAPTIONS))
         except (OSError, ValueError):
-            raise DataError(f"{cap_path} cannot be read as JSON; convert the source "
-                            f"again") from None
+            raise DataError(
+                f"{cap_path} cannot be read as JSON; convert the source again"
+            ) from None
         if not isinstance(captions, list) or not all(
-                isinstance(c, list) and all(isinstance(t, str) for t in c) for c in captions):
+            isinstance(c, list) and all(isinstance(t, str) for t in c) for c in captions
+        ):
             raise DataError(f"{cap_path} must hold one list of strings per image")
     extras = {}
     if meta.get("embeddings"):
         extras["embeddings"] = _load_npy(folder / EMBEDDINGS, np.float32, n)
-    ds = ImageDataset(images, labels, int(meta.get("num_classes") or 0), name,
-                      meta.get("class_names"), extras, captions,
-                      {"mapped": MappedImages(img_path, shape, images.data_ptr())})
-    log.info("%s: %d images %dx%dx%d mapped from %s (converted from %s)", name, n, c, h, w,
-             img_path, (meta.get("source") or {}).get("format", "?"))
+    ds = ImageDataset(
+        images,
+        labels,
+        int(meta.get("num_classes") or 0),
+        name,
+        meta.get("class_names"),
+        extras,
+        captions,
+        {"mapped": MappedImages(img_path, shape, images.data_ptr())},
+    )
+    log.info(
+        "%s: %d images %dx%dx%d mapped from %s (converted from %s)",
+        name,
+        n,
+        c,
+        h,
+        w,
+        img_path,
+        (meta.get("source") or {}).get("format", "?"),
+    )
     return ds
 
 
@@ -246,8 +286,10 @@ def _load_npy(path: Path, dtype: Any, n: int) -> torch.Tensor:
     except (OSError, ValueError) as e:
         raise DataError(f"cannot read {path}: {e}; convert the source again") from None
     if a.dtype != np.dtype(dtype) or a.ndim < 1 or len(a) != n:
-        raise DataError(f"{path} holds {a.dtype} {a.shape}, expected {np.dtype(dtype)} with "
-                        f"{n} rows; convert the source again")
+        raise DataError(
+            f"{path} holds {a.dtype} {a.shape}, expected {np.dtype(dtype)} with "
+            f"{n} rows; convert the source again"
+        )
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
@@ -265,8 +307,10 @@ def detect_format(src: Path) -> str:
             return "lsun"
         if src.suffix.lower() == ".zip":
             raise DataError(f"{src} is a zip file: extract it and convert the folder")
-        raise DataError(f"{src} is a file of no known dataset format: give a folder of "
-                        f"images, an IDX/CIFAR-10/SVHN/LSUN/StackGAN source, or --format")
+        raise DataError(
+            f"{src} is a file of no known dataset format: give a folder of "
+            f"images, an IDX/CIFAR-10/SVHN/LSUN/StackGAN source, or --format"
+        )
     names = {p.name for p in src.iterdir()}
     if "data.mdb" in names:
         return "lsun"
@@ -283,8 +327,10 @@ def detect_format(src: Path) -> str:
             return "oxford"
         if "train2014" in names or ("images" in names and "text" in names):
             return "coco"
-        raise DataError(f"{src} is a StackGAN layout (train/filenames.pickle) of unknown kind; "
-                        f"pass --format cub, oxford or coco")
+        raise DataError(
+            f"{src} is a StackGAN layout (train/filenames.pickle) of unknown kind; "
+            f"pass --format cub, oxford or coco"
+        )
     return "folder"
 
 
@@ -302,9 +348,11 @@ def _check_dest(src: Path, dest: Path, force: bool) -> bool:
     if not any(dest.iterdir()):
         return False
     if not is_prepared(dest):
-        raise DataError(f"{dest} is not empty and is not a prepared dataset; nothing was "
-                        f"written. Give a new or empty folder (--force replaces only an "
-                        f"earlier prepared dataset)")
+        raise DataError(
+            f"{dest} is not empty and is not a prepared dataset; nothing was "
+            f"written. Give a new or empty folder (--force replaces only an "
+            f"earlier prepared dataset)"
+        )
     if not force:
         raise DataError(f"{dest} already holds a prepared dataset; pass --force to replace it")
     return True
@@ -410,8 +458,7 @@ def _decode_lsun(job: tuple) -> tuple[list, dict]:
                 w, h = im.size
                 if crop == "centre":
                     s = min(w, h)
-                    im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s,
-                                  (h - s) // 2 + s))
+                    im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
                 im = im.resize((resolution, resolution), Image.Resampling.BILINEAR)
                 out.append((np.asarray(im, dtype=np.uint8).transpose(2, 0, 1), None))
         except MemoryError:
@@ -450,8 +497,9 @@ class _Writer:
         try:
             self.arr = np.memmap(self.path, np.uint8, "w+", shape=(max(capacity, 1), *chw))
         except OSError as e:
-            raise DataError(f"cannot create {self.path} ({capacity:,} images of "
-                            f"{chw}): {e.strerror or e}") from None
+            raise DataError(
+                f"cannot create {self.path} ({capacity:,} images of {chw}): {e.strerror or e}"
+            ) from None
 
     def put(self, a: np.ndarray) -> None:
         self.arr[self.count] = a
@@ -468,17 +516,25 @@ class _Writer:
 def _bar(total: int, desc: str, progress: bool) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", disable=not progress, dynamic_ncols=True,
-                mininterval=0.5)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="img",
+        disable=not progress,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
 
 
 def _fail_bad(bad: list[tuple[str, str]], where: Path, skip_bad: bool) -> None:
     if bad and not skip_bad:
         listed = "; ".join(f"{r} ({why})" for r, why in bad[:_MAX_LISTED])
         more = f"; and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
-        raise DataError(f"{len(bad)} file(s) in {where} cannot be read as images: {listed}"
-                        f"{more}. Delete or replace them, or pass --skip-bad to leave them out "
-                        f"(they are then listed in DEST/{META})")
+        raise DataError(
+            f"{len(bad)} file(s) in {where} cannot be read as images: {listed}"
+            f"{more}. Delete or replace them, or pass --skip-bad to leave them out "
+            f"(they are then listed in DEST/{META})"
+        )
 
 
 def _convert_folder(src: Path, tmp: Path, o: dict, progress: bool) -> dict:
@@ -521,8 +577,10 @@ def _convert_folder(src: Path, tmp: Path, o: dict, progress: bool) -> dict:
             _fail_bad(bad, src, o["skip_bad"])
             common = sorted(sizes.items(), key=lambda kv: -len(kv[1]))
             desc = "; ".join(f"{len(v)} are {w}x{h} (e.g. {v[0]})" for (w, h), v in common[:4])
-            raise DataError(f"the images in {src} have {len(sizes)} different sizes: {desc}. "
-                            f"Pass --resolution N to centre-crop and resize them all to N x N")
+            raise DataError(
+                f"the images in {src} have {len(sizes)} different sizes: {desc}. "
+                f"Pass --resolution N to centre-crop and resize them all to N x N"
+            )
         if not sizes:
             _fail_bad(bad, src, o["skip_bad"])
             raise DataError(f"none of the {len(paths)} image files in {src} could be read")
@@ -532,8 +590,10 @@ def _convert_folder(src: Path, tmp: Path, o: dict, progress: bool) -> dict:
     writer = _Writer(tmp, (channels, height, width), len(keep))
     counts = dict.fromkeys(_CONVERSION_LOG, 0)
     kept: list[int] = []
-    jobs = [([str(paths[i]) for i in part], channels, resolution, o["crop"])
-            for part in _chunks(keep, chunk)]
+    jobs = [
+        ([str(paths[i]) for i in part], channels, resolution, o["crop"])
+        for part in _chunks(keep, chunk)
+    ]
     with _bar(len(keep), "decoding", progress) as bar:
         for j, (res, cnt) in enumerate(_ordered_map(_decode_files, jobs, workers)):
             for k, (a, why) in enumerate(res):
@@ -541,8 +601,13 @@ def _convert_folder(src: Path, tmp: Path, o: dict, progress: bool) -> dict:
                 if a is None:
                     bad.append((rels[i], why))
                 elif a.shape != writer.chw:
-                    bad.append((rels[i], f"decoded to {a.shape[2]}x{a.shape[1]}x{a.shape[0]}, "
-                                         f"not {width}x{height}x{channels}"))
+                    bad.append(
+                        (
+                            rels[i],
+                            f"decoded to {a.shape[2]}x{a.shape[1]}x{a.shape[0]}, "
+                            f"not {width}x{height}x{channels}",
+                        )
+                    )
                 else:
                     writer.put(a)
                     kept.append(i)
@@ -554,18 +619,25 @@ def _convert_folder(src: Path, tmp: Path, o: dict, progress: bool) -> dict:
     if not kept:
         raise DataError(f"none of the {len(paths)} image files in {src} could be read")
     if bad:
-        log.warning("skipped %d unreadable file(s) (--skip-bad): %s", len(bad),
-                    "; ".join(f"{r} ({why})" for r, why in bad[:_MAX_LISTED]))
+        log.warning(
+            "skipped %d unreadable file(s) (--skip-bad): %s",
+            len(bad),
+            "; ".join(f"{r} ({why})" for r, why in bad[:_MAX_LISTED]),
+        )
     for key, text in _CONVERSION_LOG.items():
         if counts[key]:
             log.info("%d %s", counts[key], text)
-    out: dict = {"count": len(kept), "chw": writer.chw, "skipped": bad,
-                 "conversions": {k: v for k, v in counts.items() if v}}
+    out: dict = {
+        "count": len(kept),
+        "chw": writer.chw,
+        "skipped": bad,
+        "conversions": {k: v for k, v in counts.items() if v},
+    }
     if labels is not None:
-        y, class_names, k = kept_folder_labels(labels, class_names, kept, len(paths),
-                                               labels_file, src)
-        out |= {"labels": np.asarray(y, np.int64), "num_classes": k,
-                "class_names": class_names}
+        y, class_names, k = kept_folder_labels(
+            labels, class_names, kept, len(paths), labels_file, src
+        )
+        out |= {"labels": np.asarray(y, np.int64), "num_classes": k, "class_names": class_names}
     return out
 
 
@@ -580,8 +652,7 @@ def _convert_lsun(src: Path, tmp: Path, o: dict, progress: bool) -> dict:
         raise DataError("LSUN images are RGB: --channels 1 is not supported for them")
     folder = src if src.is_dir() else src.parent
     try:
-        env = lmdb.open(str(folder), readonly=True, lock=False, readahead=False,
-                        meminit=False)
+        env = lmdb.open(str(folder), readonly=True, lock=False, readahead=False, meminit=False)
     except lmdb.Error as e:
         raise DataError(f"{src} is not an LMDB database: {e}") from None
     resolution = o["resolution"] or 256
@@ -625,8 +696,9 @@ def _convert_loaded(src: Path, tmp: Path, o: dict, progress: bool) -> dict:
     and the StackGAN layouts."""
     fmt = o["format"]
     if o["channels"] is not None:
-        raise DataError(f"--channels applies to image folders; a {fmt} source keeps its own "
-                        f"channels")
+        raise DataError(
+            f"--channels applies to image folders; a {fmt} source keeps its own channels"
+        )
     if fmt == "mnist":
         from ganstack.data.formats import load_mnist_idx
 
@@ -643,11 +715,19 @@ def _convert_loaded(src: Path, tmp: Path, o: dict, progress: bool) -> dict:
         from ganstack.data.stackgan_formats import load_stackgan_layout
 
         if o["crop"] != "centre":
-            raise DataError(f"the {fmt} layout is cropped as the StackGAN code does; "
-                            f"--crop none does not apply")
+            raise DataError(
+                f"the {fmt} layout is cropped as the StackGAN code does; --crop none does not apply"
+            )
         pickled = (src / "train" / "char-CNN-RNN-embeddings.pickle").is_file()
-        ds = load_stackgan_layout(src, fmt, "train", o["resolution"] or 256,
-                                  "pickle" if pickled else "hash", None, o["num_images"])
+        ds = load_stackgan_layout(
+            src,
+            fmt,
+            "train",
+            o["resolution"] or 256,
+            "pickle" if pickled else "hash",
+            None,
+            o["num_images"],
+        )
     n = min(len(ds), o["num_images"] or len(ds))
     c, h, w = ds.shape
     r = o["resolution"] or h
@@ -660,8 +740,11 @@ def _convert_loaded(src: Path, tmp: Path, o: dict, progress: bool) -> dict:
     writer.finish()
     out: dict = {"count": n, "chw": writer.chw, "skipped": []}
     if ds.labels is not None:
-        out |= {"labels": ds.labels[:n].numpy().astype(np.int64),
-                "num_classes": ds.num_classes, "class_names": ds.class_names}
+        out |= {
+            "labels": ds.labels[:n].numpy().astype(np.int64),
+            "num_classes": ds.num_classes,
+            "class_names": ds.class_names,
+        }
     if ds.captions is not None:
         out["captions"] = ds.captions[:n]
     if "embeddings" in ds.extras:
@@ -669,15 +752,18 @@ def _convert_loaded(src: Path, tmp: Path, o: dict, progress: bool) -> dict:
     return out
 
 
-def _write_zip(tmp: Path, shape: tuple, labels: np.ndarray | None, workers: int,
-               progress: bool) -> None:
+def _write_zip(
+    tmp: Path, shape: tuple, labels: np.ndarray | None, workers: int, progress: bool
+) -> None:
     """stylegan2-ada's dataset zip (dataset_tool.py): 00000/img00000000.png, ... stored
     uncompressed, and dataset.json {"labels": [[name, label], ...] or null}."""
     n = shape[0]
     names = [f"{i:08d}"[:5] + f"/img{i:08d}.png" for i in range(n)]
     jobs = [(str(tmp / IMAGES), shape, s, min(s + 64, n)) for s in range(0, n, 64)]
-    with zipfile.ZipFile(tmp / ZIP, "w", zipfile.ZIP_STORED) as z, \
-            _bar(n, "zipping", progress) as bar:
+    with (
+        zipfile.ZipFile(tmp / ZIP, "w", zipfile.ZIP_STORED) as z,
+        _bar(n, "zipping", progress) as bar,
+    ):
         i = 0
         for pngs in _ordered_map(_encode_pngs, jobs, workers):
             for data in pngs:
@@ -692,10 +778,21 @@ def _sha(path: Path) -> str:
     return sha256_file(path)
 
 
-def convert(src: str | Path, dest: str | Path, *, fmt: str = "auto", resolution: int = 0,
-            crop: str = "centre", channels: int | None = None, workers: int | None = None,
-            write_zip: bool = False, force: bool = False, skip_bad: bool = False,
-            num_images: int = 0, progress: bool = True) -> dict:
+def convert(
+    src: str | Path,
+    dest: str | Path,
+    *,
+    fmt: str = "auto",
+    resolution: int = 0,
+    crop: str = "centre",
+    channels: int | None = None,
+    workers: int | None = None,
+    write_zip: bool = False,
+    force: bool = False,
+    skip_bad: bool = False,
+    num_images: int = 0,
+    progress: bool = True,
+) -> dict:
     """Convert ``src`` once into the prepared dataset ``dest`` (see the module's doc); returns
     its dataset.json. ``dest`` must be new or empty; ``force`` replaces an earlier prepared
     dataset there, never anything else. The folder is written beside ``dest`` and renamed into
@@ -704,8 +801,10 @@ def convert(src: str | Path, dest: str | Path, *, fmt: str = "auto", resolution:
 
     src, dest = Path(src), Path(dest)
     if not src.exists():
-        raise DataError(f"source {src} does not exist; give a folder of images or a dataset's "
-                        f"files (IDX, CIFAR-10, SVHN .mat, LSUN LMDB, StackGAN layout)")
+        raise DataError(
+            f"source {src} does not exist; give a folder of images or a dataset's "
+            f"files (IDX, CIFAR-10, SVHN .mat, LSUN LMDB, StackGAN layout)"
+        )
     if fmt not in SOURCE_FORMATS:
         raise DataError(f"--format {fmt!r} is not one of {', '.join(SOURCE_FORMATS)}")
     if crop not in CROPS:
@@ -715,15 +814,21 @@ def convert(src: str | Path, dest: str | Path, *, fmt: str = "auto", resolution:
     if channels not in (None, 1, 3):
         raise DataError(f"--channels must be 1 or 3, got {channels}")
     if crop == "none" and not resolution:
-        raise DataError("--crop none stretches the images to --resolution N x N: give "
-                        "--resolution")
+        raise DataError("--crop none stretches the images to --resolution N x N: give --resolution")
     fmt = detect_format(src) if fmt == "auto" else fmt
     if fmt == "folder" and not src.is_dir():
         raise DataError(f"{src} is a file; an image source is a folder of images")
     replace = _check_dest(src, dest, force)
     workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
-    opts = {"format": fmt, "resolution": resolution, "crop": crop, "channels": channels,
-            "workers": workers, "skip_bad": skip_bad, "num_images": num_images}
+    opts = {
+        "format": fmt,
+        "resolution": resolution,
+        "crop": crop,
+        "channels": channels,
+        "workers": workers,
+        "skip_bad": skip_bad,
+        "num_images": num_images,
+    }
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".dataset"))
     try:
@@ -735,35 +840,55 @@ def convert(src: str | Path, dest: str | Path, *, fmt: str = "auto", resolution:
             res = _convert_loaded(src, tmp, opts, progress)
         shape = (res["count"], *res["chw"])
         meta: dict = {
-            "format": FORMAT, "version": VERSION,
-            "images": {"file": IMAGES, "dtype": "uint8", "layout": "NCHW",
-                       "shape": list(shape), "sha256": _sha(tmp / IMAGES)},
-            "count": shape[0], "resolution": resolution, "crop": crop,
+            "format": FORMAT,
+            "version": VERSION,
+            "images": {
+                "file": IMAGES,
+                "dtype": "uint8",
+                "layout": "NCHW",
+                "shape": list(shape),
+                "sha256": _sha(tmp / IMAGES),
+            },
+            "count": shape[0],
+            "resolution": resolution,
+            "crop": crop,
             "channels": shape[1],
             "source": {"path": str(src.resolve()), "format": fmt},
-            "labels": None, "num_classes": 0, "class_names": None,
-            "captions": None, "embeddings": None, "zip": None,
+            "labels": None,
+            "num_classes": 0,
+            "class_names": None,
+            "captions": None,
+            "embeddings": None,
+            "zip": None,
             "conversions": res.get("conversions", {}),
             "skipped": [list(b) for b in res["skipped"]],
             "created_by": f"ganstack {version()}",
         }
         if "labels" in res:
             np.save(tmp / LABELS, res["labels"], allow_pickle=False)
-            meta |= {"labels": {"file": LABELS, "dtype": "int64", "sha256": _sha(tmp / LABELS)},
-                     "num_classes": int(res["num_classes"]),
-                     "class_names": res["class_names"]}
+            meta |= {
+                "labels": {"file": LABELS, "dtype": "int64", "sha256": _sha(tmp / LABELS)},
+                "num_classes": int(res["num_classes"]),
+                "class_names": res["class_names"],
+            }
         if "captions" in res:
             atomic_write_text(tmp / CAPTIONS, json.dumps(res["captions"]))
             meta["captions"] = {"file": CAPTIONS, "sha256": _sha(tmp / CAPTIONS)}
         if "embeddings" in res:
             np.save(tmp / EMBEDDINGS, res["embeddings"], allow_pickle=False)
-            meta["embeddings"] = {"file": EMBEDDINGS, "dtype": "float32",
-                                  "shape": list(res["embeddings"].shape),
-                                  "sha256": _sha(tmp / EMBEDDINGS)}
+            meta["embeddings"] = {
+                "file": EMBEDDINGS,
+                "dtype": "float32",
+                "shape": list(res["embeddings"].shape),
+                "sha256": _sha(tmp / EMBEDDINGS),
+            }
         if write_zip:
             _write_zip(tmp, shape, res.get("labels"), workers, progress)
-            meta["zip"] = {"file": ZIP, "layout": "stylegan2-ada dataset_tool",
-                           "sha256": _sha(tmp / ZIP)}
+            meta["zip"] = {
+                "file": ZIP,
+                "layout": "stylegan2-ada dataset_tool",
+                "sha256": _sha(tmp / ZIP),
+            }
         for name in (LABELS, EMBEDDINGS, ZIP):
             if (tmp / name).is_file():
                 with open(tmp / name, "rb+") as f:
@@ -783,4 +908,3 @@ def summary(meta: dict) -> str:
     lab = f", {meta['num_classes']} classes" if meta.get("labels") else ", unlabelled"
     cap = ", captions" if meta.get("captions") else ""
     return f"{n:,} images {w}x{h}x{c}{lab}{cap} ({meta['source']['format']} source)"
-

@@ -42,20 +42,26 @@ MAX_BOXES = 3
 VISIBLE_SHARE = 0.02  # a box counts as visible when it covers this share of the pixels
 ATTRIBUTES = ("visible_boxes", "boxes", "wall_palette", "floor_palette")
 
-WALL_PALETTE = np.array([
-    [0.85, 0.80, 0.70],  # beige
-    [0.60, 0.72, 0.85],  # light blue
-    [0.70, 0.82, 0.62],  # sage
-    [0.88, 0.66, 0.60],  # terracotta
-    [0.78, 0.78, 0.80],  # grey
-    [0.90, 0.86, 0.55],  # yellow
-], dtype=np.float32)
-FLOOR_PALETTE = np.array([
-    [0.55, 0.38, 0.22],  # oak
-    [0.35, 0.24, 0.16],  # walnut
-    [0.50, 0.50, 0.52],  # grey carpet
-    [0.72, 0.66, 0.55],  # light tiles
-], dtype=np.float32)
+WALL_PALETTE = np.array(
+    [
+        [0.85, 0.80, 0.70],  # beige
+        [0.60, 0.72, 0.85],  # light blue
+        [0.70, 0.82, 0.62],  # sage
+        [0.88, 0.66, 0.60],  # terracotta
+        [0.78, 0.78, 0.80],  # grey
+        [0.90, 0.86, 0.55],  # yellow
+    ],
+    dtype=np.float32,
+)
+FLOOR_PALETTE = np.array(
+    [
+        [0.55, 0.38, 0.22],  # oak
+        [0.35, 0.24, 0.16],  # walnut
+        [0.50, 0.50, 0.52],  # grey carpet
+        [0.72, 0.66, 0.55],  # light tiles
+    ],
+    dtype=np.float32,
+)
 CEILING = np.array([0.93, 0.93, 0.90], dtype=np.float32)
 
 
@@ -74,8 +80,13 @@ def _scene_params(seed: int, index: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([seed, index])
     room = np.array([rng.uniform(3.0, 6.0), rng.uniform(2.4, 3.0), rng.uniform(3.0, 6.0)])
     half_w, half_d = room[0] / 2, room[2] / 2
-    cam = np.array([rng.uniform(-half_w + 0.4, half_w - 0.4), rng.uniform(1.3, 1.7),
-                    rng.uniform(-half_d + 0.4, half_d - 0.4)])
+    cam = np.array(
+        [
+            rng.uniform(-half_w + 0.4, half_w - 0.4),
+            rng.uniform(1.3, 1.7),
+            rng.uniform(-half_d + 0.4, half_d - 0.4),
+        ]
+    )
     # Look roughly towards the room's centre (or anywhere when standing near it), a bit down.
     to_centre = -cam[[0, 2]]
     base = math.atan2(to_centre[0], to_centre[1]) if np.linalg.norm(to_centre) > 0.3 else 0.0
@@ -99,8 +110,13 @@ def _scene_params(seed: int, index: int) -> dict[str, np.ndarray]:
         colours[k] = _hsv(hue, rng.uniform(0.45, 0.8), rng.uniform(0.55, 0.9))
     light = np.array([rng.uniform(-0.6, 0.6), 1.0, rng.uniform(-0.6, 0.6)])
     return {
-        "room": room, "cam": cam, "yaw": np.array(yaw), "pitch": np.array(pitch),
-        "n_boxes": np.array(n_boxes), "boxes": boxes, "box_colours": colours,
+        "room": room,
+        "cam": cam,
+        "yaw": np.array(yaw),
+        "pitch": np.array(pitch),
+        "n_boxes": np.array(n_boxes),
+        "boxes": boxes,
+        "box_colours": colours,
         "wall": np.array(int(rng.integers(len(WALL_PALETTE)))),
         "floor": np.array(int(rng.integers(len(FLOOR_PALETTE)))),
         "light": light / np.linalg.norm(light),
@@ -113,8 +129,9 @@ def _hsv(h: float, s: float, v: float) -> np.ndarray:
     i = int(h * 6) % 6
     f = h * 6 - int(h * 6)
     p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i],
-                    dtype=np.float32)
+    return np.array(
+        [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i], dtype=np.float32
+    )
 
 
 def _camera_basis(yaw: np.ndarray, pitch: np.ndarray) -> np.ndarray:
@@ -127,8 +144,9 @@ def _camera_basis(yaw: np.ndarray, pitch: np.ndarray) -> np.ndarray:
     return np.stack([x, y, z], 1).astype(np.float32)
 
 
-def _render_chunk(params: list[dict[str, np.ndarray]], h: int, w: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _render_chunk(
+    params: list[dict[str, np.ndarray]], h: int, w: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normals (S, 3, h, w) in camera coordinates, RGB (S, 3, h, w) in [0, 1] and the id of
     the surface hit by each pixel (S, h, w): 0 floor, 1 ceiling, 2 walls, 3 + k box k.
 
@@ -226,13 +244,16 @@ def _render_chunk(params: list[dict[str, np.ndarray]], h: int, w: int
     return image(n_cam), image(rgb), surface.reshape(s, h, w).astype(np.int64)
 
 
-def render_rooms(n: int, resolution: int = 64, seed: int = 0, start: int = 0,
-                 chunk: int = 64) -> dict[str, np.ndarray]:
+def render_rooms(
+    n: int, resolution: int = 64, seed: int = 0, start: int = 0, chunk: int = 64
+) -> dict[str, np.ndarray]:
     """Render scenes ``start .. start + n - 1``: float normals and images, surface ids and the
     scene attributes (columns as :data:`ATTRIBUTES`)."""
     if n <= 0 or resolution < 8:
-        raise DataError(f"rooms: need at least 1 scene of at least 8x8 pixels, got {n} scenes "
-                        f"of {resolution}x{resolution}")
+        raise DataError(
+            f"rooms: need at least 1 scene of at least 8x8 pixels, got {n} scenes "
+            f"of {resolution}x{resolution}"
+        )
     if seed < 0:  # numpy's seed sequences take no negative numbers
         raise DataError(f"rooms: data.gen_seed must be >= 0, got {seed}")
     normals = np.empty((n, 3, resolution, resolution), np.float32)
@@ -274,7 +295,11 @@ def load_rooms(n: int = 4000, resolution: int = 64, seed: int = 0) -> ImageDatas
         name="rooms",
         class_names=[f"{k} boxes" for k in range(MAX_BOXES + 1)],
         extras={"normals": encode_normals(out["normals"]), "attributes": attrs},
-        meta={"attribute_names": list(ATTRIBUTES), "fov_deg": FOV_DEG, "seed": seed,
-              "normals": "camera coordinates (x right, y up, z towards the viewer), "
-                         "p = (n + 1) * 127.5"},
+        meta={
+            "attribute_names": list(ATTRIBUTES),
+            "fov_deg": FOV_DEG,
+            "seed": seed,
+            "normals": "camera coordinates (x right, y up, z towards the viewer), "
+            "p = (n + 1) * 127.5",
+        },
     )

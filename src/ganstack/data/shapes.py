@@ -64,8 +64,10 @@ ATTRIBUTES = {
 ATTRIBUTE_NAMES = list(ATTRIBUTES)
 CAPTIONS_PER_IMAGE = 10
 
-_RGB = np.array([[220, 40, 40], [40, 180, 60], [50, 80, 230], [240, 220, 40], [150, 60, 200],
-                 [245, 245, 245]], np.float32)
+_RGB = np.array(
+    [[220, 40, 40], [40, 180, 60], [50, 80, 230], [240, 220, 40], [150, 60, 200], [245, 245, 245]],
+    np.float32,
+)
 _BG_RGB = np.array([[110, 110, 110], [40, 60, 125], [50, 100, 60], [170, 100, 40]], np.float32)
 _CENTRES = np.array([[0.3, 0.3], [0.7, 0.3], [0.3, 0.7], [0.7, 0.7], [0.5, 0.5]], np.float32)
 _RADIUS = np.array([0.16, 0.28], np.float32)  # small, large (half-size, in image widths)
@@ -77,8 +79,9 @@ _SECOND_RADIUS = 0.12
 # --------------------------------------------------------------------------------------------
 
 
-def _shape_mask(kind: np.ndarray, cx: np.ndarray, cy: np.ndarray, r: np.ndarray,
-                u: np.ndarray, v: np.ndarray) -> np.ndarray:
+def _shape_mask(
+    kind: np.ndarray, cx: np.ndarray, cy: np.ndarray, r: np.ndarray, u: np.ndarray, v: np.ndarray
+) -> np.ndarray:
     """(N, S, S) bool: pixel (u, v) lies inside shape n (kind, centre, radius per image)."""
     out = np.zeros((len(kind), *u.shape), bool)
     for k in np.unique(kind):
@@ -107,8 +110,9 @@ def _shape_mask(kind: np.ndarray, cx: np.ndarray, cy: np.ndarray, r: np.ndarray,
     return out
 
 
-def _background(pattern: np.ndarray, colour: np.ndarray, orient: np.ndarray,
-                u: np.ndarray, v: np.ndarray) -> np.ndarray:
+def _background(
+    pattern: np.ndarray, colour: np.ndarray, orient: np.ndarray, u: np.ndarray, v: np.ndarray
+) -> np.ndarray:
     """(N, S, S, 3) float background images."""
     factor = np.ones((len(pattern), *u.shape), np.float32)
     for p in np.unique(pattern):
@@ -141,8 +145,17 @@ def render(attrs: dict[str, np.ndarray], resolution: int, rng: np.random.Generat
     second = attrs["count"] == 1
     if second.any():
         c2 = _RGB[attrs["colour2"]] + rng.uniform(-15, 15, size=(n, 3)).astype(np.float32)
-        m2 = _shape_mask(attrs["shape2"], attrs["cx2"], attrs["cy2"],
-                         np.full(n, _SECOND_RADIUS, np.float32), u, v) & second[:, None, None]
+        m2 = (
+            _shape_mask(
+                attrs["shape2"],
+                attrs["cx2"],
+                attrs["cy2"],
+                np.full(n, _SECOND_RADIUS, np.float32),
+                u,
+                v,
+            )
+            & second[:, None, None]
+        )
         img = np.where(m2[..., None], c2[:, None, None, :], img)
     m = _shape_mask(attrs["shape"], centre[:, 0], centre[:, 1], radius, u, v)
     img = np.where(m[..., None], colour[:, None, None, :], img)
@@ -151,8 +164,9 @@ def render(attrs: dict[str, np.ndarray], resolution: int, rng: np.random.Generat
     return np.clip(img + 0.5, 0, 255).astype(np.uint8).transpose(0, 3, 1, 2)
 
 
-def draw_attributes(n: int, rng: np.random.Generator,
-                    allowed: dict[str, list[int]] | None = None) -> dict[str, np.ndarray]:
+def draw_attributes(
+    n: int, rng: np.random.Generator, allowed: dict[str, list[int]] | None = None
+) -> dict[str, np.ndarray]:
     """The attributes of ``n`` images; ``allowed`` maps an attribute name to the value
     indices it may take (uniformly; default every value). With every value allowed the draws
     are those of the full dataset."""
@@ -174,8 +188,9 @@ def draw_attributes(n: int, rng: np.random.Generator,
     corner = rng.integers(0, 4, size=n)
     main = a["position"]
     opposite = np.array([3, 2, 1, 0, 0])
-    corner = np.where(main < 4, np.where(rng.random(n) < 0.5, opposite[np.minimum(main, 3)],
-                                         corner), corner)
+    corner = np.where(
+        main < 4, np.where(rng.random(n) < 0.5, opposite[np.minimum(main, 3)], corner), corner
+    )
     corner = np.where(corner == main, opposite[np.minimum(main, 3)], corner)
     cxy = _CENTRES[corner] * 0.8 + 0.1 + rng.uniform(-0.03, 0.03, size=(n, 2))
     a["cx2"], a["cy2"] = cxy[:, 0].astype(np.float32), cxy[:, 1].astype(np.float32)
@@ -195,8 +210,12 @@ _POSITION_WORDS = [
     ["at the bottom right", "in the lower right corner", "in the bottom right"],
     ["in the centre", "in the middle", "at the center"],
 ]
-_PATTERN_ADJ = [["plain", "solid", "flat"], ["striped", "stripy"], ["dotted", "spotted"],
-                ["gradient", "fading"]]
+_PATTERN_ADJ = [
+    ["plain", "solid", "flat"],
+    ["striped", "stripy"],
+    ["dotted", "spotted"],
+    ["gradient", "fading"],
+]
 _PATTERN_NOUN = ["no pattern", "stripes", "dots", "a gradient"]
 
 
@@ -204,8 +223,9 @@ def _pick(rng: np.random.Generator, options: list[str]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-def caption(a: dict[str, int], rng: np.random.Generator,
-            fixed: frozenset[str] = frozenset()) -> tuple[str, list[bool]]:
+def caption(
+    a: dict[str, int], rng: np.random.Generator, fixed: frozenset[str] = frozenset()
+) -> tuple[str, list[bool]]:
     """One caption of an image's attributes and which attributes it mentions. ``fixed``: the
     attributes that take one value in the whole dataset: no words name them and they do not
     count as mentioned (with none fixed, the captions of the full dataset)."""
@@ -272,8 +292,11 @@ def mirror_attributes(table: np.ndarray | torch.Tensor) -> np.ndarray | torch.Te
     out = table.clone() if isinstance(table, torch.Tensor) else table.copy()
     k = ATTRIBUTE_NAMES.index("position")
     pos = table[:, k]
-    out[:, k] = (torch.from_numpy(MIRRORED_POSITION).to(pos.device)[pos]
-                 if isinstance(pos, torch.Tensor) else MIRRORED_POSITION[pos])
+    out[:, k] = (
+        torch.from_numpy(MIRRORED_POSITION).to(pos.device)[pos]
+        if isinstance(pos, torch.Tensor)
+        else MIRRORED_POSITION[pos]
+    )
     return out
 
 
@@ -281,14 +304,23 @@ def _allowed(option: str, given: Sequence, values: list) -> list[int]:
     """Sorted indices into ``values`` of the ``given`` values; errors name the choices."""
     bad = [v for v in given if isinstance(v, bool) or v not in values]
     if bad or not given:
-        raise DataError(f"the shapes dataset: {option} takes one or more of "
-                        f"{', '.join(map(str, values))}; got {list(given)}")
+        raise DataError(
+            f"the shapes dataset: {option} takes one or more of "
+            f"{', '.join(map(str, values))}; got {list(given)}"
+        )
     return sorted({values.index(v) for v in given})
 
 
-def make_shapes(n: int, resolution: int, seed: int = 0, chunk: int = 256, *,
-                counts: Sequence[int] = (1, 2), patterns: Sequence[str] = tuple(PATTERNS),
-                mirror: bool = False) -> ImageDataset:
+def make_shapes(
+    n: int,
+    resolution: int,
+    seed: int = 0,
+    chunk: int = 256,
+    *,
+    counts: Sequence[int] = (1, 2),
+    patterns: Sequence[str] = tuple(PATTERNS),
+    mirror: bool = False,
+) -> ImageDataset:
     """``n`` captioned images of ``resolution`` x ``resolution`` pixels, deterministic.
 
     ``counts``: the numbers of shapes an image may hold (1, 2 or both, equally often);
@@ -301,8 +333,10 @@ def make_shapes(n: int, resolution: int, seed: int = 0, chunk: int = 256, *,
         raise DataError(f"the shapes dataset renders at 8 pixels or more, got {resolution}")
     if seed < 0:  # numpy's seed sequences take no negative numbers
         raise DataError(f"the shapes dataset: data.gen_seed must be >= 0, got {seed}")
-    allowed = {"count": _allowed("data.shapes_counts", counts, [1, 2]),
-               "pattern": _allowed("data.shapes_patterns", patterns, PATTERNS)}
+    allowed = {
+        "count": _allowed("data.shapes_counts", counts, [1, 2]),
+        "pattern": _allowed("data.shapes_patterns", patterns, PATTERNS),
+    }
     fixed = frozenset(k for k, v in allowed.items() if len(v) == 1)
     rng = np.random.default_rng([seed, 7])
     attrs = draw_attributes(n, rng, allowed)
@@ -325,11 +359,13 @@ def make_shapes(n: int, resolution: int, seed: int = 0, chunk: int = 256, *,
     table = np.stack([attrs[k] for k in ATTRIBUTE_NAMES], axis=1).astype(np.int64)
     labels = table[:, 0] * len(COLOURS) + table[:, 1]
     extras = {"attributes": torch.from_numpy(table), "mentions": torch.from_numpy(mentions)}
-    meta = {"attributes": ATTRIBUTE_NAMES,
-            "attribute_sizes": [len(v) for v in ATTRIBUTES.values()],
-            "attribute_values": {k: list(v) for k, v in ATTRIBUTES.items()},
-            "shapes_counts": [i + 1 for i in allowed["count"]],
-            "shapes_patterns": [PATTERNS[i] for i in allowed["pattern"]]}
+    meta = {
+        "attributes": ATTRIBUTE_NAMES,
+        "attribute_sizes": [len(v) for v in ATTRIBUTES.values()],
+        "attribute_values": {k: list(v) for k, v in ATTRIBUTES.items()},
+        "shapes_counts": [i + 1 for i in allowed["count"]],
+        "shapes_patterns": [PATTERNS[i] for i in allowed["pattern"]],
+    }
     if mirror:
         extras["attributes_mirror"] = torch.from_numpy(mirror_attributes(table))
         meta["flip"] = True

@@ -72,8 +72,10 @@ def _text(x: Any) -> str:
 
 def _read_pickle_list(path: Path, what: str) -> list:
     if not path.is_file():
-        raise DataError(f"{path} does not exist: the StackGAN layout keeps the {what} there "
-                        f"(it comes with the embedding download)")
+        raise DataError(
+            f"{path} does not exist: the StackGAN layout keeps the {what} there "
+            f"(it comes with the embedding download)"
+        )
     obj = safe_unpickle(path)
     if isinstance(obj, np.ndarray):
         return list(obj)
@@ -82,8 +84,9 @@ def _read_pickle_list(path: Path, what: str) -> list:
     return list(obj)
 
 
-def _load_image(path: Path, resolution: int, box: tuple[float, float, float, float] | None,
-                squash: bool = False) -> np.ndarray:
+def _load_image(
+    path: Path, resolution: int, box: tuple[float, float, float, float] | None, squash: bool = False
+) -> np.ndarray:
     """An RGB image, (bounding-box crop), resized: shorter side to ``resolution`` and
     centre-cropped, or (``squash``) straight to ``resolution`` squared."""
     from PIL import Image, UnidentifiedImageError
@@ -118,9 +121,11 @@ def _read_captions(path: Path, per_image: int = CAPTIONS_PER_IMAGE) -> list[str]
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise DataError(f"caption file {path} is missing; the StackGAN layout has one text "
-                        f"file of {per_image} captions per image (or use "
-                        f"data.text_encoder=pickle, which needs no caption files)") from None
+        raise DataError(
+            f"caption file {path} is missing; the StackGAN layout has one text "
+            f"file of {per_image} captions per image (or use "
+            f"data.text_encoder=pickle, which needs no caption files)"
+        ) from None
     except OSError as e:
         raise DataError(f"cannot read caption file {path}: {e.strerror}") from None
     try:
@@ -130,8 +135,10 @@ def _read_captions(path: Path, per_image: int = CAPTIONS_PER_IMAGE) -> list[str]
         log.info("caption file %s is not UTF-8; read as Latin-1", path)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if len(lines) < per_image:
-        raise DataError(f"caption file {path} has {len(lines)} caption(s); "
-                        f"{per_image} (one per line) are expected")
+        raise DataError(
+            f"caption file {path} has {len(lines)} caption(s); "
+            f"{per_image} (one per line) are expected"
+        )
     return lines[:per_image]
 
 
@@ -144,9 +151,11 @@ def _coco_image(root: Path, key: str) -> Path:
             if p.is_file():
                 return p
     tried = ", ".join(f"{d}/{key}.jpg" if d != "." else f"{key}.jpg" for d in COCO_IMAGE_DIRS)
-    raise DataError(f"COCO image '{key}' (listed in filenames.pickle) is not in {root}: looked "
-                    f"for {tried} (or .png); StackGAN-Pytorch keeps the COCO images in images/, "
-                    f"the COCO 2014 zips extract to train2014/ and val2014/")
+    raise DataError(
+        f"COCO image '{key}' (listed in filenames.pickle) is not in {root}: looked "
+        f"for {tried} (or .png); StackGAN-Pytorch keeps the COCO images in images/, "
+        f"the COCO 2014 zips extract to train2014/ and val2014/"
+    )
 
 
 def _cub_boxes(root: Path) -> dict[str, tuple[float, float, float, float]]:
@@ -155,12 +164,14 @@ def _cub_boxes(root: Path) -> dict[str, tuple[float, float, float, float]]:
     for p in (names, boxes):
         if not p.is_file():
             raise DataError(f"{p} does not exist: CUB-200-2011 ships it beside images/")
+
     def lines(p: Path) -> list[str]:
         try:
             return p.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError:
-            raise DataError(f"{p} is not UTF-8 text; CUB-200-2011 ships it as plain text "
-                            f"(download it again)") from None
+            raise DataError(
+                f"{p} is not UTF-8 text; CUB-200-2011 ships it as plain text (download it again)"
+            ) from None
 
     ids = {}
     for n, line in enumerate(lines(names), 1):
@@ -178,17 +189,29 @@ def _cub_boxes(root: Path) -> dict[str, tuple[float, float, float, float]]:
             box = tuple(float(v) for v in parts[1:])
         except ValueError:
             box = ()
-        if (len(parts) != 5 or parts[0] not in ids or len(box) != 4
-                or not all(math.isfinite(v) for v in box)):
-            raise DataError(f"{boxes} line {n} should be '<image id> x y width height' (an id "
-                            f"of images.txt and four numbers)")
+        if (
+            len(parts) != 5
+            or parts[0] not in ids
+            or len(box) != 4
+            or not all(math.isfinite(v) for v in box)
+        ):
+            raise DataError(
+                f"{boxes} line {n} should be '<image id> x y width height' (an id "
+                f"of images.txt and four numbers)"
+            )
         out[ids[parts[0]]] = box
     return out
 
 
-def load_stackgan_layout(root: str | Path, kind: str, split: str, resolution: int,
-                         text_encoder: str, encode: Any = None, max_images: int = 0
-                         ) -> ImageDataset:
+def load_stackgan_layout(
+    root: str | Path,
+    kind: str,
+    split: str,
+    resolution: int,
+    text_encoder: str,
+    encode: Any = None,
+    max_images: int = 0,
+) -> ImageDataset:
     """CUB birds (``kind='cub'``), Oxford-102 flowers (``'oxford'``) or MS-COCO (``'coco'``)
     in the StackGAN layout.
 
@@ -197,10 +220,11 @@ def load_stackgan_layout(root: str | Path, kind: str, split: str, resolution: in
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"data.path {root} is not a folder (expected the StackGAN '{kind}' "
-                        f"layout: {split}/filenames.pickle, images and captions)")
-    keys = [_text(k) for k in _read_pickle_list(root / split / "filenames.pickle",
-                                                "image names")]
+        raise DataError(
+            f"data.path {root} is not a folder (expected the StackGAN '{kind}' "
+            f"layout: {split}/filenames.pickle, images and captions)"
+        )
+    keys = [_text(k) for k in _read_pickle_list(root / split / "filenames.pickle", "image names")]
     if not keys:
         raise DataError(f"{root / split / 'filenames.pickle'} lists no images")
     n_listed = len(keys)
@@ -211,15 +235,17 @@ def load_stackgan_layout(root: str | Path, kind: str, split: str, resolution: in
     if text_encoder == "pickle":
         emb_path = root / split / "char-CNN-RNN-embeddings.pickle"
         try:
-            emb = np.asarray(_read_pickle_list(emb_path, "caption embeddings"),
-                             dtype=np.float32)
+            emb = np.asarray(_read_pickle_list(emb_path, "caption embeddings"), dtype=np.float32)
         except (TypeError, ValueError, OverflowError):
-            raise DataError(f"{emb_path} should hold numbers: one (captions, dim) array per "
-                            f"image") from None
+            raise DataError(
+                f"{emb_path} should hold numbers: one (captions, dim) array per image"
+            ) from None
         if emb.ndim != 3 or len(emb) != n_listed:
-            raise DataError(f"{emb_path} holds embeddings of shape {emb.shape}; expected "
-                            f"({n_listed}, captions, dim), one row per name in filenames.pickle")
-        extras["embeddings"] = torch.from_numpy(np.ascontiguousarray(emb[:len(keys)]))
+            raise DataError(
+                f"{emb_path} holds embeddings of shape {emb.shape}; expected "
+                f"({n_listed}, captions, dim), one row per name in filenames.pickle"
+            )
+        extras["embeddings"] = torch.from_numpy(np.ascontiguousarray(emb[: len(keys)]))
     class_path = root / split / "class_info.pickle"
     labels = None
     if class_path.is_file():
@@ -229,14 +255,16 @@ def load_stackgan_layout(root: str | Path, kind: str, split: str, resolution: in
             raise DataError(f"{class_path} should hold a list of integer class ids") from None
         if len(cls) != n_listed:
             raise DataError(f"{class_path} has {len(cls)} class ids for {n_listed} images")
-        cls = cls[:len(keys)]
+        cls = cls[: len(keys)]
         _, labels_np = np.unique(cls, return_inverse=True)
         labels = torch.from_numpy(labels_np.astype(np.int64))
     text_dirs = ("text",) if kind == "coco" else ("text", "text_c10")
     text_dir = next((root / d for d in text_dirs if (root / d).is_dir()), None)
     if text_encoder != "pickle" and text_dir is None:
-        raise DataError(f"{root} has no {' or '.join(d + '/' for d in text_dirs)} caption "
-                        f"folder; it is needed unless data.text_encoder=pickle")
+        raise DataError(
+            f"{root} has no {' or '.join(d + '/' for d in text_dirs)} caption "
+            f"folder; it is needed unless data.text_encoder=pickle"
+        )
     captions: list[list[str]] | None = None
     if text_dir is not None:
         per_image = COCO_CAPTIONS_PER_IMAGE if kind == "coco" else CAPTIONS_PER_IMAGE
@@ -246,8 +274,10 @@ def load_stackgan_layout(root: str | Path, kind: str, split: str, resolution: in
                 path = text_dir / f"{key}.txt"
             else:  # flowers: text_c10/class_NNNNN/image_XXXXX.txt (1-based class ids)
                 if labels is None:
-                    raise DataError(f"{class_path} is missing: the flowers' captions are "
-                                    f"found by class (text_c10/class_NNNNN/)")
+                    raise DataError(
+                        f"{class_path} is missing: the flowers' captions are "
+                        f"found by class (text_c10/class_NNNNN/)"
+                    )
                 cid = int(cls[i])
                 path = text_dir / f"class_{cid:05d}" / f"{Path(key).name}.txt"
             captions.append(_read_captions(path, per_image))
@@ -266,8 +296,9 @@ def load_stackgan_layout(root: str | Path, kind: str, split: str, resolution: in
     if text_encoder != "pickle" and encode is not None:
         assert captions is not None
         extras["embeddings"] = encode(captions)
-    return ImageDataset(torch.from_numpy(images), labels, name=kind, extras=extras,
-                        captions=captions)
+    return ImageDataset(
+        torch.from_numpy(images), labels, name=kind, extras=extras, captions=captions
+    )
 
 
 def load_lsun(path: str | Path, resolution: int, max_images: int = 0) -> ImageDataset:
@@ -282,8 +313,14 @@ def load_lsun(path: str | Path, resolution: int, max_images: int = 0) -> ImageDa
     if not path.exists():
         raise DataError(f"LSUN database {path} does not exist (e.g. bedroom_train_lmdb)")
     try:
-        env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False,
-                        subdir=path.is_dir())
+        env = lmdb.open(
+            str(path),
+            readonly=True,
+            lock=False,
+            readahead=False,
+            meminit=False,
+            subdir=path.is_dir(),
+        )
     except lmdb.Error as e:
         raise DataError(f"{path} is not an LMDB database: {e}") from None
     out: list[np.ndarray] = []
@@ -298,8 +335,9 @@ def load_lsun(path: str | Path, resolution: int, max_images: int = 0) -> ImageDa
                     im = im.resize((resolution, resolution), Image.Resampling.BILINEAR)
                     out.append(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1))
             except (UnidentifiedImageError, OSError) as e:
-                raise DataError(f"{path}: entry {key[:40]!r} is not a readable image ({e})"
-                                ) from None
+                raise DataError(
+                    f"{path}: entry {key[:40]!r} is not a readable image ({e})"
+                ) from None
             if max_images and len(out) >= max_images:
                 break
     env.close()

@@ -116,8 +116,10 @@ class SentenceTransformerEncoder:
                 f"({type(e).__name__}: {e}); ganstack never downloads models. Give "
                 f"data.text_model a local folder, or use data.text_encoder=hash"
             ) from None
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or \
-            self.model.get_sentence_embedding_dimension  # the older name
+        get_dim = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )  # the older name
         self.dim = int(get_dim())
 
     def encode(self, captions: Sequence[str]) -> torch.Tensor:
@@ -137,8 +139,7 @@ def build_encoder(kind: str, dim: int = 256, model: str = "", seed: int = 0):
             "this run was trained on precomputed char-CNN-RNN embeddings, which cannot encode "
             "new captions; sample with captions from the dataset instead"
         )
-    raise GanstackError(f"unknown text encoder {kind!r}; use hash, pickle or "
-                        f"sentence-transformers")
+    raise GanstackError(f"unknown text encoder {kind!r}; use hash, pickle or sentence-transformers")
 
 
 def encode_caption_lists(encoder, captions: list[list[str]]) -> torch.Tensor:
@@ -169,13 +170,16 @@ def mirror_caption(caption: str) -> str:
     return _LEFT_RIGHT.sub(swap, caption)
 
 
-def encode_mirrored(encoder, captions: list[list[str]], embeddings: torch.Tensor
-                    ) -> torch.Tensor:
+def encode_mirrored(encoder, captions: list[list[str]], embeddings: torch.Tensor) -> torch.Tensor:
     """(N, captions, dim) embeddings of every caption's :func:`mirror_caption`: captions that
     name neither left nor right keep their ``embeddings``; only the others are encoded."""
     out = embeddings.clone()
-    where = [(i, j, mirror_caption(c)) for i, caps in enumerate(captions)
-             for j, c in enumerate(caps) if _LEFT_RIGHT.search(c)]
+    where = [
+        (i, j, mirror_caption(c))
+        for i, caps in enumerate(captions)
+        for j, c in enumerate(caps)
+        if _LEFT_RIGHT.search(c)
+    ]
     if where:
         enc = encoder.encode([m for _, _, m in where]).to(out.dtype)
         i = torch.tensor([w[0] for w in where])

@@ -31,9 +31,21 @@ PROBE_SEEDS = (1, 2)  # the base and the changed seed of the dependency probe
 # Class names of the bundled datasets (the data's own names are not kept in a checkpoint).
 _DIGITS = [str(k) for k in range(10)]
 CLASS_NAMES = {
-    "mnist": _DIGITS, "mnist5k": _DIGITS, "svhn": _DIGITS,
-    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                "ship", "truck"],
+    "mnist": _DIGITS,
+    "mnist5k": _DIGITS,
+    "svhn": _DIGITS,
+    "cifar10": [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ],
 }
 # What a noise input of each name does, for the page (z0, z1, ... are described by level).
 NOISE_HELP = {
@@ -145,8 +157,9 @@ class Request:
             if not explorer.text:
                 raise ExploreError("this model takes no caption")
             if not isinstance(cap, str) or len(cap) > CAPTION_MAX:
-                raise ExploreError(f"'caption' must be a string of at most {CAPTION_MAX} "
-                                   f"characters")
+                raise ExploreError(
+                    f"'caption' must be a string of at most {CAPTION_MAX} characters"
+                )
             req.caption = cap.strip() or None
         req.text_seed = _seed(body.get("text_seed", 0), "text_seed")
         interp = body.get("interpolate")
@@ -198,8 +211,11 @@ class Explorer:
         # A model that samples with batch statistics sees the shown sample among CONTEXT
         # others, drawn once (seed 0): a batch of one has no statistics to speak of.
         self.batch_bn = getattr(self.model.cfg, "sample_bn", "eval") == "batch"
-        self._context = (self.model.draw_inputs(CONTEXT, generator=torch.Generator()
-                                                .manual_seed(0)) if self.batch_bn else None)
+        self._context = (
+            self.model.draw_inputs(CONTEXT, generator=torch.Generator().manual_seed(0))
+            if self.batch_bn
+            else None
+        )
         self.outputs, self.affects = self._probe()
 
     # ---- inputs ---------------------------------------------------------------------------
@@ -209,8 +225,7 @@ class Explorer:
         gen = torch.Generator().manual_seed(seed)
         return self.model._noise(1, self.noise[name], gen)
 
-    def interpolated(self, name: str, seed_a: int, seed_b: int, t: torch.Tensor
-                     ) -> torch.Tensor:
+    def interpolated(self, name: str, seed_a: int, seed_b: int, t: torch.Tensor) -> torch.Tensor:
         """(len(t), dim): ``name``'s noise from seed a (t=0) to seed b (t=1). Normal noise is
         interpolated on the sphere (slerp), which keeps its norm typical; uniform noise
         linearly, which keeps it in [0, 1)."""
@@ -220,16 +235,17 @@ class Explorer:
         if self.model.noise_distribution != "uniform":
             omega = math.acos(float(torch.nn.functional.cosine_similarity(a, b).clamp(-1, 1)))
             if omega > 1e-6:
-                mix = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / \
-                    math.sin(omega)
+                mix = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / math.sin(omega)
         # The ends exactly: t = 0 is the sample of seed a, t = 1 that of seed b.
         return torch.where(t <= 0, a, torch.where(t >= 1, b, mix))
 
     def caption_embedding(self, caption: str) -> torch.Tensor:
         if not self.can_caption:
-            raise ExploreError("this run's captions were embedded by a pickle of the dataset's "
-                               "char-CNN-RNN encoder, which cannot encode new captions; pick "
-                               "training captions by their seed instead")
+            raise ExploreError(
+                "this run's captions were embedded by a pickle of the dataset's "
+                "char-CNN-RNN encoder, which cannot encode new captions; pick "
+                "training captions by their seed instead"
+            )
         emb = self._captions.get(caption)
         if emb is None:
             emb = self.run.encode_captions([caption])[:1].float()
@@ -248,8 +264,9 @@ class Explorer:
             if req.caption:
                 emb = self.caption_embedding(req.caption)
             else:
-                emb = self.model.draw_condition("text", 1, torch.Generator()
-                                                .manual_seed(req.text_seed))
+                emb = self.model.draw_condition(
+                    "text", 1, torch.Generator().manual_seed(req.text_seed)
+                )
             out["text"] = emb.to(dev).expand(rows, -1).contiguous()
         for name in self.noise:
             z = self.noise_vector(name, req.seeds.get(name, 0))
@@ -271,23 +288,31 @@ class Explorer:
                 out = self.model.generate(inputs)
         # An output that is another name for the image (LAPGAN's level0) is shown once.
         image = out.get("image")
-        return {k: v[:n].detach().float().cpu() for k, v in out.items()
-                if torch.is_tensor(v) and k not in inputs and v.dim() >= 2 and len(v) >= n
-                and (k == "image" or image is None or v is not image)}
+        return {
+            k: v[:n].detach().float().cpu()
+            for k, v in out.items()
+            if torch.is_tensor(v)
+            and k not in inputs
+            and v.dim() >= 2
+            and len(v) >= n
+            and (k == "image" or image is None or v is not image)
+        }
 
     def _probe(self) -> tuple[list[str], dict[str, list[str]]]:
         """The outputs that can be shown, coarse to fine, and the outputs each input changes
         (measured: each input drawn again from another seed, the rest held)."""
         a, b = PROBE_SEEDS
-        base_req = Request(seeds=dict.fromkeys(self.noise, a), y=0 if self.conditional else None,
-                           text_seed=a)
+        base_req = Request(
+            seeds=dict.fromkeys(self.noise, a), y=0 if self.conditional else None, text_seed=a
+        )
         base = self.generate(self.inputs(base_req))
         shown = [k for k, v in base.items() if as_picture(v[0]) is not None]
         changes: dict[str, list[str]] = {}
         variants: list[tuple[str, Request]] = []
         for name in self.noise:
-            variants.append((name, Request(seeds={**base_req.seeds, name: b}, y=base_req.y,
-                                           text_seed=a)))
+            variants.append(
+                (name, Request(seeds={**base_req.seeds, name: b}, y=base_req.y, text_seed=a))
+            )
         if self.conditional and self.num_classes > 1:
             variants.append(("y", Request(seeds=base_req.seeds, y=1, text_seed=a)))
         if self.text:
@@ -305,8 +330,9 @@ class Explorer:
             reach = sum(k in changes.get(n, []) for n in self.noise)
             return (k == "image", reach, base[k][0].numel(), order.index(k))
 
-        return sorted(shown, key=key), {n: [k for k in sorted(shown, key=key) if k in c]
-                                        for n, c in changes.items()}
+        return sorted(shown, key=key), {
+            n: [k for k in sorted(shown, key=key) if k in c] for n, c in changes.items()
+        }
 
     def render(self, req: Request) -> dict[str, Any]:
         """Every output of ``req``'s sample as a PNG data URL, and the interpolation strip
@@ -314,17 +340,21 @@ class Explorer:
         inputs = self.inputs(req)
         if req.interpolate:
             name = req.interpolate
-            inputs[name] = self.interpolated(name, req.seeds[name], req.seed_b,
-                                             torch.tensor([req.t])).to(inputs[name])
+            inputs[name] = self.interpolated(
+                name, req.seeds[name], req.seed_b, torch.tensor([req.t])
+            ).to(inputs[name])
         out = self.generate(inputs)
-        res: dict[str, Any] = {"outputs": {k: png_data_url(as_picture(out[k][0]))  # type: ignore[arg-type]
-                                           for k in self.outputs}}
+        res: dict[str, Any] = {
+            "outputs": {
+                k: png_data_url(as_picture(out[k][0]))  # type: ignore[arg-type]
+                for k in self.outputs
+            }
+        }
         if req.interpolate and req.strip:
             name = req.interpolate
             steps = torch.linspace(0, 1, req.strip)
             rows = self.inputs(req, req.strip)
-            rows[name] = self.interpolated(name, req.seeds[name], req.seed_b,
-                                           steps).to(rows[name])
+            rows[name] = self.interpolated(name, req.seeds[name], req.seed_b, steps).to(rows[name])
             images = self.generate(rows)["image"]
             res["strip"] = [png_data_url(as_picture(x)) for x in images]  # type: ignore[arg-type]
         return res
@@ -333,28 +363,43 @@ class Explorer:
 
     def describe(self) -> dict[str, Any]:
         """What the page needs to build its controls."""
-        probe = self.generate(self.inputs(Request(seeds=dict.fromkeys(self.noise, 0),
-                                                  y=0 if self.conditional else None)))
+        probe = self.generate(
+            self.inputs(
+                Request(seeds=dict.fromkeys(self.noise, 0), y=0 if self.conditional else None)
+            )
+        )
         levels = []
         names = list(self.noise)
         for i, name in enumerate(names):
             if name in NOISE_HELP:
                 text = NOISE_HELP[name]
             elif name.startswith("z") and name[1:].isdigit():
-                where = (" (top)" if i == 0 else " (bottom)" if i == len(names) - 1 else "")
+                where = " (top)" if i == 0 else " (bottom)" if i == len(names) - 1 else ""
                 text = f"the noise of level {name[1:]}{where}"
             else:
                 text = "a noise input"
-            levels.append({"name": name, "dim": self.noise[name], "help": text,
-                           "affects": self.affects.get(name, [])})
+            levels.append(
+                {
+                    "name": name,
+                    "dim": self.noise[name],
+                    "help": text,
+                    "affects": self.affects.get(name, []),
+                }
+            )
         outputs = []
         for k in self.outputs:
             pic = as_picture(probe[k][0])
             assert pic is not None
             kind = "image" if probe[k].dim() == 4 and probe[k].shape[1] in (1, 3) else "features"
-            outputs.append({"name": k, "kind": kind, "height": int(pic.shape[1]),
-                            "width": int(pic.shape[2]),
-                            "shape": list(probe[k].shape[1:])})
+            outputs.append(
+                {
+                    "name": k,
+                    "kind": kind,
+                    "height": int(pic.shape[1]),
+                    "width": int(pic.shape[2]),
+                    "shape": list(probe[k].shape[1:]),
+                }
+            )
         model = self.model
         return {
             "model": model.name,
@@ -366,8 +411,7 @@ class Explorer:
             "batch_bn": self.batch_bn,
             "levels": levels,
             "outputs": outputs,
-            "classes": (class_names(self.data_name, self.num_classes)
-                        if self.conditional else []),
+            "classes": (class_names(self.data_name, self.num_classes) if self.conditional else []),
             "class_affects": self.affects.get("y", []),
             "text": self.text,
             "can_caption": self.can_caption,

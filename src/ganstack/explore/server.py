@@ -24,9 +24,11 @@ from ganstack.errors import GanstackError, MissingDependencyError
 from ganstack.explore import ExploreError, Explorer, Request
 
 BODY_MAX = 64 << 10  # bytes: a request is a few hundred
-STATIC = {"index.html": "text/html; charset=utf-8",
-          "explorer.js": "text/javascript; charset=utf-8",
-          "explorer.css": "text/css; charset=utf-8"}
+STATIC = {
+    "index.html": "text/html; charset=utf-8",
+    "explorer.js": "text/javascript; charset=utf-8",
+    "explorer.css": "text/css; charset=utf-8",
+}
 
 
 def require_server() -> None:
@@ -83,16 +85,19 @@ def create_app(explorer: Explorer) -> Any:
         res["ms"] = round((time.perf_counter() - t0) * 1000, 1)
         return JSONResponse(res, headers=headers)
 
-    return Starlette(routes=[
-        Route("/", page),
-        Route("/static/{name}", page),
-        Route("/api/model", model),
-        Route("/api/sample", sample, methods=["POST"]),
-    ])
+    return Starlette(
+        routes=[
+            Route("/", page),
+            Route("/static/{name}", page),
+            Route("/api/model", model),
+            Route("/api/sample", sample, methods=["POST"]),
+        ]
+    )
 
 
-def serve(explorer: Explorer, host: str = "127.0.0.1", port: int = 7860,
-          log_level: str = "warning") -> None:
+def serve(
+    explorer: Explorer, host: str = "127.0.0.1", port: int = 7860, log_level: str = "warning"
+) -> None:
     """Serve ``explorer`` until interrupted."""
     import uvicorn
 

@@ -54,8 +54,7 @@ class ClassifierRecipe:
 
     def key(self) -> str:
         d = dataclasses.asdict(self)
-        for k, default in (("pool", 1), ("attribute_sizes", ()), ("flip", False),
-                           ("arch", "cnn")):
+        for k, default in (("pool", 1), ("attribute_sizes", ()), ("flip", False), ("arch", "cnn")):
             if d[k] == default:
                 d.pop(k)  # recipes from before these options keep their cache keys
         blob = json.dumps(d, sort_keys=True).encode()
@@ -67,8 +66,9 @@ class DomainClassifier(nn.Module):
 
     feature_dim = 128
 
-    def __init__(self, channels: int, num_classes: int, pool: int = 1,
-                 attribute_sizes: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self, channels: int, num_classes: int, pool: int = 1, attribute_sizes: tuple[int, ...] = ()
+    ) -> None:
         super().__init__()
 
         def block(ci: int, co: int) -> list[nn.Module]:
@@ -77,12 +77,19 @@ class DomainClassifier(nn.Module):
         if pool == 1:
             tail: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         else:
-            tail = [nn.AdaptiveAvgPool2d(pool), nn.Flatten(),
-                    nn.Linear(128 * pool * pool, 128), nn.ReLU()]
+            tail = [
+                nn.AdaptiveAvgPool2d(pool),
+                nn.Flatten(),
+                nn.Linear(128 * pool * pool, 128),
+                nn.ReLU(),
+            ]
         self.trunk = nn.Sequential(
-            *block(channels, 32), nn.MaxPool2d(2),
-            *block(32, 64), nn.MaxPool2d(2),
-            *block(64, 128), *tail,
+            *block(channels, 32),
+            nn.MaxPool2d(2),
+            *block(32, 64),
+            nn.MaxPool2d(2),
+            *block(64, 128),
+            *tail,
         )
         self.head = nn.Linear(128, num_classes)
         self.attribute_heads = nn.ModuleList([nn.Linear(128, k) for k in attribute_sizes])
@@ -126,39 +133,45 @@ class AltClassifier(DomainClassifier):
 
     feature_dim = 192
 
-    def __init__(self, channels: int, num_classes: int, pool: int = 1,
-                 attribute_sizes: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self, channels: int, num_classes: int, pool: int = 1, attribute_sizes: tuple[int, ...] = ()
+    ) -> None:
         nn.Module.__init__(self)
         self.pool = pool
         self.convs = nn.Sequential(
-            nn.Conv2d(channels, 48, 5, stride=2, padding=2), nn.GELU(),
-            nn.Conv2d(48, 96, 3, stride=2, padding=1), nn.GroupNorm(8, 96), nn.GELU(),
-            nn.Conv2d(96, 96, 3, padding=1), nn.GroupNorm(8, 96), nn.GELU(),
+            nn.Conv2d(channels, 48, 5, stride=2, padding=2),
+            nn.GELU(),
+            nn.Conv2d(48, 96, 3, stride=2, padding=1),
+            nn.GroupNorm(8, 96),
+            nn.GELU(),
+            nn.Conv2d(96, 96, 3, padding=1),
+            nn.GroupNorm(8, 96),
+            nn.GELU(),
         )
         grid = 2 * 96 * pool * pool
         self.proj = nn.Sequential(nn.Linear(grid, self.feature_dim), nn.GELU())
         self.head = nn.Linear(self.feature_dim, num_classes)
-        self.attribute_heads = nn.ModuleList([nn.Linear(self.feature_dim, k)
-                                              for k in attribute_sizes])
+        self.attribute_heads = nn.ModuleList(
+            [nn.Linear(self.feature_dim, k) for k in attribute_sizes]
+        )
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         h = self.convs(x)
-        pooled = torch.cat([F.adaptive_avg_pool2d(h, self.pool),
-                            F.adaptive_max_pool2d(h, self.pool)], 1)
+        pooled = torch.cat(
+            [F.adaptive_avg_pool2d(h, self.pool), F.adaptive_max_pool2d(h, self.pool)], 1
+        )
         return self.proj(pooled.flatten(1))
 
 
-ARCHITECTURES: dict[str, type[DomainClassifier]] = {"cnn": DomainClassifier,
-                                                    "alt": AltClassifier}
+ARCHITECTURES: dict[str, type[DomainClassifier]] = {"cnn": DomainClassifier, "alt": AltClassifier}
 
 
-def build_classifier(channels: int, num_classes: int, recipe: ClassifierRecipe
-                     ) -> DomainClassifier:
+def build_classifier(channels: int, num_classes: int, recipe: ClassifierRecipe) -> DomainClassifier:
     if recipe.arch not in ARCHITECTURES:
-        raise GanstackError(f"unknown classifier architecture {recipe.arch!r}; known: "
-                            f"{', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[recipe.arch](channels, num_classes, recipe.pool,
-                                      recipe.attribute_sizes)
+        raise GanstackError(
+            f"unknown classifier architecture {recipe.arch!r}; known: {', '.join(ARCHITECTURES)}"
+        )
+    return ARCHITECTURES[recipe.arch](channels, num_classes, recipe.pool, recipe.attribute_sizes)
 
 
 def _shift(x: torch.Tensor, max_shift: int, g: torch.Generator) -> torch.Tensor:
@@ -178,10 +191,7 @@ def _shift(x: torch.Tensor, max_shift: int, g: torch.Generator) -> torch.Tensor:
 
 
 def train_classifier(
-    train: ImageDataset,
-    held_out: ImageDataset | None,
-    recipe: ClassifierRecipe,
-    log_fn=log.info,
+    train: ImageDataset, held_out: ImageDataset | None, recipe: ClassifierRecipe, log_fn=log.info
 ) -> tuple[DomainClassifier, float | None]:
     """Train a classifier on ``train``; returns it and its accuracy on ``held_out``."""
     if train.labels is None:
@@ -250,8 +260,9 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "ganstack"
 
 
-def read_cached(model: nn.Module, weights: Path, meta_path: Path, warn: bool = True,
-                what: str = "classifier") -> dict | None:
+def read_cached(
+    model: nn.Module, weights: Path, meta_path: Path, warn: bool = True, what: str = "classifier"
+) -> dict | None:
     """The record of a cached network (a classifier, the VS embedding), its weights loaded
     into ``model``; None when there is none, or it is unusable (a warning then says why, and
     it is trained again)."""
@@ -269,9 +280,7 @@ def read_cached(model: nn.Module, weights: Path, meta_path: Path, warn: bool = T
 
 
 def get_classifier(
-    train: ImageDataset,
-    held_out: ImageDataset | None,
-    recipe: ClassifierRecipe | None = None,
+    train: ImageDataset, held_out: ImageDataset | None, recipe: ClassifierRecipe | None = None
 ) -> tuple[DomainClassifier, dict]:
     """A trained classifier for ``train``'s domain, from the cache or trained now.
 
@@ -292,20 +301,37 @@ def get_classifier(
     # file beside the cache entry, then read what it wrote.
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / f"{key}.lock"
-    with flock_file(lock, shared=False, on_wait=lambda: log.info(
-            "another process is training the %s%s domain classifier (it holds %s); waiting "
-            "for it", base, suffix, lock)):
+    with flock_file(
+        lock,
+        shared=False,
+        on_wait=lambda: log.info(
+            "another process is training the %s%s domain classifier (it holds %s); waiting for it",
+            base,
+            suffix,
+            lock,
+        ),
+    ):
         meta = read_cached(model, weights, meta_path, warn=False)  # written meanwhile?
         if meta is not None:
             return model, meta
         return _train_and_cache(train, held_out, recipe, base, suffix, weights, meta_path)
 
 
-def _train_and_cache(train: ImageDataset, held_out: ImageDataset | None,
-                     recipe: ClassifierRecipe, base: str, suffix: str, weights: Path,
-                     meta_path: Path) -> tuple[DomainClassifier, dict]:
-    log.info("training the %s%s domain classifier (cached afterwards in %s)", base, suffix,
-             weights.parent)
+def _train_and_cache(
+    train: ImageDataset,
+    held_out: ImageDataset | None,
+    recipe: ClassifierRecipe,
+    base: str,
+    suffix: str,
+    weights: Path,
+    meta_path: Path,
+) -> tuple[DomainClassifier, dict]:
+    log.info(
+        "training the %s%s domain classifier (cached afterwards in %s)",
+        base,
+        suffix,
+        weights.parent,
+    )
     model, acc = train_classifier(train, held_out, recipe)
     attr_acc = None
     if recipe.attribute_sizes and held_out is not None and "attributes" in held_out.extras:

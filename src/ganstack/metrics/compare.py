@@ -32,10 +32,11 @@ __all__ = ["compare", "dataset_config", "format_result", "read_image_set", "read
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 IMAGE_KEYS = ("images", "arr_0")  # ganstack's sample files; numpy's default name (other tools)
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
-_KINDS = ("a run directory, an .npz of images or statistics, or a folder of images")
+_KINDS = "a run directory, an .npz of images or statistics, or a folder of images"
 
 
 # ------------------------------------------------------------------------------ reading files
+
 
 def _open_npz(path: Path) -> Any:
     if not path.exists():
@@ -44,8 +45,9 @@ def _open_npz(path: Path) -> Any:
         check_npz(path, GanstackError)
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
-        raise GanstackError(f"cannot read {path} as an .npz file ({e}); is it corrupt or "
-                            f"truncated?") from None
+        raise GanstackError(
+            f"cannot read {path} as an .npz file ({e}); is it corrupt or truncated?"
+        ) from None
 
 
 def _stats_from_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict] | None:
@@ -66,12 +68,15 @@ def _stats_from_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
                 raise GanstackError(f"{path}: 'mu'/'sigma' are not numeric arrays: {e}") from None
             d = mu.shape[0] if mu.ndim == 1 else -1
             if d < 1 or sigma.shape != (d, d):
-                raise GanstackError(f"{path}: 'mu' must be (D,) and 'sigma' (D, D), got "
-                                    f"{mu.shape} and {sigma.shape}; is it a pytorch-fid "
-                                    f"statistics file?")
+                raise GanstackError(
+                    f"{path}: 'mu' must be (D,) and 'sigma' (D, D), got "
+                    f"{mu.shape} and {sigma.shape}; is it a pytorch-fid "
+                    f"statistics file?"
+                )
             if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-                raise GanstackError(f"{path}: 'mu'/'sigma' hold NaN or infinite values; "
-                                    f"recompute the statistics")
+                raise GanstackError(
+                    f"{path}: 'mu'/'sigma' hold NaN or infinite values; recompute the statistics"
+                )
             return mu, sigma, None, {"format": "mu/sigma"}
         elif any(k in files for k in IMAGE_KEYS):
             return None
@@ -79,15 +84,21 @@ def _stats_from_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | No
             raise GanstackError(
                 f"{path} holds neither images ('images' or 'arr_0') nor statistics ('mu' and "
                 f"'sigma', or a ganstack FeatureStats file); it has {', '.join(files) or 'no'} "
-                f"arrays. Write the images as uint8 under 'images', or give a statistics file")
+                f"arrays. Write the images as uint8 under 'images', or give a statistics file"
+            )
     stats = FeatureStats.load(path)
     if stats.num_items < 2:
-        raise GanstackError(f"{path} holds statistics of {stats.num_items} feature vectors; "
-                            f"at least 2 are needed")
+        raise GanstackError(
+            f"{path} holds statistics of {stats.num_items} feature vectors; at least 2 are needed"
+        )
     mu, sigma = stats.mean_cov()
     feats = stats.features() if stats.keep_features else None
-    return mu, sigma, feats, dict(stats.metadata) | {"format": "ganstack FeatureStats",
-                                                    "num_items": stats.num_items}
+    return (
+        mu,
+        sigma,
+        feats,
+        dict(stats.metadata) | {"format": "ganstack FeatureStats", "num_items": stats.num_items},
+    )
 
 
 def read_stats_file(path: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
@@ -101,27 +112,34 @@ def read_stats_file(path: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
 def _to_nchw(arr: np.ndarray, where: str) -> torch.Tensor:
     """uint8 (N, H, W, C), (N, C, H, W) or (N, H, W) images as a (N, C, H, W) tensor."""
     if arr.dtype != np.uint8:
-        hint = (" (floats in [0, 1]: multiply by 255 first)" if arr.dtype.kind == "f" else "")
-        raise GanstackError(f"{where}: images must be uint8 with values 0..255, got "
-                            f"{arr.dtype}; convert them with "
-                            f"np.clip(np.round(x), 0, 255).astype(np.uint8){hint}")
+        hint = " (floats in [0, 1]: multiply by 255 first)" if arr.dtype.kind == "f" else ""
+        raise GanstackError(
+            f"{where}: images must be uint8 with values 0..255, got "
+            f"{arr.dtype}; convert them with "
+            f"np.clip(np.round(x), 0, 255).astype(np.uint8){hint}"
+        )
     if arr.ndim == 3:  # (N, H, W) grayscale
         arr = arr[:, None]
         return torch.from_numpy(np.ascontiguousarray(arr))
     if arr.ndim != 4:
-        raise GanstackError(f"{where}: expected images of shape (N, H, W, C) or (N, C, H, W), "
-                            f"got {arr.shape}")
+        raise GanstackError(
+            f"{where}: expected images of shape (N, H, W, C) or (N, C, H, W), got {arr.shape}"
+        )
     last, second = arr.shape[3] in (1, 3), arr.shape[1] in (1, 3)
     if last and second:
-        raise GanstackError(f"{where}: images of shape {arr.shape} are ambiguous (the channels "
-                            f"could be the 2nd or the last axis); write them as (N, H, W, C)")
+        raise GanstackError(
+            f"{where}: images of shape {arr.shape} are ambiguous (the channels "
+            f"could be the 2nd or the last axis); write them as (N, H, W, C)"
+        )
     if last:
         x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2)
     elif second:
         x = torch.from_numpy(np.ascontiguousarray(arr))
     else:
-        raise GanstackError(f"{where}: images of shape {arr.shape} have no channel axis of 1 "
-                            f"or 3; expected (N, H, W, C) or (N, C, H, W)")
+        raise GanstackError(
+            f"{where}: images of shape {arr.shape} have no channel axis of 1 "
+            f"or 3; expected (N, H, W, C) or (N, C, H, W)"
+        )
     return x.contiguous()
 
 
@@ -129,15 +147,20 @@ def _images_from_npz(path: Path) -> torch.Tensor:
     with _open_npz(path) as f:
         key = next((k for k in IMAGE_KEYS if k in f.files), None)
         if key is None:
-            kind = ("a statistics file" if "mu" in f.files or "format" in f.files else
-                    f"an npz with {', '.join(f.files) or 'no'} arrays")
-            raise GanstackError(f"{path} is {kind}, not images; images go under 'images' "
-                                f"(uint8 N x H x W x C)")
+            kind = (
+                "a statistics file"
+                if "mu" in f.files or "format" in f.files
+                else f"an npz with {', '.join(f.files) or 'no'} arrays"
+            )
+            raise GanstackError(
+                f"{path} is {kind}, not images; images go under 'images' (uint8 N x H x W x C)"
+            )
         try:
             arr = f[key]
         except ValueError as e:  # an object array needs pickle
-            raise GanstackError(f"{path}: cannot read '{key}' ({e}); store the images as a "
-                                f"plain uint8 array") from None
+            raise GanstackError(
+                f"{path}: cannot read '{key}' ({e}); store the images as a plain uint8 array"
+            ) from None
     return _to_nchw(arr, f"{path} ['{key}']")
 
 
@@ -150,8 +173,10 @@ def _list_image_files(folder: Path) -> list[Path]:
         if p.suffix.lower() in IMAGE_SUFFIXES:
             found.append(p)
     if not found:
-        raise GanstackError(f"folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}) "
-                            f"and is not a run directory (no config.yaml)")
+        raise GanstackError(
+            f"folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}) "
+            f"and is not a run directory (no config.yaml)"
+        )
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
@@ -169,10 +194,14 @@ def _images_from_folder(folder: Path) -> torch.Tensor:
         except (OSError, UnidentifiedImageError) as e:
             raise GanstackError(f"cannot read image {p}: {e}; remove or replace it") from None
     if len(sizes) > 1:
-        parts = [f"{w}x{h} ({len(names)}, e.g. {names[0]})"
-                 for (w, h), names in sorted(sizes.items(), key=lambda kv: -len(kv[1]))]
-        raise GanstackError(f"the images in {folder} have {len(sizes)} different sizes: "
-                            f"{'; '.join(parts[:4])}; resize them to one size first")
+        parts = [
+            f"{w}x{h} ({len(names)}, e.g. {names[0]})"
+            for (w, h), names in sorted(sizes.items(), key=lambda kv: -len(kv[1]))
+        ]
+        raise GanstackError(
+            f"the images in {folder} have {len(sizes)} different sizes: "
+            f"{'; '.join(parts[:4])}; resize them to one size first"
+        )
     mode = "L" if gray else "RGB"
     arrays = []
     for p in files:
@@ -203,6 +232,7 @@ def read_image_set(path: str | Path) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------ sides
+
 
 @dataclass
 class _Side:
@@ -299,8 +329,10 @@ def dataset_config(name: str) -> Any:
     p = Path(name)
     if p.is_dir():
         if not _is_run(p):
-            raise GanstackError(f"--dataset {name}: the folder is not a run directory (no "
-                                f"config.yaml); give a run, a config or a dataset name")
+            raise GanstackError(
+                f"--dataset {name}: the folder is not a run directory (no "
+                f"config.yaml); give a run, a config or a dataset name"
+            )
         from ganstack.export import is_export, read_export_config
 
         if is_export(p):
@@ -316,17 +348,25 @@ def dataset_config(name: str) -> Any:
         if "neither a YAML file nor a bundled config" in str(e):
             raise GanstackError(
                 f"--dataset {name}: neither a run directory, a YAML file, a bundled config "
-                f"(`ganstack configs`) nor a dataset name (`ganstack datasets`)") from None
+                f"(`ganstack configs`) nor a dataset name (`ganstack datasets`)"
+            ) from None
         raise
 
 
 # ------------------------------------------------------------------------------ feature spaces
 
+
 class _Space:
     """A feature extractor: ``features(images) -> (N, D) float64`` and its description."""
 
-    def __init__(self, kind: str, dim: int, info: dict, extract: Any = None,
-                 shape: tuple[int, ...] | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        dim: int,
+        info: dict,
+        extract: Any = None,
+        shape: tuple[int, ...] | None = None,
+    ) -> None:
         self.kind, self.dim, self.info, self._extract, self.shape = kind, dim, info, extract, shape
 
     def features(self, images: torch.Tensor) -> np.ndarray:
@@ -342,11 +382,16 @@ def _inception_space(path: str | None, device: str) -> _Space:
     net = InceptionExtractor(path, device)
 
     def extract(images: torch.Tensor) -> torch.Tensor:
-        return torch.cat([net.features(images[s : s + 200]).cpu()
-                          for s in range(0, len(images), 200)])
+        return torch.cat(
+            [net.features(images[s : s + 200]).cpu() for s in range(0, len(images), 200)]
+        )
 
-    return _Space("inception", net.feature_dim, {"name": "inception", "file": str(net.path),
-                                                 "sha256": net.sha256}, extract)
+    return _Space(
+        "inception",
+        net.feature_dim,
+        {"name": "inception", "file": str(net.path), "sha256": net.sha256},
+        extract,
+    )
 
 
 def _classifier_space(cfg: Any, datasets: _Datasets, device: str, source: str) -> _Space:
@@ -359,9 +404,13 @@ def _classifier_space(cfg: Any, datasets: _Datasets, device: str, source: str) -
     def extract(images: torch.Tensor) -> torch.Tensor:
         return clf.predict(images)[0]
 
-    info = {"name": meta["name"], "dataset": meta.get("dataset"), "from": source,
-            "dataset_hash": meta.get("dataset_hash"),
-            "held_out_accuracy": meta.get("held_out_accuracy")}
+    info = {
+        "name": meta["name"],
+        "dataset": meta.get("dataset"),
+        "from": source,
+        "dataset_hash": meta.get("dataset_hash"),
+        "held_out_accuracy": meta.get("held_out_accuracy"),
+    }
     return _Space("classifier", int(clf.feature_dim), info, extract, tuple(train_ds.shape))
 
 
@@ -379,9 +428,18 @@ def _resolve_device(device: str | None) -> str:
 
 # ------------------------------------------------------------------------------ compare
 
-def compare(a: str | Path, b: str | Path, inception: str | None = None,
-            dataset: str | None = None, device: str | None = None, n: int = 5000,
-            seed: int = 0, kid: bool | None = None, checkpoint: str | None = None) -> dict:
+
+def compare(
+    a: str | Path,
+    b: str | Path,
+    inception: str | None = None,
+    dataset: str | None = None,
+    device: str | None = None,
+    n: int = 5000,
+    seed: int = 0,
+    kid: bool | None = None,
+    checkpoint: str | None = None,
+) -> dict:
     """FID (and KID) between ``a`` and ``b``, each a run directory, an ``.npz`` of images or of
     statistics, or a folder of images.
 
@@ -396,8 +454,10 @@ def compare(a: str | Path, b: str | Path, inception: str | None = None,
     Returns ``{"fid", "kid", "kid_std", "a", "b", "feature_space"}`` (``kid`` None when
     skipped)."""
     if inception and dataset:
-        raise GanstackError("give either --inception (Inception features) or --dataset (a "
-                            "domain classifier's features), not both")
+        raise GanstackError(
+            "give either --inception (Inception features) or --dataset (a "
+            "domain classifier's features), not both"
+        )
     if n < 2:
         raise GanstackError(f"--n must be at least 2, got {n}")
     dev = _resolve_device(device)
@@ -409,7 +469,8 @@ def compare(a: str | Path, b: str | Path, inception: str | None = None,
         raise GanstackError(
             f"KID needs both sets' features, but {which} holds only a mean and covariance; "
             f"give images (or a ganstack FeatureStats file saved with its features), or drop "
-            f"--kid")
+            f"--kid"
+        )
     # The feature space.
     space: _Space | None = None
     runs = [s for s in sides.values() if s.kind == "run"]
@@ -419,15 +480,15 @@ def compare(a: str | Path, b: str | Path, inception: str | None = None,
     elif dataset:
         space = _classifier_space(dataset_config(dataset), datasets, dev, f"--dataset {dataset}")
     elif runs:
-        space = _classifier_space(runs[0].run.config.data, datasets, dev,
-                                  f"the run {runs[0].path}")
+        space = _classifier_space(runs[0].run.config.data, datasets, dev, f"the run {runs[0].path}")
     elif needs_features:
         try:
             space = _inception_space(None, dev)
         except GanstackError as e:
             raise GanstackError(
                 f"no feature space given: pass --dataset CONFIG (a dataset's domain "
-                f"classifier) or --inception FILE. {e}") from None
+                f"classifier) or --inception FILE. {e}"
+            ) from None
     # Samples, then features.
     for s in runs:
         _sample_run(s, n, seed, datasets)
@@ -436,10 +497,11 @@ def compare(a: str | Path, b: str | Path, inception: str | None = None,
         if s.kind == "statistics":
             dim = int(s.mu.shape[0])  # type: ignore[union-attr]
             if space is not None and dim != space.dim:
-                hint = (" (2048-d: Inception statistics; use --inception)" if dim == 2048
-                        else "")
-                raise GanstackError(f"{label} holds {dim}-d statistics, but the "
-                                    f"{space.info['name']} features are {space.dim}-d{hint}")
+                hint = " (2048-d: Inception statistics; use --inception)" if dim == 2048 else ""
+                raise GanstackError(
+                    f"{label} holds {dim}-d statistics, but the "
+                    f"{space.info['name']} features are {space.dim}-d{hint}"
+                )
             continue
         assert s.images is not None and space is not None
         if len(s.images) < 2:
@@ -450,18 +512,22 @@ def compare(a: str | Path, b: str | Path, inception: str | None = None,
                 f"{label} has images of shape {'x'.join(map(str, shape))} (C x H x W), but "
                 f"the {space.info['name']} classifier takes "
                 f"{'x'.join(map(str, space.shape))}; compare with --inception, or pick the "
-                f"--dataset these images belong to")
+                f"--dataset these images belong to"
+            )
         if space.kind == "inception" and shape[0] not in (1, 3):
-            raise GanstackError(f"{label}: Inception takes 1- or 3-channel images, got "
-                                f"{shape[0]} channels")
+            raise GanstackError(
+                f"{label}: Inception takes 1- or 3-channel images, got {shape[0]} channels"
+            )
         log.info("features of %s: %d images", label, len(s.images))
         s.features = space.features(s.images)
         s.mu, s.sigma = _mean_cov(s.features)
     a_side, b_side = sides["a"], sides["b"]
     if a_side.mu.shape != b_side.mu.shape:  # type: ignore[union-attr]
-        raise GanstackError(f"the two statistics files have different dimensions "
-                            f"({a_side.mu.shape[0]} and {b_side.mu.shape[0]}): they come "  # type: ignore[union-attr]
-                            f"from different feature extractors")
+        raise GanstackError(
+            f"the two statistics files have different dimensions "
+            f"({a_side.mu.shape[0]} and {b_side.mu.shape[0]}): they come "  # type: ignore[union-attr]
+            f"from different feature extractors"
+        )
     from ganstack.metrics.fid import frechet_distance, kernel_inception_distance
 
     fid = frechet_distance(a_side.mu, a_side.sigma, b_side.mu, b_side.sigma)  # type: ignore[arg-type]
@@ -473,10 +539,19 @@ def compare(a: str | Path, b: str | Path, inception: str | None = None,
         note = "needs both sets' features; a statistics file holds only a mean and covariance"
     else:
         kid_mean, kid_std = kernel_inception_distance(a_side.features, b_side.features)
-    feature_space = (space.describe() if space is not None else
-                     {"kind": "statistics", "dim": int(a_side.mu.shape[0])})  # type: ignore[union-attr]
-    res: dict[str, Any] = {"fid": fid, "kid": kid_mean, "kid_std": kid_std, "a": a_side.describe(),
-           "b": b_side.describe(), "feature_space": feature_space}
+    feature_space = (
+        space.describe()
+        if space is not None
+        else {"kind": "statistics", "dim": int(a_side.mu.shape[0])}  # type: ignore[union-attr]
+    )
+    res: dict[str, Any] = {
+        "fid": fid,
+        "kid": kid_mean,
+        "kid_std": kid_std,
+        "a": a_side.describe(),
+        "b": b_side.describe(),
+        "feature_space": feature_space,
+    }
     if note:
         res["kid_note"] = note
     return res
@@ -493,9 +568,11 @@ def _mean_cov(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def format_result(res: dict) -> str:
     """The result of :func:`compare` as printable lines."""
     fs = res["feature_space"]
-    space = ("the statistics files' own features" if fs["kind"] == "statistics" else
-             f"{fs.get('name')} {'classifier ' if fs['kind'] == 'classifier' else ''}"
-             f"features")
+    space = (
+        "the statistics files' own features"
+        if fs["kind"] == "statistics"
+        else f"{fs.get('name')} {'classifier ' if fs['kind'] == 'classifier' else ''}features"
+    )
     lines = [f"FID  {res['fid']:.4f}   ({space}, {fs['dim']}-d)"]
     if res.get("kid") is not None:
         lines.append(f"KID  {res['kid']:.6f} ± {res['kid_std']:.6f}")
@@ -504,8 +581,11 @@ def format_result(res: dict) -> str:
     for key in ("a", "b"):
         side = res[key]
         what = {"run": "samples", "images": "images", "statistics": "feature vectors"}
-        extra = (f", {side['checkpoint']} (step {side['step']}), seed {side['seed']}"
-                 if side["kind"] == "run" else "")
+        extra = (
+            f", {side['checkpoint']} (step {side['step']}), seed {side['seed']}"
+            if side["kind"] == "run"
+            else ""
+        )
         count = f"{side['n']} {what[side['kind']]}" if side["n"] else "mean and covariance"
         lines.append(f"{key.upper()}    {side['source']}: {side['kind']}, {count}{extra}")
     return "\n".join(lines)

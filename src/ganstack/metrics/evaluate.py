@@ -28,12 +28,7 @@ import torch
 from ganstack.data.base import ImageDataset
 from ganstack.errors import GanstackError
 from ganstack.fileio import check_npz
-from ganstack.metrics.classifier import (
-    DomainClassifier,
-    cache_dir,
-    get_classifier,
-    recipe_for,
-)
+from ganstack.metrics.classifier import DomainClassifier, cache_dir, get_classifier, recipe_for
 from ganstack.metrics.fid import frechet_distance, inception_score, kernel_inception_distance
 from ganstack.metrics.prdc import prdc
 from ganstack.metrics.stats import FeatureStats
@@ -97,14 +92,32 @@ class EvalContext:
     def _classifier(self) -> tuple[DomainClassifier, dict] | None:
         return self._classifiers.get("classifier")
 
-    def derived(self, images: torch.Tensor, labels: torch.Tensor | None,
-                targets: dict[str, torch.Tensor] | None = None) -> EvalContext:
+    def derived(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None,
+        targets: dict[str, torch.Tensor] | None = None,
+    ) -> EvalContext:
         """A context for other images (a calibration row) that shares this one's
         extractors and reference features."""
-        return EvalContext(images, labels, self.reference, self.held_out, self.inception_path,
-                           {}, dict(targets or {}), self.device, self.ref_stats,
-                           self.ref_label, self.ref_images, None, self._classifiers,
-                           self._inception, {}, self._shared)
+        return EvalContext(
+            images,
+            labels,
+            self.reference,
+            self.held_out,
+            self.inception_path,
+            {},
+            dict(targets or {}),
+            self.device,
+            self.ref_stats,
+            self.ref_label,
+            self.ref_images,
+            None,
+            self._classifiers,
+            self._inception,
+            {},
+            self._shared,
+        )
 
     @property
     def n(self) -> int:
@@ -160,8 +173,7 @@ class EvalContext:
         blob = json.dumps([meta.get("recipe"), meta.get("dataset_hash")], sort_keys=True)
         return f"{meta['name']}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
-    def _extract(self, extractor: str, images: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _extract(self, extractor: str, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if extractor != "inception":
             return self.classifier(extractor)[0].predict(images)
         net = self.inception()
@@ -180,8 +192,7 @@ class EvalContext:
         if key in self._shared:
             return self._shared[key]
         ref = self.compared
-        name = (f"{ref.name}-{ref.fingerprint()[:16]}-n{len(ref)}-"
-                f"{self.extractor_id(extractor)}")
+        name = f"{ref.name}-{ref.fingerprint()[:16]}-n{len(ref)}-{self.extractor_id(extractor)}"
         path = reference_cache_dir() / f"{name}.npz"
         stats = None
         if path.is_file():
@@ -196,8 +207,14 @@ class EvalContext:
             stats = FeatureStats(keep_features=True)
             stats.append(self._extract(extractor, ref.images)[0])
             try:
-                stats.save(path, {"dataset": ref.name, "fingerprint": ref.fingerprint(),
-                                  "extractor": self.extractor_id(extractor)})
+                stats.save(
+                    path,
+                    {
+                        "dataset": ref.name,
+                        "fingerprint": ref.fingerprint(),
+                        "extractor": self.extractor_id(extractor),
+                    },
+                )
             except GanstackError as e:  # a read-only cache folder is no reason to fail
                 log.warning("%s", e)
         else:
@@ -211,8 +228,7 @@ class EvalContext:
         if key not in self._cache:
             x = self.extra_images[name].float()
             size = self.reference.shape[1:]
-            x = torch.nn.functional.interpolate(x, size=size, mode="bilinear",
-                                                align_corners=False)
+            x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
             self._cache[key] = x.round().clamp(0, 255).to(torch.uint8)
         return self._cache[key]
 
@@ -222,10 +238,12 @@ class EvalContext:
         key = ("real_at", name)
         if key not in self._cache:
             size = tuple(self.extra_images[name].shape[-2:])
-            x = torch.nn.functional.interpolate(self.reference.images.float(), size=size,
-                                                mode="area")
-            x = torch.nn.functional.interpolate(x, size=self.reference.shape[1:],
-                                                mode="bilinear", align_corners=False)
+            x = torch.nn.functional.interpolate(
+                self.reference.images.float(), size=size, mode="area"
+            )
+            x = torch.nn.functional.interpolate(
+                x, size=self.reference.shape[1:], mode="bilinear", align_corners=False
+            )
             self._cache[key] = x.round().clamp(0, 255).to(torch.uint8)
         return self._cache[key]
 
@@ -246,8 +264,7 @@ class EvalContext:
             cache[key] = self._extract(extractor, images)
         return cache[key]
 
-    def reference_stats(self, extractor: str, real: str = "real"
-                        ) -> tuple[np.ndarray, np.ndarray]:
+    def reference_stats(self, extractor: str, real: str = "real") -> tuple[np.ndarray, np.ndarray]:
         if real == "real" and extractor in self.ref_stats:
             return self.ref_stats[extractor].mean_cov()
         if real == "real":
@@ -264,8 +281,9 @@ MetricFn = Callable[[EvalContext], dict[str, float]]
 METRICS: Registry[MetricFn] = Registry("metric")
 
 
-def _fid(ctx: EvalContext, extractor: str, fake: str = "fake", suffix: str = "",
-         real: str = "real") -> dict[str, float]:
+def _fid(
+    ctx: EvalContext, extractor: str, fake: str = "fake", suffix: str = "", real: str = "real"
+) -> dict[str, float]:
     s = FeatureStats()
     s.append(ctx.outputs(extractor, fake)[0])
     m1, s1 = s.mean_cov()
@@ -274,20 +292,24 @@ def _fid(ctx: EvalContext, extractor: str, fake: str = "fake", suffix: str = "",
     return {name: frechet_distance(m1, s1, m2, s2)}
 
 
-def _each_domain(fn: Callable[[EvalContext, str], dict[str, float]]
-                 ) -> Callable[[EvalContext], dict[str, float]]:
+def _each_domain(
+    fn: Callable[[EvalContext, str], dict[str, float]],
+) -> Callable[[EvalContext], dict[str, float]]:
     def run(ctx: EvalContext) -> dict[str, float]:
         out: dict[str, float] = {}
         for extractor in DOMAIN_EXTRACTORS:
             out.update(fn(ctx, extractor))
         return out
+
     return run
 
 
 def _no_stats_file(ctx: EvalContext, extractor: str, what: str) -> None:
     if extractor in ctx.ref_stats:
-        raise GanstackError(f"{what} needs the reference images' features, not only their "
-                            f"statistics: a --ref statistics file serves FID alone")
+        raise GanstackError(
+            f"{what} needs the reference images' features, not only their "
+            f"statistics: a --ref statistics file serves FID alone"
+        )
 
 
 def _kid(ctx: EvalContext, extractor: str) -> dict[str, float]:
@@ -313,11 +335,14 @@ def _is(ctx: EvalContext, extractor: str) -> dict[str, float]:
 
 def _prdc(ctx: EvalContext, extractor: str) -> dict[str, float]:
     _no_stats_file(ctx, extractor, "precision and recall")
-    res = prdc(ctx.outputs(extractor, "real")[0], ctx.outputs(extractor, "fake")[0],
-               k_pr=3, k_dc=5)
+    res = prdc(ctx.outputs(extractor, "real")[0], ctx.outputs(extractor, "fake")[0], k_pr=3, k_dc=5)
     tag = f"{count_tag(ctx.n)}_{ctx.extractor_tag(extractor)}_{ctx.ref_tag}"
-    return {f"precision{tag}_k3": res["precision"], f"recall{tag}_k3": res["recall"],
-            f"density{tag}_k5": res["density"], f"coverage{tag}_k5": res["coverage"]}
+    return {
+        f"precision{tag}_k3": res["precision"],
+        f"recall{tag}_k3": res["recall"],
+        f"density{tag}_k5": res["density"],
+        f"coverage{tag}_k5": res["coverage"],
+    }
 
 
 @METRICS.register("fid")
@@ -371,8 +396,9 @@ def fid_levels(ctx: EvalContext) -> dict[str, float]:
     that scale."""
     out: dict[str, float] = {}
     for name in ctx.extra_images:
-        out.update(_fid(ctx, "classifier", f"scale:{name}", f"_{name}_matched",
-                        real=f"real_at:{name}"))
+        out.update(
+            _fid(ctx, "classifier", f"scale:{name}", f"_{name}_matched", real=f"real_at:{name}")
+        )
     return out
 
 
@@ -398,14 +424,17 @@ def colour_consistency(ctx: EvalContext) -> dict[str, float]:
     return out
 
 
-def caption_consistency(pred: torch.Tensor, target: torch.Tensor, mentioned: torch.Tensor,
-                        names: list[str]) -> dict[str, float]:
+def caption_consistency(
+    pred: torch.Tensor, target: torch.Tensor, mentioned: torch.Tensor, names: list[str]
+) -> dict[str, float]:
     """How well predicted attributes match those a caption names: ``attr``, the share of
     (sample, named attribute) pairs predicted right; ``all``, the share of samples with every
     named attribute right; and the share right per attribute."""
     right = (pred == target) & mentioned
-    out = {"attr": float(right.sum() / mentioned.sum().clamp(min=1)),
-           "all": float((right == mentioned).all(1).double().mean())}
+    out = {
+        "attr": float(right.sum() / mentioned.sum().clamp(min=1)),
+        "all": float((right == mentioned).all(1).double().mean()),
+    }
     for a, name in enumerate(names):
         m = mentioned[:, a]
         if m.any():
@@ -423,8 +452,10 @@ def caption_metric(ctx: EvalContext) -> dict[str, float]:
         return {}
     clf, meta = ctx.classifier()
     if not len(clf.attribute_heads):
-        raise GanstackError("the domain classifier has no attribute heads: caption consistency "
-                            "needs a dataset with attributes (e.g. shapes)")
+        raise GanstackError(
+            "the domain classifier has no attribute heads: caption consistency "
+            "needs a dataset with attributes (e.g. shapes)"
+        )
     target, mentioned = ctx.targets["attributes"], ctx.targets["mentions"].bool()
     names = ctx.reference.meta.get("attributes") or [str(i) for i in range(target.shape[1])]
     perm = torch.randperm(len(target), generator=torch.Generator().manual_seed(0))
@@ -433,19 +464,27 @@ def caption_metric(ctx: EvalContext) -> dict[str, float]:
     sources = {"": ctx.images} | {f"_{k}": ctx.scaled(k) for k in ctx.extra_images}
     for suffix, images in sources.items():
         pred = clf.predict_attributes(images)
-        for kind, (t, m) in {"": (target, mentioned),
-                             "_shuffled": (target[perm], mentioned[perm])}.items():
+        for kind, (t, m) in {
+            "": (target, mentioned),
+            "_shuffled": (target[perm], mentioned[perm]),
+        }.items():
             res = caption_consistency(pred, t, m, names)
             out[f"caption_attr{tag}{suffix}{kind}"] = res["attr"]
             out[f"caption_all{tag}{suffix}{kind}"] = res["all"]
             if not suffix:  # per attribute, and the condition-blind control of each
-                out.update({f"caption_{n}{tag}{kind}": v for n, v in res.items()
-                            if n not in ("attr", "all")})
+                out.update(
+                    {
+                        f"caption_{n}{tag}{kind}": v
+                        for n, v in res.items()
+                        if n not in ("attr", "all")
+                    }
+                )
     return out
 
 
-def caption_targets(ds: ImageDataset, n: int, seed: int = 0
-                    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def caption_targets(
+    ds: ImageDataset, n: int, seed: int = 0
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """``n`` captions of ``ds`` (every image in turn, in a seeded order, one random caption
     each): the ``text`` conditions to sample with, and the attributes they name."""
     emb = ds.extras.get("embeddings")
@@ -457,8 +496,10 @@ def caption_targets(ds: ImageDataset, n: int, seed: int = 0
     cap = torch.randint(emb.shape[1], (n,), generator=g)
     targets = {"text": emb[idx, cap]}  # for VS similarity
     if "attributes" in ds.extras and "mentions" in ds.extras:
-        targets |= {"attributes": ds.extras["attributes"][idx],
-                    "mentions": ds.extras["mentions"][idx, cap]}
+        targets |= {
+            "attributes": ds.extras["attributes"][idx],
+            "mentions": ds.extras["mentions"][idx, cap],
+        }
     return {"text": emb[idx, cap]}, targets
 
 
@@ -529,8 +570,19 @@ def is_inception(ctx: EvalContext) -> dict[str, float]:
 
 
 # Metrics whose figures are calibrated (scored on real, blurred-real and blind sets too).
-CALIBRATED = ("acc", "is", "fid", "kid", "prdc", "caption", "vs",
-              "fid_inception", "kid_inception", "is_inception", "prdc_inception")
+CALIBRATED = (
+    "acc",
+    "is",
+    "fid",
+    "kid",
+    "prdc",
+    "caption",
+    "vs",
+    "fid_inception",
+    "kid_inception",
+    "is_inception",
+    "prdc_inception",
+)
 BLUR_SIGMAS = (1.0, 2.0)
 
 
@@ -564,8 +616,10 @@ def held_out_targets(held_out: ImageDataset) -> dict[str, torch.Tensor]:
     rows = torch.arange(len(held_out))
     out = {} if emb is None else {"text": emb[rows, cap]}
     if has_attributes:
-        out |= {"attributes": held_out.extras["attributes"],
-                "mentions": held_out.extras["mentions"][rows, cap]}
+        out |= {
+            "attributes": held_out.extras["attributes"],
+            "mentions": held_out.extras["mentions"][rows, cap],
+        }
     return out
 
 
@@ -594,24 +648,34 @@ def calibration_rows(ctx: EvalContext, metrics: list[str]) -> dict | None:
         return {strip_count(k): v for k, v in out.items()}
 
     model_labels = None if ctx.labels is None else ctx.labels[:n]
-    model = score(ctx.derived(ctx.images[:n], model_labels,
-                              {k: v[:n] for k, v in ctx.targets.items()}))
+    model = score(
+        ctx.derived(ctx.images[:n], model_labels, {k: v[:n] for k, v in ctx.targets.items()})
+    )
     rows: dict[str, dict[str, float]] = {
         "model": {k: v for k, v in model.items() if not k.endswith("_shuffled")},
-        "blind": {k.removesuffix("_shuffled"): v for k, v in model.items()
-                  if k.endswith("_shuffled")},
+        "blind": {
+            k.removesuffix("_shuffled"): v for k, v in model.items() if k.endswith("_shuffled")
+        },
     }
     labels = held.labels if ctx.labels is not None else None
     targets = held_out_targets(held) if ctx.targets else {}
-    real = score(ctx.derived(held.images[:n], None if labels is None else labels[:n],
-                             {k: v[:n] for k, v in targets.items()}))
+    real = score(
+        ctx.derived(
+            held.images[:n],
+            None if labels is None else labels[:n],
+            {k: v[:n] for k, v in targets.items()},
+        )
+    )
     rows["real"] = {k: v for k, v in real.items() if not k.endswith("_shuffled")}
     for sigma in BLUR_SIGMAS:
-        blurred = score(ctx.derived(gaussian_blur(held.images[:n], sigma),
-                                    None if labels is None else labels[:n],
-                                    {k: v[:n] for k, v in targets.items()}))
-        rows[f"blur{sigma:g}"] = {k: v for k, v in blurred.items()
-                                  if not k.endswith("_shuffled")}
+        blurred = score(
+            ctx.derived(
+                gaussian_blur(held.images[:n], sigma),
+                None if labels is None else labels[:n],
+                {k: v[:n] for k, v in targets.items()},
+            )
+        )
+        rows[f"blur{sigma:g}"] = {k: v for k, v in blurred.items() if not k.endswith("_shuffled")}
     if not rows["blind"]:
         del rows["blind"]
     return {"n": n, "held_out": held.name, "blur_sigmas": list(BLUR_SIGMAS), "rows": rows}
@@ -650,14 +714,27 @@ def evaluate(
             f"generated images have shape {tuple(images.shape[1:])}, the reference data "
             f"{reference.shape}"
         )
-    ctx = EvalContext(images, labels, reference, held_out, inception_path,
-                      dict(extra_images or {}), dict(targets or {}), device,
-                      dict(ref_stats or {}), ref_label, ref_images, model)
+    ctx = EvalContext(
+        images,
+        labels,
+        reference,
+        held_out,
+        inception_path,
+        dict(extra_images or {}),
+        dict(targets or {}),
+        device,
+        dict(ref_stats or {}),
+        ref_label,
+        ref_images,
+        model,
+    )
     results: dict[str, float] = {}
     for name in metrics:
         results.update(METRICS.get(name, what="metric")(ctx))
-    protocol: dict = {"num_samples": ctx.n,
-                      "reference": f"{ctx.compared.name} ({len(ctx.compared)})"}
+    protocol: dict = {
+        "num_samples": ctx.n,
+        "reference": f"{ctx.compared.name} ({len(ctx.compared)})",
+    }
     if ref_stats:
         protocol["reference_stats"] = {k: getattr(v, "metadata", {}) for k, v in ref_stats.items()}
     if calibrate and not ref_stats and ref_images is None:
@@ -684,10 +761,12 @@ def evaluate(
             targets_real = held_out_targets(held_out)
             if "attributes" in targets_real and len(clf.attribute_heads):
                 # Each real held-out image against one of its own captions: the ceiling.
-                res = caption_consistency(clf.predict_attributes(held_out.images),
-                                          targets_real["attributes"],
-                                          targets_real["mentions"].bool(),
-                                          held_out.meta.get("attributes") or [])
+                res = caption_consistency(
+                    clf.predict_attributes(held_out.images),
+                    targets_real["attributes"],
+                    targets_real["mentions"].bool(),
+                    held_out.meta.get("attributes") or [],
+                )
                 real[f"real_{held_out.name}_caption_attr"] = res["attr"]
                 real[f"real_{held_out.name}_caption_all"] = res["all"]
             protocol["real_data"] = real
@@ -706,16 +785,18 @@ class MeanCov:
         return self.mu, self.sigma
 
 
-def reference_option(ref: str, train: ImageDataset, held_out: ImageDataset | None
-                     ) -> tuple[ImageDataset | None, dict, str | None]:
+def reference_option(
+    ref: str, train: ImageDataset, held_out: ImageDataset | None
+) -> tuple[ImageDataset | None, dict, str | None]:
     """What ``--ref`` names: ``train`` (default), ``eval`` (the held-out split) or a
     statistics file for the Inception metrics. Returns (ref_images, ref_stats, ref_label)."""
     if ref in ("", "train"):
         return None, {}, None
     if ref == "eval":
         if held_out is None or not len(held_out):
-            raise GanstackError("--ref eval: this config holds no images out (data.eval_size "
-                                "is 0); use --ref train")
+            raise GanstackError(
+                "--ref eval: this config holds no images out (data.eval_size is 0); use --ref train"
+            )
         return held_out, {}, f"eval{len(held_out)}"
     from ganstack.metrics.compare import read_stats_file
 
@@ -724,12 +805,16 @@ def reference_option(ref: str, train: ImageDataset, held_out: ImageDataset | Non
         raise GanstackError(f"--ref must be train, eval or a statistics .npz file, got {ref!r}")
     stats = read_stats_file(path)
     if stats is None:
-        raise GanstackError(f"--ref {ref}: the file holds images, not statistics; use "
-                            f"`ganstack fid` to compare image sets")
+        raise GanstackError(
+            f"--ref {ref}: the file holds images, not statistics; use "
+            f"`ganstack fid` to compare image sets"
+        )
     mu, sigma = stats
     if mu.shape != (2048,):
-        raise GanstackError(f"--ref {ref}: {mu.shape[0]}-d statistics; a statistics file is "
-                            f"for the Inception metrics (2048-d pool features)")
+        raise GanstackError(
+            f"--ref {ref}: {mu.shape[0]}-d statistics; a statistics file is "
+            f"for the Inception metrics (2048-d pool features)"
+        )
     label = "ref-" + re.sub(r"[^A-Za-z0-9]+", "-", path.stem)[:40]
     return None, {"inception": MeanCov(mu, sigma, {"file": str(path)})}, label
 
@@ -755,12 +840,14 @@ def attach_baseline(result: dict, name: str) -> None:
     except (OSError, ValueError, KeyError, TypeError) as e:
         log.warning("ignoring the bundled baseline %s: %s", path, e)
         return
-    info = {k: base.get(k) for k in ("recipe", "minutes", "budget", "seed", "steps", "cpu",
-                                       "command")}
+    info = {
+        k: base.get(k) for k in ("recipe", "minutes", "budget", "seed", "steps", "cpu", "command")
+    }
     result["protocol"]["baseline"] = info | {"metrics": metrics}
     ours, theirs = result["protocol"].get("calibration"), protocol.get("calibration")
-    same_judge = (protocol.get("classifier", {}).get("dataset_hash")
-                  == result["protocol"].get("classifier", {}).get("dataset_hash"))
+    same_judge = protocol.get("classifier", {}).get("dataset_hash") == result["protocol"].get(
+        "classifier", {}
+    ).get("dataset_hash")
     if ours and theirs and theirs.get("n") == ours.get("n") and same_judge:
         ours["rows"]["baseline"] = theirs["rows"]["model"]
 
@@ -775,8 +862,9 @@ def images_from_npz(path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     except (OSError, ValueError, KeyError) as e:
         raise GanstackError(f"{path} is not a sample file with an 'images' array: {e}") from None
     if images.dtype != np.uint8 or images.ndim != 4:
-        raise GanstackError(f"{path}: 'images' must be uint8 (N, H, W, C), got {images.dtype} "
-                            f"{images.shape}")
+        raise GanstackError(
+            f"{path}: 'images' must be uint8 (N, H, W, C), got {images.dtype} {images.shape}"
+        )
     x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     y = None if labels is None else torch.from_numpy(labels.astype(np.int64))
     return x, y

@@ -91,11 +91,7 @@ def _sqrtm(a: np.ndarray) -> tuple[np.ndarray, bool]:
 
 
 def frechet_distance(
-    mu1: np.ndarray,
-    sigma1: np.ndarray,
-    mu2: np.ndarray,
-    sigma2: np.ndarray,
-    eps: float = 1e-6,
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
 ) -> float:
     """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
 
@@ -241,9 +237,7 @@ def inception_score(probs: np.ndarray, splits: int = 10) -> tuple[float, float]:
     """
     p = _as_float64(probs, "probs")
     if p.ndim != 2 or p.shape[1] < 1:
-        raise GanstackError(
-            f"inception_score: expected an (N, K) array, got shape {p.shape}"
-        )
+        raise GanstackError(f"inception_score: expected an (N, K) array, got shape {p.shape}")
     if splits < 1:
         raise GanstackError(f"inception_score: splits must be >= 1, got {splits}")
     n = p.shape[0]

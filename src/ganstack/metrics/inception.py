@@ -81,18 +81,14 @@ class InceptionExtractor:
     num_classes = 1008
 
     def __init__(
-        self,
-        path: str | os.PathLike[str] | None = None,
-        device: str | torch.device = "cpu",
+        self, path: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu"
     ) -> None:
         self.path = resolve_inception_path(path)
         self.device = torch.device(device)
         try:
             self.sha256 = sha256_file(self.path)
         except OSError as e:
-            raise GanstackError(
-                f"could not read Inception weights file {self.path}: {e}"
-            ) from e
+            raise GanstackError(f"could not read Inception weights file {self.path}: {e}") from e
         try:
             with warnings.catch_warnings():
                 # TorchScript is deprecated in recent PyTorch, but NVIDIA's file is TorchScript.
@@ -131,11 +127,7 @@ class InceptionExtractor:
 
     def _check(self, out: object, cols: int, what: str, n: int) -> torch.Tensor:
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != (n, cols):
-            shape = (
-                tuple(out.shape)
-                if isinstance(out, torch.Tensor)
-                else type(out).__name__
-            )
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise GanstackError(
                 f"the Inception network {self.path} returned {what} of shape {shape}, expected "
                 f"({n}, {cols}); is it NVIDIA's {FILE_NAME}?"
@@ -147,10 +139,7 @@ class InceptionExtractor:
         """Return the ``(N, 2048)`` float pool features of uint8 ``(N, C, H, W)`` images."""
         x = self._prepare(images)
         return self._check(
-            self.module(x, return_features=True),
-            self.feature_dim,
-            "features",
-            x.shape[0],
+            self.module(x, return_features=True), self.feature_dim, "features", x.shape[0]
         )
 
     @torch.no_grad()
@@ -167,9 +156,7 @@ class InceptionExtractor:
         """
         x = self._prepare(images)
         n = x.shape[0]
-        feats = self._check(
-            self.module(x, return_features=True), self.feature_dim, "features", n
-        )
+        feats = self._check(self.module(x, return_features=True), self.feature_dim, "features", n)
         probs = self._check(
             self.module(x, no_output_bias=True), self.num_classes, "probabilities", n
         )

@@ -34,24 +34,28 @@ class NoiseLevels(Protocol):
 class NormalMaps(Protocol):
     """A model that generates surface normals and renders images from them (S²-GAN)."""
 
-    def sample(self, n: int, generator: torch.Generator | None = None
-               ) -> dict[str, torch.Tensor]: ...
+    def sample(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]: ...
 
     def normal_consistency(self, ds: ImageDataset, n: int = 1000) -> dict[str, float]: ...
 
-    def structure_measures(self, train: ImageDataset, evaluation: ImageDataset | None,
-                           n: int = 200) -> dict[str, float]: ...
+    def structure_measures(
+        self, train: ImageDataset, evaluation: ImageDataset | None, n: int = 200
+    ) -> dict[str, float]: ...
 
-    def style_noise_sensitivity(self, train: ImageDataset, evaluation: ImageDataset | None
-                                ) -> dict[str, float]: ...
+    def style_noise_sensitivity(
+        self, train: ImageDataset, evaluation: ImageDataset | None
+    ) -> dict[str, float]: ...
 
 
 @runtime_checkable
 class LevelChains(Protocol):
     """A model whose finer levels can be run from a real coarse image (LAPGAN)."""
 
-    def level_accuracy(self, held: ImageDataset, classifiers: dict, n: int = 1000
-                       ) -> dict[str, float]: ...
+    def level_accuracy(
+        self, held: ImageDataset, classifiers: dict, n: int = 1000
+    ) -> dict[str, float]: ...
 
 
 #: The metrics of this module, which need the model itself: an export cannot give them.
@@ -67,7 +71,8 @@ def _measure(name: str, capability: type, system: str) -> Callable[[Callable], M
                 raise GanstackError(
                     f"'{name}' is one of the {system} measures, computed from the model's "
                     f"networks, not from images: use `ganstack eval RUN --metrics {name}` on "
-                    f"a {system} run")
+                    f"a {system} run"
+                )
             return fn(ctx.model, ctx)
 
         metric.__doc__, metric.__name__ = fn.__doc__, f"measure_{name}"
@@ -99,16 +104,20 @@ def fid_normals(model: NormalMaps, ctx: EvalContext, seed: int = 0) -> dict[str,
 
     def as_normals(ds: ImageDataset, suffix: str) -> ImageDataset:
         base = ds.name.removesuffix(f"-{suffix}")
-        return ImageDataset(ds.extras["normals"], ds.labels, ds.num_classes,
-                            f"{base}-normals-{suffix}")
+        return ImageDataset(
+            ds.extras["normals"], ds.labels, ds.num_classes, f"{base}-normals-{suffix}"
+        )
 
     if "normals" not in train.extras or train.labels is None:
         lack = "no labels" if train.labels is None else "no normals"
-        raise GanstackError(f"fid_normals needs a labelled dataset with normals (e.g. "
-                            f"rooms); '{train.name}' has {lack}")
+        raise GanstackError(
+            f"fid_normals needs a labelled dataset with normals (e.g. "
+            f"rooms); '{train.name}' has {lack}"
+        )
     ref = as_normals(train, "train")
-    held_normals = as_normals(held, "eval") if held is not None and \
-        "normals" in held.extras else None
+    held_normals = (
+        as_normals(held, "eval") if held is not None and "normals" in held.extras else None
+    )
     clf, meta = get_classifier(ref, held_normals)
     fake = model.sample(ctx.n, generator=torch.Generator().manual_seed(seed))["normals"]
     stats = []

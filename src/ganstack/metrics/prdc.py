@@ -27,8 +27,9 @@ __all__ = ["kth_neighbour_radii", "prdc"]
 def _as_features(x: torch.Tensor | object, name: str) -> torch.Tensor:
     t = torch.as_tensor(x).detach().to("cpu", torch.float64)
     if t.dim() != 2 or len(t) < 2:
-        raise GanstackError(f"{name}: expected an (N, D) feature array with N >= 2, got shape "
-                            f"{tuple(t.shape)}")
+        raise GanstackError(
+            f"{name}: expected an (N, D) feature array with N >= 2, got shape {tuple(t.shape)}"
+        )
     if not torch.isfinite(t).all():
         raise GanstackError(f"{name} contains NaN or infinite values")
     return t
@@ -37,8 +38,7 @@ def _as_features(x: torch.Tensor | object, name: str) -> torch.Tensor:
 def kth_neighbour_radii(x: torch.Tensor, k: int, chunk: int = 1024) -> torch.Tensor:
     """Distance from each row of ``x`` to its k-th nearest other row (float64, (N,))."""
     if not 1 <= k < len(x):
-        raise GanstackError(f"k = {k} nearest neighbours need more than {k} samples, got "
-                            f"{len(x)}")
+        raise GanstackError(f"k = {k} nearest neighbours need more than {k} samples, got {len(x)}")
     out = []
     for s in range(0, len(x), chunk):
         d = torch.cdist(x[s : s + chunk], x)
@@ -47,15 +47,17 @@ def kth_neighbour_radii(x: torch.Tensor, k: int, chunk: int = 1024) -> torch.Ten
     return torch.cat(out)
 
 
-def prdc(real: torch.Tensor, fake: torch.Tensor, k_pr: int = 3, k_dc: int = 5,
-         chunk: int = 1024) -> dict[str, float]:
+def prdc(
+    real: torch.Tensor, fake: torch.Tensor, k_pr: int = 3, k_dc: int = 5, chunk: int = 1024
+) -> dict[str, float]:
     """Precision and recall (k = ``k_pr``), density and coverage (k = ``k_dc``) of ``fake``
     feature vectors against ``real`` ones, both (N, D); computed exactly, in float64."""
     real = _as_features(real, "real features")
     fake = _as_features(fake, "generated features")
     if real.shape[1] != fake.shape[1]:
-        raise GanstackError(f"real and generated features differ in dimension: "
-                            f"{real.shape[1]} and {fake.shape[1]}")
+        raise GanstackError(
+            f"real and generated features differ in dimension: {real.shape[1]} and {fake.shape[1]}"
+        )
     # Distances come from matrix products (fast, float64): a point exactly on a ball's edge
     # (a neighbour that defines the radius) may come out a few ulps outside it, so the radii
     # get a relative margin far below any real difference between distances.

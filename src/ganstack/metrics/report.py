@@ -6,8 +6,14 @@ import math
 
 from ganstack.metrics.evaluate import strip_count
 
-COLUMNS = (("model", "this run"), ("real", "real"), ("blur1", "blur σ1"),
-           ("blur2", "blur σ2"), ("blind", "blind"), ("baseline", "baseline"))
+COLUMNS = (
+    ("model", "this run"),
+    ("real", "real"),
+    ("blur1", "blur σ1"),
+    ("blur2", "blur σ2"),
+    ("blind", "blind"),
+    ("baseline", "baseline"),
+)
 _HIDDEN = ("_std", "_shuffled")
 
 
@@ -34,21 +40,30 @@ def report(result: dict) -> str:
     table = [head]
     for name in names:
         generic = strip_count(name)
-        table.append([generic, _fmt(metrics[name])]
-                     + [_fmt(rows[key].get(generic)) for key, _ in cols])
+        table.append(
+            [generic, _fmt(metrics[name])] + [_fmt(rows[key].get(generic)) for key, _ in cols]
+        )
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                       for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-             for r in table]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in table
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     if cal:
-        note = (f"calibration at n={cal['n']} (the held-out set's size): this run's first "
-                f"{cal['n']} samples; real held-out images ({cal['held_out']}); the same "
-                f"blurred (Gaussian, sigma 1 and 2 px); blind: the samples against shuffled "
-                f"conditions")
+        note = (
+            f"calibration at n={cal['n']} (the held-out set's size): this run's first "
+            f"{cal['n']} samples; real held-out images ({cal['held_out']}); the same "
+            f"blurred (Gaussian, sigma 1 and 2 px); blind: the samples against shuffled "
+            f"conditions"
+        )
         base = protocol.get("baseline")
         if base and "baseline" in rows:
-            note += (f"; baseline: {base.get('recipe') or 'conditional DCGAN'}, "
-                     f"{base.get('minutes')} min on {base.get('cpu')} (seed {base.get('seed')})")
+            note += (
+                f"; baseline: {base.get('recipe') or 'conditional DCGAN'}, "
+                f"{base.get('minutes')} min on {base.get('cpu')} (seed {base.get('seed')})"
+            )
         lines.append(note)
     return "\n".join(lines)

@@ -45,9 +45,7 @@ class FeatureStats:
 
     def __init__(self, keep_features: bool = False, dim: int | None = None) -> None:
         if dim is not None and (int(dim) != dim or dim < 1):
-            raise GanstackError(
-                f"FeatureStats: dim must be a positive integer, got {dim!r}"
-            )
+            raise GanstackError(f"FeatureStats: dim must be a positive integer, got {dim!r}")
         self.keep_features = bool(keep_features)
         self.metadata: dict[str, Any] = {}
         self._dim: int | None = None if dim is None else int(dim)
@@ -116,11 +114,7 @@ class FeatureStats:
             # Shift all sums by the first batch's mean (any shift gives the same result
             # mathematically; one close to the mean avoids cancellation).
             self._init_buffers(d, arr.mean(axis=0))
-        assert (
-            self._shift is not None
-            and self._sum is not None
-            and self._outer is not None
-        )
+        assert self._shift is not None and self._sum is not None and self._outer is not None
         centered = arr - self._shift
         self._sum += centered.sum(axis=0)
         self._outer += centered.T @ centered
@@ -139,15 +133,9 @@ class FeatureStats:
                 object needs.
         """
         if not isinstance(other, FeatureStats):
-            raise GanstackError(
-                f"FeatureStats.merge expects a FeatureStats, got {type(other)}"
-            )
+            raise GanstackError(f"FeatureStats.merge expects a FeatureStats, got {type(other)}")
         if other._dim is None or other._n == 0:
-            if (
-                other._dim is not None
-                and self._dim is not None
-                and other._dim != self._dim
-            ):
+            if other._dim is not None and self._dim is not None and other._dim != self._dim:
                 raise GanstackError(
                     f"FeatureStats.merge: dimension {other._dim} does not match {self._dim}"
                 )
@@ -161,18 +149,10 @@ class FeatureStats:
             raise GanstackError(
                 f"FeatureStats.merge: dimension {other._dim} does not match {self._dim}"
             )
-        assert (
-            other._shift is not None
-            and other._sum is not None
-            and other._outer is not None
-        )
+        assert other._shift is not None and other._sum is not None and other._outer is not None
         if self._n == 0:
             self._init_buffers(other._dim, other._shift)
-        assert (
-            self._shift is not None
-            and self._sum is not None
-            and self._outer is not None
-        )
+        assert self._shift is not None and self._sum is not None and self._outer is not None
         # Re-express the other's sums relative to this object's shift:
         # x - s_self = (x - s_other) + delta, delta = s_other - s_self.
         delta = other._shift - self._shift
@@ -200,11 +180,7 @@ class FeatureStats:
                 f"need at least 2 feature vectors to estimate a mean and covariance, got "
                 f"{self._n}; use more images"
             )
-        assert (
-            self._shift is not None
-            and self._sum is not None
-            and self._outer is not None
-        )
+        assert self._shift is not None and self._sum is not None and self._outer is not None
         n = self._n
         m = self._sum / n
         cov = (self._outer - n * np.outer(m, m)) / (n - 1)
@@ -227,9 +203,7 @@ class FeatureStats:
         return np.concatenate(self._chunks, axis=0)
 
     # ------------------------------------------------------------------ persistence
-    def save(
-        self, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None
-    ) -> None:
+    def save(self, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None) -> None:
         """Save the statistics to an ``.npz`` file (plain arrays only, no pickles).
 
         The file is written atomically (to a temporary file, fsynced, then renamed:
@@ -247,18 +221,12 @@ class FeatureStats:
         """
         if self._dim is None:
             raise GanstackError("FeatureStats.save: no features have been accumulated")
-        assert (
-            self._shift is not None
-            and self._sum is not None
-            and self._outer is not None
-        )
+        assert self._shift is not None and self._sum is not None and self._outer is not None
         meta = self.metadata if metadata is None else metadata
         try:
             meta_json = json.dumps(meta, sort_keys=True)
         except (TypeError, ValueError) as e:
-            raise GanstackError(
-                f"FeatureStats.save: metadata is not JSON-serialisable: {e}"
-            ) from e
+            raise GanstackError(f"FeatureStats.save: metadata is not JSON-serialisable: {e}") from e
         arrays: dict[str, np.ndarray] = {
             "format": np.array([_FORMAT]),
             "version": np.array(_VERSION, dtype=np.int64),
@@ -275,9 +243,7 @@ class FeatureStats:
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
                 np.savez(f, **arrays)  # type: ignore[arg-type]
         except OSError as e:
-            raise GanstackError(
-                f"could not write feature statistics to {path}: {e}"
-            ) from e
+            raise GanstackError(f"could not write feature statistics to {path}: {e}") from e
         if metadata is not None:
             self.metadata = dict(metadata)
 

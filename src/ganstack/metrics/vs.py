@@ -77,9 +77,16 @@ class JointEmbedding(nn.Module):
             return [nn.Conv2d(ci, co, 3, padding=1, bias=False), nn.BatchNorm2d(co), nn.ReLU()]
 
         self.image = nn.Sequential(
-            *block(channels, 32), nn.MaxPool2d(2), *block(32, 64), nn.MaxPool2d(2),
-            *block(64, 128), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-            nn.Linear(128 * 16, 256), nn.ReLU(), nn.Linear(256, dim),
+            *block(channels, 32),
+            nn.MaxPool2d(2),
+            *block(32, 64),
+            nn.MaxPool2d(2),
+            *block(64, 128),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+            nn.Linear(128 * 16, 256),
+            nn.ReLU(),
+            nn.Linear(256, dim),
         )
         self.text = nn.Linear(text_dim, dim)
 
@@ -94,8 +101,7 @@ class JointEmbedding(nn.Module):
         return F.normalize(self.text(emb.float()), dim=1)
 
     @torch.no_grad()
-    def similarity(self, images: torch.Tensor, text: torch.Tensor, bs: int = 500
-                   ) -> torch.Tensor:
+    def similarity(self, images: torch.Tensor, text: torch.Tensor, bs: int = 500) -> torch.Tensor:
         """(N,) cosine of each image and its caption embedding, on CPU."""
         self.eval()
         dev = next(self.parameters()).device
@@ -121,8 +127,9 @@ def ranking_loss(v: torch.Tensor, t: torch.Tensor, margin: float) -> torch.Tenso
 def _captions(ds: ImageDataset) -> torch.Tensor:
     emb = ds.extras.get("embeddings")
     if emb is None:
-        raise GanstackError(f"dataset '{ds.name}' has no caption embeddings: VS similarity "
-                            f"needs captioned data")
+        raise GanstackError(
+            f"dataset '{ds.name}' has no caption embeddings: VS similarity needs captioned data"
+        )
     return emb
 
 
@@ -133,8 +140,7 @@ def own_captions(ds: ImageDataset, seed: int = 0) -> torch.Tensor:
     return emb[torch.arange(len(ds)), cap]
 
 
-def train_vs(train: ImageDataset, recipe: VSRecipe, log_fn=log.info
-             ) -> JointEmbedding:
+def train_vs(train: ImageDataset, recipe: VSRecipe, log_fn=log.info) -> JointEmbedding:
     emb = _captions(train)
     g = torch.Generator().manual_seed(recipe.seed)
     state = torch.get_rng_state()
@@ -152,8 +158,9 @@ def train_vs(train: ImageDataset, recipe: VSRecipe, log_fn=log.info
             idx = perm[s * recipe.batch_size : (s + 1) * recipe.batch_size]
             x = _shift(train.images[idx].float(), recipe.max_shift, g)
             cap = torch.randint(emb.shape[1], (len(idx),), generator=g)
-            loss = ranking_loss(model.embed_images(x), model.embed_text(emb[idx, cap]),
-                                recipe.margin)
+            loss = ranking_loss(
+                model.embed_images(x), model.embed_text(emb[idx, cap]), recipe.margin
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -171,12 +178,17 @@ def bounds(model: JointEmbedding, ds: ImageDataset) -> dict[str, float]:
     perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))
     real = model.similarity(ds.images, text)
     shuffled = model.similarity(ds.images, text[perm])
-    return {"real": float(real.mean()), "real_std": float(real.std()),
-            "shuffled": float(shuffled.mean()), "shuffled_std": float(shuffled.std())}
+    return {
+        "real": float(real.mean()),
+        "real_std": float(real.std()),
+        "shuffled": float(shuffled.mean()),
+        "shuffled_std": float(shuffled.std()),
+    }
 
 
-def get_vs_model(train: ImageDataset, held_out: ImageDataset | None,
-                 recipe: VSRecipe | None = None) -> tuple[JointEmbedding, dict]:
+def get_vs_model(
+    train: ImageDataset, held_out: ImageDataset | None, recipe: VSRecipe | None = None
+) -> tuple[JointEmbedding, dict]:
     """The joint embedding of ``train``'s images and captions, from the cache or trained now;
     and its record (name, dataset hash, recipe, held-out ceiling and floor)."""
     recipe = recipe or VSRecipe()
@@ -192,16 +204,25 @@ def get_vs_model(train: ImageDataset, held_out: ImageDataset | None,
         return model, meta
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / f"{key}.lock"
-    with flock_file(lock, shared=False, on_wait=lambda: log.info(
-            "another process is training the %s VS embedding (it holds %s); waiting", base,
-            lock)):
+    with flock_file(
+        lock,
+        shared=False,
+        on_wait=lambda: log.info(
+            "another process is training the %s VS embedding (it holds %s); waiting", base, lock
+        ),
+    ):
         meta = read_cached(model, weights, meta_path, warn=False)
         if meta is not None:
             return model, meta
         log.info("training the %s VS embedding (cached afterwards in %s)", base, folder)
         model = train_vs(train, recipe)
-        meta = {"name": f"{base}vs", "dataset": base, "dataset_hash": train.fingerprint(),
-                "train_size": len(train), "recipe": dataclasses.asdict(recipe)}
+        meta = {
+            "name": f"{base}vs",
+            "dataset": base,
+            "dataset_hash": train.fingerprint(),
+            "train_size": len(train),
+            "recipe": dataclasses.asdict(recipe),
+        }
         if held_out is not None and len(held_out) > 1 and "embeddings" in held_out.extras:
             meta["held_out"] = bounds(model, held_out) | {"size": len(held_out)}
         with atomic_path(weights) as tmp:

@@ -154,13 +154,15 @@ class StackModel(nn.Module):
         are not noise. :meth:`draw_condition` draws them when they are not given."""
         return {}
 
-    def draw_condition(self, name: str, n: int, generator: torch.Generator | None
-                       ) -> torch.Tensor:
+    def draw_condition(self, name: str, n: int, generator: torch.Generator | None) -> torch.Tensor:
         raise NotImplementedError
 
     def input_names(self) -> list[str]:
-        return (["y"] if self.conditional else []) + list(self.condition_dims()) + \
-            list(self.noise_dims())
+        return (
+            (["y"] if self.conditional else [])
+            + list(self.condition_dims())
+            + list(self.noise_dims())
+        )
 
     def _noise(self, n: int, dim: int, generator: torch.Generator | None) -> torch.Tensor:
         dev = self.device
@@ -210,8 +212,10 @@ class StackModel(nn.Module):
         conditions = dict(conditions or {})
         unknown = set(conditions) - set(self.condition_dims())
         if unknown:
-            raise GanstackError(f"this model takes no {sorted(unknown)} condition; its "
-                                f"conditions are {sorted(self.condition_dims()) or 'none'}")
+            raise GanstackError(
+                f"this model takes no {sorted(unknown)} condition; its "
+                f"conditions are {sorted(self.condition_dims()) or 'none'}"
+            )
         for name, dim in self.condition_dims().items():
             if name in conditions:
                 c = torch.as_tensor(conditions[name]).float()
@@ -301,8 +305,9 @@ class StackModel(nn.Module):
         names = self.input_names()
         per_row: list[dict[str, torch.Tensor]] = []
         for r in range(rows):
-            base = self.draw_inputs(1, [r % self.info.num_classes] if self.conditional else None,
-                                    generator=generator)
+            base = self.draw_inputs(
+                1, [r % self.info.num_classes] if self.conditional else None, generator=generator
+            )
             varied = self.draw_inputs(cols, None, generator=generator)
             per_row.append(
                 {k: (varied[k] if k in vary else base[k].expand_as(varied[k])) for k in names}

@@ -69,19 +69,24 @@ def count_parameters(module: nn.Module) -> int:
 
 
 class Generator(nn.Module):
-    def __init__(self, z_dim: int, num_classes: int, g_dim: int, channels: int, size: int
-                 ) -> None:
+    def __init__(self, z_dim: int, num_classes: int, g_dim: int, channels: int, size: int) -> None:
         super().__init__()
         b, n = start_size(size)
         top = g_dim * 2 ** max(n - 1, 0)
         self.start = (top, b, b)
-        self.fc = nn.Sequential(nn.Linear(z_dim + num_classes, top * b * b, bias=False),
-                                nn.BatchNorm1d(top * b * b), nn.ReLU())
+        self.fc = nn.Sequential(
+            nn.Linear(z_dim + num_classes, top * b * b, bias=False),
+            nn.BatchNorm1d(top * b * b),
+            nn.ReLU(),
+        )
         layers: list[nn.Module] = []
         ch = top
         for _ in range(n - 1):
-            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False),
-                       nn.BatchNorm2d(ch // 2), nn.ReLU()]
+            layers += [
+                nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(ch // 2),
+                nn.ReLU(),
+            ]
             ch //= 2
         if n == 0:
             layers.append(nn.Conv2d(ch, channels, 3, padding=1))
@@ -107,8 +112,11 @@ class Discriminator(nn.Module):
             layers = [nn.Conv2d(in_ch, d_dim, 4, 2, 1), nn.LeakyReLU(0.2)]
             ch = d_dim
             for _ in range(n - 1):
-                layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 2),
-                           nn.LeakyReLU(0.2)]
+                layers += [
+                    nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False),
+                    nn.BatchNorm2d(ch * 2),
+                    nn.LeakyReLU(0.2),
+                ]
                 ch *= 2
         layers += [nn.Flatten(), nn.Linear(ch * b * b, 1)]
         self.net = nn.Sequential(*layers)
@@ -135,14 +143,18 @@ class DCGAN(StackModel):
         super().__init__(cfg, info)
         c, h, w = info.shape
         if h != w:
-            raise ConfigError(f"dcgan needs square images; the dataset '{info.name}' has "
-                              f"{h}x{w} (set data.resolution)")
+            raise ConfigError(
+                f"dcgan needs square images; the dataset '{info.name}' has "
+                f"{h}x{w} (set data.resolution)"
+            )
         k = info.num_classes if self.conditional else 0
         self.G = _init(Generator(cfg.z_dim, k, cfg.g_dim, c, h), cfg.init_std)
         self.D = _init(Discriminator(k, cfg.d_dim, c, h), cfg.init_std)
         betas = (cfg.beta1, cfg.beta2)
-        self.optimizers = {"G": torch.optim.Adam(self.G.parameters(), cfg.lr, betas=betas),
-                           "D": torch.optim.Adam(self.D.parameters(), cfg.lr, betas=betas)}
+        self.optimizers = {
+            "G": torch.optim.Adam(self.G.parameters(), cfg.lr, betas=betas),
+            "D": torch.optim.Adam(self.D.parameters(), cfg.lr, betas=betas),
+        }
 
     @property
     def conditional(self) -> bool:
@@ -172,8 +184,9 @@ class DCGAN(StackModel):
             fake = self.G(torch.randn(b, self.cfg.z_dim, device=x.device), onehot)
             g_loss = losses.g_adversarial(self.D(fake, onehot), self.cfg.g_loss)
             self.optimize(g_loss, ["G"])
-        acc = 0.5 * ((real_logit.detach() > 0).float().mean()
-                     + (fake_logit.detach() < 0).float().mean())
+        acc = 0.5 * (
+            (real_logit.detach() > 0).float().mean() + (fake_logit.detach() < 0).float().mean()
+        )
         return {"d_adv": d_loss.detach(), "d_acc": acc, "g_adv": g_loss.detach()}
 
     def noise_dims(self) -> dict[str, int]:

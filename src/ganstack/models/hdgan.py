@@ -120,8 +120,9 @@ class HDGANConfig:
     # R of each discriminator's image head (R x R patch scores), one per side output (plus one
     # for the 512 output with super_output); null: the code's 1 everywhere but 5 at the
     # finest (and at the super output). The paper's Fig. 3: [1, 3, 5].
-    image_patch: Annotated[list[int] | None,
-                           Range(ge=1, le=8, note="R x R scores read off an 8x8 code")] = None
+    image_patch: Annotated[
+        list[int] | None, Range(ge=1, le=8, note="R x R scores read off an 8x8 code")
+    ] = None
     kl_weight: NonNegFloat = 4.0  # code KL_COE (birds, flowers; COCO 2)
     objective: Literal["code", "paper"] = "code"  # the D loss (module docstring)
     g_resample_z: bool = False  # code: the G step reuses the D step's fakes
@@ -144,31 +145,39 @@ class HDGANConfig:
 
     def validate(self, where: str) -> None:
         if self.base_size < 16 or self.base_size & (self.base_size - 1):
-            raise ConfigError(f"{where}.base_size must be a power of two >= 16 (each "
-                              f"discriminator encodes its images down to 8x8), got "
-                              f"{self.base_size}")
+            raise ConfigError(
+                f"{where}.base_size must be a power of two >= 16 (each "
+                f"discriminator encodes its images down to 8x8), got "
+                f"{self.base_size}"
+            )
         for s in self.halve_at:
             if s < 4 or s & (s - 1):
-                raise ConfigError(f"{where}.halve_at holds trunk sizes (powers of two >= 4), "
-                                  f"got {s}")
+                raise ConfigError(
+                    f"{where}.halve_at holds trunk sizes (powers of two >= 4), got {s}"
+                )
         if self.df_dim % 4:
             raise ConfigError(f"{where}.df_dim must be a multiple of 4, got {self.df_dim}")
         enc = 4 * self.df_dim
         for size in self.disc_sizes():
             if enc % 2 ** (int(math.log2(size // 8)) - 1):
-                raise ConfigError(f"{where}.df_dim ({self.df_dim}) is too small for a "
-                                  f"{size}x{size} discriminator: its encoder halves 4 df "
-                                  f"{int(math.log2(size // 8)) - 1} times")
+                raise ConfigError(
+                    f"{where}.df_dim ({self.df_dim}) is too small for a "
+                    f"{size}x{size} discriminator: its encoder halves 4 df "
+                    f"{int(math.log2(size // 8)) - 1} times"
+                )
         chans = self.channels()
         if min(chans.values()) < 1 or (self.super_output and chans[self.sizes()[-1]] < 2):
             at = sorted(s for s in self.halve_at if s <= self.sizes()[-1])
-            raise ConfigError(f"{where}.gf_dim ({self.gf_dim}) is too small: the trunk halves "
-                              f"8 gf at {at}")
+            raise ConfigError(
+                f"{where}.gf_dim ({self.gf_dim}) is too small: the trunk halves 8 gf at {at}"
+            )
         patches = self.patches()
         if len(patches) != len(self.disc_sizes()):
-            raise ConfigError(f"{where}.image_patch needs one R per discriminator "
-                              f"({len(self.disc_sizes())}: sizes {self.disc_sizes()}), got "
-                              f"{self.image_patch}")
+            raise ConfigError(
+                f"{where}.image_patch needs one R per discriminator "
+                f"({len(self.disc_sizes())}: sizes {self.disc_sizes()}), got "
+                f"{self.image_patch}"
+            )
 
     def sizes(self) -> list[int]:
         """The side outputs' sizes (without the super output)."""
@@ -206,8 +215,11 @@ class HDGANConfig:
 
 def pad_conv(c_in: int, c_out: int, relu: bool = True) -> nn.Sequential:
     """Generator conv: reflection pad 1, conv3x3 (no bias), BN, (ReLU) (code pad_conv_norm)."""
-    layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(c_in, c_out, 3, bias=False),
-                               nn.BatchNorm2d(c_out)]
+    layers: list[nn.Module] = [
+        nn.ReflectionPad2d(1),
+        nn.Conv2d(c_in, c_out, 3, bias=False),
+        nn.BatchNorm2d(c_out),
+    ]
     if relu:
         layers.append(nn.ReLU(True))
     return nn.Sequential(*layers)
@@ -237,8 +249,9 @@ class CondAugment(nn.Module):
         self.ef_dim = ef_dim
         self.fc = nn.Linear(text_dim, 2 * ef_dim)
 
-    def forward(self, emb: torch.Tensor, eps: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, emb: torch.Tensor, eps: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h = F.leaky_relu(self.fc(emb), 0.2)
         mu, log_sigma = h[:, : self.ef_dim], h[:, self.ef_dim :]
         if eps is None:
@@ -264,13 +277,15 @@ class Generator(nn.Module):
         self.ca = CondAugment(text_dim, cfg.ef_dim)
         chans = cfg.channels()
         self.c0 = 8 * cfg.gf_dim
-        self.fc = nn.Sequential(nn.Linear(cfg.ef_dim + cfg.z_dim, 16 * self.c0),
-                                nn.BatchNorm1d(16 * self.c0))
+        self.fc = nn.Sequential(
+            nn.Linear(cfg.ef_dim + cfg.z_dim, 16 * self.c0), nn.BatchNorm1d(16 * self.c0)
+        )
         self.levels = nn.ModuleList()
         c_prev = self.c0
         for s, c in chans.items():
-            layers: list[nn.Module] = [] if s == 4 else [nn.Upsample(scale_factor=2,
-                                                                     mode="nearest")]
+            layers: list[nn.Module] = (
+                [] if s == 4 else [nn.Upsample(scale_factor=2, mode="nearest")]
+            )
             if c != c_prev:
                 layers.append(pad_conv(c_prev, c))
             layers += [ResBlock(c) for _ in range(cfg.res_blocks)]
@@ -282,13 +297,20 @@ class Generator(nn.Module):
         self.super: nn.Sequential | None = None
         if cfg.super_output:
             c = chans[self.side_sizes[-1]]
-            self.super = nn.Sequential(*[ResBlock(c) for _ in range(cfg.super_res_blocks)],
-                                       nn.Upsample(scale_factor=2, mode="nearest"),
-                                       pad_conv(c, c // 2), to_image(c // 2, channels))
+            self.super = nn.Sequential(
+                *[ResBlock(c) for _ in range(cfg.super_res_blocks)],
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                pad_conv(c, c // 2),
+                to_image(c // 2, channels),
+            )
 
-    def forward(self, z: torch.Tensor, emb: torch.Tensor, eps: torch.Tensor | None = None,
-                with_super: bool = True
-                ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        z: torch.Tensor,
+        emb: torch.Tensor,
+        eps: torch.Tensor | None = None,
+        with_super: bool = True,
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """Images at every side size (then the super output, if any and ``with_super``),
         mean, log sigma."""
         c, mu, log_sigma = self.ca(emb, eps)
@@ -308,8 +330,9 @@ class ScaleDiscriminator(nn.Module):
     """D_s: encoder to 8x8, conv5x5 valid to 4x4, pair head on the 4x4 code and the text code,
     image head on the 4x4 code (R = 1) or the 8x8 one (R > 1)."""
 
-    def __init__(self, size: int, channels: int, df_dim: int, ef_dim: int, text_dim: int,
-                 patch: int) -> None:
+    def __init__(
+        self, size: int, channels: int, df_dim: int, ef_dim: int, text_dim: int, patch: int
+    ) -> None:
         super().__init__()
         enc = 4 * df_dim
         n = int(math.log2(size // 8))
@@ -323,12 +346,16 @@ class ScaleDiscriminator(nn.Module):
             layers.append(nn.LeakyReLU(0.2, True))
             c_in = c_out
         self.encoder = nn.Sequential(*layers)  # -> (enc, 8, 8)
-        self.squeeze = nn.Sequential(nn.Conv2d(enc, enc, 5, bias=False), nn.BatchNorm2d(enc),
-                                     nn.LeakyReLU(0.2, True))  # -> (enc, 4, 4)
+        self.squeeze = nn.Sequential(
+            nn.Conv2d(enc, enc, 5, bias=False), nn.BatchNorm2d(enc), nn.LeakyReLU(0.2, True)
+        )  # -> (enc, 4, 4)
         self.text = nn.Sequential(nn.Linear(text_dim, ef_dim), nn.LeakyReLU(0.2, True))
-        self.pair = nn.Sequential(nn.Conv2d(enc + ef_dim, enc, 1, bias=False),
-                                  nn.BatchNorm2d(enc), nn.LeakyReLU(0.2, True),
-                                  nn.Conv2d(enc, 1, 4))
+        self.pair = nn.Sequential(
+            nn.Conv2d(enc + ef_dim, enc, 1, bias=False),
+            nn.BatchNorm2d(enc),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(enc, 1, 4),
+        )
         self.patch = patch
         self.image = nn.Conv2d(enc, 1, 4 if patch == 1 else 9 - patch)
 
@@ -372,8 +399,10 @@ class HDGAN(CaptionBankMixin, StackModel):
         self.d_sizes = cfg.disc_sizes()
         self.netG = Generator(cfg, info.text_dim, c)
         self.netDs = nn.ModuleList(
-            [ScaleDiscriminator(s, c, cfg.df_dim, cfg.ef_dim, info.text_dim, r)
-             for s, r in zip(self.d_sizes, cfg.patches(), strict=True)]
+            [
+                ScaleDiscriminator(s, c, cfg.df_dim, cfg.ef_dim, info.text_dim, r)
+                for s, r in zip(self.d_sizes, cfg.patches(), strict=True)
+            ]
         )
         if cfg.init == "code":
             # The code's weights_init: convs N(0, 0.02) (biases kept), BN N(1, 0.02); linear
@@ -384,11 +413,14 @@ class HDGAN(CaptionBankMixin, StackModel):
         base = [p for n, p in self.netG.named_parameters() if not n.startswith("super.")]
         # One optimizer for the whole of D (code), one for G; the super output has its own
         # (phase `super`: the rest of G is frozen, as the code's 512 stage intends).
-        self.optimizers = {"g": torch.optim.Adam(base, cfg.lr, betas=betas),
-                           "d": torch.optim.Adam(self.netDs.parameters(), cfg.lr, betas=betas)}
+        self.optimizers = {
+            "g": torch.optim.Adam(base, cfg.lr, betas=betas),
+            "d": torch.optim.Adam(self.netDs.parameters(), cfg.lr, betas=betas),
+        }
         if self.netG.super is not None:
-            self.optimizers["g_super"] = torch.optim.Adam(self.netG.super.parameters(), cfg.lr,
-                                                          betas=betas)
+            self.optimizers["g_super"] = torch.optim.Adam(
+                self.netG.super.parameters(), cfg.lr, betas=betas
+            )
 
     @property
     def conditional(self) -> bool:  # text, not classes
@@ -438,11 +470,14 @@ class HDGAN(CaptionBankMixin, StackModel):
     def figures(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         from ganstack.viz import scales_grid
 
-        figs = {"vary_z": self.grid(8, 10, vary=list(self.noise_dims()), generator=generator),
-                "vary_text": self.grid(8, 10, vary=["text"], generator=generator)}
+        figs = {
+            "vary_z": self.grid(8, 10, vary=list(self.noise_dims()), generator=generator),
+            "vary_text": self.grid(8, 10, vary=["text"], generator=generator),
+        }
         for name in self.image_outputs()[:-1]:  # every side output's own grid
-            figs[f"vary_z_{name}"] = self.grid(8, 10, vary=list(self.noise_dims()),
-                                               generator=generator, key=name)
+            figs[f"vary_z_{name}"] = self.grid(
+                8, 10, vary=list(self.noise_dims()), generator=generator, key=name
+            )
         figs["scales"] = scales_grid(self, 8, generator)
         return figs
 
@@ -450,11 +485,13 @@ class HDGAN(CaptionBankMixin, StackModel):
 
     def enter_phase(self, phase: str, fresh: bool) -> None:
         if phase not in PHASES or (phase == "super" and not self.cfg.super_output):
-            raise GanstackError(f"hdgan has phases {list(self.default_phases(self.cfg))}, "
-                                f"not '{phase}'")
+            raise GanstackError(
+                f"hdgan has phases {list(self.default_phases(self.cfg))}, not '{phase}'"
+            )
 
-    def d_losses(self, d: ScaleDiscriminator, real: torch.Tensor, fake: torch.Tensor,
-                 emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def d_losses(
+        self, d: ScaleDiscriminator, real: torch.Tensor, fake: torch.Tensor, emb: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """D's (pair loss, image loss) at one scale (``fake`` detached by the caller)."""
         pr, lr_ = d(real, emb)
         pf, lf = d(fake, emb)
@@ -470,8 +507,9 @@ class HDGAN(CaptionBankMixin, StackModel):
             image = ls_loss(lr_, 1) + ls_loss(lf, 0)
         return pair, image
 
-    def train_step(self, batch: dict[str, torch.Tensor], phase: str, step: Step
-                   ) -> dict[str, torch.Tensor]:
+    def train_step(
+        self, batch: dict[str, torch.Tensor], phase: str, step: Step
+    ) -> dict[str, torch.Tensor]:
         if phase not in PHASES:
             raise GanstackError(f"hdgan has phases {list(PHASES)}, not '{phase}'")
         cfg = self.cfg
@@ -514,8 +552,12 @@ class HDGAN(CaptionBankMixin, StackModel):
                 out[f"g{i}_pair"], out[f"g{i}_image"] = g_pair.detach(), g_image.detach()
                 g_total = g_total + g_pair + g_image
             if super_phase:
-                up = F.interpolate(fakes[len(self.sizes) - 1].detach(), size=cfg.out_size(),
-                                   mode="bilinear", align_corners=False)
+                up = F.interpolate(
+                    fakes[len(self.sizes) - 1].detach(),
+                    size=cfg.out_size(),
+                    mode="bilinear",
+                    align_corners=False,
+                )
                 l1 = F.l1_loss(fakes[-1], up)
                 g_total = g_total + cfg.l1_weight * l1
                 out["g_l1"] = l1.detach()
@@ -527,4 +569,3 @@ class HDGAN(CaptionBankMixin, StackModel):
                 self.optimize(g_total, ["g"])
         out["g"] = g_total.detach()
         return out
-

@@ -163,9 +163,10 @@ class LAPGANConfig:
                 f"{where}.d_kernels must be 2 odd positive sizes, got {self.d_kernels}"
             )
         if self.level_lr and len(self.level_lr) != self.levels:
-            raise ConfigError(f"{where}.level_lr needs one lr per level ({self.levels}, finest "
-                              f"first) or none, got {self.level_lr}")
-
+            raise ConfigError(
+                f"{where}.level_lr needs one lr per level ({self.levels}, finest "
+                f"first) or none, got {self.level_lr}"
+            )
 
     def base_lr(self) -> float:
         return self.lr or (0.02 if self.optimizer == "sgd" else 2e-4)
@@ -237,14 +238,17 @@ class ClassPlanes(nn.Module):
 class CoarseGenerator(nn.Module):
     """G_{L-1}: [z, one-hot] -> h ReLU -> h sigmoid -> pixels (linear or tanh)."""
 
-    def __init__(self, z_dim: int, num_classes: int, hidden: int, shape: tuple[int, int, int],
-                 output: str) -> None:
+    def __init__(
+        self, z_dim: int, num_classes: int, hidden: int, shape: tuple[int, int, int], output: str
+    ) -> None:
         super().__init__()
         self.shape = shape
         c, h, w = shape
         self.net = nn.Sequential(
-            nn.Linear(z_dim + num_classes, hidden), nn.ReLU(),
-            nn.Linear(hidden, hidden), nn.Sigmoid(),
+            nn.Linear(z_dim + num_classes, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.Sigmoid(),
             nn.Linear(hidden, c * h * w),
             *([nn.Tanh()] if output == "tanh" else []),
         )
@@ -257,13 +261,18 @@ class CoarseGenerator(nn.Module):
 class CoarseDiscriminator(nn.Module):
     """D_{L-1}: [pixels, one-hot] -> h ReLU dropout -> h ReLU dropout -> 1 logit."""
 
-    def __init__(self, num_classes: int, hidden: int, shape: tuple[int, int, int],
-                 dropout: float) -> None:
+    def __init__(
+        self, num_classes: int, hidden: int, shape: tuple[int, int, int], dropout: float
+    ) -> None:
         super().__init__()
         c, h, w = shape
         self.net = nn.Sequential(
-            nn.Linear(c * h * w + num_classes, hidden), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(c * h * w + num_classes, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
             nn.Linear(hidden, 1),
         )
 
@@ -276,19 +285,22 @@ class ConvCoarseGenerator(nn.Module):
     """G_{L-1}, option ``coarse_arch: conv`` (DCGAN-like, not the code's): [z, one-hot] ->
     Linear -> BN -> ReLU at half size -> ConvTranspose to full size -> BN -> ReLU -> conv3."""
 
-    def __init__(self, z_dim: int, num_classes: int, maps: int, shape: tuple[int, int, int],
-                 output: str) -> None:
+    def __init__(
+        self, z_dim: int, num_classes: int, maps: int, shape: tuple[int, int, int], output: str
+    ) -> None:
         super().__init__()
         c, h, w = shape
         self.start = (2 * maps, (h + 1) // 2, (w + 1) // 2)
         n0 = self.start[0] * self.start[1] * self.start[2]
         # Kernel 4 doubles an even size, kernel 3 gives 2n - 1 for an odd one (stride 2, pad 1).
         kernel = (4 if h % 2 == 0 else 3, 4 if w % 2 == 0 else 3)
-        self.fc = nn.Sequential(nn.Linear(z_dim + num_classes, n0, bias=False),
-                                nn.BatchNorm1d(n0), nn.ReLU())
+        self.fc = nn.Sequential(
+            nn.Linear(z_dim + num_classes, n0, bias=False), nn.BatchNorm1d(n0), nn.ReLU()
+        )
         self.net = nn.Sequential(
             nn.ConvTranspose2d(2 * maps, maps, kernel, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(maps), nn.ReLU(),
+            nn.BatchNorm2d(maps),
+            nn.ReLU(),
             nn.Conv2d(maps, c, 3, padding=1),
             *([nn.Tanh()] if output == "tanh" else []),
         )
@@ -303,17 +315,27 @@ class ConvCoarseDiscriminator(nn.Module):
     conv4 s2 -> LReLU -> dropout -> linear; with ``condition="projection"`` no class planes,
     and <embed(class), features> added to the logit."""
 
-    def __init__(self, num_classes: int, maps: int, shape: tuple[int, int, int], dropout: float,
-                 class_mode: str, condition: str = "planes") -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        maps: int,
+        shape: tuple[int, int, int],
+        dropout: float,
+        class_mode: str,
+        condition: str = "planes",
+    ) -> None:
         super().__init__()
         c, h, w = shape
         self.projection = condition == "projection" and num_classes > 0
         self.classes = ClassPlanes(0 if self.projection else num_classes, (h, w), class_mode)
         features = 2 * maps * (h // 2) * (w // 2)
         self.net = nn.Sequential(
-            nn.Conv2d(c + self.classes.channels, maps, 3, padding=1), nn.LeakyReLU(0.2),
-            nn.Conv2d(maps, 2 * maps, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
-            nn.Dropout(dropout), nn.Flatten(),
+            nn.Conv2d(c + self.classes.channels, maps, 3, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(maps, 2 * maps, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Dropout(dropout),
+            nn.Flatten(),
             nn.Linear(features, 1),
         )
         if self.projection:
@@ -332,8 +354,15 @@ class ConvCoarseDiscriminator(nn.Module):
 class ResidualGenerator(nn.Module):
     """G_k: [noise plane, class planes, u(I_{k+1})] -> 3 'same' convs -> residual (linear)."""
 
-    def __init__(self, channels: int, num_classes: int, size: tuple[int, int], hidden: int,
-                 kernels: list[int], class_mode: str) -> None:
+    def __init__(
+        self,
+        channels: int,
+        num_classes: int,
+        size: tuple[int, int],
+        hidden: int,
+        kernels: list[int],
+        class_mode: str,
+    ) -> None:
         super().__init__()
         self.classes = ClassPlanes(num_classes, size, class_mode)
         k1, k2, k3 = kernels
@@ -345,8 +374,9 @@ class ResidualGenerator(nn.Module):
             nn.Conv2d(hidden, channels, k3, padding=k3 // 2),
         )
 
-    def forward(self, low: torch.Tensor, z: torch.Tensor, onehot: torch.Tensor | None
-                ) -> torch.Tensor:
+    def forward(
+        self, low: torch.Tensor, z: torch.Tensor, onehot: torch.Tensor | None
+    ) -> torch.Tensor:
         parts = [z]
         if onehot is not None:
             parts.append(self.classes(onehot))
@@ -357,8 +387,17 @@ class ResidualGenerator(nn.Module):
 class ResidualDiscriminator(nn.Module):
     """D_k: [l_k + h_k (or both), class planes] -> conv -> ReLU -> conv s2 -> ReLU -> linear."""
 
-    def __init__(self, channels: int, num_classes: int, size: tuple[int, int], hidden: int,
-                 kernels: list[int], class_mode: str, dropout: float, d_input: str) -> None:
+    def __init__(
+        self,
+        channels: int,
+        num_classes: int,
+        size: tuple[int, int],
+        hidden: int,
+        kernels: list[int],
+        class_mode: str,
+        dropout: float,
+        d_input: str,
+    ) -> None:
         super().__init__()
         self.d_input = d_input
         self.classes = ClassPlanes(num_classes, size, class_mode)
@@ -383,8 +422,9 @@ class ResidualDiscriminator(nn.Module):
             nn.Linear(hidden * h * w, 1),
         )
 
-    def forward(self, low: torch.Tensor, resid: torch.Tensor, onehot: torch.Tensor | None
-                ) -> torch.Tensor:
+    def forward(
+        self, low: torch.Tensor, resid: torch.Tensor, onehot: torch.Tensor | None
+    ) -> torch.Tensor:
         parts = [low + resid] if self.d_input == "sum" else [low, resid]
         if onehot is not None:
             parts.append(self.classes(onehot))
@@ -424,25 +464,55 @@ class LAPGAN(StackModel):
         gens: list[nn.Module] = []
         discs: list[nn.Module] = []
         for k in range(n - 1):
-            gens.append(ResidualGenerator(c, k_cls, self.sizes[k], cfg.g_hidden, cfg.g_kernels,
-                                          cfg.class_planes))
-            discs.append(ResidualDiscriminator(c, k_cls, self.sizes[k], cfg.d_hidden,
-                                               cfg.d_kernels, cfg.class_planes, cfg.d_dropout,
-                                               cfg.d_input))
+            gens.append(
+                ResidualGenerator(
+                    c, k_cls, self.sizes[k], cfg.g_hidden, cfg.g_kernels, cfg.class_planes
+                )
+            )
+            discs.append(
+                ResidualDiscriminator(
+                    c,
+                    k_cls,
+                    self.sizes[k],
+                    cfg.d_hidden,
+                    cfg.d_kernels,
+                    cfg.class_planes,
+                    cfg.d_dropout,
+                    cfg.d_input,
+                )
+            )
         top_shape = (c, *self.sizes[-1])
         if cfg.coarse_arch == "conv":
-            gens.append(ConvCoarseGenerator(cfg.z_dim, k_cls, cfg.coarse_g_maps, top_shape,
-                                            cfg.coarse_output))
-            discs.append(ConvCoarseDiscriminator(k_cls, cfg.coarse_d_maps, top_shape,
-                                                 cfg.d_dropout, cfg.class_planes,
-                                                 cfg.coarse_d_condition))
+            gens.append(
+                ConvCoarseGenerator(
+                    cfg.z_dim, k_cls, cfg.coarse_g_maps, top_shape, cfg.coarse_output
+                )
+            )
+            discs.append(
+                ConvCoarseDiscriminator(
+                    k_cls,
+                    cfg.coarse_d_maps,
+                    top_shape,
+                    cfg.d_dropout,
+                    cfg.class_planes,
+                    cfg.coarse_d_condition,
+                )
+            )
         else:
-            gens.append(init_normal_(
-                CoarseGenerator(cfg.z_dim, k_cls, cfg.coarse_g_hidden, top_shape,
-                                cfg.coarse_output), cfg.coarse_g_init_std))
-            discs.append(init_normal_(
-                CoarseDiscriminator(k_cls, cfg.coarse_d_hidden, top_shape, cfg.d_dropout),
-                cfg.coarse_d_init_std))
+            gens.append(
+                init_normal_(
+                    CoarseGenerator(
+                        cfg.z_dim, k_cls, cfg.coarse_g_hidden, top_shape, cfg.coarse_output
+                    ),
+                    cfg.coarse_g_init_std,
+                )
+            )
+            discs.append(
+                init_normal_(
+                    CoarseDiscriminator(k_cls, cfg.coarse_d_hidden, top_shape, cfg.d_dropout),
+                    cfg.coarse_d_init_std,
+                )
+            )
         self.G = nn.ModuleList(gens)
         self.D = nn.ModuleList(discs)
         self.base_lrs: dict[str, float] = {}
@@ -452,8 +522,9 @@ class LAPGAN(StackModel):
             self.base_lrs[f"G{k}"] = lr
             self.base_lrs[f"D{k}"] = lr * (cfg.coarse_d_lr_mult if k == n - 1 else 1.0)
             self.optimizers[f"G{k}"] = self._optimizer(self.G[k].parameters(), lr)
-            self.optimizers[f"D{k}"] = self._optimizer(self.D[k].parameters(),
-                                                       self.base_lrs[f"D{k}"])
+            self.optimizers[f"D{k}"] = self._optimizer(
+                self.D[k].parameters(), self.base_lrs[f"D{k}"]
+            )
 
     def _optimizer(self, params, lr: float) -> torch.optim.Optimizer:
         cfg = self.cfg
@@ -473,8 +544,9 @@ class LAPGAN(StackModel):
         cfg = self.cfg
         if cfg.optimizer != "sgd":
             return None
-        return min(cfg.momentum + cfg.momentum_step * step.epoch,
-                   max(cfg.momentum_max, cfg.momentum))
+        return min(
+            cfg.momentum + cfg.momentum_step * step.epoch, max(cfg.momentum_max, cfg.momentum)
+        )
 
     @property
     def conditional(self) -> bool:
@@ -509,15 +581,17 @@ class LAPGAN(StackModel):
 
     # ---- training --------------------------------------------------------------------------
 
-    def _fake(self, k: int, low: torch.Tensor | None, z: torch.Tensor,
-              onehot: torch.Tensor | None) -> torch.Tensor:
+    def _fake(
+        self, k: int, low: torch.Tensor | None, z: torch.Tensor, onehot: torch.Tensor | None
+    ) -> torch.Tensor:
         """Level k's fake: the coarsest image, or a residual on top of ``low``."""
         if k == self.levels - 1:
             return self.G[k](z, onehot)
         return self.G[k](low, z, onehot)
 
-    def _disc(self, k: int, low: torch.Tensor | None, x: torch.Tensor,
-              onehot: torch.Tensor | None) -> torch.Tensor:
+    def _disc(
+        self, k: int, low: torch.Tensor | None, x: torch.Tensor, onehot: torch.Tensor | None
+    ) -> torch.Tensor:
         if k == self.levels - 1:
             return self.D[k](x, onehot)
         return self.D[k](low, x, onehot)
@@ -546,8 +620,9 @@ class LAPGAN(StackModel):
             logs[f"d{k}_adv"] = loss.detach()
             # D's accuracy on this step's real and fake halves (0.5: it tells them apart no
             # better than chance).
-            logs[f"d{k}_acc"] = 0.5 * ((real_logit.detach() > 0).float().mean()
-                                       + (fake_logit.detach() < 0).float().mean())
+            logs[f"d{k}_acc"] = 0.5 * (
+                (real_logit.detach() > 0).float().mean() + (fake_logit.detach() < 0).float().mean()
+            )
         self.optimize(d_total, [f"D{k}" for k in range(n)])
 
         # ---- generator step, every level (fresh noise; D gets no gradient)
@@ -605,13 +680,16 @@ class LAPGAN(StackModel):
         figs: dict[str, torch.Tensor] = {}
         for k in reversed(range(self.levels)):
             gen = torch.Generator().set_state(state)  # the same inputs for every level
-            figs[f"level{k}"] = self.grid(rows, 10, vary=self.noise_dims(), generator=gen,
-                                          key=f"level{k}")
+            figs[f"level{k}"] = self.grid(
+                rows, 10, vary=self.noise_dims(), generator=gen, key=f"level{k}"
+            )
         size = self.sizes[0]
-        figs["pyramid"] = torch.stack([
-            F.interpolate(figs[f"level{k}"][0], size=size, mode="nearest")
-            for k in reversed(range(self.levels))
-        ])
+        figs["pyramid"] = torch.stack(
+            [
+                F.interpolate(figs[f"level{k}"][0], size=size, mode="nearest")
+                for k in reversed(range(self.levels))
+            ]
+        )
         generator.set_state(state)
         for name in self.noise_dims():
             figs[f"vary_{name}"] = self.grid(rows, 10, vary=[name], generator=generator)
@@ -620,15 +698,22 @@ class LAPGAN(StackModel):
     # ---- measures -------------------------------------------------------------------------
 
     @torch.no_grad()
-    def chain_from(self, img: torch.Tensor, level: int, y: torch.Tensor | None = None,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+    def chain_from(
+        self,
+        img: torch.Tensor,
+        level: int,
+        y: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Images ``img`` in [-1, 1] at ``level``'s size through the finer generators
         G_{level-1} .. G_0, as sampling runs them (fresh U(-1, 1) noise planes from
         ``generator``, class ``y``, every level clamped to [-1, 1]); full size, [-1, 1]."""
         if not 0 <= level < self.levels or tuple(img.shape[-2:]) != self.sizes[level]:
-            raise GanstackError(f"chain_from: level {level} of {self.levels} needs images of "
-                                f"size {self.sizes[min(max(level, 0), self.levels - 1)]}, got "
-                                f"{tuple(img.shape[-2:])}")
+            raise GanstackError(
+                f"chain_from: level {level} of {self.levels} needs images of "
+                f"size {self.sizes[min(max(level, 0), self.levels - 1)]}, got "
+                f"{tuple(img.shape[-2:])}"
+            )
         onehot = self._onehot(None if y is None else y.to(self.device))
         img = img.to(self.device)
         with self.sampling_mode():
@@ -640,8 +725,14 @@ class LAPGAN(StackModel):
         return img
 
     @torch.no_grad()
-    def level_accuracy(self, held: ImageDataset, classifiers: dict, n: int = 1000,
-                       seed: int = 0, batch_size: int = 250) -> dict[str, float]:
+    def level_accuracy(
+        self,
+        held: ImageDataset,
+        classifiers: dict,
+        n: int = 1000,
+        seed: int = 0,
+        batch_size: int = 250,
+    ) -> dict[str, float]:
         """Per-level class fidelity: where along the chain the class is lost.
 
         For min(``n``, len(``held``)) labelled real images (a seeded random subset), the
@@ -664,8 +755,9 @@ class LAPGAN(StackModel):
         from ganstack.viz import to_uint8
 
         if held.labels is None:
-            raise GanstackError(f"the per-level class fidelity needs labelled images; "
-                                f"'{held.name}' has no labels")
+            raise GanstackError(
+                f"the per-level class fidelity needs labelled images; '{held.name}' has no labels"
+            )
         gen = torch.Generator().manual_seed(seed)
         idx = torch.randperm(len(held), generator=gen)[: min(n, len(held))]
         y = held.labels[idx].long()
@@ -680,8 +772,7 @@ class LAPGAN(StackModel):
                 up = pyr[j]
                 for _ in range(j):
                     up = upsample(up)
-                sets.setdefault(f"upsampled_level{j}", []).append(
-                    to_uint8(self.to_unit(up)).cpu())
+                sets.setdefault(f"upsampled_level{j}", []).append(to_uint8(self.to_unit(up)).cpu())
         res: dict[str, float] = {}
         for clf, meta in classifiers.values():
             tag = f"{count_tag(len(idx))}_{meta['name']}"

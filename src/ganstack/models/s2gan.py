@@ -144,8 +144,10 @@ class S2GANConfig:
 
     def validate(self, where: str) -> None:
         if self.normal_size < 8 or self.normal_size % 8:
-            raise ConfigError(f"{where}.normal_size must be a positive multiple of 8 (the "
-                              f"Structure-GAN doubles its size 3 times), got {self.normal_size}")
+            raise ConfigError(
+                f"{where}.normal_size must be a positive multiple of 8 (the "
+                f"Structure-GAN doubles its size 3 times), got {self.normal_size}"
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,7 +248,6 @@ def spherical_kmeans(x: torch.Tensor, k: int, iters: int, seed: int) -> torch.Te
     return c.float()
 
 
-
 # --------------------------------------------------------------------------------------------
 # Networks (the official layer tables; channel counts scaled by the width multiplier)
 # --------------------------------------------------------------------------------------------
@@ -272,8 +273,11 @@ def _conv(ci: int, co: int, k: int, s: int, p: int, act: str, bn: bool = True) -
 
 
 def _deconv(ci: int, co: int, k: int, s: int, p: int, act: str) -> list[nn.Module]:
-    return [nn.ConvTranspose2d(ci, co, k, s, p, bias=False), nn.BatchNorm2d(co),
-            nn.ReLU() if act == "relu" else nn.LeakyReLU(0.2)]
+    return [
+        nn.ConvTranspose2d(ci, co, k, s, p, bias=False),
+        nn.BatchNorm2d(co),
+        nn.ReLU() if act == "relu" else nn.LeakyReLU(0.2),
+    ]
 
 
 class StructureGenerator(nn.Module):
@@ -301,15 +305,23 @@ class StructureGenerator(nn.Module):
         return normalize(self.net(z[:, :, None, None]))
 
 
-def _disc_trunk(c_in: int, width: float, strides: tuple[int, int, int, int],
-                spatial_dropout: float) -> nn.Sequential:
+def _disc_trunk(
+    c_in: int, width: float, strides: tuple[int, int, int, int], spatial_dropout: float
+) -> nn.Sequential:
     c = [_ch(n, width) for n in (64, 128, 256, 512, 128)]
     return nn.Sequential(
-        nn.Conv2d(c_in, c[0], 5, strides[0], 2), nn.LeakyReLU(0.2),
-        nn.Conv2d(c[0], c[1], 5, strides[1], 2), nn.LeakyReLU(0.2),
-        nn.Conv2d(c[1], c[2], 3, strides[2], 1), nn.LeakyReLU(0.2), nn.Dropout2d(spatial_dropout),
-        nn.Conv2d(c[2], c[3], 3, strides[3], 1), nn.LeakyReLU(0.2), nn.Dropout2d(spatial_dropout),
-        nn.Conv2d(c[3], c[4], 3, 1, 1), nn.LeakyReLU(0.2),
+        nn.Conv2d(c_in, c[0], 5, strides[0], 2),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(c[0], c[1], 5, strides[1], 2),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(c[1], c[2], 3, strides[2], 1),
+        nn.LeakyReLU(0.2),
+        nn.Dropout2d(spatial_dropout),
+        nn.Conv2d(c[2], c[3], 3, strides[3], 1),
+        nn.LeakyReLU(0.2),
+        nn.Dropout2d(spatial_dropout),
+        nn.Conv2d(c[3], c[4], 3, 1, 1),
+        nn.LeakyReLU(0.2),
     )
 
 
@@ -319,8 +331,9 @@ class StructureDiscriminator(nn.Module):
     def __init__(self, size: int, width: float, dropout: float, spatial_dropout: float) -> None:
         super().__init__()
         self.trunk = _disc_trunk(3, width, (2, 1, 2, 2), spatial_dropout)
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout),
-                                  nn.Linear(_ch(128, width) * (size // 8) ** 2, 1))
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(_ch(128, width) * (size // 8) ** 2, 1)
+        )
 
     def forward(self, n: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(n))[:, 0]
@@ -333,8 +346,7 @@ class StyleGenerator(nn.Module):
         super().__init__()
         w = width
         self.normal_branch = nn.Sequential(
-            *_conv(3, _ch(64, w), 5, 2, 2, "relu"),
-            *_conv(_ch(64, w), _ch(128, w), 5, 2, 2, "relu"),
+            *_conv(3, _ch(64, w), 5, 2, 2, "relu"), *_conv(_ch(64, w), _ch(128, w), 5, 2, 2, "relu")
         )
         self.noise_branch = nn.Sequential(
             *_deconv(z_dim, _ch(64, w), size // 16, 1, 0, "relu"),
@@ -365,8 +377,9 @@ class StyleDiscriminator(nn.Module):
     def __init__(self, size: int, width: float, dropout: float, spatial_dropout: float) -> None:
         super().__init__()
         self.trunk = _disc_trunk(6, width, (2, 2, 2, 2), spatial_dropout)
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout),
-                                  nn.Linear(_ch(128, width) * (size // 16) ** 2, 1))
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(_ch(128, width) * (size // 16) ** 2, 1)
+        )
 
     def forward(self, image: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(torch.cat([image, normals], 1)))[:, 0]
@@ -380,19 +393,21 @@ class FCN(nn.Module):
     code).
     """
 
-    def __init__(self, arch: str, classes: int, width: float, upsample: int,
-                 out_size: int) -> None:
+    def __init__(self, arch: str, classes: int, width: float, upsample: int, out_size: int) -> None:
         super().__init__()
         self.upsample, self.out_size = upsample, out_size
         w = width
         if arch == "alexnet":
             c = [_ch(n, w) for n in (96, 256, 384, 384, 256, 1024, 512)]
             self.net = nn.Sequential(
-                *_conv(3, c[0], 11, 4, 68, "lrelu"), nn.MaxPool2d(3, 2),
-                *_conv(c[0], c[1], 5, 1, 2, "relu"), nn.MaxPool2d(3, 2),
+                *_conv(3, c[0], 11, 4, 68, "lrelu"),
+                nn.MaxPool2d(3, 2),
+                *_conv(c[0], c[1], 5, 1, 2, "relu"),
+                nn.MaxPool2d(3, 2),
                 *_conv(c[1], c[2], 3, 1, 1, "relu"),
                 *_conv(c[2], c[3], 3, 1, 1, "relu"),
-                *_conv(c[3], c[4], 3, 1, 1, "relu"), nn.MaxPool2d(3, 2),
+                *_conv(c[3], c[4], 3, 1, 1, "relu"),
+                nn.MaxPool2d(3, 2),
                 *_conv(c[4], c[5], 6, 1, 1, "relu"),
                 *_deconv(c[5], c[6], 4, 2, 1, "relu"),
                 nn.Conv2d(c[6], classes, 3, 1, 1),
@@ -450,24 +465,31 @@ class S2GAN(StackModel):
         std = cfg.init_std / math.sqrt(min(wd, 1.0))
         self.G_struct = _init(StructureGenerator(cfg.z_struct, ns, wd), std)
         self.D_struct = _init(
-            StructureDiscriminator(ns, wd, cfg.d_dropout, cfg.d_spatial_dropout), std)
+            StructureDiscriminator(ns, wd, cfg.d_dropout, cfg.d_spatial_dropout), std
+        )
         self.G_style = _init(StyleGenerator(cfg.z_style, h, wd), std)
-        self.D_style = _init(
-            StyleDiscriminator(h, wd, cfg.d_dropout, cfg.d_spatial_dropout), std)
+        self.D_style = _init(StyleDiscriminator(h, wd, cfg.d_dropout, cfg.d_spatial_dropout), std)
         # The code's FCN init is N(0, 0.01), scaled the same way.
-        self.fcn = _init(FCN(cfg.fcn_arch, cfg.classes, cfg.fcn_width,
-                                      cfg.fcn_upsample, self.fcn_size),
-                                  0.01 / math.sqrt(min(cfg.fcn_width, 1.0)))
+        self.fcn = _init(
+            FCN(cfg.fcn_arch, cfg.classes, cfg.fcn_width, cfg.fcn_upsample, self.fcn_size),
+            0.01 / math.sqrt(min(cfg.fcn_width, 1.0)),
+        )
         self.register_buffer("codebook", fibonacci_sphere(cfg.classes))
         self.optimizers = {}
         for n in NETS:
             decay = cfg.style_weight_decay if n.endswith("style") else 0.0
-            self.optimizers[n] = torch.optim.Adam(getattr(self, n).parameters(), lr=cfg.lr,
-                                                  betas=(cfg.beta1, cfg.beta2),
-                                                  weight_decay=decay)
-        self.optimizers["fcn"] = torch.optim.SGD(self.fcn.parameters(), lr=cfg.fcn_lr,
-                                                 momentum=cfg.fcn_momentum,
-                                                 weight_decay=cfg.fcn_weight_decay)
+            self.optimizers[n] = torch.optim.Adam(
+                getattr(self, n).parameters(),
+                lr=cfg.lr,
+                betas=(cfg.beta1, cfg.beta2),
+                weight_decay=decay,
+            )
+        self.optimizers["fcn"] = torch.optim.SGD(
+            self.fcn.parameters(),
+            lr=cfg.fcn_lr,
+            momentum=cfg.fcn_momentum,
+            weight_decay=cfg.fcn_weight_decay,
+        )
 
     @property
     def conditional(self) -> bool:
@@ -482,22 +504,31 @@ class S2GAN(StackModel):
 
     def setup(self, train: ImageDataset, evaluation: ImageDataset | None, log: LogFn) -> dict:
         if "normals" not in train.extras:
-            raise ConfigError(f"S²-GAN trains on (image, normals) pairs; the dataset "
-                              f"'{train.name}' has no normals (use rooms or nyu_normals)")
+            raise ConfigError(
+                f"S²-GAN trains on (image, normals) pairs; the dataset "
+                f"'{train.name}' has no normals (use rooms or nyu_normals)"
+            )
         n = decode_normals(train.extras["normals"][:4000])
         n = resize(n, self.fcn_size).permute(0, 2, 3, 1).reshape(-1, 3)
         n = n[n.norm(dim=1) > 0.5]
         if len(n) < self.cfg.classes:
-            raise GanstackError(f"too few valid normals ({len(n)}) for a {self.cfg.classes}-"
-                                f"entry codebook")
+            raise GanstackError(
+                f"too few valid normals ({len(n)}) for a {self.cfg.classes}-entry codebook"
+            )
         g = torch.Generator().manual_seed(self.cfg.codebook_seed)
         pick = torch.randperm(len(n), generator=g)[: self.cfg.codebook_samples]
-        cb = spherical_kmeans(normalize(n[pick][:, :, None, None])[:, :, 0, 0],
-                              self.cfg.classes, self.cfg.codebook_iters, self.cfg.codebook_seed)
+        cb = spherical_kmeans(
+            normalize(n[pick][:, :, None, None])[:, :, 0, 0],
+            self.cfg.classes,
+            self.cfg.codebook_iters,
+            self.cfg.codebook_seed,
+        )
         self.codebook.copy_(cb.to(self.codebook.device))
         q = self.quantise_error(n[pick])
-        log(f"codebook: {self.cfg.classes} normals by k-means on {len(pick)} training pixels; "
-            f"quantisation error {q:.2f} degrees")
+        log(
+            f"codebook: {self.cfg.classes} normals by k-means on {len(pick)} training pixels; "
+            f"quantisation error {q:.2f} degrees"
+        )
         return {"codebook_size": self.cfg.classes, "codebook_quantisation_deg": q}
 
     @torch.no_grad()
@@ -514,8 +545,9 @@ class S2GAN(StackModel):
 
     def _real_normals(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if "normals" not in batch:
-            raise GanstackError("S²-GAN needs batches with 'normals' (datasets rooms or "
-                                "nyu_normals)")
+            raise GanstackError(
+                "S²-GAN needs batches with 'normals' (datasets rooms or nyu_normals)"
+            )
         return decode_normals(batch["normals"])
 
     def struct_normals(self, n: torch.Tensor) -> torch.Tensor:
@@ -594,8 +626,9 @@ class S2GAN(StackModel):
         return update_d, update_g
 
     @staticmethod
-    def _d_errors(real_logits: torch.Tensor, fake_logits: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _d_errors(
+        real_logits: torch.Tensor, fake_logits: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean BCE on the real half and on the fake half."""
         return F.softplus(-real_logits).mean(), F.softplus(fake_logits).mean()
 
@@ -639,9 +672,13 @@ class S2GAN(StackModel):
             g_loss = F.softplus(-self.D_struct(fake)).mean()
             if upd_g:
                 self.optimize(g_loss, ["G_struct"])
-        return {"d_struct_real": err_r.detach(), "d_struct_fake": err_f.detach(),
-                "g_struct_adv": g_loss.detach(),
-                "skip_d": torch.tensor(float(not upd_d)), "skip_g": torch.tensor(float(not upd_g))}
+        return {
+            "d_struct_real": err_r.detach(),
+            "d_struct_fake": err_f.detach(),
+            "g_struct_adv": g_loss.detach(),
+            "skip_d": torch.tensor(float(not upd_d)),
+            "skip_g": torch.tensor(float(not upd_g)),
+        }
 
     def _fcn_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         n = self.cfg.fcn_batch_size or len(batch["images"])
@@ -673,13 +710,15 @@ class S2GAN(StackModel):
             z = self._z(b, cfg.z_style)
             fake = self.G_style(z, c)
             adv = F.softplus(-self.D_style(fake, c)).mean()
-            logs = {"d_style_real": err_r.detach(), "d_style_fake": err_f.detach(),
-                    "g_style_adv": adv.detach()}
+            logs = {
+                "d_style_real": err_r.detach(),
+                "d_style_fake": err_f.detach(),
+                "g_style_adv": adv.detach(),
+            }
             loss = adv
             if cfg.style_mode_seeking > 0:
                 z2 = self._z(b, cfg.z_style)
-                ratio = ((fake - self.G_style(z2, c)).abs().mean()
-                         / (z - z2).abs().mean())
+                ratio = (fake - self.G_style(z2, c)).abs().mean() / (z - z2).abs().mean()
                 loss = loss + cfg.style_mode_seeking / (ratio + 1e-5)
                 logs["g_style_ms_ratio"] = ratio.detach()
             if cfg.fcn_weight > 0:  # weight 0: the FCN is not even run (no gradient, no cost)
@@ -719,9 +758,14 @@ class S2GAN(StackModel):
             l_style = F.softplus(-self.D_style(img, c_hat)).mean()
             l_struct = F.softplus(-self.D_struct(n_fake)).mean()
             loss = l_style + cfg.joint_struct_adv * l_struct
-            logs = {"d_struct_real": sr.detach(), "d_struct_fake": sf.detach(),
-                    "d_style_real": tr.detach(), "d_style_fake": tf.detach(),
-                    "g_struct_adv": l_struct.detach(), "g_style_adv": l_style.detach()}
+            logs = {
+                "d_struct_real": sr.detach(),
+                "d_struct_fake": sf.detach(),
+                "d_style_real": tr.detach(),
+                "d_style_fake": tf.detach(),
+                "g_struct_adv": l_struct.detach(),
+                "g_style_adv": l_style.detach(),
+            }
             if cfg.joint_fcn_weight > 0:
                 ce = self._fcn_loss(img, c_hat)
                 loss = loss + cfg.joint_fcn_weight * ce
@@ -754,13 +798,20 @@ class S2GAN(StackModel):
         n_struct = self.net("G_struct")(inputs["z1"] * 2 - 1)
         c_hat = self.chain_normals(n_struct)
         img = self.net("G_style")(inputs["z0"] * 2 - 1, c_hat)
-        return {"image": self.to_unit(img), "normals": self.to_unit(c_hat),
-                "normals_struct": self.to_unit(n_struct)}
+        return {
+            "image": self.to_unit(img),
+            "normals": self.to_unit(c_hat),
+            "normals_struct": self.to_unit(n_struct),
+        }
 
     @torch.no_grad()
-    def render(self, normals: torch.Tensor, z0: torch.Tensor | None = None,
-               generator: torch.Generator | None = None, batch_size: int = 250
-               ) -> torch.Tensor:
+    def render(
+        self,
+        normals: torch.Tensor,
+        z0: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        batch_size: int = 250,
+    ) -> torch.Tensor:
         """The Style-GAN as a renderer: images in [0, 1] for given normals (uint8 encoded
         maps, or floats in [-1, 1]), at the image size; z0 in [0, 1) (drawn when not given)."""
         n = decode_normals(normals) if normals.dtype == torch.uint8 else normals.float()
@@ -788,8 +839,14 @@ class S2GAN(StackModel):
         return torch.cat(out)
 
     @torch.no_grad()
-    def grid(self, rows: int, cols: int, vary, generator: torch.Generator | None = None,
-             key: str = "image") -> torch.Tensor:
+    def grid(
+        self,
+        rows: int,
+        cols: int,
+        vary,
+        generator: torch.Generator | None = None,
+        key: str = "image",
+    ) -> torch.Tensor:
         """As the base; for ``image`` (the trainer's sample grids) each row of images comes
         below a row of the normals they were rendered from (2 x ``rows`` rows)."""
         if key != "image" or generator is None:
@@ -824,9 +881,15 @@ class S2GAN(StackModel):
     # ---- measures -------------------------------------------------------------------------
 
     @torch.no_grad()
-    def normal_consistency(self, ds: ImageDataset, n: int = 1000, seed: int = 0,
-                           judge: S2GAN | None = None, prefix: str = "fcn",
-                           chain: bool = True) -> dict[str, float]:
+    def normal_consistency(
+        self,
+        ds: ImageDataset,
+        n: int = 1000,
+        seed: int = 0,
+        judge: S2GAN | None = None,
+        prefix: str = "fcn",
+        chain: bool = True,
+    ) -> dict[str, float]:
         """Mean angular error (degrees) between the normals an FCN predicts from images and
         the normals those images were made from, at the FCN's output size:
 
@@ -861,9 +924,14 @@ class S2GAN(StackModel):
         return res
 
     @torch.no_grad()
-    def structure_measures(self, train: ImageDataset, evaluation: ImageDataset | None,
-                           n: int = 200, reference: int = 1000, seed: int = 0
-                           ) -> dict[str, float]:
+    def structure_measures(
+        self,
+        train: ImageDataset,
+        evaluation: ImageDataset | None,
+        n: int = 200,
+        reference: int = 1000,
+        seed: int = 0,
+    ) -> dict[str, float]:
         """Diversity and realism of the Structure-GAN's normal maps, in degrees.
 
         Protocol: min(``n``, 200) maps of G_struct (fresh noise, one sampling batch) and as
@@ -883,8 +951,10 @@ class S2GAN(StackModel):
         A collapsed Structure-GAN has a small pairwise angle; a noisy one a large angle to
         its nearest real map. Only the G_struct is run (no image is rendered)."""
         if "normals" not in train.extras:
-            raise GanstackError(f"the structure measures need a dataset with normals (rooms or "
-                                f"nyu_normals); '{train.name}' has none")
+            raise GanstackError(
+                f"the structure measures need a dataset with normals (rooms or "
+                f"nyu_normals); '{train.name}' has none"
+            )
         gen = torch.Generator().manual_seed(seed)
         pick = torch.randperm(len(train), generator=gen)[:reference]
         ref = pool_normals(decode_normals(train.extras["normals"][pick]))
@@ -893,21 +963,29 @@ class S2GAN(StackModel):
         with self.sampling_mode():
             fake = pool_normals(self.net("G_struct")(z1 * 2 - 1).cpu())
         tag = f"{count_tag(count)}_pool{STRUCT_POOL}"
-        out = {f"struct_pairwise_deg{tag}": pairwise_angle_deg(fake),
-               f"struct_nn_deg{tag}_train{len(ref)}": float(nearest_angle_deg(fake, ref).mean())}
+        out = {
+            f"struct_pairwise_deg{tag}": pairwise_angle_deg(fake),
+            f"struct_nn_deg{tag}_train{len(ref)}": float(nearest_angle_deg(fake, ref).mean()),
+        }
         if evaluation is not None and "normals" in evaluation.extras and len(evaluation) >= 2:
             idx = torch.randperm(len(evaluation), generator=gen)[:count]
             real = pool_normals(decode_normals(evaluation.extras["normals"][idx]))
             rtag = f"{count_tag(len(real))}_pool{STRUCT_POOL}"
             out[f"struct_real_pairwise_deg{rtag}"] = pairwise_angle_deg(real)
             out[f"struct_real_nn_deg{rtag}_train{len(ref)}"] = float(
-                nearest_angle_deg(real, ref).mean())
+                nearest_angle_deg(real, ref).mean()
+            )
         return out
 
     @torch.no_grad()
-    def style_noise_sensitivity(self, train: ImageDataset, evaluation: ImageDataset | None,
-                                maps: int = 25, noises: int = 8, seed: int = 0
-                                ) -> dict[str, float]:
+    def style_noise_sensitivity(
+        self,
+        train: ImageDataset,
+        evaluation: ImageDataset | None,
+        maps: int = 25,
+        noises: int = 8,
+        seed: int = 0,
+    ) -> dict[str, float]:
         """How much the Style-GAN's rendering of fixed normals moves with its style noise z0.
 
         Each of ``maps`` normal maps is rendered under the same ``noises`` style noises; the
@@ -920,11 +998,12 @@ class S2GAN(StackModel):
         - ``style_scene_stdMK_train``: the per-pixel standard deviation across M x K
           different real training images (how much real scenes differ), the reference.
         """
-        ds = evaluation if evaluation is not None and "normals" in evaluation.extras \
-            else train
+        ds = evaluation if evaluation is not None and "normals" in evaluation.extras else train
         if "normals" not in ds.extras:
-            raise GanstackError(f"the style-noise measure needs a dataset with normals (rooms or "
-                                f"nyu_normals); '{ds.name}' has none")
+            raise GanstackError(
+                f"the style-noise measure needs a dataset with normals (rooms or "
+                f"nyu_normals); '{ds.name}' has none"
+            )
         if maps < 1 or noises < 2:
             raise GanstackError("the style-noise measure needs at least 1 map and 2 noises")
         gen = torch.Generator().manual_seed(seed)
@@ -935,8 +1014,10 @@ class S2GAN(StackModel):
             chain = self.chain_normals(self.net("G_struct")(z1 * 2 - 1)).cpu()
         z0 = self._noise(noises, self.cfg.z_style, gen)  # the same noises for every map
         tag = f"{count_tag(len(idx))}_z{noises}"
-        out = {f"style_noise_std{tag}_rendered": self._noise_spread(real_normals, z0),
-               f"style_noise_std{tag}_chain": self._noise_spread(chain, z0)}
+        out = {
+            f"style_noise_std{tag}_rendered": self._noise_spread(real_normals, z0),
+            f"style_noise_std{tag}_chain": self._noise_spread(chain, z0),
+        }
         scenes = torch.randperm(len(train), generator=gen)[: len(idx) * noises]
         x = self.preprocess(train.images[scenes])
         out[f"style_scene_std{count_tag(len(scenes))}_train"] = float(x.std(0).mean())
@@ -950,7 +1031,10 @@ class S2GAN(StackModel):
         stds = []
         for s in range(0, len(normals), per):
             c = normals[s : s + per]
-            img = self.render(c.repeat_interleave(k, 0), z0.repeat(len(c), 1),
-                              batch_size=len(c) * k) * 2 - 1
+            img = (
+                self.render(c.repeat_interleave(k, 0), z0.repeat(len(c), 1), batch_size=len(c) * k)
+                * 2
+                - 1
+            )
             stds.append(img.view(len(c), k, *img.shape[1:]).std(1).mean((1, 2, 3)))
         return float(torch.cat(stds).mean())

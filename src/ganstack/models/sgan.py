@@ -313,8 +313,9 @@ class FeatureDiscriminator(nn.Module):
     phase (cifar/train_joint.py; std 0: off).
     """
 
-    def __init__(self, in_dim: int, z_dim: int, hidden: int, out_dim: int = 1,
-                 arch: str = "mnist") -> None:
+    def __init__(
+        self, in_dim: int, z_dim: int, hidden: int, out_dim: int = 1, arch: str = "mnist"
+    ) -> None:
         super().__init__()
         self.trunk = nn.Sequential(
             linear_act(in_dim, hidden, lrelu(), bn=False),
@@ -412,8 +413,9 @@ class CifarImageGenerator(nn.Module):
         super().__init__()
         c1, c2 = max(1, round(256 * width)), max(1, round(128 * width))
         self.c1 = c1
-        self.z_embed = nn.Sequential(linear_act(z_dim, 128, nn.ReLU()),
-                                     linear_act(128, 128, nn.ReLU()))
+        self.z_embed = nn.Sequential(
+            linear_act(z_dim, 128, nn.ReLU()), linear_act(128, 128, nn.ReLU())
+        )
         self.fc = linear_act(cond_dim + 128, c1 * 25, nn.ReLU())
         self.deconv = nn.Sequential(
             deconv5(c1, c1, "half", nn.ReLU()),  # 10x10
@@ -467,7 +469,6 @@ IMAGE_NETS = {
 }
 FEATURE_GENERATORS = {"mnist": FeatureGenerator, "cifar": CifarFeatureGenerator}
 FEATURE_DISC_HIDDEN = {"mnist": 256, "cifar": 512}
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -741,8 +742,11 @@ class SGAN(StackModel):
                     ent = losses.entropy(q, zs[i])
                     pred = self.encoder.segment(i, fakes[i].view(b, *self.rep_shapes[i]))
                     if i == n - 1:
-                        cond = (losses.conditional_label(pred, y) if self.conditional
-                                else pred.new_zeros(()))
+                        cond = (
+                            losses.conditional_label(pred, y)
+                            if self.conditional
+                            else pred.new_zeros(())
+                        )
                     else:
                         cond = losses.conditional_feature(pred.flatten(1), conds[i])
                     g_total = g_total + cfg.adv_weight * adv + self.cond_weight(i) * cond
@@ -794,8 +798,9 @@ class SGAN(StackModel):
             others = [n for n in self.input_names() if n != f"z{i}"]
             dists = []
             for c in range(conditions):
-                inputs = self.draw_inputs(samples, [c % k] if self.conditional else None,
-                                          fixed=others, generator=gen)
+                inputs = self.draw_inputs(
+                    samples, [c % k] if self.conditional else None, fixed=others, generator=gen
+                )
                 with self.sampling_mode():
                     o = self.generate(inputs)
                 h = o["image"] if i == 0 else o[f"h{i}"]
@@ -815,13 +820,21 @@ class SGAN(StackModel):
         return figs
 
     @torch.no_grad()
-    def reconstructions(self, data: ImageDataset, rows: int = 10, cols: int = 9,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
+    def reconstructions(
+        self,
+        data: ImageDataset,
+        rows: int = 10,
+        cols: int = 9,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Each row: a real image x, then G0(E0(x), z0) for ``cols`` draws of z0 (the CIFAR
         code's per-epoch reconstructions). How close they are shows how faithfully G0 follows
         its condition; how much they differ, how much it uses its noise."""
-        picks = [int((data.labels == c).nonzero()[0]) for c in range(self.info.num_classes)
-                 if data.labels is not None and bool((data.labels == c).any())][:rows]
+        picks = [
+            int((data.labels == c).nonzero()[0])
+            for c in range(self.info.num_classes)
+            if data.labels is not None and bool((data.labels == c).any())
+        ][:rows]
         picks = picks or list(range(min(rows, len(data))))
         x = data.images[picks].to(self.device)
         h1 = self.encoder.segment(0, self.preprocess(x)).flatten(1)

@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 import torch
 from torch import nn
@@ -137,24 +137,34 @@ class StackGANv1Config:
     def validate(self, where: str) -> None:
         s1, s2 = self.stage1_size, self.stage2_size
         if s1 < 16 or s1 & (s1 - 1):
-            raise ConfigError(f"{where}.stage1_size must be a power of two >= 16 (Stage-II "
-                              f"joins the text at stage1_size / 4), got {s1}")
+            raise ConfigError(
+                f"{where}.stage1_size must be a power of two >= 16 (Stage-II "
+                f"joins the text at stage1_size / 4), got {s1}"
+            )
         if s2 <= s1 or s2 % s1 or (s2 // s1) & (s2 // s1 - 1):
-            raise ConfigError(f"{where}.stage2_size must be stage1_size ({s1}) times a power "
-                              f"of two >= 2 (paper: 4x), got {s2}")
+            raise ConfigError(
+                f"{where}.stage2_size must be stage1_size ({s1}) times a power "
+                f"of two >= 2 (paper: 4x), got {s2}"
+            )
         ups1 = int(math.log2(s1 // 4))
         if (8 * self.gf_dim) % 2**ups1:
-            raise ConfigError(f"{where}.gf_dim ({self.gf_dim}): Stage-I G halves 8 gf = "
-                              f"{8 * self.gf_dim} channels {ups1} times; use a multiple of "
-                              f"{max(1, 2**ups1 // 8)}")
+            raise ConfigError(
+                f"{where}.gf_dim ({self.gf_dim}): Stage-I G halves 8 gf = "
+                f"{8 * self.gf_dim} channels {ups1} times; use a multiple of "
+                f"{max(1, 2**ups1 // 8)}"
+            )
         ups2 = int(math.log2(4 * s2 // s1))
         if (4 * self.gf_dim) % 2**ups2:
-            raise ConfigError(f"{where}.gf_dim ({self.gf_dim}): Stage-II G halves 4 gf = "
-                              f"{4 * self.gf_dim} channels {ups2} times; use a multiple of "
-                              f"{max(1, 2**ups2 // 4)}")
+            raise ConfigError(
+                f"{where}.gf_dim ({self.gf_dim}): Stage-II G halves 4 gf = "
+                f"{4 * self.gf_dim} channels {ups2} times; use a multiple of "
+                f"{max(1, 2**ups2 // 4)}"
+            )
         if self.variant == "tf" and self.df_dim % 2:
-            raise ConfigError(f"{where}.df_dim must be even in the tf variant (its residual "
-                              f"blocks narrow the channels 4x), got {self.df_dim}")
+            raise ConfigError(
+                f"{where}.df_dim must be even in the tf variant (its residual "
+                f"blocks narrow the channels 4x), got {self.df_dim}"
+            )
 
     # The variant's choices where an option says "auto".
     @property
@@ -192,8 +202,11 @@ class StackGANv1Config:
 
 def _up(c_in: int, c_out: int) -> list[nn.Module]:
     """Nearest x2, conv3x3, BN: an up-block without its ReLU (TF Stage-I G's first one)."""
-    return [nn.Upsample(scale_factor=2, mode="nearest"), conv3x3(c_in, c_out),
-            nn.BatchNorm2d(c_out)]
+    return [
+        nn.Upsample(scale_factor=2, mode="nearest"),
+        conv3x3(c_in, c_out),
+        nn.BatchNorm2d(c_out),
+    ]
 
 
 class Stage1Generator(nn.Module):
@@ -207,24 +220,32 @@ class Stage1Generator(nn.Module):
         ups = int(math.log2(cfg.stage1_size // 4))
         layers: list[nn.Module] = []
         if self.tf:  # FC, BN (no ReLU); the TF FC's bias is dropped: the BN cancels it
-            self.fc = nn.Sequential(nn.Linear(cfg.z_dim + cfg.ef_dim, ngf * 16, bias=False),
-                                    nn.BatchNorm1d(ngf * 16))
-            layers += [BottleneckResBlock(ngf, ngf // 4), *_up(ngf, ngf // 2),
-                       BottleneckResBlock(ngf // 2, ngf // 8)]
+            self.fc = nn.Sequential(
+                nn.Linear(cfg.z_dim + cfg.ef_dim, ngf * 16, bias=False), nn.BatchNorm1d(ngf * 16)
+            )
+            layers += [
+                BottleneckResBlock(ngf, ngf // 4),
+                *_up(ngf, ngf // 2),
+                BottleneckResBlock(ngf // 2, ngf // 8),
+            ]
             c = ngf // 2
             for _ in range(ups - 2):
                 layers.append(relu_up(c, c // 2))
                 c //= 2
             layers += [nn.Upsample(scale_factor=2, mode="nearest"), conv3x3(c, channels)]
         else:
-            self.fc = nn.Sequential(nn.Linear(cfg.z_dim + cfg.ef_dim, ngf * 16, bias=False),
-                                    nn.BatchNorm1d(ngf * 16), nn.ReLU(True))
+            self.fc = nn.Sequential(
+                nn.Linear(cfg.z_dim + cfg.ef_dim, ngf * 16, bias=False),
+                nn.BatchNorm1d(ngf * 16),
+                nn.ReLU(True),
+            )
             layers += [relu_up(ngf // 2**i, ngf // 2 ** (i + 1)) for i in range(ups)]
             layers.append(conv3x3(ngf // 2**ups, channels))
         self.body = nn.Sequential(*layers, nn.Tanh())
 
-    def forward(self, z: torch.Tensor, emb: torch.Tensor, eps: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, z: torch.Tensor, emb: torch.Tensor, eps: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         c, mu, logvar = self.ca(emb, eps)
         x = torch.cat([c, z] if self.tf else [z, c], 1)  # TF concat([c, z]); PyTorch cat(z, c)
         return self.body(self.fc(x).view(-1, self.ngf, 4, 4)), mu, logvar
@@ -236,20 +257,29 @@ class Stage2Generator(nn.Module):
     def __init__(self, cfg: StackGANv1Config, text_dim: int, channels: int) -> None:
         super().__init__()
         gf = cfg.gf_dim
-        self.ca = CondAugment(text_dim, cfg.ef_dim, cfg.ca_kind, enabled=cfg.use_ca) \
-            if cfg.stage2_text else None
+        self.ca = (
+            CondAugment(text_dim, cfg.ef_dim, cfg.ca_kind, enabled=cfg.use_ca)
+            if cfg.stage2_text
+            else None
+        )
         self.encoder = nn.Sequential(
-            conv3x3(channels, gf), nn.ReLU(True),
-            nn.Conv2d(gf, 2 * gf, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * gf), nn.ReLU(True),
-            nn.Conv2d(2 * gf, 4 * gf, 4, 2, 1, bias=False), nn.BatchNorm2d(4 * gf),
+            conv3x3(channels, gf),
+            nn.ReLU(True),
+            nn.Conv2d(gf, 2 * gf, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(2 * gf),
+            nn.ReLU(True),
+            nn.Conv2d(2 * gf, 4 * gf, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(4 * gf),
             nn.ReLU(True),
         )
         cond = cfg.ef_dim if cfg.stage2_text else 0
-        self.joint = nn.Sequential(conv3x3(4 * gf + cond, 4 * gf), nn.BatchNorm2d(4 * gf),
-                                   nn.ReLU(True))
+        self.joint = nn.Sequential(
+            conv3x3(4 * gf + cond, 4 * gf), nn.BatchNorm2d(4 * gf), nn.ReLU(True)
+        )
         # Both codebases apply a ReLU after each residual sum (unlike StackGAN-v2).
-        self.res = nn.Sequential(*[ResBlock(4 * gf, glu=False, relu_after=True)
-                                   for _ in range(cfg.r_num)])
+        self.res = nn.Sequential(
+            *[ResBlock(4 * gf, glu=False, relu_after=True) for _ in range(cfg.r_num)]
+        )
         ups = int(math.log2(4 * cfg.stage2_size // cfg.stage1_size))
         c = 4 * gf
         layers: list[nn.Module] = []
@@ -258,8 +288,9 @@ class Stage2Generator(nn.Module):
             c //= 2
         self.decoder = nn.Sequential(*layers, conv3x3(c, channels), nn.Tanh())
 
-    def forward(self, stage1: torch.Tensor, emb: torch.Tensor, eps: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def forward(
+        self, stage1: torch.Tensor, emb: torch.Tensor, eps: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         h = self.encoder(stage1)
         mu = logvar = None
         if self.ca is not None:
@@ -268,8 +299,7 @@ class Stage2Generator(nn.Module):
         return self.decoder(self.res(self.joint(h))), mu, logvar
 
 
-def _tf_d_encoder(size: int, channels: int, df: int, stage2: bool
-                  ) -> tuple[nn.Sequential, int]:
+def _tf_d_encoder(size: int, channels: int, df: int, stage2: bool) -> tuple[nn.Sequential, int]:
     """The TF code's image encoders (``d_encode_image``, ``hr_d_encode_image``) generalised
     to any size: down-blocks ndf, 2 ndf, ... to 4x4 (the first without BN; in Stage-I the
     last two without an activation, as the code); Stage-II then brings the channels back to
@@ -301,8 +331,15 @@ class Discriminator(nn.Module):
     head. ``encode`` and the heads are separate so the real images are encoded once for the
     matching and the mismatched pairs (as the PyTorch code)."""
 
-    def __init__(self, cfg: StackGANv1Config, size: int, channels: int, text_dim: int,
-                 stage2: bool, uncond: bool) -> None:
+    def __init__(
+        self,
+        cfg: StackGANv1Config,
+        size: int,
+        channels: int,
+        text_dim: int,
+        stage2: bool,
+        uncond: bool,
+    ) -> None:
         super().__init__()
         tf = cfg.variant == "tf"
         if tf:
@@ -310,8 +347,11 @@ class Discriminator(nn.Module):
         else:
             self.encoder, c = d_encoder(size, channels, cfg.df_dim)
         # TF: D's own FC of the raw text, LReLU (the paper's "compressed to Nd").
-        self.text_fc = nn.Sequential(nn.Linear(text_dim, cfg.ef_dim), nn.LeakyReLU(0.2, True)) \
-            if cfg.d_cond == "embedding" else None
+        self.text_fc = (
+            nn.Sequential(nn.Linear(text_dim, cfg.ef_dim), nn.LeakyReLU(0.2, True))
+            if cfg.d_cond == "embedding"
+            else None
+        )
         self.cond = CondLogits(c, cfg.ef_dim, kernel=1 if tf else 3)
         self.uncond = nn.Conv2d(c, 1, 4, 4) if uncond else None
 
@@ -353,15 +393,13 @@ class StackGANv1(CaptionBankMixin, StackModel):
         self.netG1 = Stage1Generator(cfg, d, c)
         self.netD1 = Discriminator(cfg, cfg.stage1_size, c, d, stage2=False, uncond=False)
         self.netG2 = Stage2Generator(cfg, d, c)
-        self.netD2 = Discriminator(cfg, cfg.stage2_size, c, d, stage2=True,
-                                   uncond=cfg.uncond_head)
+        self.netD2 = Discriminator(cfg, cfg.stage2_size, c, d, stage2=True, uncond=cfg.uncond_head)
         init_normal_(self, bn_std=0.02)
         self._init_bank(cfg.caption_bank, d)
         betas = (cfg.beta1, cfg.beta2)
         self.optimizers = {
             name: torch.optim.Adam(getattr(self, net).parameters(), cfg.lr, betas=betas)
-            for name, net in (("g1", "netG1"), ("d1", "netD1"), ("g2", "netG2"),
-                              ("d2", "netD2"))
+            for name, net in (("g1", "netG1"), ("d1", "netD1"), ("g2", "netG2"), ("d2", "netD2"))
         }
 
     @property
@@ -441,24 +479,36 @@ class StackGANv1(CaptionBankMixin, StackModel):
         return mu.detach() if self.cfg.d_cond == "mu" else emb
 
     @staticmethod
-    def d_logits(netD: Discriminator, real: torch.Tensor, fake: torch.Tensor, cond: torch.Tensor
-                 ) -> dict[str, torch.Tensor | None]:
+    def d_logits(
+        netD: Discriminator, real: torch.Tensor, fake: torch.Tensor, cond: torch.Tensor
+    ) -> dict[str, torch.Tensor | None]:
         """D's logits on the (real, matching), (real, mismatched) and (fake, matching) pairs,
         plus the unconditional ones on real and fake images when D has that head. The
         mismatched pairs are the real images rolled by one within the batch."""
         hr, hf = netD.encode(real), netD.encode(fake)
-        return {"real": netD.cond_logits(hr, cond), "wrong": netD.cond_logits(hr.roll(1, 0), cond),
-                "fake": netD.cond_logits(hf, cond), "real_u": netD.uncond_logits(hr),
-                "fake_u": netD.uncond_logits(hf)}
+        return {
+            "real": netD.cond_logits(hr, cond),
+            "wrong": netD.cond_logits(hr.roll(1, 0), cond),
+            "fake": netD.cond_logits(hf, cond),
+            "real_u": netD.uncond_logits(hr),
+            "fake_u": netD.uncond_logits(hf),
+        }
 
-    def _adversarial(self, stage: int, real: torch.Tensor, fake: torch.Tensor,
-                     cond: torch.Tensor, extra: torch.Tensor | None
-                     ) -> dict[str, torch.Tensor]:
+    def _adversarial(
+        self,
+        stage: int,
+        real: torch.Tensor,
+        fake: torch.Tensor,
+        cond: torch.Tensor,
+        extra: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor]:
         """One D step, then one G step (G's loss: adversarial + ``extra``)."""
         netD = self.netD1 if stage == 1 else self.netD2
         lg = self.d_logits(netD, real, fake.detach(), cond)
-        d_loss = losses.matching_aware_d_v1(lg["real"], lg["wrong"], lg["fake"], lg["real_u"],  # type: ignore[arg-type]
-                                         lg["fake_u"])
+        pairs = cast(dict[str, torch.Tensor], lg)  # only the unconditional logits may be None
+        d_loss = losses.matching_aware_d_v1(
+            pairs["real"], pairs["wrong"], pairs["fake"], lg["real_u"], lg["fake_u"]
+        )
         self.optimize(d_loss, [f"d{stage}"])
         with frozen(netD):
             h = netD.encode(fake)
@@ -468,8 +518,11 @@ class StackGANv1(CaptionBankMixin, StackModel):
                 adv = adv + losses.bce(u, 1)
             g_loss = adv if extra is None else adv + self.cfg.kl_weight * extra
             self.optimize(g_loss, [f"g{stage}"])
-        out = {f"d{stage}": d_loss.detach(), f"g{stage}": g_loss.detach(),
-               f"g{stage}_adv": adv.detach()}
+        out = {
+            f"d{stage}": d_loss.detach(),
+            f"g{stage}": g_loss.detach(),
+            f"g{stage}_adv": adv.detach(),
+        }
         if extra is not None:
             out[f"g{stage}_kl"] = extra.detach()
         return out

@@ -78,8 +78,7 @@ class StackGANv2Config:
     name: str = "stackgan_v2"
     # Tree: `branches` scales, the first at `base_size` (code: 3 branches, 64 -> 128 -> 256).
     # The dataset's resolution must be base_size * 2^(branches - 1).
-    branches: Annotated[int, Range(ge=1, le=MAX_BRANCHES,
-                                   note="each doubles the image size")] = 3
+    branches: Annotated[int, Range(ge=1, le=MAX_BRANCHES, note="each doubles the image size")] = 3
     base_size: int = 64
     # Text-conditional when true (the data must carry caption embeddings); false: the
     # unconditional tree (z re-injected at every branch, as the code).
@@ -112,13 +111,16 @@ class StackGANv2Config:
 
     def validate(self, where: str) -> None:
         if self.base_size < 4 or self.base_size & (self.base_size - 1):
-            raise ConfigError(f"{where}.base_size must be a power of two >= 4 (the first "
-                              f"branch starts at 4x4 and doubles), got {self.base_size}")
+            raise ConfigError(
+                f"{where}.base_size must be a power of two >= 4 (the first "
+                f"branch starts at 4x4 and doubles), got {self.base_size}"
+            )
         if self.gf_dim % 2 ** (self.branches - 1):
-            raise ConfigError(f"{where}.gf_dim ({self.gf_dim}) must be divisible by "
-                              f"2^(branches-1) = {2 ** (self.branches - 1)}: every branch "
-                              f"halves the channels")
-
+            raise ConfigError(
+                f"{where}.gf_dim ({self.gf_dim}) must be divisible by "
+                f"2^(branches-1) = {2 ** (self.branches - 1)}: every branch "
+                f"halves the channels"
+            )
 
     def sizes(self) -> list[int]:
         return [self.base_size * 2**i for i in range(self.branches)]
@@ -136,10 +138,14 @@ class InitStage(nn.Module):
         super().__init__()
         ups = int(math.log2(base_size // 4))
         self.ngf = gf_dim * 2**ups
-        self.fc = nn.Sequential(nn.Linear(in_dim, self.ngf * 16 * 2, bias=False),
-                                nn.BatchNorm1d(self.ngf * 16 * 2), GLU())
-        self.ups = nn.Sequential(*[glu_up(self.ngf // 2**i, self.ngf // 2 ** (i + 1))
-                                   for i in range(ups)])
+        self.fc = nn.Sequential(
+            nn.Linear(in_dim, self.ngf * 16 * 2, bias=False),
+            nn.BatchNorm1d(self.ngf * 16 * 2),
+            GLU(),
+        )
+        self.ups = nn.Sequential(
+            *[glu_up(self.ngf // 2**i, self.ngf // 2 ** (i + 1)) for i in range(ups)]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.ups(self.fc(x).view(-1, self.ngf, 4, 4))
@@ -165,19 +171,23 @@ class TreeGenerator(nn.Module):
         self.text = cfg.text
         self.ca = CondAugment(text_dim, cfg.ef_dim, "glu") if cfg.text else None
         cond_dim = cfg.ef_dim if cfg.text else cfg.z_dim
-        self.stages = nn.ModuleList([InitStage(cfg.z_dim + (cfg.ef_dim if cfg.text else 0),
-                                               cfg.gf_dim, cfg.base_size)])
+        self.stages = nn.ModuleList(
+            [InitStage(cfg.z_dim + (cfg.ef_dim if cfg.text else 0), cfg.gf_dim, cfg.base_size)]
+        )
         ngf = cfg.gf_dim
         for _ in range(1, cfg.branches):
             self.stages.append(NextStage(ngf, cond_dim, cfg.r_num))
             ngf //= 2
         self.heads = nn.ModuleList(
-            [nn.Sequential(conv3x3(cfg.gf_dim // 2**i, channels), nn.Tanh())
-             for i in range(cfg.branches)]
+            [
+                nn.Sequential(conv3x3(cfg.gf_dim // 2**i, channels), nn.Tanh())
+                for i in range(cfg.branches)
+            ]
         )
 
-    def forward(self, z: torch.Tensor, emb: torch.Tensor | None, eps: torch.Tensor | None = None
-                ) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
+    def forward(
+        self, z: torch.Tensor, emb: torch.Tensor | None, eps: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
         mu = logvar = None
         if self.ca is not None:
             assert emb is not None
@@ -204,8 +214,9 @@ class ScaleDiscriminator(nn.Module):
         self.uncond = nn.Conv2d(c_in, 1, 4, 4)
         self.cond = CondLogits(c_in, ef_dim) if text else None
 
-    def forward(self, x: torch.Tensor, mu: torch.Tensor | None
-                ) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, mu: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
         h = self.trunk(x)
         u = self.uncond(h).flatten()
         c = self.cond(h, mu) if self.cond is not None and mu is not None else None
@@ -325,10 +336,12 @@ class StackGANv2(CaptionBankMixin, StackModel):
                 out[f"g{i}_adv"] = g.detach()
                 g_total = g_total + g
             if cfg.colour_weight > 0 and len(fakes) > 1:
-                colour = sum(losses.colour_consistency(fakes[i], fakes[i - 1],
-                                                       cfg.colour_mean_weight,
-                                                       cfg.colour_cov_weight)
-                             for i in range(1, len(fakes)))
+                colour = sum(
+                    losses.colour_consistency(
+                        fakes[i], fakes[i - 1], cfg.colour_mean_weight, cfg.colour_cov_weight
+                    )
+                    for i in range(1, len(fakes))
+                )
                 g_total = g_total + cfg.colour_weight * colour
                 out["g_colour"] = colour.detach()  # type: ignore[union-attr]
             if mu is not None and logvar is not None:
@@ -345,6 +358,7 @@ class StackGANv2(CaptionBankMixin, StackModel):
         every = self.cfg.ema_reset_every
         if every and self.ema is not None and steps_done % every == 0:
             with torch.no_grad():
-                for p_live, p_avg in zip(self.netG.parameters(), self.ema["netG"].parameters(),
-                                         strict=True):
+                for p_live, p_avg in zip(
+                    self.netG.parameters(), self.ema["netG"].parameters(), strict=True
+                ):
                     p_live.copy_(p_avg)

@@ -27,8 +27,7 @@ class CaptionBankMixin:
         cap = torch.randint(emb.shape[1], (len(idx),), generator=g)
         self.text_bank.copy_(emb[idx, cap])
 
-    def draw_condition(self, name: str, n: int, generator: torch.Generator | None
-                       ) -> torch.Tensor:
+    def draw_condition(self, name: str, n: int, generator: torch.Generator | None) -> torch.Tensor:
         idx = torch.randint(len(self.text_bank), (n,), generator=generator)
         return self.text_bank[idx.to(self.text_bank.device)]
 

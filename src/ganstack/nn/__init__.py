@@ -13,6 +13,18 @@ from ganstack.nn.layers import (
 from ganstack.nn.ops import batch_norms, bn_state, frozen, resize, to_signed, to_unit
 
 __all__ = [
-    "GaussianNoise", "conv_act", "deconv5", "init_glorot_", "init_normal_", "linear_act",
-    "lrelu", "scale_grad", "batch_norms", "bn_state", "frozen", "resize", "to_signed", "to_unit",
+    "GaussianNoise",
+    "conv_act",
+    "deconv5",
+    "init_glorot_",
+    "init_normal_",
+    "linear_act",
+    "lrelu",
+    "scale_grad",
+    "batch_norms",
+    "bn_state",
+    "frozen",
+    "resize",
+    "to_signed",
+    "to_unit",
 ]

@@ -16,8 +16,13 @@ def lrelu() -> nn.Module:
     return nn.LeakyReLU(0.2)
 
 
-def init_normal_(module: nn.Module, std: float = 0.02, bn_std: float = 0.0,
-                 linear: bool = True, zero_bias: bool = True) -> nn.Module:
+def init_normal_(
+    module: nn.Module,
+    std: float = 0.02,
+    bn_std: float = 0.0,
+    linear: bool = True,
+    zero_bias: bool = True,
+) -> nn.Module:
     """The DCGAN family's init, in every submodule: convolution, transposed-convolution and
     (with ``linear``) linear weights ~ N(0, std), their biases 0 (left as they are without
     ``zero_bias``); batch-norm scale ~ N(1, bn_std) (exactly 1 when bn_std is 0), shift 0.

@@ -29,8 +29,13 @@ def resize(x: torch.Tensor, size: int, antialias: bool = False) -> torch.Tensor:
     footprint as PIL's does."""
     if x.shape[-1] == size and x.shape[-2] == size:
         return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                         antialias=antialias and size < x.shape[-1])
+    return F.interpolate(
+        x,
+        size=(size, size),
+        mode="bilinear",
+        align_corners=False,
+        antialias=antialias and size < x.shape[-1],
+    )
 
 
 def batch_norms(*modules: nn.Module) -> list[_BatchNorm]:
@@ -38,16 +43,19 @@ def batch_norms(*modules: nn.Module) -> list[_BatchNorm]:
 
 
 @contextlib.contextmanager
-def bn_state(modules: Iterable[nn.Module], momentum: float | None = 0.0,
-             keep_counts: bool = True) -> Iterator[list[_BatchNorm]]:
+def bn_state(
+    modules: Iterable[nn.Module], momentum: float | None = 0.0, keep_counts: bool = True
+) -> Iterator[list[_BatchNorm]]:
     """Every batch norm in ``modules`` normalises with batch statistics (training mode) and
     updates its running averages with ``momentum`` (0: not at all; None: a cumulative average)
     inside the block. On exit the momenta are put back and, with ``keep_counts``, the batch
     counters too, so that the block leaves the state a checkpoint holds as it found it. Yields
     the batch norms. Training mode is left to the caller to restore."""
     bns = batch_norms(*modules)
-    saved = [(m.momentum, None if m.num_batches_tracked is None
-              else m.num_batches_tracked.clone()) for m in bns]
+    saved = [
+        (m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+        for m in bns
+    ]
     for m in bns:
         m.momentum = momentum
         m.train()

@@ -36,8 +36,12 @@ def glu_up(c_in: int, c_out: int) -> nn.Sequential:
 
 def relu_up(c_in: int, c_out: int) -> nn.Sequential:
     """Nearest-neighbour x2, conv3x3, BN, ReLU (v1's ``upBlock``)."""
-    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), conv3x3(c_in, c_out),
-                         nn.BatchNorm2d(c_out), nn.ReLU(True))
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="nearest"),
+        conv3x3(c_in, c_out),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(True),
+    )
 
 
 class ResBlock(nn.Module):
@@ -47,8 +51,11 @@ class ResBlock(nn.Module):
 
     def __init__(self, c: int, glu: bool, relu_after: bool = False) -> None:
         super().__init__()
-        first = [conv3x3(c, 2 * c), nn.BatchNorm2d(2 * c), GLU()] if glu else \
-            [conv3x3(c, c), nn.BatchNorm2d(c), nn.ReLU(True)]
+        first = (
+            [conv3x3(c, 2 * c), nn.BatchNorm2d(2 * c), GLU()]
+            if glu
+            else [conv3x3(c, c), nn.BatchNorm2d(c), nn.ReLU(True)]
+        )
         self.body = nn.Sequential(*first, conv3x3(c, c), nn.BatchNorm2d(c))
         self.relu_after = relu_after
 
@@ -100,9 +107,14 @@ class BottleneckResBlock(nn.Module):
             return nn.LeakyReLU(0.2, True) if leaky else nn.ReLU(True)
 
         self.body = nn.Sequential(
-            nn.Conv2d(c, inner, 1, bias=False), nn.BatchNorm2d(inner), act(),
-            conv3x3(inner, inner), nn.BatchNorm2d(inner), act(),
-            conv3x3(inner, c), nn.BatchNorm2d(c),
+            nn.Conv2d(c, inner, 1, bias=False),
+            nn.BatchNorm2d(inner),
+            act(),
+            conv3x3(inner, inner),
+            nn.BatchNorm2d(inner),
+            act(),
+            conv3x3(inner, c),
+            nn.BatchNorm2d(c),
         )
         self.leaky = leaky
 
@@ -125,8 +137,9 @@ class CondAugment(nn.Module):
     noise, and KL = 0.
     """
 
-    def __init__(self, text_dim: int, ef_dim: int, variant: str = "glu",
-                 enabled: bool = True) -> None:
+    def __init__(
+        self, text_dim: int, ef_dim: int, variant: str = "glu", enabled: bool = True
+    ) -> None:
         super().__init__()
         self.variant, self.enabled, self.ef_dim = variant, enabled, ef_dim
         if not enabled:
@@ -136,8 +149,9 @@ class CondAugment(nn.Module):
         else:
             self.fc = nn.Linear(text_dim, 2 * ef_dim)
 
-    def forward(self, emb: torch.Tensor, eps: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, emb: torch.Tensor, eps: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``eps``: the standard-normal noise of the sample (drawn here when not given; the
         models pass it when sampling so that a seed fixes the result)."""
         h = self.fc(emb)
@@ -168,8 +182,11 @@ class CondLogits(nn.Module):
 
     def __init__(self, c: int, ef_dim: int, kernel: int = 3) -> None:
         super().__init__()
-        self.joint = nn.Sequential(nn.Conv2d(c + ef_dim, c, kernel, 1, kernel // 2, bias=False),
-                                   nn.BatchNorm2d(c), nn.LeakyReLU(0.2, True))
+        self.joint = nn.Sequential(
+            nn.Conv2d(c + ef_dim, c, kernel, 1, kernel // 2, bias=False),
+            nn.BatchNorm2d(c),
+            nn.LeakyReLU(0.2, True),
+        )
         self.out = nn.Conv2d(c, 1, 4, 4)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:

@@ -41,19 +41,25 @@ from safetensors import SafetensorError
 from safetensors.torch import load, load_file, save_file
 
 from ganstack.errors import CheckpointError
-from ganstack.fileio import (
-    atomic_path,
-    atomic_write_text,
-    flock_file,
-    read_regular,
-    sha256_file,
-)
+from ganstack.fileio import atomic_path, atomic_write_text, flock_file, read_regular, sha256_file
 
 log = logging.getLogger("ganstack")
 
-__all__ = ["atomic_write_text", "has_rank_rng", "list_checkpoints", "read_checkpoint",
-           "read_newest", "restore", "restore_rank_rng", "rng_state", "save_checkpoint",
-           "scan_checkpoints", "sha256_file", "validate_record", "write_lock"]
+__all__ = [
+    "atomic_write_text",
+    "has_rank_rng",
+    "list_checkpoints",
+    "read_checkpoint",
+    "read_newest",
+    "restore",
+    "restore_rank_rng",
+    "rng_state",
+    "save_checkpoint",
+    "scan_checkpoints",
+    "sha256_file",
+    "validate_record",
+    "write_lock",
+]
 
 # 2: the record carries its own SHA-256 (record_sha256). Format-1 records are still read.
 FORMAT_VERSION = 2
@@ -118,15 +124,21 @@ def rng_state(device: torch.device | None = None) -> tuple[dict[str, torch.Tenso
     return tensors, meta
 
 
-def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict, prefix: str = "rng/",
-                   device: torch.device | None = None) -> None:
+def _set_rng_state(
+    tensors: dict[str, torch.Tensor],
+    meta: dict,
+    prefix: str = "rng/",
+    device: torch.device | None = None,
+) -> None:
     torch.set_rng_state(tensors[f"{prefix}torch"])
     if f"{prefix}cuda" in tensors:  # one process per GPU: its own device's state
         if device is not None and device.type == "cuda":
             torch.cuda.set_rng_state(tensors[f"{prefix}cuda"], device)
     else:
-        cuda = sorted((k for k in tensors if k.startswith(f"{prefix}cuda")),
-                      key=lambda k: int(k[len(prefix) + 4 :]))
+        cuda = sorted(
+            (k for k in tensors if k.startswith(f"{prefix}cuda")),
+            key=lambda k: int(k[len(prefix) + 4 :]),
+        )
         if cuda and torch.cuda.is_available():
             states = [tensors[k] for k in cuda][: torch.cuda.device_count()]
             torch.cuda.set_rng_state_all(states)
@@ -141,8 +153,9 @@ def has_rank_rng(record: dict, rank: int) -> bool:
     return rank < len(record.get("rng_ranks") or [])
 
 
-def restore_rank_rng(record: dict, tensors: dict[str, torch.Tensor], rank: int,
-                     device: torch.device | None = None) -> None:
+def restore_rank_rng(
+    record: dict, tensors: dict[str, torch.Tensor], rank: int, device: torch.device | None = None
+) -> None:
     """Set this process's RNGs to those rank ``rank`` saved (see ``save_checkpoint``)."""
     if not has_rank_rng(record, rank) or f"rng/rank{rank}/torch" not in tensors:
         raise CheckpointError(f"checkpoint holds no RNG state for rank {rank}")
@@ -184,8 +197,9 @@ def save_checkpoint(
 
     st_path = folder / f"{name}.safetensors"
     with atomic_path(st_path) as tmp:  # fsynced and renamed once written and hashed
-        save_file(tensors, str(tmp),
-                  metadata={"format": "ganstack", "version": str(FORMAT_VERSION)})
+        save_file(
+            tensors, str(tmp), metadata={"format": "ganstack", "version": str(FORMAT_VERSION)}
+        )
         digest = sha256_file(tmp)
     record = dict(meta)
     record.update(
@@ -210,8 +224,9 @@ def _record_digest(record: dict) -> str:
     """The SHA-256 of a record's content without its ``record_sha256`` (key order and
     whitespace do not matter)."""
     body = {k: v for k, v in record.items() if k != "record_sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"))
-                          .encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
 
 
 def write_lock(folder: Path) -> Any:
@@ -238,44 +253,88 @@ def _is_num(v: Any) -> bool:
 # except those the loaders always need, listed in _REQUIRED.
 _FIELDS: dict[str, tuple[Any, str]] = {
     "format_version": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "weights": (lambda v: isinstance(v, str) and v == Path(v).name and v.endswith(".safetensors"),
-                "the name of a .safetensors file in the same folder"),
-    "sha256": (lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None,
-               "64 hexadecimal digits"),
-    "record_sha256": (lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)
-                      is not None, "64 hexadecimal digits"),
+    "weights": (
+        lambda v: isinstance(v, str) and v == Path(v).name and v.endswith(".safetensors"),
+        "the name of a .safetensors file in the same folder",
+    ),
+    "sha256": (
+        lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None,
+        "64 hexadecimal digits",
+    ),
+    "record_sha256": (
+        lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None,
+        "64 hexadecimal digits",
+    ),
     "global_step": (lambda v: _is_int(v) and 0 <= v <= _MAX_STEP, f"an integer in 0..{_MAX_STEP}"),
     "phase_index": (lambda v: _is_int(v) and 0 <= v <= 10_000, "an integer in 0..10000"),
     "phase_step": (lambda v: _is_int(v) and 0 <= v <= _MAX_STEP, f"an integer in 0..{_MAX_STEP}"),
     "phase": (lambda v: v is None or isinstance(v, str), "a phase name or null"),
     "elapsed_s": (lambda v: _is_num(v) and math.isfinite(v) and v >= 0, "a number >= 0"),
     "lr_scale": (lambda v: _is_num(v) and 0 < v <= 1, "a number in (0, 1]"),
-    "best": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("metric"), str)
-                                     and _is_num(v.get("value")) and _is_int(v.get("step"))
-                                     and v["step"] >= 0),
-             "null or {metric, value, step}"),
+    "best": (
+        lambda v: (
+            v is None
+            or (
+                isinstance(v, dict)
+                and isinstance(v.get("metric"), str)
+                and _is_num(v.get("value"))
+                and _is_int(v.get("step"))
+                and v["step"] >= 0
+            )
+        ),
+        "null or {metric, value, step}",
+    ),
     "config_hash": (lambda v: isinstance(v, str), "a string"),
     "config": (lambda v: isinstance(v, dict), "a mapping"),
     "model": (lambda v: isinstance(v, str), "a model name"),
-    "data_info": (lambda v: isinstance(v, dict)
-                  and isinstance(v.get("shape"), list) and len(v["shape"]) == 3
-                  and all(_is_int(d) and 0 < d <= 1 << 16 for d in v["shape"])
-                  and _is_int(v.get("num_classes")) and 0 <= v["num_classes"] <= 1 << 20
-                  and _is_int(v.get("text_dim", 0)) and 0 <= v.get("text_dim", 0) <= 1 << 20
-                  and isinstance(v.get("name", ""), str),
-                  "{shape: [C, H, W], num_classes, name, text_dim} with sizes in range"),
-    "optimizers": (lambda v: isinstance(v, dict) and all(
-        isinstance(o, dict) and isinstance(o.get("param_groups"), list)
-        and isinstance(o.get("scalars"), dict) for o in v.values()),
-        "a mapping of optimizer states"),
-    "rng": (lambda v: isinstance(v, dict) and isinstance(v.get("python"), list)
-            and isinstance(v.get("numpy"), list), "{python, numpy} RNG states"),
-    "rng_ranks": (lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
-                  "a list of RNG states"),
-    "log_pending": (lambda v: isinstance(v, dict) and _is_int(v.get("count"))
-                    and 0 <= v["count"] <= _MAX_STEP and isinstance(v.get("sums"), dict)
-                    and all(isinstance(k, str) and _is_num(x) for k, x in v["sums"].items()),
-                    "{count, sums} of the losses not yet logged"),
+    "data_info": (
+        lambda v: (
+            isinstance(v, dict)
+            and isinstance(v.get("shape"), list)
+            and len(v["shape"]) == 3
+            and all(_is_int(d) and 0 < d <= 1 << 16 for d in v["shape"])
+            and _is_int(v.get("num_classes"))
+            and 0 <= v["num_classes"] <= 1 << 20
+            and _is_int(v.get("text_dim", 0))
+            and 0 <= v.get("text_dim", 0) <= 1 << 20
+            and isinstance(v.get("name", ""), str)
+        ),
+        "{shape: [C, H, W], num_classes, name, text_dim} with sizes in range",
+    ),
+    "optimizers": (
+        lambda v: (
+            isinstance(v, dict)
+            and all(
+                isinstance(o, dict)
+                and isinstance(o.get("param_groups"), list)
+                and isinstance(o.get("scalars"), dict)
+                for o in v.values()
+            )
+        ),
+        "a mapping of optimizer states",
+    ),
+    "rng": (
+        lambda v: (
+            isinstance(v, dict)
+            and isinstance(v.get("python"), list)
+            and isinstance(v.get("numpy"), list)
+        ),
+        "{python, numpy} RNG states",
+    ),
+    "rng_ranks": (
+        lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
+        "a list of RNG states",
+    ),
+    "log_pending": (
+        lambda v: (
+            isinstance(v, dict)
+            and _is_int(v.get("count"))
+            and 0 <= v["count"] <= _MAX_STEP
+            and isinstance(v.get("sums"), dict)
+            and all(isinstance(k, str) and _is_num(x) for k, x in v["sums"].items())
+        ),
+        "{count, sums} of the losses not yet logged",
+    ),
 }
 _REQUIRED = ("weights", "sha256", "global_step")
 
@@ -293,8 +352,10 @@ def validate_record(record: Any, where: Path | str) -> dict:
         )
     for key in _REQUIRED:
         if key not in record:
-            raise CheckpointError(f"checkpoint record {where} has no '{key}'; it is damaged or "
-                                  f"not a ganstack checkpoint")
+            raise CheckpointError(
+                f"checkpoint record {where} has no '{key}'; it is damaged or "
+                f"not a ganstack checkpoint"
+            )
     for key, (check, expected) in _FIELDS.items():
         if key in record and not check(record[key]):
             raise CheckpointError(
@@ -303,9 +364,11 @@ def validate_record(record: Any, where: Path | str) -> dict:
                 f"away) or retrain"
             )
     if "phase_step" in record and record["phase_step"] > record["global_step"]:
-        raise CheckpointError(f"checkpoint record {where}: phase_step {record['phase_step']} "
-                              f"exceeds global_step {record['global_step']}; the record is "
-                              f"damaged or was edited")
+        raise CheckpointError(
+            f"checkpoint record {where}: phase_step {record['phase_step']} "
+            f"exceeds global_step {record['global_step']}; the record is "
+            f"damaged or was edited"
+        )
     if version >= 2 or "record_sha256" in record:
         if record.get("record_sha256") != _record_digest(record):
             raise CheckpointError(
@@ -322,14 +385,14 @@ def _read_record(json_path: Path) -> dict:
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {json_path} does not exist") from None
     except OSError as e:
-        raise CheckpointError(f"checkpoint {json_path} is unreadable: {e.strerror or e}"
-                              ) from None
+        raise CheckpointError(f"checkpoint {json_path} is unreadable: {e.strerror or e}") from None
     try:
         record = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         reason = "it is empty" if not raw.strip() else str(e)[:200]
-        raise CheckpointError(f"checkpoint {json_path} is unreadable or corrupt: {reason}"
-                              ) from None
+        raise CheckpointError(
+            f"checkpoint {json_path} is unreadable or corrupt: {reason}"
+        ) from None
     return validate_record(record, json_path)
 
 
@@ -345,8 +408,9 @@ def read_checkpoint(json_path: Path, verify: bool = True) -> tuple[dict, dict[st
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint weights {st_path} are missing") from None
     except OSError as e:
-        raise CheckpointError(f"checkpoint weights {st_path} are unreadable: {e.strerror}"
-                              ) from None
+        raise CheckpointError(
+            f"checkpoint weights {st_path} are unreadable: {e.strerror}"
+        ) from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise CheckpointError(f"checkpoint weights {st_path} are not a regular file")
@@ -415,11 +479,20 @@ def restore(
                 opt.load_state_dict(_join_optimizer(name, record["optimizers"][name], tensors))
         if rng:
             _set_rng_state(tensors, record["rng"])
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError,
-            OverflowError) as e:
-        raise CheckpointError(f"checkpoint holds a malformed optimizer or RNG state "
-                              f"({type(e).__name__}: {str(e)[:200]}); it is damaged or was "
-                              f"edited") from None
+    except (
+        KeyError,
+        TypeError,
+        ValueError,
+        IndexError,
+        AttributeError,
+        RuntimeError,
+        OverflowError,
+    ) as e:
+        raise CheckpointError(
+            f"checkpoint holds a malformed optimizer or RNG state "
+            f"({type(e).__name__}: {str(e)[:200]}); it is damaged or was "
+            f"edited"
+        ) from None
 
 
 def scan_checkpoints(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
@@ -445,8 +518,9 @@ def list_checkpoints(folder: Path) -> list[Path]:
     return scan_checkpoints(folder)[0]
 
 
-def read_newest(folder: Path, name: str | None = None, attempts: int = 8
-                ) -> tuple[Path, dict, dict[str, torch.Tensor]] | None:
+def read_newest(
+    folder: Path, name: str | None = None, attempts: int = 8
+) -> tuple[Path, dict, dict[str, torch.Tensor]] | None:
     """For readers of a run that may be training: the newest complete checkpoint in
     ``folder`` (or the one named ``name``) as (path, record, tensors); None if there is none.
 
@@ -473,8 +547,11 @@ def read_newest(folder: Path, name: str | None = None, attempts: int = 8
             after = _identity(path)
             if after is None and before is None and name is not None:
                 break  # no such checkpoint
-            if after is not None and after == before and (
-                    name is not None or list_checkpoints(folder)[-1:] == [path]):
+            if (
+                after is not None
+                and after == before
+                and (name is not None or list_checkpoints(folder)[-1:] == [path])
+            ):
                 break  # nothing moved: the checkpoint itself is broken
         time.sleep(min(0.5, 0.01 * 2**attempt))
     assert error is not None

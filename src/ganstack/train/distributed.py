@@ -29,9 +29,17 @@ from torch.utils.hooks import RemovableHandle
 
 from ganstack.errors import GanstackError
 
-__all__ = ["DistContext", "all_reduce_gradients", "any_rank", "broadcast_tensors",
-           "convert_sync_batchnorm", "gather_rng_states", "init_distributed", "mean_over_ranks",
-           "register_gradient_hooks"]
+__all__ = [
+    "DistContext",
+    "all_reduce_gradients",
+    "any_rank",
+    "broadcast_tensors",
+    "convert_sync_batchnorm",
+    "gather_rng_states",
+    "init_distributed",
+    "mean_over_ranks",
+    "register_gradient_hooks",
+]
 
 
 @dataclass
@@ -108,8 +116,7 @@ def init_distributed(device: torch.device) -> tuple[DistContext, torch.device]:
     # Control messages (stop flags, RNG states) travel as CPU tensors over gloo, so they never
     # force a GPU synchronisation; with a gloo default group that group serves.
     cpu_group = None if backend == "gloo" else dist.new_group(backend="gloo")
-    ctx = DistContext(dist.get_rank(), dist.get_world_size(), local_rank, backend, owned,
-                      cpu_group)
+    ctx = DistContext(dist.get_rank(), dist.get_world_size(), local_rank, backend, owned, cpu_group)
     return ctx, device
 
 
@@ -139,7 +146,8 @@ def all_reduce_gradients(params: Iterable[nn.Parameter], world: int, group: Any 
         n = len(ps)
         flags = torch.tensor([p.grad is not None for p in ps], dtype=dtype, device=device)
         parts = [flags] + [
-            p.grad.reshape(-1) if p.grad is not None
+            p.grad.reshape(-1)
+            if p.grad is not None
             else torch.zeros(p.numel(), dtype=dtype, device=device)
             for p in ps
         ]
@@ -223,9 +231,14 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
 def _encode_rng(tensors: dict[str, torch.Tensor], meta: dict) -> torch.Tensor:
     payload = {
         "meta": meta,
-        "tensors": {k: [str(v.dtype).removeprefix("torch."), list(v.shape),
-                        base64.b64encode(v.cpu().contiguous().numpy().tobytes()).decode()]
-                    for k, v in tensors.items()},
+        "tensors": {
+            k: [
+                str(v.dtype).removeprefix("torch."),
+                list(v.shape),
+                base64.b64encode(v.cpu().contiguous().numpy().tobytes()).decode(),
+            ]
+            for k, v in tensors.items()
+        },
     }
     return torch.frombuffer(bytearray(json.dumps(payload).encode()), dtype=torch.uint8)
 

@@ -26,8 +26,10 @@ from ganstack.errors import ConfigError, GanstackError
 from ganstack.train import checkpoint as ckpt
 
 SHOWN = 4  # names shown in the log line per list (run.json holds them all)
-USAGE = ("give a run directory (RUN, or RUN:CHECKPOINT for RUN/checkpoints/CHECKPOINT) or an "
-         "export folder (`ganstack export RUN DIR`)")
+USAGE = (
+    "give a run directory (RUN, or RUN:CHECKPOINT for RUN/checkpoints/CHECKPOINT) or an "
+    "export folder (`ganstack export RUN DIR`)"
+)
 
 
 @dataclass
@@ -71,18 +73,29 @@ def read_source(spec: str) -> Source:
     try:
         if is_export(path):
             if name is not None:
-                raise ConfigError(f"{where}: {path} is an export, which holds one set of "
-                                  f"weights; drop ':{name}'")
+                raise ConfigError(
+                    f"{where}: {path} is an export, which holds one set of weights; drop ':{name}'"
+                )
             meta = read_export_config(path)
             tensors = read_weights(path, meta["weights"]["sha256"])
             source = s if isinstance(s := meta.get("source"), dict) else {}
             step = source.get("step")
-            return Source(spec, path.resolve(), "export", source.get("checkpoint"),
-                          step if isinstance(step, int) else None, meta["model"],
-                          bool(source.get("ema")), meta["weights"]["sha256"], tensors)
+            return Source(
+                spec,
+                path.resolve(),
+                "export",
+                source.get("checkpoint"),
+                step if isinstance(step, int) else None,
+                meta["model"],
+                bool(source.get("ema")),
+                meta["weights"]["sha256"],
+                tensors,
+            )
         if not (path / "config.yaml").is_file() and not (path / "checkpoints").is_dir():
-            raise ConfigError(f"{where}: {path} is neither a run directory (it has no "
-                              f"config.yaml) nor an export (no config.json); {USAGE}")
+            raise ConfigError(
+                f"{where}: {path} is neither a run directory (it has no "
+                f"config.yaml) nor an export (no config.json); {USAGE}"
+            )
         return _read_run(spec, path, name, where)
     except ConfigError:
         raise
@@ -96,26 +109,38 @@ def _read_run(spec: str, path: Path, name: str | None, where: str) -> Source:
     names = [p.stem for p in found]
     if name is not None and name.removesuffix(".json") not in names:
         have = f"it has {', '.join(names)}" if names else "it has none"
-        raise ConfigError(f"{where}: {path} has no usable checkpoint '{name}' ({have}); name "
-                          f"one of checkpoints/NAME.json, or give the run alone for its newest")
+        raise ConfigError(
+            f"{where}: {path} has no usable checkpoint '{name}' ({have}); name "
+            f"one of checkpoints/NAME.json, or give the run alone for its newest"
+        )
     if not found:
         why = f" ({unusable[-1][1]})" if unusable else ""
-        raise ConfigError(f"{where}: {path} has no checkpoint{why}; train it first (or let it "
-                          f"reach its first checkpoint), or start from another run")
+        raise ConfigError(
+            f"{where}: {path} has no checkpoint{why}; train it first (or let it "
+            f"reach its first checkpoint), or start from another run"
+        )
     got = ckpt.read_newest(folder, name.removesuffix(".json") if name else None)
     if got is None:  # pruned between the scan and the read
         raise ConfigError(f"{where}: {path} has no checkpoint any more; try again")
     json_path, record, tensors = got
-    sd = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    sd = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
     if not sd:
         raise ConfigError(f"{where}: {json_path} holds no model weights")
     view = {k: v for k, v in sd.items() if not k.startswith("ema.")}
-    ema = {k[len("ema."):]: v for k, v in sd.items() if k.startswith("ema.")}
+    ema = {k[len("ema.") :]: v for k, v in sd.items() if k.startswith("ema.")}
     view.update(ema)  # the EMA copy replaces the raw generator it averages
     model = record.get("model")
-    return Source(spec, path.resolve(), "run",
-                  json_path.stem, record["global_step"],
-                  model if isinstance(model, str) else None, bool(ema), record["sha256"], view)
+    return Source(
+        spec,
+        path.resolve(),
+        "run",
+        json_path.stem,
+        record["global_step"],
+        model if isinstance(model, str) else None,
+        bool(ema),
+        record["sha256"],
+        view,
+    )
 
 
 def _shape(t: torch.Tensor) -> list[int]:
@@ -126,8 +151,9 @@ def apply(model: Any, source: Source) -> dict[str, Any]:
     """Load ``source`` into ``model`` (a :class:`~ganstack.models.StackModel`, EMA enabled or
     not) by name and shape; returns the report. Raises :class:`ConfigError` when no parameter
     of the model matches (the source is probably another model family)."""
-    own = {n for n, _ in model.named_parameters(recurse=False)} | \
-        {n for n, _ in model.named_buffers(recurse=False)}
+    own = {n for n, _ in model.named_parameters(recurse=False)} | {
+        n for n, _ in model.named_buffers(recurse=False)
+    }
     target = {k: v for k, v in model.state_dict().items() if not k.startswith("ema.")}
     src = source.tensors
     load: dict[str, torch.Tensor] = {}
@@ -145,13 +171,18 @@ def apply(model: Any, source: Source) -> dict[str, Any]:
     unused = [k for k in src if k not in target]
     params = {n for n, _ in model.named_parameters()}
     if not any(n in params for n in loaded):
-        close = f"; {len(mismatch)} share a name but not the shape (e.g. " \
-            f"{_mismatch_text(mismatch[:2])})" if mismatch else ""
+        close = (
+            f"; {len(mismatch)} share a name but not the shape (e.g. "
+            f"{_mismatch_text(mismatch[:2])})"
+            if mismatch
+            else ""
+        )
         family = f"a '{source.model}' model" if source.model else "the source"
         raise ConfigError(
             f"train.init_from={source.spec}: no weight of {family} matches this "
             f"'{model.name}' model by name and shape{close}. Is it another model family or "
-            f"data shape? Start from a run of the same model, or remove train.init_from")
+            f"data shape? Start from a run of the same model, or remove train.init_from"
+        )
     result = model.load_state_dict(load, strict=False)
     assert not result.unexpected_keys, result.unexpected_keys
     if getattr(model, "ema", None) is not None:
@@ -159,11 +190,18 @@ def apply(model: Any, source: Source) -> dict[str, Any]:
             for name in model.ema:
                 model.ema[name].load_state_dict(getattr(model, name).state_dict())
     return {
-        "source": str(source.path), "spec": source.spec, "kind": source.kind,
-        "checkpoint": source.checkpoint, "step": source.step, "model": source.model,
+        "source": str(source.path),
+        "spec": source.spec,
+        "kind": source.kind,
+        "checkpoint": source.checkpoint,
+        "step": source.step,
+        "model": source.model,
         "sha256": source.sha256,
         "generators": "ema" if source.ema else "raw",
-        "loaded": loaded, "shape_mismatch": mismatch, "missing": missing, "unused": unused,
+        "loaded": loaded,
+        "shape_mismatch": mismatch,
+        "missing": missing,
+        "unused": unused,
         "not_taken": not_taken,
     }
 
@@ -191,12 +229,14 @@ def summary(report: dict[str, Any]) -> str:
         more = f" (+{len(mm) - SHOWN} more)" if len(mm) > SHOWN else ""
         parts.append(f"{len(mm)} skipped for shape: {_mismatch_text(mm[:SHOWN])}{more}")
     if report["missing"]:
-        parts.append(f"{len(report['missing'])} not in the source, kept fresh: "
-                     f"{_names(report['missing'])}")
+        parts.append(
+            f"{len(report['missing'])} not in the source, kept fresh: {_names(report['missing'])}"
+        )
     if report["unused"]:
-        parts.append(f"{len(report['unused'])} source tensors unused: "
-                     f"{_names(report['unused'])}")
+        parts.append(f"{len(report['unused'])} source tensors unused: {_names(report['unused'])}")
     if report["not_taken"]:
-        parts.append(f"the model's own state not taken (counters, data statistics): "
-                     f"{_names(report['not_taken'])}")
+        parts.append(
+            f"the model's own state not taken (counters, data statistics): "
+            f"{_names(report['not_taken'])}"
+        )
     return f"init_from {where}{gen}: " + "; ".join(parts) + " (run.json lists them all)"

@@ -71,8 +71,10 @@ def resolve_device(name: str, what: str = "train.device") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise GanstackError(f"{what}={name} but CUDA is not available; use cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise GanstackError(f"{what}={name} but this machine has {torch.cuda.device_count()} "
-                            f"CUDA device(s): cuda:0..cuda:{torch.cuda.device_count() - 1}")
+        raise GanstackError(
+            f"{what}={name} but this machine has {torch.cuda.device_count()} "
+            f"CUDA device(s): cuda:0..cuda:{torch.cuda.device_count() - 1}"
+        )
     return dev
 
 
@@ -106,8 +108,11 @@ def _quiet_writer_thread(previous: Any) -> Any:
     TensorBoard's writer thread (the writer raises it again in the training thread)."""
 
     def hook(args: Any) -> None:
-        if (type(args.thread).__name__ == "_AsyncWriterThread" and args.exc_type is not None
-                and issubclass(args.exc_type, OSError)):
+        if (
+            type(args.thread).__name__ == "_AsyncWriterThread"
+            and args.exc_type is not None
+            and issubclass(args.exc_type, OSError)
+        ):
             return
         previous(args)
 
@@ -170,8 +175,12 @@ class Trainer:
                     self.run_dir.rmdir()
             raise
 
-    def _init(self, cfg: ExperimentConfig, resume: bool,
-              datasets: tuple[ImageDataset, ImageDataset | None] | None) -> None:
+    def _init(
+        self,
+        cfg: ExperimentConfig,
+        resume: bool,
+        datasets: tuple[ImageDataset, ImageDataset | None] | None,
+    ) -> None:
         existing, unusable = ckpt.scan_checkpoints(self.ckpt_dir)
         stray = sorted(self.ckpt_dir.glob("*.safetensors")) if self.ckpt_dir.is_dir() else []
         holds_run = bool(existing or unusable or stray)
@@ -184,15 +193,20 @@ class Trainer:
             # Never start over a run whose checkpoints cannot be read: that would overwrite
             # its weights and its metrics.
             why = "; ".join(reason for _, reason in unusable[:3]) or (
-                f"weights without a record ({', '.join(p.name for p in stray[:3])})")
+                f"weights without a record ({', '.join(p.name for p in stray[:3])})"
+            )
             raise CheckpointError(
                 f"--resume: {self.run_dir} holds a run but none of its checkpoints can be read "
                 f"({why}). Nothing was changed. Restore a good checkpoint into {self.ckpt_dir}, "
                 f"or, to start over, delete {self.ckpt_dir} (or choose another --out)"
             )
         if resume and unusable:
-            log.warning("%d checkpoint record(s) in %s cannot be read and are passed over: %s",
-                        len(unusable), self.ckpt_dir, unusable[-1][1])
+            log.warning(
+                "%d checkpoint record(s) in %s cannot be read and are passed over: %s",
+                len(unusable),
+                self.ckpt_dir,
+                unusable[-1][1],
+            )
         self.resuming = bool(existing) and resume
         if resume and not existing:
             log.info("no checkpoint in %s: starting a new run", self.run_dir)
@@ -208,8 +222,7 @@ class Trainer:
             self.amp_dtype = torch.bfloat16
         # train.init_from: a fresh run starts from another run's weights (a resumed run has
         # them in its own checkpoints). Read first: a wrong path fails before the data loads.
-        source = init_from.read_source(tc.init_from) if tc.init_from and not self.resuming \
-            else None
+        source = init_from.read_source(tc.init_from) if tc.init_from and not self.resuming else None
         seed_everything(tc.seed)
         self.train_ds, self.eval_ds = datasets if datasets is not None else load_dataset(cfg.data)
         self.info = DataInfo.of(self.train_ds)
@@ -231,7 +244,8 @@ class Trainer:
         # momentum) returning None means. Recorded before a checkpoint overwrites them.
         self._base_hyper = {
             name: [{k: g[k] for k in SCHEDULED if k in g} for g in opt.param_groups]
-            for name, opt in self.model.optimizers.items()}
+            for name, opt in self.model.optimizers.items()
+        }
         # Learning-rate scale after NaN rollbacks (train.nan_policy): multiplies every rate
         # the schedule sets (see _apply_schedule).
         self.lr_scale = 1.0
@@ -246,8 +260,9 @@ class Trainer:
         elif tc.sync_bn:
             log.info("train.sync_bn has no effect in a single process")
         # The permutation seed is the same on every rank; each rank takes its part of a batch.
-        self.batcher = Batcher(self.train_ds, tc.batch_size, tc.seed, self.device,
-                               self.dist.rank, self.dist.world)
+        self.batcher = Batcher(
+            self.train_ds, tc.batch_size, tc.seed, self.device, self.dist.rank, self.dist.world
+        )
         self.global_step = 0
         self.phase_index = 0
         self.phase_step = 0
@@ -286,10 +301,16 @@ class Trainer:
             "config_hash": self.cfg.hash(),
             "config": json.loads(json.dumps(self.cfg.to_dict())),
             # Losses of the steps since the last logged row (float32 sums, exact in JSON).
-            "log_pending": {"count": self._live[1],
-                            "sums": {k: float(v) for k, v in self._live[0].items()}},
-            "data_info": {"shape": list(self.info.shape), "num_classes": self.info.num_classes,
-                          "name": self.info.name, "text_dim": self.info.text_dim},
+            "log_pending": {
+                "count": self._live[1],
+                "sums": {k: float(v) for k, v in self._live[0].items()},
+            },
+            "data_info": {
+                "shape": list(self.info.shape),
+                "num_classes": self.info.num_classes,
+                "name": self.info.name,
+                "text_dim": self.info.text_dim,
+            },
             "model": self.cfg.model.name,
         }
 
@@ -342,14 +363,20 @@ class Trainer:
         best = record.get("best")
         self.best = best if isinstance(best, dict) else None
         if per_rank:  # each rank continues its own noise stream
-            ckpt.restore_rank_rng(record, tensors, rank,
-                                  self.device if self.device.type == "cuda" else None)
+            ckpt.restore_rank_rng(
+                record, tensors, rank, self.device if self.device.type == "cuda" else None
+            )
         elif rank > 0:  # saved by fewer processes: a fresh stream per rank
             seed_everything(self.cfg.train.seed + rank + 1_000_003 * self.global_step)
         saved_world = len(record.get("rng_ranks") or []) or 1
         if saved_world != world and self.dist.is_main:
-            log.warning("%s was written by %d process(es), resumed with %d: training goes on, "
-                        "but not as the original run would have", latest.name, saved_world, world)
+            log.warning(
+                "%s was written by %d process(es), resumed with %d: training goes on, "
+                "but not as the original run would have",
+                latest.name,
+                saved_world,
+                world,
+            )
         if self.dist.is_main:
             self._truncate_metrics(self.global_step)
             log.info("resumed from %s (step %d)", latest.name, self.global_step)
@@ -362,8 +389,9 @@ class Trainer:
                 raise CheckpointError(f"{path} has no '{key}': it is not a training checkpoint")
         phases = self.phases
         pi = record["phase_index"]
-        if pi > len(phases) or (pi < len(phases) and record.get("phase", phases[pi][0])
-                                != phases[pi][0]):
+        if pi > len(phases) or (
+            pi < len(phases) and record.get("phase", phases[pi][0]) != phases[pi][0]
+        ):
             raise CheckpointError(
                 f"{path} is in phase {record.get('phase')!r} (number {pi}), which the config's "
                 f"phases ({', '.join(n for n, _ in phases)}) do not have there; was the "
@@ -372,17 +400,20 @@ class Trainer:
         saved = record.get("config")
         current = json.loads(json.dumps(self.cfg.to_dict()))
         if isinstance(saved, dict):
-            changed = [k for k in config_differences(saved, current)
-                       if not any(k == c or k.startswith(f"{c}.") for c in self.config_changes)
-                       and not self._version_skew(k, saved, current)]
-        elif record.get("config_hash") not in (None, self.cfg.hash()) and \
-                not self.config_changes:
+            changed = [
+                k
+                for k in config_differences(saved, current)
+                if not any(k == c or k.startswith(f"{c}.") for c in self.config_changes)
+                and not self._version_skew(k, saved, current)
+            ]
+        elif record.get("config_hash") not in (None, self.cfg.hash()) and not self.config_changes:
             changed = ["(the checkpoint, from an older ganstack, records only its hash)"]
         else:
             changed = []
         if changed:
-            shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more"
-                                              if len(changed) > 8 else "")
+            shown = ", ".join(changed[:8]) + (
+                f" and {len(changed) - 8} more" if len(changed) > 8 else ""
+            )
             raise CheckpointError(
                 f"the config differs from the one {path.name} was trained with, in: {shown}. "
                 f"Was {self.run_dir / 'config.yaml'} edited? Undo the edit; or, to change "
@@ -515,17 +546,20 @@ class Trainer:
             # Every rank runs the setup from the same seed (cheap next to training, and any
             # state the model keeps outside tensors is set everywhere); the broadcast below
             # then makes the tensors bit-identical even where kernels are not deterministic.
-            setup = self.model.setup(self.train_ds, self.eval_ds,
-                                     log.info if main else lambda _msg: None)
+            setup = self.model.setup(
+                self.train_ds, self.eval_ds, log.info if main else lambda _msg: None
+            )
             if main:
-                run_info = {"data": self._meta()["data_info"], "setup": setup,
-                            "train_size": len(self.train_ds),
-                            "eval_size": 0 if self.eval_ds is None else len(self.eval_ds),
-                            "environment": environment(self.device)}
+                run_info = {
+                    "data": self._meta()["data_info"],
+                    "setup": setup,
+                    "train_size": len(self.train_ds),
+                    "eval_size": 0 if self.eval_ds is None else len(self.eval_ds),
+                    "environment": environment(self.device),
+                }
                 if self.init_report is not None:
                     run_info["init_from"] = self.init_report
-                ckpt.atomic_write_text(self.run_dir / "run.json",
-                                       json.dumps(run_info, indent=1))
+                ckpt.atomic_write_text(self.run_dir / "run.json", json.dumps(run_info, indent=1))
                 (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
         if self.dist.enabled:
             # Rank 0's weights and buffers everywhere (this also waits for every rank's setup).
@@ -533,9 +567,12 @@ class Trainer:
             if not self.resuming:  # per-rank noise and dropout; resume restored each rank's
                 seed_everything(self.cfg.train.seed + self.dist.rank)
             if main:
-                log.info("distributed: %d processes (%s), %d images per step in all",
-                         self.dist.world, self.dist.backend,
-                         self.cfg.train.batch_size * self.dist.world)
+                log.info(
+                    "distributed: %d processes (%s), %d images per step in all",
+                    self.dist.world,
+                    self.dist.backend,
+                    self.cfg.train.batch_size * self.dist.world,
+                )
         if main:
             self._open_tensorboard()
         handlers = {}
@@ -607,8 +644,13 @@ class Trainer:
             from tqdm.auto import tqdm
 
             tty = sys.stderr.isatty()  # in logs (CI, nohup) redraw rarely
-            bar = tqdm(total=total, initial=self.global_step, unit="step", dynamic_ncols=True,
-                       mininterval=0.2 if tty else 30.0)
+            bar = tqdm(
+                total=total,
+                initial=self.global_step,
+                unit="step",
+                dynamic_ncols=True,
+                mininterval=0.2 if tty else 30.0,
+            )
         rollbacks = 0
         try:
             while True:
@@ -651,7 +693,8 @@ class Trainer:
         # checkpoint saved, so every row is the one an uninterrupted run logs.
         sums: dict[str, torch.Tensor] = {
             k: torch.tensor(v, dtype=torch.float32, device=self.device)
-            for k, v in self._pending.items()}
+            for k, v in self._pending.items()
+        }
         count = self._pending_count
         self._pending, self._pending_count = {}, 0
         self._live = (sums, count)
@@ -667,8 +710,14 @@ class Trainer:
         self.model.train()
         while self.phase_step < steps:
             batch = self.batcher.batch(self.global_step)
-            step = Step(self.global_step, phase, self.phase_step, tc.batch_size,
-                        self.dist.world, len(self.train_ds))
+            step = Step(
+                self.global_step,
+                phase,
+                self.phase_step,
+                tc.batch_size,
+                self.dist.world,
+                len(self.train_ds),
+            )
             self._apply_schedule(step)
             with autocast:
                 losses = self.model.train_step(batch, phase, step)
@@ -695,16 +744,23 @@ class Trainer:
                 values = self._mean_losses(sums, count)
                 # images/s counts every rank's images.
                 images = count * tc.batch_size * self.dist.world
-                row = {"step": self.global_step, "phase": phase, "phase_step": self.phase_step,
-                       "images_per_s": round(images / max(dt, 1e-9), 1),
-                       "elapsed_s": round(self.elapsed, 2)}
+                row = {
+                    "step": self.global_step,
+                    "phase": phase,
+                    "phase_step": self.phase_step,
+                    "images_per_s": round(images / max(dt, 1e-9), 1),
+                    "elapsed_s": round(self.elapsed, 2),
+                }
                 row.update({f"loss/{k}": round(v, 6) for k, v in zip(names, values, strict=True)})
                 self._check_finite(dict(zip(names, values, strict=True)), phase)
                 if self.dist.is_main:
                     self._write_metrics(row)
                 if bar is not None:
-                    short = {k: f"{v:.3g}" for k, v in zip(names, values, strict=True)
-                             if k.endswith(("adv", "cond")) or "_" not in k}
+                    short = {
+                        k: f"{v:.3g}"
+                        for k, v in zip(names, values, strict=True)
+                        if k.endswith(("adv", "cond")) or "_" not in k
+                    }
                     bar.set_description(f"{phase} {self.phase_step}/{steps}", refresh=False)
                     bar.set_postfix(short | {"img/s": row["images_per_s"]}, refresh=False)
                 sums, count, t0 = {}, 0, time.perf_counter()
@@ -737,28 +793,42 @@ class Trainer:
             self.model.recalibrate_ema_bn()
             conditions, targets = None, dict[str, torch.Tensor]()
             if "text" in self.model.condition_dims():
-                conditions, targets = caption_targets(self.eval_ds or self.train_ds,
-                                                      ec.during_n, 0)
-            out = self.model.sample(ec.during_n, generator=torch.Generator().manual_seed(0),
-                                    conditions=conditions)
-            res = evaluate(to_uint8(out["image"]), out.get("y"), self.train_ds, self.eval_ds,
-                           list(ec.during_metrics), targets=targets, device=self.device,
-                           calibrate=False)["metrics"]
+                conditions, targets = caption_targets(self.eval_ds or self.train_ds, ec.during_n, 0)
+            out = self.model.sample(
+                ec.during_n, generator=torch.Generator().manual_seed(0), conditions=conditions
+            )
+            res = evaluate(
+                to_uint8(out["image"]),
+                out.get("y"),
+                self.train_ds,
+                self.eval_ds,
+                list(ec.during_metrics),
+                targets=targets,
+                device=self.device,
+                calibrate=False,
+            )["metrics"]
         self.model.train()
         values = {k: v for k, v in res.items() if not k.endswith(("_std", "_shuffled"))}
         if self.dist.is_main:
-            row: dict[str, Any] = {"step": self.global_step,
-                                   "eval_s": round(time.perf_counter() - t0, 1)}
+            row: dict[str, Any] = {
+                "step": self.global_step,
+                "eval_s": round(time.perf_counter() - t0, 1),
+            }
             row.update({f"eval/{k}": round(v, 6) for k, v in values.items()})
             self._write_metrics(row)
-            log.info("step %d: %s", self.global_step,
-                     ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+            log.info(
+                "step %d: %s",
+                self.global_step,
+                ", ".join(f"{k} {v:.4g}" for k, v in values.items()),
+            )
         if ec.best:
             key = next((k for k in values if k.startswith(ec.best)), None)
             if key is None:
-                raise GanstackError(f"eval.best = {ec.best!r} is not among the metrics during "
-                                    f"training ({', '.join(values) or 'none'}); choose one of "
-                                    f"them or set eval.best to null")
+                raise GanstackError(
+                    f"eval.best = {ec.best!r} is not among the metrics during "
+                    f"training ({', '.join(values) or 'none'}); choose one of "
+                    f"them or set eval.best to null"
+                )
             lower = ec.best.startswith(("fid", "kid"))
             value = values[key]
             old = self.best["value"] if self.best and self.best.get("metric") == key else None
@@ -832,20 +902,30 @@ class Trainer:
         if tc.nan_policy != "rollback":
             raise error
         if rollbacks >= tc.nan_retries:
-            raise NonFiniteLossError(f"{error} (after {rollbacks} rollback(s) with the learning "
-                                     f"rate x{self.lr_scale:g}: train.nan_retries="
-                                     f"{tc.nan_retries})") from error
+            raise NonFiniteLossError(
+                f"{error} (after {rollbacks} rollback(s) with the learning "
+                f"rate x{self.lr_scale:g}: train.nan_retries="
+                f"{tc.nan_retries})"
+            ) from error
         if not ckpt.list_checkpoints(self.ckpt_dir):
-            raise NonFiniteLossError(f"{error} (train.nan_policy=rollback: no checkpoint "
-                                     f"written yet to roll back to; lower "
-                                     f"train.checkpoint_every)") from error
+            raise NonFiniteLossError(
+                f"{error} (train.nan_policy=rollback: no checkpoint "
+                f"written yet to roll back to; lower "
+                f"train.checkpoint_every)"
+            ) from error
         scale = self.lr_scale * tc.nan_lr_factor
         self._restore_latest()
         self.lr_scale = scale
         if self.dist.is_main:
-            log.warning("%s -> rolled back to step %d with the learning rates x%g (rollback %d "
-                        "of at most %d)", str(error).split(";")[0], self.global_step, scale,
-                        rollbacks + 1, tc.nan_retries)
+            log.warning(
+                "%s -> rolled back to step %d with the learning rates x%g (rollback %d "
+                "of at most %d)",
+                str(error).split(";")[0],
+                self.global_step,
+                scale,
+                rollbacks + 1,
+                tc.nan_retries,
+            )
 
     # ---- after training ----------------------------------------------------------------------
 
@@ -885,10 +965,15 @@ def shape_fix(cfg: ExperimentConfig, info: DataInfo) -> list[str] | None:
     keys = SHAPE_KEYS.get(cfg.data.name, ())
     c, h, w = info.shape
     channels = [{1: 3, 3: 1}[c]] if "channels" in keys and c in (1, 3) else []
-    sizes = sorted((s for s in PROBE_SIZES if "resolution" in keys and (s, s) != (h, w)),
-                   key=lambda s: (abs(np.log(s / max(h, w))), s))
-    candidates = [{"channels": k} for k in channels] + [{"resolution": s} for s in sizes] + \
-        [{"channels": k, "resolution": s} for k in channels for s in sizes]
+    sizes = sorted(
+        (s for s in PROBE_SIZES if "resolution" in keys and (s, s) != (h, w)),
+        key=lambda s: (abs(np.log(s / max(h, w))), s),
+    )
+    candidates = (
+        [{"channels": k} for k in channels]
+        + [{"resolution": s} for s in sizes]
+        + [{"channels": k, "resolution": s} for k in channels for s in sizes]
+    )
     try:
         cls = MODELS.get(cfg.model.name)
     except GanstackError:
@@ -897,8 +982,11 @@ def shape_fix(cfg: ExperimentConfig, info: DataInfo) -> list[str] | None:
     # number of classes (another error, reported once the shape is right), a shape the model
     # takes with (ten) labels and captions is the fix for this one.
     text_dim = info.text_dim or cfg.data.text_dim
-    infos = list(dict.fromkeys([(info.num_classes, info.text_dim),
-                                (info.num_classes or 10, text_dim), (10, text_dim)]))
+    infos = list(
+        dict.fromkeys(
+            [(info.num_classes, info.text_dim), (info.num_classes or 10, text_dim), (10, text_dim)]
+        )
+    )
 
     def builds(shape: tuple[int, int, int]) -> bool:
         for classes, text_dim in infos:
@@ -929,8 +1017,10 @@ def build_for_data(cfg: ExperimentConfig, info: DataInfo) -> StackModel:
         fix = shape_fix(cfg, info)
         if not fix:
             raise
-        raise ConfigError(f"{str(e).rstrip('.')}. Set {' '.join(fix)} to load the "
-                          f"{cfg.data.name} data in a shape this model takes") from None
+        raise ConfigError(
+            f"{str(e).rstrip('.')}. Set {' '.join(fix)} to load the "
+            f"{cfg.data.name} data in a shape this model takes"
+        ) from None
 
 
 def load_run_config(run_dir: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
