@@ -112,6 +112,13 @@ def fmt(v: float | None, digits: int = 2) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+def coarse_first(m: re.Match) -> int:
+    """Sort key, coarse to fine, of a per-output suffix: ``level{i}`` counts from the finest
+    (docs/architecture.md); results stored before the rename end with ``scale{j}``, j from the
+    coarsest."""
+    return int(m[2]) if m[1] == "scale" else -int(m[2])
+
+
 def table(res: dict) -> str:
     b = res["budget"]
     lines = [
@@ -146,9 +153,10 @@ def table(res: dict) -> str:
         vs = pick(r["metrics"], r"vs_[a-z0-9]+")
         vs_blind = pick(r["metrics"], r"vs_[a-z0-9]+_shuffled")
         cells.append(f"{fmt(vs, 3)} ({fmt(vs_blind, 3)})")
+        per_output = r"fid_shapescnn_train\d+_(scale|level)(\d+)"
         scales = sorted(
-            (k for k in r["metrics"] if re.fullmatch(r"fid_shapescnn_train\d+_scale\d+", k)),
-            key=lambda k: int(k.rsplit("scale", 1)[1]),
+            (k for k in r["metrics"] if re.fullmatch(per_output, k)),
+            key=lambda k: coarse_first(re.fullmatch(per_output, k)),  # type: ignore[arg-type]
         )
         cells.append(" / ".join(f"{r['metrics'][k]:.0f}" for k in scales) or "–")
         lines.append(f"| {name} | {seed} | " + " | ".join(cells) + " |")

@@ -71,7 +71,7 @@ def real_distances() -> dict:
     train, _ = load_dataset(cfg.data)
     scales = multiscale_batch(train.images[:2000], [16, 32, 64], augment=False)
     out = {}
-    names = ["scale0", "scale1", "image"]
+    names = ["level2", "level1", "image"]  # the model's outputs, coarse to fine
     for lo, hi, a, b in zip(names, names[1:], scales, scales[1:]):
         (m0, c0), (m1, c1) = colour_mean_cov(a.double()), colour_mean_cov(b.double())
         out[f"colour_mean2k_{lo}_{hi}"] = float((m1 - m0).pow(2).sum(1).mean())
@@ -92,13 +92,15 @@ def main() -> None:
             for seed in args.seeds:
                 out = Path(tmp) / f"alpha{alpha:g}-{seed}"
                 runs.setdefault(f"{alpha:g}", []).append(run_one(alpha, args.steps, seed, out))
+    # Outputs named by level (docs/architecture.md). Results stored before the rename name
+    # level2 and level1 scale0 and scale1; this script writes its results afresh.
     keys = [
-        "colour_mean2k_scale0_scale1",
-        "colour_mean2k_scale1_image",
-        "colour_cov2k_scale0_scale1",
-        "colour_cov2k_scale1_image",
-        "fid2k_scale0",
-        "fid2k_scale1",
+        "colour_mean2k_level2_level1",
+        "colour_mean2k_level1_image",
+        "colour_cov2k_level2_level1",
+        "colour_cov2k_level1_image",
+        "fid2k_level2",
+        "fid2k_level1",
         "fid2k",
     ]
     table = {}

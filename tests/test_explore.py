@@ -154,10 +154,10 @@ def test_the_model_describes_levels_top_to_bottom_and_outputs_coarse_to_fine(
     assert not m["text"]
     m = v2_client.get("/api/model").json()
     assert m["model"] == "stackgan_v2" and [lv["name"] for lv in m["levels"]] == ["z", "ca"]
-    assert [o["name"] for o in m["outputs"]] == ["scale0", "image"]
+    assert [o["name"] for o in m["outputs"]] == ["level1", "image"]
     assert [o["width"] for o in m["outputs"]] == [8, 16]
-    assert all(lv["affects"] == ["scale0", "image"] for lv in m["levels"])
-    assert m["text"] and m["can_caption"] and m["text_affects"] == ["scale0", "image"]
+    assert all(lv["affects"] == ["level1", "image"] for lv in m["levels"])
+    assert m["text"] and m["can_caption"] and m["text_affects"] == ["level1", "image"]
     assert len(m["example_captions"]) >= 3 and m["classes"] == []
 
 
@@ -184,7 +184,7 @@ def test_a_level_s_noise_changes_that_level_and_the_finer_ones_not_the_coarser(
     expected = (
         [{"h1", "image"}, {"image"}]
         if which == "sgan"
-        else [{"scale0", "image"}, {"scale0", "image"}]
+        else [{"level1", "image"}, {"level1", "image"}]
     )
     assert reached == expected
     for i, got in enumerate(reached):
@@ -238,13 +238,13 @@ def test_a_new_caption_changes_every_scale_and_the_caption_seed_picks_training_o
     seeds = {"seeds": {"z": 1, "ca": 2}}
     a = post(v2_client, {**seeds, "caption": CAPTION_A})
     b = post(v2_client, {**seeds, "caption": CAPTION_B})
-    assert changed(a, b) == {"scale0", "image"}
+    assert changed(a, b) == {"level1", "image"}
     assert post(v2_client, {**seeds, "caption": CAPTION_A})["outputs"] == a["outputs"]
     # Without a caption, a training caption picked by text_seed.
     c = post(v2_client, {**seeds, "text_seed": 1})
     d = post(v2_client, {**seeds, "text_seed": 2})
     assert post(v2_client, {**seeds, "text_seed": 1})["outputs"] == c["outputs"]
-    assert changed(c, d) == {"scale0", "image"}
+    assert changed(c, d) == {"level1", "image"}
 
 
 def test_interpolating_one_level_goes_from_its_seed_to_the_other(sgan_client):
@@ -520,7 +520,7 @@ def test_the_page_in_headless_chromium(browser, sgan_export, v2_run, tmp_path):
         box.send_keys(CAPTION_B + "\n")
         settle(b, n)
         after = images(b)
-        assert after["image"] != before["image"] and after["scale0"] != before["scale0"]
+        assert after["image"] != before["image"] and after["level1"] != before["level1"]
         shot = tmp_path / "explorer-v2.png"
         assert b.save_screenshot(str(shot)) and shot.stat().st_size > 1000
     finally:

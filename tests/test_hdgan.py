@@ -20,6 +20,7 @@ from ganstack.run import load
 from ganstack.train.trainer import Trainer
 
 from .conftest import REFERENCE
+from .helpers import assert_resume_is_exact_from_former_names
 
 TINY = [
     "data.resolution=32",
@@ -82,7 +83,7 @@ def test_every_side_output_and_the_trunk():
         "model.side_outputs=3", "data.resolution=64", "model.gf_dim=4", "model.halve_at=[8,32,64]"
     )
     assert model.sizes == [16, 32, 64]
-    assert model.image_outputs() == ["scale0", "scale1", "image"]
+    assert model.image_outputs() == ["level2", "level1", "image"]
     assert model.input_names() == ["text", "z", "ca"]
     out = model.sample(5)
     assert [tuple(out[k].shape) for k in model.image_outputs()] == [
@@ -98,8 +99,8 @@ def test_every_side_output_and_the_trunk():
     fixed = model.sample(3, fixed=["text", "z", "ca"])
     assert all(torch.equal(fixed[k][0], fixed[k][2]) for k in model.image_outputs())
     figs = model.figures(torch.Generator().manual_seed(0))
-    assert {"vary_z", "vary_text", "vary_z_scale0", "vary_z_scale1", "scales"} <= set(figs)
-    assert figs["scales"].shape[:2] == (8, 3) and figs["vary_z_scale0"].shape[-1] == 16
+    assert {"vary_z", "vary_text", "vary_z_level2", "vary_z_level1", "scales"} <= set(figs)
+    assert figs["scales"].shape[:2] == (8, 3) and figs["vary_z_level2"].shape[-1] == 16
 
 
 def test_discriminator_heads_pair_and_patch_maps():
@@ -227,7 +228,7 @@ def test_train_step_updates_g_and_every_d_and_logs_each_term():
             and not torch.equal(before[k], model.state_dict()[k])
         ]
         assert changed, prefix
-    assert set(model.optimizers) == {"g", "d"}
+    assert set(model.optimizers) == {"G", "D"}
 
 
 def test_a_few_steps_move_the_losses(tmp_path):
@@ -260,7 +261,7 @@ def test_sample_cli_and_eval_read_every_side_output(tmp_path):
     assert {p.name for p in figs} >= {
         "vary_z.png",
         "vary_text.png",
-        "vary_z_scale0.png",
+        "vary_z_level1.png",
         "scales.png",
     }
     assert (
@@ -279,9 +280,9 @@ def test_sample_cli_and_eval_read_every_side_output(tmp_path):
         == 0
     )
     with np.load(tmp_path / "s.npz") as f:
-        assert f["images"].shape == (3, 32, 32, 3) and f["scale0"].shape == (3, 16, 16, 3)
+        assert f["images"].shape == (3, 32, 32, 3) and f["level1"].shape == (3, 16, 16, 3)
     m = load(run_dir).evaluate(metrics=["fid_scales", "caption"])["metrics"]
-    assert any(k.startswith("fid48_") and k.endswith("_scale0") for k in m)
+    assert any(k.startswith("fid48_") and k.endswith("_level1") for k in m)
     assert any(k.startswith("caption_attr") for k in m)
 
 
@@ -289,20 +290,20 @@ def test_learning_rate_halves_at_the_codes_epochs():
     _, model, _ = _model("model.lr_decay_epochs=2")
     # 48 images a pass, batch 8: 6 steps an epoch. Code: halved at the start of 1-based
     # epochs 2, 4, ...: after 1 epoch (step 6), after 3 (step 18).
-    lrs = [model.lr("g", _step(t)) for t in (0, 5, 6, 17, 18)]
+    lrs = [model.lr("G", _step(t)) for t in (0, 5, 6, 17, 18)]
     assert lrs == [2e-4, 2e-4, 1e-4, 1e-4, 5e-5]
-    assert model.lr("d", _step(6)) == 1e-4
+    assert model.lr("D", _step(6)) == 1e-4
     _, flat, _ = _model("model.lr_decay_epochs=0")
-    assert flat.lr("g", _step(10_000)) == 2e-4
+    assert flat.lr("G", _step(10_000)) == 2e-4
 
 
 def test_super_output_phase_trains_only_the_512_part():
     cfg, model, train = _model("data.resolution=64", "model.super_output=true")
-    assert model.image_outputs() == ["scale0", "scale1", "image"]
+    assert model.image_outputs() == ["level2", "level1", "image"]
     assert model.default_phases(cfg.model) == {"joint": 442_500, "super": 70_800}
     assert [d.patch for d in model.netDs] == [1, 5, 5]  # a D at the super output (paper)
     out = model.sample(2)
-    assert out["image"].shape[-1] == 64 and out["scale1"].shape[-1] == 32
+    assert out["image"].shape[-1] == 64 and out["level1"].shape[-1] == 32
     batch = Batcher(train, 8, 0).batch(0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     # Phase joint: the super part and its D stay as they are.
@@ -317,7 +318,9 @@ def test_super_output_phase_trains_only_the_512_part():
     # the frozen trunk's batch-norm statistics still follow the batches, as the code).
     before = {k: v.clone() for k, v in model.state_dict().items()}
     out = model.train_step(batch, "super", _step(phase="super"))
-    assert {"g_l1", "g2_pair", "g2_image", "d2_pair"} <= set(out) and "g_kl" not in out
+    # The super output is level 0 (image); the side outputs are levels 2 and 1.
+    assert {"g_l1", "g0_pair", "g0_image", "d0_pair", "d1_pair"} <= set(out)
+    assert "g_kl" not in out and "g1_pair" not in out
     after = model.state_dict()
     g_params = {f"netG.{n}" for n, _ in model.netG.named_parameters()}
     moved = {k for k in g_params if not torch.equal(before[k], after[k])}
@@ -453,3 +456,20 @@ def test_config_errors_are_config_errors():
         load_config("hdgan-shapes", ["model.kl_weight=-1"])
     with pytest.raises(ConfigError, match="side_outputs"):
         load_config("hdgan-shapes", ["model.side_outputs=0"])
+
+
+def test_a_checkpoint_with_the_former_names_resumes_exactly(tmp_path, caplog):
+    """Checkpoints written before the level vocabulary name the optimizers ``g``, ``d`` and
+    ``g_super``: they load under ``G``, ``D`` and ``G_super``, bit for bit."""
+    cfg = load_config(
+        "hdgan-shapes",
+        TINY
+        + [
+            "data.resolution=64",
+            "model.super_output=true",
+            "train.phases.joint=2",
+            "train.phases.super=2",
+        ],
+    )
+    former = {"G": "g", "D": "d", "G_super": "g_super"}
+    assert_resume_is_exact_from_former_names(cfg, tmp_path, 3, former, caplog)

@@ -18,6 +18,8 @@ from ganstack.models.base import Step
 from ganstack.run import load
 from ganstack.train.trainer import Trainer
 
+from .helpers import assert_resume_is_exact_from_former_names
+
 TINY = [
     "data.resolution=16",
     "data.num_images=96",
@@ -64,6 +66,12 @@ def test_tree_shapes_scales_and_channels():
     ]
     assert all(0 <= float(out[k].min()) and float(out[k].max()) <= 1 for k in model.image_outputs())
     assert model.input_names() == ["text", "z", "ca"]
+    # Named by level (docs/architecture.md): netDs[0], the coarsest, is level 2's D.
+    assert model.image_outputs() == ["level2", "level1", "image"]
+    assert list(model.optimizers) == ["G", "D2", "D1", "D0"]
+    for j, d in enumerate(model.netDs):
+        held = model.optimizers[f"D{2 - j}"].param_groups[0]["params"]
+        assert [id(p) for p in held] == [id(p) for p in d.parameters()]
     # The paper-size tree: channels 64 -> 32 -> 16 at 64/128/256 (StackGAN-v2 code/model.py), D
     # ends at 4x4.
     info = DataInfo((3, 256, 256), 0, "birds", 1024)
@@ -190,7 +198,7 @@ def test_sample_from_captions_cli_and_eval(tmp_path, capsys):
         == 0
     )
     with np.load(tmp_path / "s.npz") as f:
-        assert f["images"].shape == (6, 16, 16, 3) and f["scale0"].shape == (6, 8, 8, 3)
+        assert f["images"].shape == (6, 16, 16, 3) and f["level1"].shape == (6, 8, 8, 3)
         assert list(f["captions"][:4]) == [
             "a red star",
             "a green square",  # --caption first
@@ -234,12 +242,12 @@ def test_sample_from_captions_cli_and_eval(tmp_path, capsys):
     assert "cannot read captions file" in capsys.readouterr().err
     res = run.evaluate(metrics=["fid", "fid_scales", "caption"])
     m = res["metrics"]
-    assert any(k.startswith("fid48_") and k.endswith("_scale0") for k in m)
+    assert any(k.startswith("fid48_") and k.endswith("_level1") for k in m)
     cap = [
         k
         for k in m
         if k.startswith("caption_attr")
-        and not k.endswith(("_shuffled", "_scale0", "_scale0_shuffled"))
+        and not k.endswith(("_shuffled", "_level1", "_level1_shuffled"))
     ]
     assert len(cap) == 1 and 0.0 <= m[cap[0]] <= 1.0
     assert "real_shapes-eval_caption_attr" in res["protocol"]["real_data"]
@@ -253,3 +261,14 @@ def test_caption_consistency_counts_only_mentioned_attributes():
     res = caption_consistency(pred, target, mentioned, ["a", "b", "c"])
     assert res["attr"] == pytest.approx(2 / 3) and res["all"] == pytest.approx(0.5)
     assert res["a"] == pytest.approx(0.5) and res["b"] == 1.0 and "c" not in res
+
+
+def test_a_checkpoint_with_the_former_names_resumes_exactly(tmp_path, caplog):
+    """Checkpoints written before the level vocabulary name the optimizers ``g`` and ``d{j}``,
+    j counted from the coarsest: they load under ``G`` and ``D{L-1-j}``, bit for bit."""
+    cfg = load_config(
+        "stackgan-v2-shapes",
+        TINY + ["model.branches=3", "model.base_size=4", "train.phases.joint=3"],
+    )
+    former = {"G": "g", "D2": "d0", "D1": "d1", "D0": "d2"}
+    assert_resume_is_exact_from_former_names(cfg, tmp_path, 2, former, caplog)

@@ -41,9 +41,9 @@ examples:
   ganstack sample runs/sgan-mnist --n 5000 --out samples/   # one PNG per sample
 
 The .npz holds `images` (uint8, N x H x W x C) and `labels` (int64, N); a multi-scale model
-adds its coarser scales (`scale0`, ...), and a text model the `captions` used. A PNG of a
-multi-scale model shows every scale of each sample side by side. Sample i gets caption
-i mod (number of captions); a captions file has one caption per line (UTF-8).
+adds its coarser outputs (`level2`, `level1`, ...: level 0 is the image), and a text model the
+`captions` used. A PNG of a multi-scale model shows every level of each sample side by side.
+Sample i gets caption i mod (number of captions); a captions file has one caption per line (UTF-8).
 An --out folder (ending with / or existing) gets 000000.png, 000001.png, ... (final images).
 Sample i depends only on the seed and i: --n 100 gives the first 100 samples of --n 5000.
 """
@@ -126,7 +126,7 @@ examples:
 
 A local web page showing one sample level by level: choose the class or type a caption;
 resample or hold each level's noise (z1, z0, ..., StackGAN's ca), each drawn from its own
-seed; see every level's output or scale side by side; interpolate one level's noise between
+seed; see every level's output side by side; interpolate one level's noise between
 two seeds. Nothing is fetched from the internet. It listens on 127.0.0.1 only, unless --host
 says otherwise (it has no authentication). Needs the `explore` extra: pip install
 'ganstack[explore]'. docs/explorer.md describes each control.

@@ -67,14 +67,14 @@ def test_the_embedding_is_cached_and_the_metric_is_registered(caplog):
     conditions, targets = caption_targets(held, 48)
     assert torch.equal(conditions["text"], targets["text"])
     images = held.images[:48]
-    extra = {"scale0": F.avg_pool2d(images.float(), 2).round().to(torch.uint8)}
+    extra = {"level1": F.avg_pool2d(images.float(), 2).round().to(torch.uint8)}
     res = evaluate(images, None, train, held, ["vs"], extra_images=extra, targets=targets)
     m = res["metrics"]
     assert {
         "vs48_shapesvs",
         "vs_std48_shapesvs",
         "vs48_shapesvs_shuffled",
-        "vs48_shapesvs_scale0",
+        "vs48_shapesvs_level1",
     } <= set(m)
     rows = res["protocol"]["calibration"]["rows"]
     assert "vs_shapesvs" in rows["real"] and "vs_shapesvs" in rows["blind"]

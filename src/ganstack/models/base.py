@@ -15,7 +15,8 @@ declares it as pure functions of (optimizer name, step): :meth:`StackModel.lr` (
 :meth:`StackModel.momentum`), which the trainer applies to every parameter group of that
 optimizer before each ``train_step``. A model never writes ``param_groups`` itself. State
 that depends on what happened (optimizer moments, Adam's own step counts) stays optimizer state;
-a counter a model used to keep is listed in ``retired_state``, so older checkpoints still load.
+a counter a model used to keep is listed in ``retired_state``, and a renamed optimizer in
+:meth:`StackModel.retired_optimizer_names`, so older checkpoints still load.
 """
 
 from __future__ import annotations
@@ -277,6 +278,12 @@ class StackModel(nn.Module):
                     yield self
                 finally:
                     self.train(was_training)
+
+    def retired_optimizer_names(self) -> dict[str, str]:
+        """Names an older version gave this model's optimizers: current name -> former name.
+        A checkpoint with no state under an optimizer's name is read under its former one
+        (a rename to the level vocabulary of ``docs/architecture.md``)."""
+        return {}
 
     def image_outputs(self) -> list[str]:
         """The image outputs of :meth:`generate`, coarsest first, ``image`` (the finest) last.

@@ -74,6 +74,13 @@ output). ``super_adversarial: true`` (default) adds a discriminator at 512 train
 others and the G adversarial terms at 512; false trains the 512 part on the L1 term alone.
 In phase ``super`` the discriminators of the side outputs keep training, as the code's 512
 stage would (its D step runs over every output).
+
+Names (``docs/architecture.md``): the code counts outputs from the coarsest; here output j of L
+(the side outputs, then the super output) is level L - 1 - j, level 0 the finest. The outputs
+are ``level{L-1}`` ... ``level1``, ``image``; the optimizers ``G``, ``D`` (every
+discriminator) and ``G_super``; the log keys ``d{i}_pair``, ``d{i}_image``, ``g{i}_pair``,
+``g{i}_image``, ``g_kl``, ``g_l1``, and ``d``, ``g`` (the totals). Checkpoints written with the
+former names (optimizers ``g``, ``d``, ``g_super``) still load.
 """
 
 from __future__ import annotations
@@ -414,13 +421,21 @@ class HDGAN(CaptionBankMixin, StackModel):
         # One optimizer for the whole of D (code), one for G; the super output has its own
         # (phase `super`: the rest of G is frozen, as the code's 512 stage intends).
         self.optimizers = {
-            "g": torch.optim.Adam(base, cfg.lr, betas=betas),
-            "d": torch.optim.Adam(self.netDs.parameters(), cfg.lr, betas=betas),
+            "G": torch.optim.Adam(base, cfg.lr, betas=betas),
+            "D": torch.optim.Adam(self.netDs.parameters(), cfg.lr, betas=betas),
         }
         if self.netG.super is not None:
-            self.optimizers["g_super"] = torch.optim.Adam(
+            self.optimizers["G_super"] = torch.optim.Adam(
                 self.netG.super.parameters(), cfg.lr, betas=betas
             )
+
+    def level(self, j: int) -> int:
+        """The level of output ``j`` counted from the coarsest (the code's index; the super
+        output, if any, is the last: level 0)."""
+        return len(self.sizes) + (1 if self.cfg.super_output else 0) - 1 - j
+
+    def retired_optimizer_names(self) -> dict[str, str]:
+        return {"G": "g", "D": "d", "G_super": "g_super"}  # before the level vocabulary
 
     @property
     def conditional(self) -> bool:  # text, not classes
@@ -460,8 +475,10 @@ class HDGAN(CaptionBankMixin, StackModel):
         return {"z": self.cfg.z_dim, "ca": self.cfg.ef_dim}
 
     def image_outputs(self) -> list[str]:
+        """``level{L-1}`` (the base size) ... ``level1``, then ``image`` (level 0: the finest
+        side output, or the super output)."""
         n = len(self.sizes) + (1 if self.cfg.super_output else 0)
-        return [f"scale{i}" for i in range(n - 1)] + ["image"]
+        return [f"level{self.level(j)}" for j in range(n - 1)] + ["image"]
 
     def generate(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         images, _, _ = self.net("netG")(inputs["z"], inputs["text"], inputs.get("ca"))
@@ -532,9 +549,10 @@ class HDGAN(CaptionBankMixin, StackModel):
         d_total = torch.zeros((), device=dev)
         for i in judged:
             pair, image = self.d_losses(self.netDs[i], reals[i], fakes[i].detach(), emb)  # type: ignore[arg-type]
-            out[f"d{i}_pair"], out[f"d{i}_image"] = pair.detach(), image.detach()
+            k = self.level(i)
+            out[f"d{k}_pair"], out[f"d{k}_image"] = pair.detach(), image.detach()
             d_total = d_total + pair + image
-        self.optimize(d_total, ["d"])
+        self.optimize(d_total, ["D"])
         out["d"] = d_total.detach()
         # G step.
         if cfg.g_resample_z:
@@ -549,7 +567,8 @@ class HDGAN(CaptionBankMixin, StackModel):
                     continue
                 pair, image = self.netDs[i](fakes[i], emb)
                 g_pair, g_image = ls_loss(pair, 1), ls_loss(image, 1)
-                out[f"g{i}_pair"], out[f"g{i}_image"] = g_pair.detach(), g_image.detach()
+                k = self.level(i)
+                out[f"g{k}_pair"], out[f"g{k}_image"] = g_pair.detach(), g_image.detach()
                 g_total = g_total + g_pair + g_image
             if super_phase:
                 up = F.interpolate(
@@ -561,11 +580,11 @@ class HDGAN(CaptionBankMixin, StackModel):
                 l1 = F.l1_loss(fakes[-1], up)
                 g_total = g_total + cfg.l1_weight * l1
                 out["g_l1"] = l1.detach()
-                self.optimize(g_total, ["g_super"])
+                self.optimize(g_total, ["G_super"])
             else:
                 kl = kl_log_sigma(mu, log_sigma)
                 g_total = g_total + cfg.kl_weight * kl
                 out["g_kl"] = kl.detach()
-                self.optimize(g_total, ["g"])
+                self.optimize(g_total, ["G"])
         out["g"] = g_total.detach()
         return out

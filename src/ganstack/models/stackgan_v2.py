@@ -32,6 +32,12 @@ wrong images are the batch's real images rolled by one (each paired with another
 caption). The official code draws wrong images at random from the dataset and redraws once when
 the class matches; on a shuffled batch a roll by one is the same draw without the class check.
 
+Names (``docs/architecture.md``): the code counts scales from the coarsest (``netsD[0]`` is the
+64x64 discriminator); here scale j of L is level L - 1 - j, level 0 the finest. The outputs are
+``level{L-1}`` ... ``level1``, ``image``; the optimizers ``G`` and ``D{i}``; the log keys
+``d{i}`` (D_i's loss), ``g{i}_adv``, ``g_kl``, ``g_colour`` and ``g`` (G's total). Checkpoints
+written with the former names (optimizers ``g``, ``d{j}``) still load.
+
 EMA of the generator: ``train.ema: 0.999`` (the code's ``avg_param_G``), used for sampling and
 evaluation. The code also copies the EMA into the live generator at every snapshot (every 2,000
 steps) and never restores it; ``ema_reset_every: 2000`` reproduces that quirk (off by default).
@@ -256,9 +262,20 @@ class StackGANv2(CaptionBankMixin, StackModel):
             init_orthogonal_(self)
         self._init_bank(cfg.caption_bank if cfg.text else 1, info.text_dim)
         betas = (cfg.beta1, cfg.beta2)
-        self.optimizers = {"g": torch.optim.Adam(self.netG.parameters(), cfg.lr, betas=betas)}
-        for i, d in enumerate(self.netDs):
-            self.optimizers[f"d{i}"] = torch.optim.Adam(d.parameters(), cfg.lr, betas=betas)
+        # netDs[j] (the code's netsD[j], from the coarsest) judges level L - 1 - j: D{L-1-j}.
+        self.optimizers = {"G": torch.optim.Adam(self.netG.parameters(), cfg.lr, betas=betas)}
+        for j, d in enumerate(self.netDs):
+            self.optimizers[f"D{self.level(j)}"] = torch.optim.Adam(
+                d.parameters(), cfg.lr, betas=betas
+            )
+
+    def level(self, j: int) -> int:
+        """The level of scale ``j`` counted from the coarsest (the code's index)."""
+        return len(self.sizes) - 1 - j
+
+    def retired_optimizer_names(self) -> dict[str, str]:
+        # Before the level vocabulary: g, and d{j} counted from the coarsest.
+        return {"G": "g"} | {f"D{self.level(j)}": f"d{j}" for j in range(len(self.sizes))}
 
     @property
     def conditional(self) -> bool:  # never class-conditional: text or nothing
@@ -283,7 +300,8 @@ class StackGANv2(CaptionBankMixin, StackModel):
         return {"z": self.cfg.z_dim} | ({"ca": self.cfg.ef_dim} if self.cfg.text else {})
 
     def image_outputs(self) -> list[str]:
-        return [f"scale{i}" for i in range(len(self.sizes) - 1)] + ["image"]
+        """``level{L-1}`` (the base size) ... ``level1``, then ``image`` (level 0)."""
+        return [f"level{self.level(j)}" for j in range(len(self.sizes) - 1)] + ["image"]
 
     def generate(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         images, _, _ = self.net("netG")(inputs["z"], inputs.get("text"), inputs.get("ca"))
@@ -314,6 +332,7 @@ class StackGANv2(CaptionBankMixin, StackModel):
         # D steps, one per scale, on detached fakes (condition: mu, detached).
         mu_d = mu.detach() if mu is not None else None
         for i, d in enumerate(self.netDs):
+            k = self.level(i)
             real, fake = reals[i], fakes[i].detach()
             rc, ru = d(real, mu_d)
             fc, fu = d(fake, mu_d)
@@ -322,8 +341,8 @@ class StackGANv2(CaptionBankMixin, StackModel):
                 loss = losses.matching_aware_d(rc, ru, wc, wu, fc, fu, cfg.uncond_weight)
             else:
                 loss = losses.bce(ru, 1) + losses.bce(fu, 0)
-            self.optimize(loss, [f"d{i}"])
-            out[f"d{i}"] = loss.detach()
+            self.optimize(loss, [f"D{k}"])
+            out[f"d{k}"] = loss.detach()
         # G step.
         with frozen(self.netDs):
             g_total = torch.zeros((), device=z.device)
@@ -333,7 +352,7 @@ class StackGANv2(CaptionBankMixin, StackModel):
                     g = losses.bce(fc, 1) + cfg.uncond_weight * losses.bce(fu, 1)
                 else:
                     g = losses.bce(fu, 1)
-                out[f"g{i}_adv"] = g.detach()
+                out[f"g{self.level(i)}_adv"] = g.detach()
                 g_total = g_total + g
             if cfg.colour_weight > 0 and len(fakes) > 1:
                 colour = sum(
@@ -348,7 +367,7 @@ class StackGANv2(CaptionBankMixin, StackModel):
                 kl = losses.kl_standard_normal(mu, logvar)
                 g_total = g_total + cfg.kl_weight * kl
                 out["g_kl"] = kl.detach()
-            self.optimize(g_total, ["g"])
+            self.optimize(g_total, ["G"])
         out["g"] = g_total.detach()
         self._maybe_reset_to_ema(step.global_step + 1)
         return out

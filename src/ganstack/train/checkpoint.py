@@ -473,10 +473,18 @@ def restore(
     model.load_state_dict(sd)
     try:
         if optimizers is not None:
+            saved = record.get("optimizers", {})
+            former: dict[str, str] = getattr(model, "retired_optimizer_names", dict)()
             for name, opt in optimizers.items():
-                if name not in record.get("optimizers", {}):
+                key = name
+                if name not in saved and former.get(name) in saved:
+                    key = former[name]  # written before the optimizer was renamed
+                    log.debug(
+                        "checkpoint: optimizer '%s' read from its former name '%s'", name, key
+                    )
+                if key not in saved:
                     raise CheckpointError(f"checkpoint has no state for optimizer '{name}'")
-                opt.load_state_dict(_join_optimizer(name, record["optimizers"][name], tensors))
+                opt.load_state_dict(_join_optimizer(key, saved[key], tensors))
         if rng:
             _set_rng_state(tensors, record["rng"])
     except (
