@@ -55,9 +55,9 @@ each for class-conditional data, else 8 x 8. ``--bundle`` also writes the JSON t
 ``src/ganstack/configs/baselines/CONFIG.json``, the file a config's ``eval.baseline: CONFIG``
 shows beside the demo's own figures. Run it on an otherwise idle machine: a busy core makes
 fewer steps in the same minutes. ``--equal-time`` instead trains the number of steps that
-fills the demo's minutes at this recipe's step time, both timed side by side on idle cores by
-``benchmarks/demo_time.py``: the long training can then share the machine, since only the
-step count carries over.
+fills the demo's minutes at this recipe's step time, both timed side by side (ideally on idle
+cores) by ``benchmarks/demo_time.py``: the long training can then share the machine, since
+only the step count carries over.
 """
 
 from __future__ import annotations
@@ -561,7 +561,8 @@ def training_budget(args: argparse.Namespace, name: str) -> tuple[float | None, 
     path = RESULTS / "demo_time.json"
     if not path.exists():
         sys.exit(f"{path} is missing: run `python benchmarks/demo_time.py {name}` on idle cores")
-    rows = {r["config"]: r for r in json.loads(path.read_text())["configs"]}
+    timing = json.loads(path.read_text())
+    rows = {r["config"]: r for r in timing["configs"]}
     row = rows.get(name)
     if row is None or "baseline_step_ms" not in row:
         sys.exit(
@@ -575,8 +576,8 @@ def training_budget(args: argparse.Namespace, name: str) -> tuple[float | None, 
         steps,
         (
             f"equal time: the demo's {minutes} min of training steps at this "
-            f"recipe's {row['baseline_step_ms']} ms per step, both timed on idle "
-            f"cores by benchmarks/demo_time.py"
+            f"recipe's {row['baseline_step_ms']} ms per step, both timed side by side by "
+            f"benchmarks/demo_time.py ({timing.get('cpu')}, {timing.get('threads')} thread(s))"
         ),
     )
 
