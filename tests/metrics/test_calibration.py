@@ -269,8 +269,16 @@ def test_a_baseline_result_joins_the_calibration_rows(digits, tmp_path):
 
     text = report(ours)
     assert "baseline" in text.splitlines()[0] and "blur σ2" in text.splitlines()[0]
-    # Another judge (other classifier training data): no row, the metrics alone.
+    # Classifiers trained on the same data on another CPU (the whole fingerprint differs
+    # there when float extras such as caption embeddings differ in their last bits): a row.
+    assert ours["protocol"]["judge_data"] == train.fingerprint(floats=False)
     theirs["protocol"]["classifier"]["dataset_hash"] = "something else"
+    path.write_text(json.dumps(theirs))
+    again = ev.evaluate(more.images, more.labels, train, held, ["acc"])
+    ev.attach_baseline(again, str(path))
+    assert "baseline" in again["protocol"]["calibration"]["rows"]
+    # Another judge (other classifier training data): no row, the metrics alone.
+    theirs["protocol"]["judge_data"] = "something else"
     path.write_text(json.dumps(theirs))
     other = ev.evaluate(more.images, more.labels, train, held, ["acc"])
     ev.attach_baseline(other, str(path))

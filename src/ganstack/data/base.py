@@ -106,10 +106,12 @@ class ImageDataset:
             dict(self.meta),
         )
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, floats: bool = True) -> str:
         """A content hash of images, labels and extras (used to key caches). The ``X_mirror``
         extras are left out: they follow from the rest, and the same data with or without
-        ``data.flip`` shares its caches (its domain classifier)."""
+        ``data.flip`` shares its caches (its domain classifier). ``floats=False`` leaves out
+        the floating-point extras too (caption embeddings, whose last bits differ between
+        CPUs): what the domain classifiers train on, the same on every machine."""
         import hashlib
 
         h = hashlib.sha256()
@@ -118,6 +120,8 @@ class ImageDataset:
         if self.labels is not None:
             h.update(self.labels.contiguous().numpy().tobytes())
         for key in sorted(k for k in self.extras if not k.endswith("_mirror")):
+            if not floats and self.extras[key].is_floating_point():
+                continue
             h.update(key.encode())
             h.update(self.extras[key].contiguous().numpy().tobytes())
         return h.hexdigest()[:16]

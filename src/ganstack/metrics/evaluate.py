@@ -743,6 +743,9 @@ def evaluate(
             protocol["calibration"] = calibration
     if ctx._classifier is not None:
         protocol["classifier"] = ctx._classifier[1]
+        # The classifiers' training data, without the float extras: a baseline scored on
+        # another CPU by classifiers trained on the same data is comparable (attach_baseline).
+        protocol["judge_data"] = ctx.reference.fingerprint(floats=False)
         if "alt" in ctx._classifiers:
             protocol["classifier_alt"] = ctx._classifiers["alt"][1]
         # What real held-out images score under the same classifier: the ceiling to compare with.
@@ -845,11 +848,15 @@ def attach_baseline(result: dict, name: str) -> None:
     }
     result["protocol"]["baseline"] = info | {"metrics": metrics}
     ours, theirs = result["protocol"].get("calibration"), protocol.get("calibration")
-    same_judge = protocol.get("classifier", {}).get("dataset_hash") == result["protocol"].get(
-        "classifier", {}
-    ).get("dataset_hash")
+    same_judge = _judge_data(protocol) == _judge_data(result["protocol"])
     if ours and theirs and theirs.get("n") == ours.get("n") and same_judge:
         ours["rows"]["baseline"] = theirs["rows"]["model"]
+
+
+def _judge_data(protocol: dict) -> str | None:
+    """What the domain classifiers of a result were trained on (older results: the training
+    split's whole fingerprint, float extras included)."""
+    return protocol.get("judge_data") or protocol.get("classifier", {}).get("dataset_hash")
 
 
 def images_from_npz(path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
