@@ -47,6 +47,16 @@ V1_OLD = [
     "model.augment=true",
     "data.flip=false",
 ]
+# The S²-GAN demo's settings since its lever study, spelled out (s2-nodrop32)
+S2_NOW = [
+    "model.d_dropout=0",
+    "model.d_spatial_dropout=0",
+    "data.resolution=32",
+    "train.phases.structure=3000",
+    "train.phases.fcn=300",
+    "train.phases.style=2500",
+    "train.phases.joint=50",
+]
 V2_OLD = [*V1_OLD, "train.ema_warmup=false"]
 # name -> (config, overrides, what the lever is)
 LEVERS: dict[str, tuple[str, list[str], str]] = {
@@ -179,46 +189,20 @@ LEVERS: dict[str, tuple[str, list[str], str]] = {
     ),
     "s2-nodrop32": (
         "s2gan-rooms",
-        [
-            "model.d_dropout=0",
-            "model.d_spatial_dropout=0",
-            "data.resolution=32",
-            "train.phases.structure=3000",
-            "train.phases.fcn=300",
-            "train.phases.style=2500",
-            "train.phases.joint=50",
-        ],
+        S2_NOW,
         "no dropout in the D's, 32x32 images, the steps moved to the "
         "Structure-GAN and Style-GAN (3,000 / 300 / 2,500 / 50)",
     ),
     "s2-nodrop32-ms": (
         "s2gan-rooms",
-        [
-            "model.d_dropout=0",
-            "model.d_spatial_dropout=0",
-            "data.resolution=32",
-            "train.phases.structure=3000",
-            "train.phases.fcn=300",
-            "train.phases.style=2500",
-            "train.phases.joint=50",
-            "model.style_mode_seeking=1",
-        ],
+        [*S2_NOW, "model.style_mode_seeking=1"],
         "as s2-nodrop32, with the mode-seeking term (Mao et al. 2019, weight 1) "
         "on the Style-GAN's G (runs before 08081cd lost the term to the FCN "
         "term)",
     ),
     "s2-nodrop32-ms5": (
         "s2gan-rooms",
-        [
-            "model.d_dropout=0",
-            "model.d_spatial_dropout=0",
-            "data.resolution=32",
-            "train.phases.structure=3000",
-            "train.phases.fcn=300",
-            "train.phases.style=2500",
-            "train.phases.joint=50",
-            "model.style_mode_seeking=5",
-        ],
+        [*S2_NOW, "model.style_mode_seeking=5"],
         "as s2-nodrop32-ms at weight 5",
     ),
 }
