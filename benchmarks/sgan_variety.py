@@ -27,10 +27,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from _train import train_run
 
 RESULTS = Path(__file__).parent / "results"
 N = 500  # the held-out set's size
@@ -76,29 +75,7 @@ METRICS = ["acc", "fid", "prdc"]
 
 def train(lever: str, seed: int, work: Path, threads: int) -> Path:
     out = work / f"{lever}-s{seed}"
-    last = "independent" if "train.phases.joint=0" in LEVERS[lever][0] else "joint"
-    if (out / "checkpoints" / f"phase-{last}.json").exists():  # finished: reuse it
-        return out
-    cmd = [
-        sys.executable,
-        "-m",
-        "ganstack",
-        "train",
-        "sgan-mnist",
-        "--out",
-        str(out),
-        "--resume",
-        "--no-eval",
-        f"train.seed={seed}",
-        f"train.num_threads={threads}",
-        "train.progress=false",
-        "train.tensorboard=false",
-        *LEVERS[lever][0],
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    with open(work / f"{lever}-s{seed}.log", "w") as logf:
-        subprocess.run(cmd, check=True, stdout=logf, stderr=subprocess.STDOUT, env=env)
-    return out
+    return train_run("sgan-mnist", LEVERS[lever][0], out, seed, threads, keep_outputs=True)
 
 
 def _short(name: str) -> str:
