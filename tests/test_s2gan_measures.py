@@ -24,6 +24,8 @@ from ganstack.models.s2gan import (
     pool_normals,
 )
 
+from .test_s2gan import TINY
+
 INFO = DataInfo((3, 32, 32), 4, "rooms")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -204,30 +206,9 @@ def test_structure_and_style_noise_through_ganstack_eval(tmp_path):
     from ganstack.config import load_config
     from ganstack.train.trainer import Trainer
 
-    over = [
-        "data.name=rooms",
-        "data.num_images=96",
-        "data.resolution=32",
-        "data.eval_size=16",
-        "model.normal_size=16",
-        "model.z_struct=8",
-        "model.z_style=8",
-        "model.width=0.0625",
-        "model.fcn_width=0.25",
-        "model.classes=12",
-        "model.codebook_samples=5000",
-        "model.codebook_iters=5",
-        "train.batch_size=16",
-        "train.phases.structure=1",
-        "train.phases.fcn=0",
-        "train.phases.style=1",
-        "train.phases.joint=0",
-        "train.sample_every=0",
-        "train.checkpoint_every=0",
-        "train.tensorboard=false",
-        "train.progress=false",
-        "train.num_threads=1",
-    ]
+    # The S²-GAN tests' tiny rooms, one structure and one style step (later overrides win).
+    phases = ["structure=1", "fcn=0", "style=1", "joint=0"]
+    over = [*TINY, *(f"train.phases.{p}" for p in phases)]
     Trainer(load_config("s2gan-rooms", over), tmp_path / "run").fit()
     res = ganstack.load(tmp_path / "run").evaluate(n=30, metrics=["structure", "style_noise"])
     m = res["metrics"]
