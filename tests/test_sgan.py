@@ -246,3 +246,20 @@ def test_per_level_loss_weights():
         _small(cond_weights=[1.0]).validate("model")
     with pytest.raises(Exception, match="ent_weights must be >= 0 and finite"):
         check_ranges(_small(ent_weights=[1.0, float("nan")]), "model")
+
+
+def test_minibatch_std_lets_a_discriminator_see_a_collapsed_batch():
+    from ganstack.nn import MinibatchStd
+
+    same = torch.ones(6, 4)
+    varied = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    assert MinibatchStd()(same)[:, -1].tolist() == [0.0] * 6
+    assert float(MinibatchStd()(varied)[0, -1]) == pytest.approx(float(varied.std(0, False).mean()))
+    torch.manual_seed(0)
+    m = SGAN(_small(minibatch_std=[0, 1]), INFO)
+    assert m.D[0].trunk[-1][0].in_features == 32 * 16 + 1  # width 0.25: 32 channels x 4 x 4
+    assert m.D[1].trunk[0][0].in_features == 256 + 1
+    logs = m.train_step(_batch(), "independent", Step(phase="independent"))
+    assert all(torch.isfinite(v) for v in logs.values())
+    with pytest.raises(Exception, match="names levels \\[2\\]"):
+        _small(minibatch_std=[2]).validate("model")

@@ -47,6 +47,7 @@ from ganstack.fileio import check_npz
 from ganstack.models.base import DataInfo, LogFn, StackModel, Step, Tensors
 from ganstack.nn import (
     GaussianNoise,
+    MinibatchStd,
     conv_act,
     deconv5,
     frozen,
@@ -139,6 +140,10 @@ class SGANConfig:
     d_dropout: Unit = 0.0  # dropout in the cifar image discriminator (CIFAR code: 0.1)
     # in the joint phase (code: 0.3; unset: d_dropout)
     joint_d_dropout: Annotated[float | None, Range(ge=0, lt=1)] = None
+    # Levels whose discriminator also sees a minibatch-standard-deviation feature (Karras et
+    # al. 2018), bottom level first ([]: none, as both official codes). In a feature-level D it
+    # is appended to the input; in the image D, to the flattened conv features.
+    minibatch_std: Annotated[list[int], Range(ge=0)] = field(default_factory=list)
     # Std of the two noise layers the CIFAR code adds inside feature discriminators in the joint
     # phase (code: 0.2; 0: none).
     joint_feature_noise: NonNegFloat = 0.0
@@ -163,6 +168,17 @@ class SGANConfig:
             raise ConfigError(
                 f"{where}.d_dropout: the 'mnist' image discriminator has no dropout layers (as "
                 f"in the official MNIST code); set it to 0 or use encoder.arch=cifar"
+            )
+        if self.encoder.arch == "cifar" and 0 in self.minibatch_std:
+            raise ConfigError(
+                f"{where}.minibatch_std: the 'cifar' image discriminator has no minibatch-std "
+                f"feature; name feature levels only (1 and up)"
+            )
+        bad = [i for i in self.minibatch_std if i >= len(self.z_dims)]
+        if bad:
+            raise ConfigError(
+                f"{where}.minibatch_std names levels {bad}, but there are {len(self.z_dims)} "
+                f"levels (0 = the image level, {len(self.z_dims) - 1} = the top)"
             )
         for k in ("cond_weights", "ent_weights"):
             v = getattr(self, k)
@@ -314,11 +330,18 @@ class FeatureDiscriminator(nn.Module):
     """
 
     def __init__(
-        self, in_dim: int, z_dim: int, hidden: int, out_dim: int = 1, arch: str = "mnist"
+        self,
+        in_dim: int,
+        z_dim: int,
+        hidden: int,
+        out_dim: int = 1,
+        arch: str = "mnist",
+        mbstd: bool = False,
     ) -> None:
         super().__init__()
+        self.mbstd = MinibatchStd() if mbstd else nn.Identity()
         self.trunk = nn.Sequential(
-            linear_act(in_dim, hidden, lrelu(), bn=False),
+            linear_act(in_dim + int(mbstd), hidden, lrelu(), bn=False),
             linear_act(hidden, hidden, lrelu(), bn=arch == "cifar"),
         )
         self.noise = nn.ModuleList([GaussianNoise(), GaussianNoise(), GaussianNoise()])
@@ -331,7 +354,7 @@ class FeatureDiscriminator(nn.Module):
         self.noise[1].std = self.noise[2].std = inner_noise  # type: ignore[assignment]
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        t = self.noise[0](h.flatten(1))
+        t = self.mbstd(self.noise[0](h.flatten(1)))
         t = self.noise[1](self.trunk[0](t))
         t = self.noise[2](self.trunk[1](t))
         return self.adv(t), self.q(t)
@@ -383,7 +406,9 @@ class MnistImageGenerator(nn.Module):
 class MnistImageDiscriminator(nn.Module):
     """D0/Q0 of the MNIST code: three 5x5 stride-2 convs, FC 256, adversarial and Q heads."""
 
-    def __init__(self, z_dim: int, width: float = 1.0, out_dim: int = 1) -> None:
+    def __init__(
+        self, z_dim: int, width: float = 1.0, out_dim: int = 1, mbstd: bool = False
+    ) -> None:
         super().__init__()
         c = [max(1, round(k * width)) for k in (32, 64, 128)]
         self.trunk = nn.Sequential(
@@ -391,7 +416,8 @@ class MnistImageDiscriminator(nn.Module):
             conv_act(c[0], c[1], 5, 2, 2, lrelu()),  # 7x7
             conv_act(c[1], c[2], 5, 2, 2, lrelu()),  # 4x4
             nn.Flatten(),
-            linear_act(c[2] * 16, 256, lrelu(), bn=False),
+            *([MinibatchStd()] if mbstd else []),
+            linear_act(c[2] * 16 + int(mbstd), 256, lrelu(), bn=False),
         )
         self.noise = GaussianNoise()
         self.adv = nn.Linear(256, out_dim)
@@ -514,12 +540,13 @@ class SGAN(StackModel):
             top_dim = info.num_classes if cfg.use_labels else 0
             cond_dim = top_dim if i == n - 1 else dims[i + 1]
             z = cfg.z_dims[i]
+            mbstd = i in cfg.minibatch_std
             if i == 0:
                 gens.append(g_cls(cond_dim, z, cfg.width))
-                discs.append(d_cls(z, cfg.width, out_dim))
+                discs.append(d_cls(z, cfg.width, out_dim, **({"mbstd": True} if mbstd else {})))
             else:
                 gens.append(FEATURE_GENERATORS[arch](cond_dim, z, dims[i], cfg.feature_hidden))
-                discs.append(FeatureDiscriminator(dims[i], z, disc_hidden, out_dim, arch))
+                discs.append(FeatureDiscriminator(dims[i], z, disc_hidden, out_dim, arch, mbstd))
         for g_net, d_net in zip(gens, discs, strict=True):
             init_normal_(g_net)
             if cfg.disc_init == "glorot":

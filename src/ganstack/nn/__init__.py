@@ -2,6 +2,7 @@
 
 from ganstack.nn.layers import (
     GaussianNoise,
+    MinibatchStd,
     conv_act,
     deconv5,
     init_glorot_,
@@ -14,6 +15,7 @@ from ganstack.nn.ops import batch_norms, bn_state, frozen, resize, to_signed, to
 
 __all__ = [
     "GaussianNoise",
+    "MinibatchStd",
     "conv_act",
     "deconv5",
     "init_glorot_",

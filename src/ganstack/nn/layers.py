@@ -112,6 +112,17 @@ class GaussianNoise(nn.Module):
         return f"std={self.std}"
 
 
+class MinibatchStd(nn.Module):
+    """Appends one feature to each (N, C) row: the standard deviation of every input feature
+    across the batch, averaged (Karras et al., ICLR 2018, section 3). A discriminator that sees
+    it can tell a batch of near-identical fakes from a varied real batch, which is what pushes
+    its generator away from collapse."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        std = x.std(0, unbiased=False).mean() if len(x) > 1 else x.new_zeros(())
+        return torch.cat([x, std.expand(len(x), 1)], 1)
+
+
 class _ScaleGrad(torch.autograd.Function):
     """Identity forward; the backward gradient multiplied by ``scale``."""
 
