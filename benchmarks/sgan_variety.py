@@ -88,6 +88,14 @@ LEVERS: dict[str, tuple[list[str], str]] = {
         [*NOW, "model.minibatch_std=[0,1]"],
         "the demo now, a minibatch-stddev feature in D0 and D1",
     ),
+    "demo+rounds5": (
+        [*NOW, "model.feature_rounds=5"],
+        "the demo now, 5 update rounds of the fc3 level per independent step",
+    ),
+    "demo+rounds10": (
+        [*NOW, "model.feature_rounds=10"],
+        "the demo now, 10 update rounds of the fc3 level per independent step",
+    ),
     "warmup+nojoint": (
         ["train.ema_warmup=true", "train.phases.independent=1800", "train.phases.joint=0"],
         "warm-up, 1,800 independent steps and no joint phase (SGAN-no-joint)",
@@ -128,15 +136,28 @@ def score(run_dir: Path, checkpoint: str | None = None) -> dict[str, dict[str, f
             if not k.endswith(("_std", "_shuffled")) and not k.startswith("class")
         }
 
+    from ganstack.metrics.prdc import prdc
+
     out: dict[str, dict[str, float]] = {}
     labels = torch.arange(N) % 10
     keep = m.ema
+    with torch.no_grad():  # the top level's own space: fc3 features of the training digits
+        fc3_train = m.encoder.segment(0, m.preprocess(train_ds.images)).flatten(1)
+        fc3_held = m.encoder.segment(0, m.preprocess(held.images)).flatten(1)
+
+    def in_fc3(h: torch.Tensor) -> dict[str, float]:
+        r = prdc(fc3_train, h)
+        return {"precision": round(r["precision"], 4), "recall": round(r["recall"], 4)}
+
+    out["real held-out fc3 (fc3 space)"] = in_fc3(fc3_held)
     for weights in ["sampling", "live"] if keep is not None else ["live"]:
         m.ema = keep if weights == "sampling" else None
         with torch.no_grad():
             inputs = m.draw_inputs(N, labels.tolist(), generator=torch.Generator().manual_seed(1))
             with m.sampling_mode():
-                stack = m.generate(inputs)["image"]
+                gen = m.generate(inputs)
+                stack = gen["image"]
+                out[f"G1 fc3 (fc3 space), {weights}"] = in_fc3(gen["h1"])
                 h1 = m.encoder.segment(0, m.preprocess(held.images)).flatten(1)
                 g2 = torch.Generator().manual_seed(2)
                 z0 = torch.rand(len(h1), m.cfg.z_dims[0], generator=g2)
@@ -144,6 +165,14 @@ def score(run_dir: Path, checkpoint: str | None = None) -> dict[str, dict[str, f
         out[f"stack, {weights}"] = measure(to_uint8(stack), labels)
         out[f"G0 on real fc3, {weights}"] = measure(to_uint8(bottom), held.labels)
     m.ema = keep
+    if checkpoint is None:  # the same weights sampled with batch statistics (sample_bn=batch)
+        mode = m.cfg.sample_bn
+        m.cfg.sample_bn = "batch"
+        with torch.no_grad(), m.sampling_mode():
+            inputs = m.draw_inputs(N, labels.tolist(), generator=torch.Generator().manual_seed(1))
+            stack = m.generate(inputs)["image"]
+        m.cfg.sample_bn = mode
+        out["stack, sampling, batch BN"] = measure(to_uint8(stack), labels)
     return out
 
 
@@ -155,8 +184,11 @@ def table(results: dict) -> str:
         f"The `sgan-mnist` demo, one lever at a time; n = {N} samples against the 4,500 training "
         "digits, classifiers mnist5kcnn / mnist5kalt (`_alt`); each lever trained the demo's "
         "full schedule. `stack`: label -> image; `G0 on real fc3`: the bottom level given the "
-        "real features of the 500 held-out digits; `sampling`: the EMA weights the demo samples "
-        "with; `live`: the trained weights; `indep.`: at the end of the independent phase.",
+        "real features of the 500 held-out digits; `fc3 space`: precision and recall of "
+        "fc3 feature vectors against the training digits' fc3 (the top level's own output); "
+        "`sampling`: the EMA weights the demo samples with; `live`: the trained weights; "
+        "`batch BN`: sampled with batch statistics; `indep.`: at the end of the independent "
+        "phase.",
         "",
         "| lever | seed | scored | " + " | ".join(COLUMNS) + " |",
         "|---|---|---|" + "---|" * len(COLUMNS),

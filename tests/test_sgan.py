@@ -263,3 +263,16 @@ def test_minibatch_std_lets_a_discriminator_see_a_collapsed_batch():
     assert all(torch.isfinite(v) for v in logs.values())
     with pytest.raises(Exception, match="names levels \\[2\\]"):
         _small(minibatch_std=[2]).validate("model")
+
+
+def test_feature_rounds_update_the_feature_levels_more_often_in_the_independent_phase():
+    torch.manual_seed(0)
+    m = SGAN(_small(feature_rounds=3), INFO)
+
+    def steps(name):
+        return [int(s["step"]) for s in m.optimizers[name].state.values()][:1]
+
+    m.train_step(_batch(), "independent", Step(phase="independent"))
+    assert (steps("G0"), steps("D0"), steps("G1"), steps("D1")) == ([1], [1], [3], [3])
+    m.train_step(_batch(), "joint", Step(phase="joint"))  # the joint phase: one round for all
+    assert (steps("G0"), steps("G1")) == ([2], [4])

@@ -110,6 +110,10 @@ class SGANConfig:
     # Generator adversarial loss: "ns" = -log D(G(z)) (MNIST code and the paper);
     # "saturating" = log(1 - D(G(z))) (the CIFAR code).
     g_loss: Literal["ns", "saturating"] = "ns"
+    # Independent phase: update rounds per training step for the feature levels (D_i and G_i,
+    # i >= 1: small MLPs, about a hundredth of the image level's cost), each with fresh noise
+    # on the step's batch; the image level takes one. 1 = both official codes.
+    feature_rounds: Annotated[int, Range(ge=1, le=1000)] = 1
     joint_coupling: NonNegFloat = 0.0  # weight of L_G(i) in G(i+1)'s update in the joint phase
     # Discriminator/Q initialisation: "normal" = N(0, 0.02) (train_independent.py);
     # "glorot" = Glorot-uniform weights (the D/Q definitions left in the MNIST train_joint.py).
@@ -716,26 +720,28 @@ class SGAN(StackModel):
                 return steps
         return 7
 
-    def train_step(self, batch: Tensors, phase: str, step: Step) -> Tensors:
+    def _update(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        real: list[torch.Tensor],
+        top: torch.Tensor,
+        joint: bool,
+        levels: list[int],
+        logs: dict[str, torch.Tensor],
+    ) -> dict[int, int]:
+        """One discriminator step and the generator steps for ``levels`` (every level in the
+        joint phase); returns the generator steps each level took and fills ``logs``."""
         cfg = self.cfg
-        x = self.preprocess(batch["images"])
-        y = batch["labels"]
         b, n = len(x), self.levels
-        with torch.no_grad():
-            feats = self.encoder.features(x)
-        real = [x] + [f.flatten(1) for f in feats[:-1]]
-        top = self._top_condition(y, b)
-        joint = phase == "joint"
         label_loss = cfg.disc == "kclass" and self.conditional and cfg.label_weight > 0
-        logs: dict[str, torch.Tensor] = {}
-
-        # ---- discriminator step (all levels; real and fake in separate calls, as the code)
+        # ---- discriminator step (the levels updated; real and fake in separate calls, as the code)
         zs = self._draw_z(b)
         with torch.no_grad():
-            fakes, _ = self._levels(real, top, zs, joint)
+            fakes, _ = self._levels(real, top, zs, joint, only=set(levels))
         d_total = x.new_zeros(())
         d_adv = []
-        for i in range(n):
+        for i in levels:
             l_real, _ = self.D[i](real[i])
             l_fake, q = self.D[i](fakes[i])
             adv = losses.d_adversarial(l_real, l_fake)
@@ -748,18 +754,18 @@ class SGAN(StackModel):
             d_adv.append(adv.detach())
             logs[f"d{i}_adv"] = adv.detach()
             logs[f"d{i}_ent"] = ent.detach()
-        self.optimize(d_total, [f"D{i}" for i in range(n)])
+        self.optimize(d_total, [f"D{i}" for i in levels])
 
         # ---- generator steps (fresh noise each; D's weights get no gradient)
         if cfg.g_steps == "one":
-            counts = [1] * n
+            counts = {i: 1 for i in levels}
         elif joint:  # driven by D0 alone (train_joint.py)
-            counts = [self.adaptive_g_steps(float(d_adv[0]))] * n
+            counts = {i: self.adaptive_g_steps(float(d_adv[0])) for i in levels}
         else:  # each level by its own D (train_gan0.py, train_gan1.py)
-            counts = [self.adaptive_g_steps(float(a)) for a in d_adv]
+            counts = {i: self.adaptive_g_steps(float(a)) for i, a in zip(levels, d_adv)}
         with frozen(self.D):
-            for t in range(max(counts)):
-                active = [i for i in range(n) if counts[i] > t]
+            for t in range(max(counts.values())):
+                active = [i for i in levels if counts[i] > t]
                 zs = self._draw_z(b)
                 fakes, conds = self._levels(real, top, zs, joint, only=set(active))
                 g_total = x.new_zeros(())
@@ -782,6 +788,23 @@ class SGAN(StackModel):
                     logs[f"g{i}_cond"] = cond.detach()
                     logs[f"g{i}_ent"] = ent.detach()
                 self.optimize(g_total, [f"G{i}" for i in active])
+        return counts
+
+    def train_step(self, batch: Tensors, phase: str, step: Step) -> Tensors:
+        cfg = self.cfg
+        x = self.preprocess(batch["images"])
+        y = batch["labels"]
+        b, n = len(x), self.levels
+        with torch.no_grad():
+            feats = self.encoder.features(x)
+        real = [x] + [f.flatten(1) for f in feats[:-1]]
+        top = self._top_condition(y, b)
+        joint = phase == "joint"
+        logs: dict[str, torch.Tensor] = {}
+        counts = self._update(x, y, real, top, joint, list(range(n)), logs)
+        if not joint:  # extra rounds for the cheap feature levels (feature_rounds)
+            for _ in range(cfg.feature_rounds - 1):
+                self._update(x, y, real, top, joint, list(range(1, n)), logs)
         if cfg.g_steps == "adaptive":
             for i in range(n):
                 logs[f"g{i}_steps"] = torch.tensor(float(counts[i]))
