@@ -96,6 +96,31 @@ LEVERS: dict[str, tuple[list[str], str]] = {
         [*NOW, "model.feature_rounds=10"],
         "the demo now, 10 update rounds of the fc3 level per independent step",
     ),
+    "demo+rounds10+mbstd1": (
+        [*NOW, "model.feature_rounds=10", "model.minibatch_std=[1]"],
+        "the demo now, 10 fc3-level rounds and a minibatch-stddev feature in D1",
+    ),
+    "rounds10-1000+600": (
+        ["train.ema_warmup=true", "train.phases.independent=1000", "train.phases.joint=600"]
+        + ["model.feature_rounds=10"],
+        "10 fc3-level rounds, 1,000 independent + 600 joint steps (fits the time of the demo)",
+    ),
+    "rounds20-h256-1000+600": (
+        ["train.ema_warmup=true", "train.phases.independent=1000", "train.phases.joint=600"]
+        + ["model.feature_rounds=20", "model.feature_hidden=256"],
+        "20 fc3-level rounds with G1's hidden width 256 instead of 512 (about the cost of 10 "
+        "rounds at 512), 1,000 + 600 steps",
+    ),
+    "rounds10-ent30bottom": (
+        ["train.ema_warmup=true", "train.phases.independent=1000", "train.phases.joint=600"]
+        + ["model.feature_rounds=10", "model.ent_weights=[30,10]"],
+        "10 fc3-level rounds, 1,000 + 600 steps, entropy weight 30 at the bottom level",
+    ),
+    "rounds10-nojoint": (
+        ["train.ema_warmup=true", "train.phases.independent=1600", "train.phases.joint=0"]
+        + ["model.feature_rounds=10"],
+        "10 fc3-level rounds, 1,600 independent steps and no joint phase (SGAN-no-joint)",
+    ),
     "warmup+nojoint": (
         ["train.ema_warmup=true", "train.phases.independent=1800", "train.phases.joint=0"],
         "warm-up, 1,800 independent steps and no joint phase (SGAN-no-joint)",

@@ -105,6 +105,8 @@ CONTRACTS: dict[str, Contract] = {
             "train.phases.joint=4",
             "train.ema=0.999",
             "train.ema_warmup=true",
+            # The demo's settings before its fc3-level rounds, which the pins record.
+            "model.feature_rounds=1",
             *_COMMON,
         ],
         stops=(3, 4, 6),  # in "independent", at the boundary, in "joint"

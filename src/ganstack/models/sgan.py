@@ -802,7 +802,7 @@ class SGAN(StackModel):
         joint = phase == "joint"
         logs: dict[str, torch.Tensor] = {}
         counts = self._update(x, y, real, top, joint, list(range(n)), logs)
-        if not joint:  # extra rounds for the cheap feature levels (feature_rounds)
+        if not joint and n > 1:  # extra rounds for the cheap feature levels (feature_rounds)
             for _ in range(cfg.feature_rounds - 1):
                 self._update(x, y, real, top, joint, list(range(1, n)), logs)
         if cfg.g_steps == "adaptive":
