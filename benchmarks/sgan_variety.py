@@ -116,6 +116,11 @@ LEVERS: dict[str, tuple[list[str], str]] = {
         + ["model.feature_rounds=10", "model.ent_weights=[30,10]"],
         "10 fc3-level rounds, 1,000 + 600 steps, entropy weight 30 at the bottom level",
     ),
+    "rounds10-z0-16": (
+        ["train.ema_warmup=true", "train.phases.independent=1000", "train.phases.joint=600"]
+        + ["model.feature_rounds=10", "model.z_dims=[16,50]"],
+        "10 fc3-level rounds, 1,000 + 600 steps, 16 bottom noise dimensions (the CIFAR code's)",
+    ),
     "rounds10-nojoint": (
         ["train.ema_warmup=true", "train.phases.independent=1600", "train.phases.joint=0"]
         + ["model.feature_rounds=10"],
@@ -259,9 +264,11 @@ def main() -> None:
             if "train.phases.joint=0" not in LEVERS[lever][0]:
                 indep = score(run_dir, "phase-independent")
                 rows.update({f"{k}, indep.": v for k, v in indep.items() if k.startswith("stack")})
-            results["runs"][f"{lever}-s{seed}"] = rows
-            print(f"{lever} seed {seed}: {json.dumps(rows[next(iter(rows))])}", flush=True)
+            print(f"{lever} seed {seed}: {json.dumps(rows['stack, sampling'])}", flush=True)
             RESULTS.mkdir(exist_ok=True)
+            # read again before writing: another invocation may have added rows meanwhile
+            results = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+            results["runs"][f"{lever}-s{seed}"] = rows
             path.write_text(json.dumps(results, indent=1))
     (RESULTS / "sgan_variety.md").write_text(table(results))
     print(table(results))

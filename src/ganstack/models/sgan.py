@@ -547,7 +547,9 @@ class SGAN(StackModel):
             mbstd = i in cfg.minibatch_std
             if i == 0:
                 gens.append(g_cls(cond_dim, z, cfg.width))
-                discs.append(d_cls(z, cfg.width, out_dim, **({"mbstd": True} if mbstd else {})))
+                # only the mnist image D has the feature (validate() rejects it for cifar)
+                extra = {"mbstd": True} if mbstd else {}
+                discs.append(d_cls(z, cfg.width, out_dim, **extra))
             else:
                 gens.append(FEATURE_GENERATORS[arch](cond_dim, z, dims[i], cfg.feature_hidden))
                 discs.append(FeatureDiscriminator(dims[i], z, disc_hidden, out_dim, arch, mbstd))
