@@ -39,6 +39,8 @@ N = 500  # the held-out set's size
 OLD = ["train.ema_warmup=false", "train.phases.independent=1500", "train.phases.joint=300"]
 WARM = ["train.ema_warmup=true", "train.phases.independent=1500", "train.phases.joint=300"]
 NOW = ["train.ema_warmup=true", "train.phases.independent=1200", "train.phases.joint=600"]
+# the demo's schedule since its fc3-level rounds (study 2): 200 fewer independent steps
+SHORT = ["train.ema_warmup=true", "train.phases.independent=1000", "train.phases.joint=600"]
 LEVERS: dict[str, tuple[list[str], str]] = {
     "base": (OLD, "sgan-mnist before this study: EMA 0.999 from the first step, 1,500 + 300"),
     "warmup": (WARM, "EMA warm-up: decay min(0.999, (1+t)/(10+t)), 0.995 at the end"),
@@ -101,24 +103,20 @@ LEVERS: dict[str, tuple[list[str], str]] = {
         "the demo now, 10 fc3-level rounds and a minibatch-stddev feature in D1",
     ),
     "rounds10-1000+600": (
-        ["train.ema_warmup=true", "train.phases.independent=1000", "train.phases.joint=600"]
-        + ["model.feature_rounds=10"],
+        [*SHORT, "model.feature_rounds=10"],
         "10 fc3-level rounds, 1,000 independent + 600 joint steps (fits the time of the demo)",
     ),
     "rounds20-h256-1000+600": (
-        ["train.ema_warmup=true", "train.phases.independent=1000", "train.phases.joint=600"]
-        + ["model.feature_rounds=20", "model.feature_hidden=256"],
+        [*SHORT, "model.feature_rounds=20", "model.feature_hidden=256"],
         "20 fc3-level rounds with G1's hidden width 256 instead of 512 (about the cost of 10 "
         "rounds at 512), 1,000 + 600 steps",
     ),
     "rounds10-ent30bottom": (
-        ["train.ema_warmup=true", "train.phases.independent=1000", "train.phases.joint=600"]
-        + ["model.feature_rounds=10", "model.ent_weights=[30,10]"],
+        [*SHORT, "model.feature_rounds=10", "model.ent_weights=[30,10]"],
         "10 fc3-level rounds, 1,000 + 600 steps, entropy weight 30 at the bottom level",
     ),
     "rounds10-z0-16": (
-        ["train.ema_warmup=true", "train.phases.independent=1000", "train.phases.joint=600"]
-        + ["model.feature_rounds=10", "model.z_dims=[16,50]"],
+        [*SHORT, "model.feature_rounds=10", "model.z_dims=[16,50]"],
         "10 fc3-level rounds, 1,000 + 600 steps, 16 bottom noise dimensions (the CIFAR code's)",
     ),
     "rounds10-nojoint": (
