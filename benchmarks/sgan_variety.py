@@ -119,6 +119,11 @@ LEVERS: dict[str, tuple[list[str], str]] = {
         [*SHORT, "model.feature_rounds=10", "model.z_dims=[16,50]"],
         "10 fc3-level rounds, 1,000 + 600 steps, 16 bottom noise dimensions (the CIFAR code's)",
     ),
+    "rounds10-2000+1200": (
+        ["train.ema_warmup=true", "train.phases.independent=2000", "train.phases.joint=1200"]
+        + ["model.feature_rounds=10"],
+        "the demo's settings for twice its steps, 2,000 + 1,200 (where a longer run goes)",
+    ),
     "rounds10-nojoint": (
         ["train.ema_warmup=true", "train.phases.independent=1600", "train.phases.joint=0"]
         + ["model.feature_rounds=10"],
