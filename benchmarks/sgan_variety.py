@@ -70,18 +70,6 @@ LEVERS: dict[str, tuple[list[str], str]] = {
         [*NOW, "model.cond_weights=[0.1,1]"],
         "the demo now, conditional weight 0.1 at the bottom level (G0's fc3 reconstruction)",
     ),
-    "demo+lr2e-4": (
-        [*NOW, "model.lr=2e-4"],
-        "the demo now, independent-phase learning rate 2e-4 instead of 5e-4",
-    ),
-    "demo+ent0bottom": (
-        [*NOW, "model.ent_weights=[0,10]"],
-        "the demo now, no entropy loss at the bottom level",
-    ),
-    "demo+z1-100": (
-        [*NOW, "model.z_dims=[50,100]"],
-        "the demo now, 100 noise dimensions at the top level instead of 50",
-    ),
     "demo+mbstd1": (
         [*NOW, "model.minibatch_std=[1]"],
         "the demo now, a minibatch-stddev feature in D1 (the fc3 discriminator)",
