@@ -104,6 +104,7 @@ def measure(name: str, steps: int, repeats: int, overrides: list[str], tag: str 
     from ganstack.data import Batcher
     from ganstack.models import DataInfo, build_model
     from ganstack.models.base import Step
+    from ganstack.train.precision import step_autocast
 
     torch.manual_seed(0)
     cfg = load_config(name, overrides)
@@ -126,7 +127,7 @@ def measure(name: str, steps: int, repeats: int, overrides: list[str], tag: str 
     def run(k: int) -> None:
         nonlocal step
         for _ in range(k):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with step_autocast("cpu", "bf16" if bf16 else "fp32"):
                 model.train_step(
                     batcher.batch(step),
                     phase,
@@ -161,7 +162,7 @@ def measure(name: str, steps: int, repeats: int, overrides: list[str], tag: str 
     # stays near the training step's instead of growing with the image size.
     side = max(model.info.shape[-1], 1)
     sample_batch = max(10, min(500, 500 * 64 * 64 // (side * side)))
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with step_autocast("cpu", "bf16" if bf16 else "fp32"):
         model.sample(100, batch_size=sample_batch)
         t = time.perf_counter()
         model.sample(n_sample, batch_size=sample_batch)

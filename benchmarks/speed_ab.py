@@ -34,8 +34,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 RESULTS = Path(__file__).parent / "results"
-VARIANTS = ["base", "channels_last", "fused", "channels_last+fused", "bf16"]
-DEFAULT_VARIANTS = VARIANTS[:4]
+LEVERS = ("channels_last", "fused", "bf16", "compile")
+DEFAULT_VARIANTS = ["base", "channels_last", "fused", "channels_last+fused"]
+
+
+def variant_name(text: str) -> str:
+    """``base`` or levers joined by ``+`` (e.g. ``channels_last+bf16+fused``)."""
+    parts = text.split("+")
+    if text != "base" and not all(p in LEVERS for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give 'base' or levers joined by '+' from {', '.join(LEVERS)}"
+        )
+    return text
 
 
 def apply(model, variant: str) -> None:  # type: ignore[no-untyped-def]
@@ -48,9 +58,16 @@ def apply(model, variant: str) -> None:  # type: ignore[no-untyped-def]
         model.to(memory_format=torch.channels_last)
     if "fused" in variant:
         fuse_optimizers(model.optimizers.values())
+    if "compile" in variant:
+        for m in model.modules():
+            if m is not model and isinstance(m, torch.nn.ModuleList):
+                for sub in m:
+                    sub.compile()
 
 
-def build(name: str, variant: str):  # type: ignore[no-untyped-def]
+def build(  # type: ignore[no-untyped-def]
+    name: str, variant: str, phase: str | None = None, overrides: list[str] | None = None
+):
     import torch
     from speed import training_data
 
@@ -59,11 +76,15 @@ def build(name: str, variant: str):  # type: ignore[no-untyped-def]
     from ganstack.models import DataInfo, build_model
 
     torch.manual_seed(0)
-    cfg = load_config(name)
+    cfg = load_config(name, overrides)
     train, _ = training_data(cfg)
     model = build_model(cfg.model, DataInfo.of(train))
     apply(model, variant)
-    phase = [p for p, s in cfg.train.phases.items() if s > 0][-1]
+    phases = [p for p, s in cfg.train.phases.items() if s > 0]
+    if phase is None:
+        phase = phases[-1]
+    elif phase not in phases:
+        raise SystemExit(f"{name} has no phase {phase!r} with steps; it has {', '.join(phases)}")
     model.enter_phase(phase, fresh=True)
     model.train()
     return model, Batcher(train, cfg.train.batch_size, 0), phase, cfg.train.batch_size
@@ -72,24 +93,27 @@ def build(name: str, variant: str):  # type: ignore[no-untyped-def]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config")
-    ap.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=VARIANTS)
+    ap.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, type=variant_name)
     ap.add_argument("--steps", type=int, default=3, help="steps per timed run")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per variant")
+    ap.add_argument("--phase", help="the training phase to time (default: the last one)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     ap.add_argument("--out", help="result file name, without .json (default: speed_ab-CONFIG)")
     args = ap.parse_args()
     import torch
 
     from ganstack.models.base import Step
+    from ganstack.train.precision import step_autocast
 
     if "base" not in args.variants:
         args.variants = ["base", *args.variants]
-    runs = {v: build(args.config, v) for v in args.variants}
+    runs = {v: build(args.config, v, args.phase, args.set) for v in args.variants}
     steps = dict.fromkeys(args.variants, 0)
 
     def run(v: str, k: int) -> None:
         model, batcher, phase, _ = runs[v]
         for _ in range(k):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled="bf16" in v):
+            with step_autocast("cpu", "bf16" if "bf16" in v else "fp32"):
                 model.train_step(batcher.batch(steps[v]), phase, Step(steps[v], phase, steps[v]))
             steps[v] += 1
 
@@ -112,6 +136,8 @@ def main() -> None:
     }
     out = {
         "config": args.config,
+        "phase": runs["base"][2],
+        "overrides": args.set,
         "batch_size": runs["base"][3],
         "steps_per_run": args.steps,
         "repeats": args.repeats,

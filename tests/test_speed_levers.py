@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -17,7 +19,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _train(tmp_path, name: str, *extra: str) -> Trainer:
     cfg = load_config(
         "sgan-mnist",
-        [*TINY, "train.ema=0", "train.phases.independent=3", "train.phases.joint=1", *extra],
+        [
+            *TINY,
+            "train.ema=0",
+            "train.phases.independent=3",
+            "train.phases.joint=1",
+            "train.precision=fp32",  # the layout and fused step alone
+            *extra,
+        ],
     )
     t = Trainer(cfg, tmp_path / name, datasets=_tiny_mnist_like())
     assert t.fit() == "done"
@@ -61,7 +70,7 @@ def test_bf16_autocast_on_a_cpu_trains(tmp_path, tiny_overrides):
         ],
     )
     t = Trainer(cfg, tmp_path / "run")
-    assert t.amp_dtype == torch.bfloat16
+    assert t.precision == "bf16"
     seen = []
     hook = t.model.G[1].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     assert t.fit() == "done"
@@ -73,3 +82,52 @@ def test_bf16_autocast_on_a_cpu_trains(tmp_path, tiny_overrides):
     assert first > 1.8 and last < 0.6 * first, (first, last)
     state = final_state(tmp_path / "run")
     assert all(v.dtype != torch.bfloat16 for v in state.values())
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["precision"] == "bf16"
+
+
+@pytest.mark.parametrize(
+    ("native", "capability", "want_cpu", "want_cuda"),
+    [(True, (8, 0), "bf16", "bf16"), (False, (7, 5), "fp32", "fp32")],
+)
+def test_auto_precision_follows_the_hardware(monkeypatch, native, capability, want_cpu, want_cuda):
+    """auto: bf16 only where the hardware computes in it natively (a CPU with AVX512-BF16 or
+    AMX; a GPU of compute capability >= 8.0, not a T4 or V100 that would emulate it)."""
+    from ganstack.train import precision
+
+    monkeypatch.setattr(precision, "cpu_native_bf16", lambda: native)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert precision.resolve_precision("auto", torch.device("cpu")) == want_cpu
+    assert precision.resolve_precision("auto", torch.device("cuda")) == want_cuda
+    for fixed in ("fp32", "bf16"):  # an explicit choice is kept on any hardware
+        assert precision.resolve_precision(fixed, torch.device("cpu")) == fixed
+
+
+def test_a_step_sees_its_own_updates_under_bf16():
+    """Within one step's autocast, a forward after an optimizer update runs on the updated
+    weights (autocast's cast cache would serve the bf16 copy made before the update)."""
+    from ganstack.train.precision import step_autocast
+
+    torch.manual_seed(0)
+    lin, x = torch.nn.Linear(8, 8), torch.randn(4, 8)
+    opt = torch.optim.SGD(lin.parameters(), lr=1.0)
+    with step_autocast("cpu", "bf16"):
+        before = lin(x)
+        assert before.dtype == torch.bfloat16
+        before.float().square().sum().backward()
+        opt.step()
+        after = lin(x)
+    with torch.no_grad():
+        expected = torch.nn.functional.linear(x, lin.weight, lin.bias)
+        scale = float(expected.abs().max())
+        assert float((after.float() - expected).abs().max()) < 0.02 * scale  # bf16 rounding
+        assert float((after.float() - before.float()).abs().max()) > 0.2 * scale
+
+
+def test_cpu_native_bf16_reads_the_cpu_flags(monkeypatch):
+    from ganstack.environment import cpu_native_bf16
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert cpu_native_bf16() is False
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert cpu_native_bf16() is True

@@ -116,7 +116,11 @@ class TrainConfig:
     batch_size: PosInt = 100
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    # Autocast of the training step (weights, optimizer states and checkpoints stay fp32):
+    # "auto" picks bf16 where the hardware computes in it natively (CUDA devices of compute
+    # capability >= 8.0; CPUs with AVX512-BF16 or AMX) and fp32 elsewhere. run.json records
+    # what it chose (precision).
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     num_threads: NonNegInt = 0  # CPU threads for torch (0: leave torch's default)
     log_every: NonNegInt = 50  # steps between metrics.jsonl / TensorBoard scalars
     sample_every: NonNegInt = 500  # steps between sample grids (0: only at phase ends)

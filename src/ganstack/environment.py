@@ -30,6 +30,18 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def cpu_native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX), so that oneDNN
+    runs bf16 convolutions and matmuls faster than fp32 ones. False where torch cannot say."""
+    import torch
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    try:
+        return any(getattr(torch.cpu, name)() for name in checks if hasattr(torch.cpu, name))
+    except Exception:  # a private helper that changed: take the safe answer
+        return False
+
+
 def git_state(folder: Path | None = None) -> dict[str, Any] | None:
     """``{"commit": SHA, "dirty": bool}`` of the git checkout that holds ``folder`` (default:
     the ganstack source in use); None when it is not in a checkout, or git is missing.

@@ -52,6 +52,7 @@ from ganstack.models import DataInfo, StackModel, build_model
 from ganstack.models.base import Step
 from ganstack.train import checkpoint as ckpt
 from ganstack.train import distributed, init_from
+from ganstack.train.precision import resolve_precision, step_autocast
 from ganstack.viz import plot_curves, save_grid
 
 log = logging.getLogger("ganstack")
@@ -217,9 +218,7 @@ class Trainer:
         self.device = resolve_device(tc.device)
         # After the check above: no rank writes anything before every rank has joined here.
         self.dist, self.device = distributed.init_distributed(self.device)
-        self.amp_dtype = None
-        if tc.precision == "bf16" or (tc.precision == "auto" and self.device.type == "cuda"):
-            self.amp_dtype = torch.bfloat16
+        self.precision = resolve_precision(tc.precision, self.device)
         # train.init_from: a fresh run starts from another run's weights (a resumed run has
         # them in its own checkpoints). Read first: a wrong path fails before the data loads.
         source = init_from.read_source(tc.init_from) if tc.init_from and not self.resuming else None
@@ -556,6 +555,7 @@ class Trainer:
                     "train_size": len(self.train_ds),
                     "eval_size": 0 if self.eval_ds is None else len(self.eval_ds),
                     "environment": environment(self.device),
+                    "precision": self.precision,
                 }
                 if self.init_report is not None:
                     run_info["init_from"] = self.init_report
@@ -608,7 +608,13 @@ class Trainer:
             return
         resumes = info.get("resumes")
         resumes = resumes if isinstance(resumes, list) else []
-        resumes.append({"step": self.global_step, "environment": environment(self.device)})
+        resumes.append(
+            {
+                "step": self.global_step,
+                "environment": environment(self.device),
+                "precision": self.precision,
+            }
+        )
         info["resumes"] = resumes
         ckpt.atomic_write_text(path, json.dumps(info, indent=1))
 
@@ -699,11 +705,7 @@ class Trainer:
         self._pending, self._pending_count = {}, 0
         self._live = (sums, count)
         t0 = time.perf_counter()
-        autocast = (
-            torch.autocast(self.device.type, dtype=self.amp_dtype)
-            if self.amp_dtype is not None
-            else contextlib.nullcontext()
-        )
+        autocast = step_autocast(self.device.type, self.precision)
         if self.phase_step == 0 and phase in tc.phase_init:
             self._init_phase_from(phase, tc.phase_init[phase])
         self.model.enter_phase(phase, fresh=self.phase_step == 0)
