@@ -250,17 +250,32 @@ class Conditioner:
 
 
 def step_function(
-    g: Generator, d: Discriminator, cond: Conditioner, seed: int, device: torch.device
+    g: Generator,
+    d: Discriminator,
+    cond: Conditioner,
+    seed: int,
+    device: torch.device,
+    precision: str = "fp32",
 ):  # type: ignore[no-untyped-def]
-    """One training step of the recipe as a function of a batch: returns (D loss, G loss)."""
-    opt_g = torch.optim.Adam(g.parameters(), lr=LR, betas=BETAS)
-    opt_d = torch.optim.Adam(d.parameters(), lr=LR, betas=BETAS)
+    """One training step of the recipe as a function of a batch: returns (D loss, G loss).
+    ``precision``: fp32, or bf16 autocast as ganstack's ``train.precision``; the Adam steps
+    are fused (one kernel per tensor), as ganstack's default."""
+    from ganstack.train.precision import step_autocast
+
+    fused = device.type in ("cpu", "cuda")
+    opt_g = torch.optim.Adam(g.parameters(), lr=LR, betas=BETAS, fused=fused)
+    opt_d = torch.optim.Adam(d.parameters(), lr=LR, betas=BETAS, fused=fused)
+    autocast = step_autocast(device.type, precision)
     gen = torch.Generator().manual_seed(seed * 7919 + 1)  # noise and caption draws
     bce = nn.BCEWithLogitsLoss()
     g.train()
     d.train()
 
     def step(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        with autocast:
+            return _step(batch)
+
+    def _step(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         real = batch["images"].to(device).float() / 127.5 - 1.0
         c = cond.of_batch(batch, gen)
         c = None if c is None else c.to(device)
@@ -294,12 +309,13 @@ def train_for(
     device: torch.device,
     progress: bool = True,
     max_steps: int | None = None,
+    precision: str = "fp32",
 ) -> dict:
     """Train until ``seconds`` of wall time have passed (checked after every step), or for
     exactly ``max_steps`` steps when that is given."""
     from tqdm import tqdm
 
-    step_fn = step_function(g, d, cond, seed, device)
+    step_fn = step_function(g, d, cond, seed, device, precision)
     by_steps = max_steps is not None
     bar = tqdm(
         total=max_steps if by_steps else round(seconds, 1),
@@ -537,6 +553,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     ap.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="as ganstack's train.precision: auto (default) is bf16 autocast where the "
+        "hardware computes in bf16 natively, else fp32",
+    )
+    ap.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="NHWC weights and activations (ganstack's train.channels_last)",
+    )
+    ap.add_argument(
         "--sample-bn",
         choices=["eval", "batch"],
         default="eval",
@@ -586,6 +614,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     from ganstack.config import load_config
     from ganstack.data import Batcher, load_dataset
+    from ganstack.train.precision import resolve_precision
     from ganstack.viz import save_grid
 
     if args.threads > 0:
@@ -601,6 +630,10 @@ def main(argv: list[str] | None = None) -> dict:
     g, d = build_networks(train_ds.shape, kind, cond_dim)
     g.to(device)
     d.to(device)
+    if args.channels_last:
+        g.to(memory_format=torch.channels_last)
+        d.to(memory_format=torch.channels_last)
+    precision = resolve_precision(args.precision, device)
     batcher = Batcher(train_ds, BATCH, args.seed, device)
     minutes, steps, budget = training_budget(args, name)
     trained = train_for(
@@ -613,6 +646,7 @@ def main(argv: list[str] | None = None) -> dict:
         device,
         progress=not args.no_progress,
         max_steps=steps,
+        precision=precision,
     )
     res, skipped, text = evaluate_baseline(
         g, cond, cfg, train_ds, eval_ds, measures, args.sample_bn, device
@@ -633,6 +667,8 @@ def main(argv: list[str] | None = None) -> dict:
         "cpu": cpu_name(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "precision": precision,
+        "channels_last": args.channels_last,
         "command": command,
         "metrics": res["metrics"],
         "protocol": res["protocol"],

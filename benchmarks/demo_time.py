@@ -49,26 +49,34 @@ def measure(name: str, steps: int, repeats: int) -> dict:
     from ganstack.data import Batcher, load_dataset
     from ganstack.models import DataInfo, build_model
     from ganstack.models.base import Step
+    from ganstack.train.precision import apply_levers, resolve_precision, step_autocast
 
     cfg = load_config(name)
     train, _ = load_dataset(cfg.data)
+    tc = cfg.train
+    # the config's speed settings, as the trainer applies them on this CPU
+    precision = resolve_precision(tc.precision, torch.device("cpu"))
     phases = {}
     for phase, n in cfg.train.phases.items():
         if n <= 0:
             continue
         torch.manual_seed(0)
         model = build_model(cfg.model, DataInfo.of(train))
+        apply_levers(model, tc.channels_last, tc.fused_optimizers)
         model.train()
         model.enter_phase(phase, fresh=True)
         batcher = Batcher(train, cfg.train.batch_size, 0)
         bs = cfg.train.batch_size
-        for i in range(3):  # warm-up
-            model.train_step(batcher.batch(i), phase, Step(i, phase, i, bs, 1, len(train)))
+        with step_autocast("cpu", precision):
+            for i in range(3):  # warm-up
+                model.train_step(batcher.batch(i), phase, Step(i, phase, i, bs, 1, len(train)))
         times = []
         for r in range(repeats):
             t = time.perf_counter()
-            for i in range(3 + r * steps, 3 + (r + 1) * steps):
-                model.train_step(batcher.batch(i), phase, Step(i, phase, i, bs, 1, len(train)))
+            with step_autocast("cpu", precision):
+                for i in range(3 + r * steps, 3 + (r + 1) * steps):
+                    step = Step(i, phase, i, bs, 1, len(train))
+                    model.train_step(batcher.batch(i), phase, step)
             times.append(time.perf_counter() - t)
         step_s = statistics.median(times) / steps
         phases[phase] = {
@@ -81,14 +89,16 @@ def measure(name: str, steps: int, repeats: int) -> dict:
         "batch_size": cfg.train.batch_size,
         "phases": phases,
         "train_minutes": round(sum(p["minutes"] for p in phases.values()), 2),
-        "baseline_step_ms": round(baseline_step_s(cfg, train, steps, repeats) * 1000, 2),
+        "precision": precision,
+        "channels_last": tc.channels_last,
+        "baseline_step_ms": round(baseline_step_s(cfg, train, steps, repeats, precision) * 1000, 2),
     }
 
 
-def baseline_step_s(cfg, train, steps: int, repeats: int) -> float:  # type: ignore[no-untyped-def]
+def baseline_step_s(cfg, train, steps: int, repeats: int, precision: str) -> float:  # type: ignore[no-untyped-def]
     """Seconds per step of the equal-time DCGAN baseline (benchmarks/baseline.py) on the same
-    data, timed the same way, so that ``baseline.py --equal-time`` can turn the demo's minutes
-    into the baseline's steps."""
+    data, timed the same way and in the demo's precision and memory layout, so that
+    ``baseline.py --equal-time`` can turn the demo's minutes into the baseline's steps."""
     import torch
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -99,7 +109,11 @@ def baseline_step_s(cfg, train, steps: int, repeats: int) -> float:  # type: ign
     kind, dim, _ = baseline.demo_conditioning(cfg, train)
     torch.manual_seed(0)
     g, d = baseline.build_networks(train.shape, kind, dim)
-    step = baseline.step_function(g, d, baseline.Conditioner(kind, dim), 0, torch.device("cpu"))
+    if cfg.train.channels_last:
+        g.to(memory_format=torch.channels_last)
+        d.to(memory_format=torch.channels_last)
+    cond = baseline.Conditioner(kind, dim)
+    step = baseline.step_function(g, d, cond, 0, torch.device("cpu"), precision)
     batcher = Batcher(train, baseline.BATCH, 0)
     for i in range(3):  # warm-up
         step(batcher.batch(i))

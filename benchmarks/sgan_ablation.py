@@ -64,6 +64,10 @@ def run_one(name: str, variant: tuple[str, list[str]], steps: int, seed: int, ou
             "train.checkpoint_every=0",
             "model.encoder.pretrain_epochs=4",
             "eval.n=2000",
+            # the settings the stored table was trained with (before the speed defaults)
+            "train.precision=fp32",
+            "train.channels_last=false",
+            "train.fused_optimizers=false",
         ]
     )
     cfg = load_config(config, overrides)

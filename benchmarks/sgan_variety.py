@@ -122,6 +122,23 @@ LEVERS: dict[str, tuple[list[str], str]] = {
         "warm-up, 1,800 independent steps and no joint phase (SGAN-no-joint)",
     ),
 }
+# Every lever above was trained in fp32 with NCHW weights and for-each Adam steps, the
+# defaults of its day; the speed defaults (study 3) are levers of their own below.
+FP32 = ["train.precision=fp32", "train.channels_last=false", "train.fused_optimizers=false"]
+LEVERS = {k: ([*FP32, *o], desc) for k, (o, desc) in LEVERS.items()}
+FAST = ["train.precision=bf16", "train.channels_last=true", "train.fused_optimizers=true"]
+LEVERS |= {
+    "fast-1000+600": (
+        [*SHORT, "model.feature_rounds=10", *FAST],
+        "the demo's schedule (10 fc3-level rounds, 1,000 + 600 steps) under the speed "
+        "defaults: bf16 autocast, NHWC weights, fused Adam",
+    ),
+    "fast-2000+1200": (
+        ["train.ema_warmup=true", "train.phases.independent=2000", "train.phases.joint=1200"]
+        + ["model.feature_rounds=10", *FAST],
+        "twice the demo's steps under the speed defaults (about the old demo's minutes)",
+    ),
+}
 
 METRICS = ["acc", "fid", "prdc"]
 

@@ -104,19 +104,15 @@ def measure(name: str, steps: int, repeats: int, overrides: list[str], tag: str 
     from ganstack.data import Batcher
     from ganstack.models import DataInfo, build_model
     from ganstack.models.base import Step
-    from ganstack.train.precision import step_autocast
+    from ganstack.train.precision import apply_levers, resolve_precision, step_autocast
 
     torch.manual_seed(0)
     cfg = load_config(name, overrides)
     train, data = training_data(cfg)
     model = build_model(cfg.model, DataInfo.of(train))
-    bf16 = cfg.train.precision == "bf16"
-    if cfg.train.channels_last:  # the speed levers, as the trainer applies them
-        model.to(memory_format=torch.channels_last)
-    if cfg.train.fused_optimizers:
-        from ganstack.train.trainer import fuse_optimizers
-
-        fuse_optimizers(model.optimizers.values())
+    # the speed settings, as the trainer applies them (precision auto: as this CPU decides)
+    bf16 = resolve_precision(cfg.train.precision, torch.device("cpu")) == "bf16"
+    apply_levers(model, cfg.train.channels_last, cfg.train.fused_optimizers)
     batcher = Batcher(train, cfg.train.batch_size, 0)
     phases = [p for p, s in cfg.train.phases.items() if s > 0]
     phase = phases[-1]  # the last phase (SGAN: joint) exercises every level

@@ -52,7 +52,7 @@ def apply(model, variant: str) -> None:  # type: ignore[no-untyped-def]
     """The levers as the trainer applies them (train.channels_last, train.fused_optimizers)."""
     import torch
 
-    from ganstack.train.trainer import fuse_optimizers
+    from ganstack.train.precision import fuse_optimizers
 
     if "channels_last" in variant:
         model.to(memory_format=torch.channels_last)
@@ -90,9 +90,63 @@ def build(  # type: ignore[no-untyped-def]
     return model, Batcher(train, cfg.train.batch_size, 0), phase, cfg.train.batch_size
 
 
+# `python benchmarks/speed_ab.py demos`: every CPU demo's phases that take its time, with the
+# speed defaults against the fp32 NCHW for-each-Adam step that every demo trained with before.
+DEMO_PHASES = [
+    ("sgan-mnist", "independent"),
+    ("sgan-mnist", "joint"),
+    ("stackgan-v1-shapes", "stage1"),
+    ("stackgan-v1-shapes", "stage2"),
+    ("stackgan-v2-shapes", "joint"),
+    ("s2gan-rooms", "structure"),
+    ("s2gan-rooms", "style"),
+    ("lapgan-mnist", "independent"),
+    ("lapgan-shapes", "independent"),
+    ("hdgan-shapes", "joint"),
+    ("dcgan-mnist", "train"),
+    ("dcgan-shapes", "train"),
+]
+DEMO_VARIANTS = ["base", "bf16+fused", "channels_last+bf16+fused"]
+
+
+def demos_table() -> str:
+    """The Markdown table of the ``demos`` sweep's result files."""
+    lines = [
+        "| config | phase | fp32 step ms | bf16 + fused Adam | + NHWC (channels_last) | CPU |",
+        "|---|---|---|---|---|---|",
+    ]
+    for config, phase in DEMO_PHASES:
+        path = RESULTS / f"speed_ab_default-{config}-{phase}.json"
+        if not path.exists():
+            continue
+        d = json.loads(path.read_text())
+        v = d["variants"]
+        ratios = [f"{v[k]['ratio_to_base']:.2f}" if k in v else "–" for k in DEMO_VARIANTS[1:]]
+        lines.append(
+            f"| {config} | {phase} | {v['base']['step_ms']:.0f} | {' | '.join(ratios)} "
+            f"| {d.get('cpu', '?')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run_demos(steps: int, repeats: int) -> None:
+    import subprocess
+
+    for config, phase in DEMO_PHASES:
+        cmd = [sys.executable, __file__, config, "--phase", phase, "--variants", *DEMO_VARIANTS]
+        cmd += ["--steps", str(steps), "--repeats", str(repeats)]
+        subprocess.run([*cmd, "--out", f"speed_ab_default-{config}-{phase}"], check=True)
+    (RESULTS / "speed_ab_default.md").write_text(demos_table())
+    print(demos_table())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("config")
+    ap.add_argument(
+        "config",
+        help="a config, or 'demos': every CPU demo's main phases, base against the speed "
+        "defaults (writes speed_ab_default-CONFIG-PHASE.json and speed_ab_default.md)",
+    )
     ap.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, type=variant_name)
     ap.add_argument("--steps", type=int, default=3, help="steps per timed run")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per variant")
@@ -100,8 +154,12 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     ap.add_argument("--out", help="result file name, without .json (default: speed_ab-CONFIG)")
     args = ap.parse_args()
+    if args.config == "demos":
+        run_demos(args.steps, args.repeats)
+        return
     import torch
 
+    from ganstack.environment import cpu_name
     from ganstack.models.base import Step
     from ganstack.train.precision import step_autocast
 
@@ -142,6 +200,7 @@ def main() -> None:
         "steps_per_run": args.steps,
         "repeats": args.repeats,
         "threads": torch.get_num_threads(),
+        "cpu": cpu_name(),
         "variants": rows,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ def _train(tmp_path, name: str, *extra: str) -> Trainer:
 
 
 def test_levers_keep_the_losses_and_weights(tmp_path):
-    base = _train(tmp_path, "base")
+    base = _train(tmp_path, "base", "train.fused_optimizers=false")
     fast = _train(tmp_path, "fast", "train.channels_last=true", "train.fused_optimizers=true")
     conv = fast.model.D[0].trunk[1][0].weight  # (the first has 1 input channel)
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
@@ -51,6 +51,7 @@ def test_levers_keep_the_losses_and_weights(tmp_path):
         if k.startswith("model/"):
             assert float((wa[k] - wb[k]).abs().max()) <= 2.5e-3, k
     assert base.cfg.train.channels_last is False
+    assert not any(g["fused"] for o in base.model.optimizers.values() for g in o.param_groups)
 
 
 def test_bf16_autocast_on_a_cpu_trains(tmp_path, tiny_overrides):

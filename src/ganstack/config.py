@@ -155,10 +155,12 @@ class TrainConfig:
     # pretraining starts from the loaded encoder; model.encoder.pretrain_epochs=0 keeps it).
     # The run starts at step 0; --resume continues from the run's own checkpoints.
     init_from: str | None = None
-    # CPU speed levers (benchmarks/speed_ab.py measures them per config): keep weights and conv
-    # activations in NHWC memory layout; use the optimizers' fused single-kernel step.
+    # Speed levers (benchmarks/speed_ab.py measures them per config; docs/speed.md): keep
+    # weights and conv activations in NHWC memory layout (faster for most convolutional
+    # models on a CPU, slower for StackGAN-v2: a config's choice); use the optimizers' fused
+    # single-kernel step (Adam, AdamW, SGD; never slower in the measurements, so the default).
     channels_last: bool = False
-    fused_optimizers: bool = False
+    fused_optimizers: bool = True
     # A NaN/Inf loss: "stop" raises an error naming the loss and step (no checkpoint is written
     # after it); "rollback" reloads the newest checkpoint, multiplies every learning rate by
     # nan_lr_factor (kept in later checkpoints, so --resume keeps it) and goes on, at most

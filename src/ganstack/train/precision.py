@@ -1,5 +1,5 @@
-"""Mixed precision of the training step: what ``train.precision=auto`` picks, and the autocast
-context every step (and the speed benchmarks) run under."""
+"""The speed settings of a run: what ``train.precision=auto`` picks, the autocast context every
+step (and the speed benchmarks) run under, and the memory-layout and fused-optimizer levers."""
 
 from __future__ import annotations
 
@@ -34,3 +34,21 @@ def step_autocast(device_type: str, precision: str) -> Any:
     if precision != "bf16":
         raise ValueError(f"unknown precision {precision!r}")
     return torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=False)
+
+
+def fuse_optimizers(optimizers: Any) -> None:
+    """Switch optimizers that have a fused implementation (Adam, AdamW, SGD) to it."""
+    for opt in optimizers:
+        if "fused" not in opt.defaults:
+            continue
+        for group in opt.param_groups:
+            group["fused"], group["foreach"] = True, False
+
+
+def apply_levers(model: torch.nn.Module, channels_last: bool, fused: bool) -> None:
+    """``train.channels_last`` and ``train.fused_optimizers`` on a built model (whose
+    ``optimizers`` hold its optimizers), as the trainer applies them."""
+    if channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if fused:
+        fuse_optimizers(model.optimizers.values())  # type: ignore[operator]

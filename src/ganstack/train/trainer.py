@@ -52,7 +52,7 @@ from ganstack.models import DataInfo, StackModel, build_model
 from ganstack.models.base import Step
 from ganstack.train import checkpoint as ckpt
 from ganstack.train import distributed, init_from
-from ganstack.train.precision import resolve_precision, step_autocast
+from ganstack.train.precision import apply_levers, resolve_precision, step_autocast
 from ganstack.viz import plot_curves, save_grid
 
 log = logging.getLogger("ganstack")
@@ -132,15 +132,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def fuse_optimizers(optimizers: Any) -> None:
-    """Switch optimizers that have a fused implementation (Adam, AdamW, SGD) to it."""
-    for opt in optimizers:
-        if "fused" not in opt.defaults:
-            continue
-        for group in opt.param_groups:
-            group["fused"], group["foreach"] = True, False
 
 
 class Trainer:
@@ -235,10 +226,7 @@ class Trainer:
             del source
             if self.dist.is_main:
                 log.info("%s", init_from.summary(self.init_report))
-        if tc.channels_last:
-            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        if tc.fused_optimizers:
-            fuse_optimizers(self.model.optimizers.values())
+        apply_levers(self.model, tc.channels_last, tc.fused_optimizers)
         # The rates each parameter group was built with: what a model's schedule (lr,
         # momentum) returning None means. Recorded before a checkpoint overwrites them.
         self._base_hyper = {
