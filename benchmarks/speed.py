@@ -19,9 +19,12 @@ Writes ``benchmarks/results/speed.json``, ``speed.md`` (``--out`` names them) an
 of the top operators of a training step of each config (``profile-CONFIG.txt``). Run it on an
 otherwise idle machine: another process on the same cores changes every figure.
 
-``--set KEY=VALUE`` overrides each config (as on the command line of ``ganstack train``). With
-``train.precision=bf16`` the step runs under bfloat16 autocast, and the bf16 matmul peak is
-measured too. ``--tag`` names the profile files (``profile-CONFIG-TAG.txt``).
+``--set KEY=VALUE`` overrides each config (as on the command line of ``ganstack train``).
+Each config trains with its own speed settings as the trainer applies them on this CPU
+(``train.precision``, where ``auto`` means bf16 on a CPU with native bf16; ``channels_last``;
+``fused_optimizers``), and the row records the precision used. A bf16 step runs under
+bfloat16 autocast, and the bf16 matmul peak is measured too: its fraction is the one that
+matches the precision. ``--tag`` names the profile files (``profile-CONFIG-TAG.txt``).
 """
 
 from __future__ import annotations
@@ -177,6 +180,7 @@ def measure(name: str, steps: int, repeats: int, overrides: list[str], tag: str 
         "config": name,
         "model": cfg.model.name,
         "phase_timed": phase,
+        "precision": "bf16" if bf16 else "fp32",
         "data": data,
         "batch_size": cfg.train.batch_size,
         "train_images_per_s": round(cfg.train.batch_size / step_s, 1),

@@ -1,31 +1,36 @@
 """Side-by-side speed of CPU levers on one config's training step, in one process.
 
     python benchmarks/speed_ab.py stackgan-v2-shapes
-    python benchmarks/speed_ab.py sgan-mnist --variants base channels_last fused --repeats 7
+    python benchmarks/speed_ab.py sgan-mnist --phase independent --variants base bf16+fused
+    python benchmarks/speed_ab.py demos          # every CPU demo: fp32 against the defaults
 
-Each variant is a freshly built model (same seed) with one lever applied:
+Each variant is a freshly built model (same seed) with its levers applied, whatever the
+config's own ``train:`` speed settings say:
 
-- ``base``: as the library trains it by default;
+- ``base``: fp32, NCHW weights, the optimizers' for-each step (what every demo trained with
+  before the speed defaults);
 - ``channels_last``: every weight (and so every conv activation) in NHWC memory layout
   (``train.channels_last``);
-- ``fused``: the optimizers' fused (single-kernel) step instead of the for-each one
-  (``train.fused_optimizers``);
-- ``channels_last+fused``: both;
+- ``fused``: the optimizers' fused (single-kernel) step (``train.fused_optimizers``);
 - ``bf16``: the step under bfloat16 autocast (``train.precision=bf16``; on a CPU with
   AVX512-BF16 or AMX, oneDNN runs convolutions and matmuls in bf16). Lower precision: a
-  speed figure, not a claim that training quality is unchanged.
+  speed figure, not a claim that training quality is unchanged;
+- ``compile``: ``torch.compile`` of each network (every module in one of the model's
+  ModuleLists);
+- levers joined by ``+`` combine, e.g. ``channels_last+bf16+fused``.
 
 The timed runs interleave the variants (base, A, B, base, A, B, ...), so a load that comes and
 goes on the machine slows them alike, and the ratios stay meaningful where absolute figures do
 not. Prints and writes ``benchmarks/results/speed_ab-CONFIG.json`` with the median step time of
-each variant and its ratio to ``base`` (below 1: faster). Paper configs whose files are absent
-train on random data of their size, as in ``speed.py``.
+each variant and its ratio to ``base`` (below 1: faster), and the CPU. Paper configs whose
+files are absent train on random data of their size, as in ``speed.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import sys
 import time
@@ -178,16 +183,20 @@ def main() -> None:
     for v in args.variants:
         run(v, 2)  # warm-up
     times: dict[str, list[float]] = {v: [] for v in args.variants}
+    faults: dict[str, list[int]] = {v: [] for v in args.variants}  # minor page faults
     for _ in range(args.repeats):
         for v in args.variants:
+            f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t = time.perf_counter()
             run(v, args.steps)
             times[v].append((time.perf_counter() - t) / args.steps)
+            faults[v].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f)
     base = statistics.median(times["base"])
     rows = {
         v: {
             "step_ms": round(statistics.median(t) * 1000, 2),
             "ratio_to_base": round(statistics.median(t) / base, 3),
+            "minor_faults_per_step": round(statistics.median(faults[v]) / args.steps),
             "runs_ms": [round(x * 1000, 1) for x in t],
         }
         for v, t in times.items()
@@ -208,7 +217,10 @@ def main() -> None:
         json.dumps(out, indent=1)
     )
     for v, r in rows.items():
-        print(f"{args.config} {v}: {r['step_ms']} ms a step, {r['ratio_to_base']:.3f} x base")
+        print(
+            f"{args.config} {v}: {r['step_ms']} ms a step, {r['ratio_to_base']:.3f} x base, "
+            f"{r['minor_faults_per_step']:,} minor page faults a step"
+        )
 
 
 if __name__ == "__main__":

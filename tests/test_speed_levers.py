@@ -132,3 +132,30 @@ def test_cpu_native_bf16_reads_the_cpu_flags(monkeypatch):
     assert cpu_native_bf16() is False
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     assert cpu_native_bf16() is True
+
+
+def test_gpu_check_times_a_demo_on_the_cpu():
+    """benchmarks/gpu_check.py (the prepared script for a session with a GPU) runs its checks
+    on a CPU too: a demo's step is timed under the precision asked for, and a failed check
+    is reported in the table instead of stopping the run."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("ganstack_benchmark_gpu_check", path)
+    assert spec is not None and spec.loader is not None
+    gpu_check = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = gpu_check
+    spec.loader.exec_module(gpu_check)
+    assert not any(c["kind"] == "paper" for c in gpu_check.checks(quick=True))
+    assert {c["config"] for c in gpu_check.checks(quick=False)} >= {"stackgan-v2-birds"}
+    row = gpu_check.time_step(
+        {"kind": "demo", "config": "dcgan-mnist", "precision": "fp32"}, "cpu", 1, 1
+    )
+    assert row["precision_used"] == "fp32" and row["step_ms"] > 0 and row["peak_memory_mib"] > 0
+    failed = {"kind": "paper", "config": "stackgan-v2-birds", "precision": "auto", "error": "OOM"}
+    text = gpu_check.table(
+        {"device": "cpu", "steps": 1, "repeats": 1, "environment": {}, "checks": [row, failed]}
+    )
+    assert "| demo | dcgan-mnist | fp32 |" in text and "failed: 'OOM'" in text
