@@ -143,6 +143,11 @@ LEVERS |= {
         + ["model.feature_rounds=10", *FAST],
         "1,800 + 1,100 steps under the speed defaults (what fits the old demo's minutes)",
     ),
+    "fast-nojoint-2900": (
+        ["train.ema_warmup=true", "train.phases.independent=2900", "train.phases.joint=0"]
+        + ["model.feature_rounds=10", *FAST],
+        "the demo's 2,900 steps all in the independent phase (SGAN-no-joint), speed defaults",
+    ),
 }
 
 METRICS = ["acc", "fid", "prdc"]
