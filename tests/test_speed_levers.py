@@ -34,7 +34,7 @@ def _train(tmp_path, name: str, *extra: str) -> Trainer:
 
 
 def test_levers_keep_the_losses_and_weights(tmp_path):
-    base = _train(tmp_path, "base", "train.fused_optimizers=false")
+    base = _train(tmp_path, "base", "train.fused_optimizers=false", "train.channels_last=false")
     fast = _train(tmp_path, "fast", "train.channels_last=true", "train.fused_optimizers=true")
     conv = fast.model.D[0].trunk[1][0].weight  # (the first has 1 input channel)
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()

@@ -443,6 +443,19 @@ def _load_fd(fd: int) -> dict[str, torch.Tensor]:
     return load(b"".join(chunks))
 
 
+def _match_layouts(opt: torch.optim.Optimizer) -> None:
+    """Give each loaded optimizer state tensor its parameter's memory layout. A checkpoint
+    stores them contiguous; with NHWC weights (train.channels_last) the states of an
+    uninterrupted run are NHWC, and the fused Adam step rounds differently on the two
+    layouts, so a resumed run would drift from the uninterrupted one in the last bits."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            state = opt.state.get(p, {})
+            for k, v in state.items():
+                if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                    state[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+
+
 def restore(
     record: dict,
     tensors: dict[str, torch.Tensor],
@@ -485,6 +498,7 @@ def restore(
                 if key not in saved:
                     raise CheckpointError(f"checkpoint has no state for optimizer '{name}'")
                 opt.load_state_dict(_join_optimizer(key, saved[key], tensors))
+                _match_layouts(opt)
         if rng:
             _set_rng_state(tensors, record["rng"])
     except (
