@@ -114,7 +114,7 @@ def measure(name: str, steps: int, repeats: int, overrides: list[str], tag: str 
     train, data = training_data(cfg)
     model = build_model(cfg.model, DataInfo.of(train))
     # the speed settings, as the trainer applies them (precision auto: as this CPU decides)
-    bf16 = resolve_precision(cfg.train.precision, torch.device("cpu")) == "bf16"
+    precision = resolve_precision(cfg.train.precision, torch.device("cpu"))
     apply_levers(model, cfg.train.channels_last, cfg.train.fused_optimizers)
     batcher = Batcher(train, cfg.train.batch_size, 0)
     phases = [p for p, s in cfg.train.phases.items() if s > 0]
@@ -126,7 +126,7 @@ def measure(name: str, steps: int, repeats: int, overrides: list[str], tag: str 
     def run(k: int) -> None:
         nonlocal step
         for _ in range(k):
-            with step_autocast("cpu", "bf16" if bf16 else "fp32"):
+            with step_autocast("cpu", precision):
                 model.train_step(
                     batcher.batch(step),
                     phase,
@@ -161,7 +161,7 @@ def measure(name: str, steps: int, repeats: int, overrides: list[str], tag: str 
     # stays near the training step's instead of growing with the image size.
     side = max(model.info.shape[-1], 1)
     sample_batch = max(10, min(500, 500 * 64 * 64 // (side * side)))
-    with step_autocast("cpu", "bf16" if bf16 else "fp32"):
+    with step_autocast("cpu", precision):
         model.sample(100, batch_size=sample_batch)
         t = time.perf_counter()
         model.sample(n_sample, batch_size=sample_batch)
@@ -169,7 +169,7 @@ def measure(name: str, steps: int, repeats: int, overrides: list[str], tag: str 
     peak = matmul_peak()
     achieved = flops / step_s / 1e9
     extra = {}
-    if bf16:
+    if precision == "bf16":
         bf16_peak = matmul_peak(dtype="bfloat16")
         extra = {
             "bf16_matmul_peak_gflop_s": round(bf16_peak, 1),
@@ -180,7 +180,7 @@ def measure(name: str, steps: int, repeats: int, overrides: list[str], tag: str 
         "config": name,
         "model": cfg.model.name,
         "phase_timed": phase,
-        "precision": "bf16" if bf16 else "fp32",
+        "precision": precision,
         "data": data,
         "batch_size": cfg.train.batch_size,
         "train_images_per_s": round(cfg.train.batch_size / step_s, 1),
