@@ -237,6 +237,39 @@ def test_style_mode_seeking_term_is_the_papers_ratio_and_moves_g(rooms, fcn_weig
     assert any(not torch.equal(off[k], on[k]) for k in off if k.endswith("weight"))
 
 
+def test_structure_anti_collapse_options(rooms):
+    """The mode-seeking term adds a ratio and changes only G_struct's update; the minibatch-std
+    feature makes D_struct's score depend on the batch's spread (a collapsed batch of one map
+    repeated scores otherwise than that map alone would among varied maps)."""
+
+    def step(**kw) -> tuple[S2GAN, dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        m = S2GAN(_small(skip_rule=False, adam_warmup=False, **kw), INFO)
+        m.enter_phase("structure", fresh=True)
+        torch.manual_seed(1)
+        return m, m.train_step(_batch(rooms), "structure", Step(phase="structure"))
+
+    off, off_logs = step()
+    on, on_logs = step(struct_mode_seeking=1.0)
+    assert "g_struct_ms_ratio" not in off_logs
+    assert 0 < float(on_logs["g_struct_ms_ratio"]) < 10
+    assert torch.equal(off_logs["d_struct_real"], on_logs["d_struct_real"])
+    assert torch.equal(off_logs["g_struct_adv"], on_logs["g_struct_adv"])
+    g_off, g_on = off.G_struct.state_dict(), on.G_struct.state_dict()
+    assert any(not torch.equal(g_off[k], g_on[k]) for k in g_off if k.endswith("weight"))
+
+    mb, _ = step(struct_minibatch_std=True)
+    d = mb.D_struct.eval()
+    varied = torch.nn.functional.normalize(torch.randn(8, 3, 16, 16), dim=1)
+    same = varied[:1].expand(8, -1, -1, -1)
+    with torch.no_grad():
+        alone = d(varied)[0]  # map 0 among varied maps
+        repeated = d(same)[0]  # map 0 in a batch of copies of itself
+    assert not torch.allclose(alone, repeated)
+    with torch.no_grad():  # without the feature, a map's score does not depend on its batch
+        assert torch.allclose(off.D_struct.eval()(varied)[0], off.D_struct(same)[0])
+
+
 def test_joint_phase_couples_the_structure_gan(rooms):
     def struct_after(**kw) -> dict[str, torch.Tensor]:
         torch.manual_seed(0)

@@ -71,7 +71,16 @@ from ganstack.data.base import ImageDataset
 from ganstack.data.rooms import decode_normals
 from ganstack.errors import ConfigError, GanstackError
 from ganstack.models.base import DataInfo, LogFn, StackModel, Step, Tensors
-from ganstack.nn import bn_state, frozen, init_normal_, resize, scale_grad, to_signed, to_unit
+from ganstack.nn import (
+    MinibatchStd,
+    bn_state,
+    frozen,
+    init_normal_,
+    resize,
+    scale_grad,
+    to_signed,
+    to_unit,
+)
 from ganstack.ranges import NonNegFloat, PosFloat, PosInt, Range, Unit
 from ganstack.registry import count_tag
 
@@ -93,6 +102,9 @@ class S2GANConfig:
     z_struct: PosInt = 100  # Structure-GAN noise (code: 100, U(-1, 1))
     z_style: PosInt = 100  # Style-GAN noise (code: 100, U(-1, 1))
     width: Width = 1.0  # channel multiplier of the four GAN networks (1 = the official tables)
+    # channel multiplier of the Style-GAN's G and D alone (0: model.width); a ganstack option
+    # for CPU demos, whose small Structure-GAN renders cheaply but whose Style-GAN needs room
+    style_width: Annotated[float, Range(ge=0, le=MAX_WIDTH, note="0: model.width")] = 0.0
     # Conv init N(0, init_std) (code: 0.02). With width < 1 the std is divided by sqrt(width),
     # so narrow networks keep the official activation scale (std x sqrt(fan-in)); at width 1
     # this is the code's init. Without it a width-0.125 D starts with vanishing gradients.
@@ -120,6 +132,14 @@ class S2GANConfig:
     # on a second rendering of the batch's normals with other noise, so that the style noise
     # changes the image. 0 = off (code and paper; a ganstack option, one more G pass a step).
     style_mode_seeking: NonNegFloat = 0.0
+    # The same term for the Structure-GAN in the structure phase: weight / (mean |G(z1) -
+    # G(z2)| / mean |z1 - z2| + 1e-5), so that different noise gives different normal maps.
+    # 0 = off (code and paper; a ganstack option against collapse of small Structure-GANs).
+    struct_mode_seeking: NonNegFloat = 0.0
+    # A minibatch-stddev feature before D_struct's linear layer (Karras et al., ICLR 2018):
+    # a batch of near-identical fake maps becomes easy to tell from a varied real batch.
+    # Off in the code and paper; a ganstack option against collapse of small Structure-GANs.
+    struct_minibatch_std: bool = False
     # BN of the frozen FCN inside the Style-GAN loss: "batch" statistics (code) or "eval".
     fcn_bn: Literal["batch", "eval"] = "batch"
     # share of the Style-GAN gradient G_struct gets (lamda0)
@@ -328,11 +348,22 @@ def _disc_trunk(
 class StructureDiscriminator(nn.Module):
     """D_struct (structure-gan/train.lua): normals at ``size`` -> one logit. No batch norm."""
 
-    def __init__(self, size: int, width: float, dropout: float, spatial_dropout: float) -> None:
+    def __init__(
+        self,
+        size: int,
+        width: float,
+        dropout: float,
+        spatial_dropout: float,
+        minibatch_std: bool = False,
+    ) -> None:
         super().__init__()
         self.trunk = _disc_trunk(3, width, (2, 1, 2, 2), spatial_dropout)
+        features = _ch(128, width) * (size // 8) ** 2
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Dropout(dropout), nn.Linear(_ch(128, width) * (size // 8) ** 2, 1)
+            nn.Flatten(),
+            *([MinibatchStd()] if minibatch_std else []),
+            nn.Dropout(dropout),
+            nn.Linear(features + int(minibatch_std), 1),
         )
 
     def forward(self, n: torch.Tensor) -> torch.Tensor:
@@ -465,10 +496,17 @@ class S2GAN(StackModel):
         std = cfg.init_std / math.sqrt(min(wd, 1.0))
         self.G_struct = _init(StructureGenerator(cfg.z_struct, ns, wd), std)
         self.D_struct = _init(
-            StructureDiscriminator(ns, wd, cfg.d_dropout, cfg.d_spatial_dropout), std
+            StructureDiscriminator(
+                ns, wd, cfg.d_dropout, cfg.d_spatial_dropout, cfg.struct_minibatch_std
+            ),
+            std,
         )
-        self.G_style = _init(StyleGenerator(cfg.z_style, h, wd), std)
-        self.D_style = _init(StyleDiscriminator(h, wd, cfg.d_dropout, cfg.d_spatial_dropout), std)
+        sw = cfg.style_width or wd
+        style_std = cfg.init_std / math.sqrt(min(sw, 1.0))
+        self.G_style = _init(StyleGenerator(cfg.z_style, h, sw), style_std)
+        self.D_style = _init(
+            StyleDiscriminator(h, sw, cfg.d_dropout, cfg.d_spatial_dropout), style_std
+        )
         # The code's FCN init is N(0, 0.01), scaled the same way.
         self.fcn = _init(
             FCN(cfg.fcn_arch, cfg.classes, cfg.fcn_width, cfg.fcn_upsample, self.fcn_size),
@@ -667,18 +705,22 @@ class S2GAN(StackModel):
         if upd_d:
             self.optimize(d_loss, ["D_struct"])
         # ---- G: a whole batch of fresh fakes
+        logs = {"d_struct_real": err_r.detach(), "d_struct_fake": err_f.detach()}
         with frozen(self.D_struct):
-            fake = self.G_struct(self._z(b, cfg.z_struct))
+            z = self._z(b, cfg.z_struct)
+            fake = self.G_struct(z)
             g_loss = F.softplus(-self.D_struct(fake)).mean()
+            logs["g_struct_adv"] = g_loss.detach()
+            if cfg.struct_mode_seeking > 0:
+                z2 = self._z(b, cfg.z_struct)
+                ratio = (fake - self.G_struct(z2)).abs().mean() / (z - z2).abs().mean()
+                g_loss = g_loss + cfg.struct_mode_seeking / (ratio + 1e-5)
+                logs["g_struct_ms_ratio"] = ratio.detach()
             if upd_g:
                 self.optimize(g_loss, ["G_struct"])
-        return {
-            "d_struct_real": err_r.detach(),
-            "d_struct_fake": err_f.detach(),
-            "g_struct_adv": g_loss.detach(),
-            "skip_d": torch.tensor(float(not upd_d)),
-            "skip_g": torch.tensor(float(not upd_g)),
-        }
+        logs["skip_d"] = torch.tensor(float(not upd_d))
+        logs["skip_g"] = torch.tensor(float(not upd_g))
+        return logs
 
     def _fcn_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         n = self.cfg.fcn_batch_size or len(batch["images"])
