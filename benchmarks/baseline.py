@@ -605,7 +605,8 @@ def training_budget(args: argparse.Namespace, name: str) -> tuple[float | None, 
         (
             f"equal time: the demo's {minutes} min of training steps at this "
             f"recipe's {row['baseline_step_ms']} ms per step, both timed side by side by "
-            f"benchmarks/demo_time.py ({timing.get('cpu')}, {timing.get('threads')} thread(s))"
+            f"benchmarks/demo_time.py ({row.get('cpu', timing.get('cpu'))}, "
+            f"{row.get('threads', timing.get('threads'))} thread(s))"
         ),
     )
 

@@ -15,7 +15,8 @@ a minute to a demo (more the first time, when the evaluation's classifiers are t
 cached). Steps on fresh weights cost what steps on trained ones do (the same operations on the
 same shapes). Run it on an otherwise idle machine.
 
-Writes ``benchmarks/results/demo_time.json`` and ``demo_time.md``.
+Writes ``benchmarks/results/demo_time.json`` and ``demo_time.md``: the configs measured replace
+their rows, the other rows are kept; each row records the CPU and thread count it was timed on.
 """
 
 from __future__ import annotations
@@ -126,21 +127,35 @@ def baseline_step_s(cfg, train, steps: int, repeats: int, precision: str) -> flo
     return statistics.median(times) / steps
 
 
+def merge(old: dict | None, rows: list[dict]) -> dict:
+    """The stored results with ``rows`` in place of the rows of their configs (rows from
+    before rows carried their CPU take the file's)."""
+    kept = []
+    for r in (old or {}).get("configs", []):
+        r.setdefault("cpu", old.get("cpu"))
+        r.setdefault("threads", old.get("threads"))
+        kept.append(r)
+    new = {r["config"]: r for r in rows}
+    merged = [new.pop(r["config"], r) for r in kept] + list(new.values())
+    return {"configs": merged}
+
+
 def table(results: dict) -> str:
     lines = [
-        f"Machine: {results['cpu']}, {results['threads']} torch threads; median of "
-        f"{results['repeats']} x {results['steps']} steps per phase. Estimated minutes of "
-        f"the training steps alone (`python benchmarks/demo_time.py`).",
+        "Median of 3 x 10 steps per phase (`--repeats` x `--steps`). Estimated minutes of "
+        "the training steps alone (`python benchmarks/demo_time.py CONFIG`); each row on its "
+        "own machine and thread count.",
         "",
         "| config | phases (steps x ms) | training minutes | DCGAN baseline ms/step "
-        "| baseline steps in the same minutes |",
-        "|---|---|---|---|---|",
+        "| baseline steps in the same minutes | machine |",
+        "|---|---|---|---|---|---|",
     ]
     for r in results["configs"]:
         ph = ", ".join(f"{p} {v['steps']:,} x {v['step_ms']:.0f}" for p, v in r["phases"].items())
         ms = r.get("baseline_step_ms")
         base = f"{ms:.0f} | {round(r['train_minutes'] * 60_000 / ms):,}" if ms else "- | -"
-        lines.append(f"| `{r['config']}` | {ph} | {r['train_minutes']:.1f} | {base} |")
+        where = f"{r.get('cpu')}, {r.get('threads')} thread(s), {r.get('precision', 'fp32')}"
+        lines.append(f"| `{r['config']}` | {ph} | {r['train_minutes']:.1f} | {base} | {where} |")
     return "\n".join(lines) + "\n"
 
 
@@ -160,6 +175,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         print(json.dumps(measure(args.child, args.steps, args.repeats)))
         return
+    from ganstack.environment import cpu_name
+
     out = []
     for name in args.configs or DEMOS:
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
@@ -184,16 +201,9 @@ def main() -> None:
             sys.exit(f"{name} failed:\n{res.stderr[-2000:]}")
         row = json.loads(res.stdout.strip().splitlines()[-1])
         print(f"{name}: {row['train_minutes']:.1f} min {row['phases']}", flush=True)
-        out.append(row)
-    from ganstack.environment import cpu_name
-
-    results = {
-        "cpu": cpu_name(),
-        "threads": args.threads,
-        "steps": args.steps,
-        "repeats": args.repeats,
-        "configs": out,
-    }
+        out.append({**row, "cpu": cpu_name(), "threads": args.threads})
+    path = RESULTS / "demo_time.json"
+    results = merge(json.loads(path.read_text()) if path.exists() else None, out)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "demo_time.json").write_text(json.dumps(results, indent=1) + "\n")
     (RESULTS / "demo_time.md").write_text(table(results))

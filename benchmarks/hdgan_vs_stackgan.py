@@ -82,8 +82,9 @@ def budget(minutes: float | None) -> dict[str, dict]:
         }
     return {
         "minutes": minutes,
-        "cpu": timing.get("cpu"),
-        "threads": timing.get("threads"),
+        # every row of demo_time.json names its machine (older files: the file does)
+        "cpu": rows["stackgan-v2-shapes"].get("cpu", timing.get("cpu")),
+        "threads": rows["stackgan-v2-shapes"].get("threads", timing.get("threads")),
         "models": out,
     }
 

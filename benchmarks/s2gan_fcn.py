@@ -23,6 +23,13 @@ Measures, on the 500 held-out rooms:
 
 Writes benchmarks/results/s2gan_fcn.{json,md} and a figure s2gan_fcn.png (rows: held-out
 normals, their real images, the renderings with and without the constraint; first seed).
+
+    python benchmarks/s2gan_fcn.py --run runs/s2gan-rooms   # judge a trained run instead
+
+``--run`` judges a finished run (a whole S²-GAN, e.g. `ganstack train s2gan-rooms`) with the
+same independent judge (FCN seed 1000, ``--fcn-steps``): its renderings of held-out normal maps
+and its full chain (Structure-GAN normals, then the Style-GAN), on ``--n`` frames; prints the
+figures and writes them to RUN/judge.json.
 """
 
 from __future__ import annotations
@@ -137,8 +144,25 @@ def run_one(
     return res, figure
 
 
+def judge_run(run: Path, fcn_steps: int, n: int, keep: str | None) -> dict:
+    """The independent judge's normal consistency of a finished run (rendered and chain)."""
+    import ganstack
+    from ganstack.data import load_dataset
+    from ganstack.train.trainer import load_run_config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        judge = train_judge(0, fcn_steps, Path(keep or tmp) / "judge-0")
+        model = ganstack.load(run).model
+        _, held = load_dataset(load_run_config(run).data)
+        res = model.normal_consistency(held, n, seed=0, judge=judge, prefix="judge")
+    res = {k: round(v, 2) for k, v in res.items()}
+    (run / "judge.json").write_text(json.dumps({"fcn_steps": fcn_steps, "n": n, **res}, indent=1))
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", help="judge this finished run instead of training the variants")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--fcn-steps", type=int, default=500, help="FCN phase steps (demo: 500)")
     ap.add_argument(
@@ -154,6 +178,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
+    if args.run:
+        print(judge_run(Path(args.run), args.fcn_steps, args.n, args.keep))
+        return
     rows: dict[str, list[dict]] = {k: [] for k in VARIANTS}
     figure: list = []
     t0 = time.perf_counter()
