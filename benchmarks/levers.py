@@ -56,7 +56,29 @@ S2_NOW = [
     "train.phases.fcn=300",
     "train.phases.style=2500",
     "train.phases.joint=50",
+    # what the demo has changed since (the anti-collapse study, s2-wide-ms), pinned back
+    "model.width=0.125",
+    "model.style_width=0",
+    "model.skip_rule=true",
+    "model.struct_mode_seeking=0",
+    "train.precision=fp32",
 ]
+# The S²-GAN demo since the anti-collapse study (docs/s2gan.md, "Study 2")
+S2_WIDE_MS = [
+    *S2_NOW[:5],
+    "train.phases.style=1500",
+    "train.phases.joint=50",
+    "model.width=0.25",
+    "model.style_width=0.5",
+    "model.skip_rule=false",
+    "model.struct_mode_seeking=0.2",
+    "model.style_mode_seeking=0.2",
+    "train.precision=auto",
+]
+# The demos as bundled, under the speed defaults of issue 19 (bf16 autocast on CPUs with
+# native bf16, NHWC where benchmarks/speed_ab.py found it faster): their quality at bf16
+AUTO = ["train.precision=auto"]
+NHWC = [*AUTO, "train.channels_last=true"]
 V2_OLD = [*V1_OLD, "train.ema_warmup=false"]
 # name -> (config, overrides, what the lever is)
 LEVERS: dict[str, tuple[str, list[str], str]] = {
@@ -205,7 +227,28 @@ LEVERS: dict[str, tuple[str, list[str], str]] = {
         [*S2_NOW, "model.style_mode_seeking=5"],
         "as s2-nodrop32-ms at weight 5",
     ),
+    "s2-wide-ms": (
+        "s2gan-rooms",
+        S2_WIDE_MS,
+        "as s2-nodrop32 with the Structure-GAN's networks at width 1/4 and the Style-GAN's "
+        "at 1/2, mode-seeking terms (weight 0.2) on both generators, no skip rule, bf16 "
+        "where native; 1,500 Style-GAN steps to stay within 10 minutes",
+    ),
+    # the bundled demos under the speed defaults (issue 19)
+    "v2-demo-bf16": ("stackgan-v2-shapes", AUTO, "the v2 demo in bf16 (NCHW: faster here)"),
+    "v1-demo-bf16": ("stackgan-v1-shapes", NHWC, "the v1 demo in bf16, NHWC"),
+    "hd-demo-bf16": ("hdgan-shapes", NHWC, "the HDGAN demo in bf16, NHWC"),
+    "lm-demo-bf16": ("lapgan-mnist", NHWC, "the LAPGAN MNIST demo in bf16, NHWC"),
+    "ls-demo-bf16": ("lapgan-shapes", NHWC, "the LAPGAN shapes demo in bf16, NHWC"),
 }
+
+# Every lever before the speed defaults (issue 19) ran in fp32, as the demo configs then did;
+# those configs that have since moved to `train.precision: auto` must not change what the
+# older levers mean, so each of them pins fp32 unless it names a precision itself.
+SINCE_AUTO = {"s2-wide-ms", *(name for name in LEVERS if name.endswith("-bf16"))}
+for _name, (_config, _over, _what) in list(LEVERS.items()):
+    if _name not in SINCE_AUTO and not any(o.startswith("train.precision=") for o in _over):
+        LEVERS[_name] = (_config, [*_over, "train.precision=fp32"], _what)
 
 # What each family's table shows: (column, calibration row or "measures", key pattern).
 CAPTION = [

@@ -182,9 +182,13 @@ CONTRACTS: dict[str, Contract] = {
             "train.phases.style=2",
             "train.phases.joint=2",
             "train.ema=0.9",
-            # The demo's settings before its lever study, which the pins record.
+            # The demo's settings before its lever studies, which the pins record.
             "model.d_dropout=0.5",
             "model.d_spatial_dropout=0.2",
+            "model.style_width=0",
+            "model.skip_rule=true",
+            "model.struct_mode_seeking=0",
+            "model.style_mode_seeking=0",
             *_COMMON,
         ],
         stops=(3, 5),  # in "fcn", in "style"
