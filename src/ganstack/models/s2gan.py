@@ -185,6 +185,14 @@ def normalize(n: torch.Tensor) -> torch.Tensor:
     return n / (n * n).sum(1, keepdim=True).clamp_min(1e-20).sqrt()
 
 
+def mode_seeking_ratio(
+    fake: torch.Tensor, fake2: torch.Tensor, z: torch.Tensor, z2: torch.Tensor
+) -> torch.Tensor:
+    """Mao et al. (CVPR 2019), Eq. 3: mean |G(z) - G(z2)| / mean |z - z2|; its generator term
+    is weight / (ratio + 1e-5)."""
+    return (fake - fake2).abs().mean() / (z - z2).abs().mean()
+
+
 def angular_error_deg(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-pixel angle (degrees) between two normal maps (N, 3, H, W), normalised first."""
     cos = (normalize(pred) * normalize(target)).sum(1).clamp(-1.0, 1.0)
@@ -713,7 +721,7 @@ class S2GAN(StackModel):
             logs["g_struct_adv"] = g_loss.detach()
             if cfg.struct_mode_seeking > 0:
                 z2 = self._z(b, cfg.z_struct)
-                ratio = (fake - self.G_struct(z2)).abs().mean() / (z - z2).abs().mean()
+                ratio = mode_seeking_ratio(fake, self.G_struct(z2), z, z2)
                 g_loss = g_loss + cfg.struct_mode_seeking / (ratio + 1e-5)
                 logs["g_struct_ms_ratio"] = ratio.detach()
             if upd_g:
@@ -760,7 +768,7 @@ class S2GAN(StackModel):
             loss = adv
             if cfg.style_mode_seeking > 0:
                 z2 = self._z(b, cfg.z_style)
-                ratio = (fake - self.G_style(z2, c)).abs().mean() / (z - z2).abs().mean()
+                ratio = mode_seeking_ratio(fake, self.G_style(z2, c), z, z2)
                 loss = loss + cfg.style_mode_seeking / (ratio + 1e-5)
                 logs["g_style_ms_ratio"] = ratio.detach()
             if cfg.fcn_weight > 0:  # weight 0: the FCN is not even run (no gradient, no cost)
