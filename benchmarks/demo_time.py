@@ -142,9 +142,9 @@ def merge(old: dict | None, rows: list[dict]) -> dict:
 
 def table(results: dict) -> str:
     lines = [
-        "Median of 3 x 10 steps per phase (`--repeats` x `--steps`). Estimated minutes of "
-        "the training steps alone (`python benchmarks/demo_time.py CONFIG`); each row on its "
-        "own machine and thread count.",
+        "Median of `--repeats` timed runs of `--steps` steps per phase (3 x 10 unless a row "
+        "says otherwise). Estimated minutes of the training steps alone (`python "
+        "benchmarks/demo_time.py CONFIG`); each row on its own machine and thread count.",
         "",
         "| config | phases (steps x ms) | training minutes | DCGAN baseline ms/step "
         "| baseline steps in the same minutes | machine |",
@@ -155,6 +155,8 @@ def table(results: dict) -> str:
         ms = r.get("baseline_step_ms")
         base = f"{ms:.0f} | {round(r['train_minutes'] * 60_000 / ms):,}" if ms else "- | -"
         where = f"{r.get('cpu')}, {r.get('threads')} thread(s), {r.get('precision', 'fp32')}"
+        if (r.get("repeats", 3), r.get("steps", 10)) != (3, 10):
+            where += f", {r['repeats']} x {r['steps']} steps"
         lines.append(f"| `{r['config']}` | {ph} | {r['train_minutes']:.1f} | {base} | {where} |")
     return "\n".join(lines) + "\n"
 
@@ -201,7 +203,8 @@ def main() -> None:
             sys.exit(f"{name} failed:\n{res.stderr[-2000:]}")
         row = json.loads(res.stdout.strip().splitlines()[-1])
         print(f"{name}: {row['train_minutes']:.1f} min {row['phases']}", flush=True)
-        out.append({**row, "cpu": cpu_name(), "threads": args.threads})
+        timing = {"steps": args.steps, "repeats": args.repeats}
+        out.append({**row, "cpu": cpu_name(), "threads": args.threads, **timing})
     path = RESULTS / "demo_time.json"
     results = merge(json.loads(path.read_text()) if path.exists() else None, out)
     RESULTS.mkdir(exist_ok=True)
